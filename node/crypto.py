@@ -1,0 +1,231 @@
+"""Identities, signatures and MACs: the authentication PBFT relies on.
+
+Why this exists: PBFT's safety argument assumes a faulty replica cannot speak in another's
+name. Clients sign REQUESTs with ECDSA P-256; CHECKPOINT, VIEW-CHANGE and NEW-VIEW are signed
+because they travel inside proofs; every other replica-to-replica message carries an
+HMAC-SHA256 under a pairwise session key (the MAC optimisation of OSDI '99 §5.2).
+
+Session keys come from static ECDH between the two parties' P-256 keys, stretched with HKDF,
+so the genesis membership (ids and public keys) is all a party needs; no key distribution
+round. (A production deployment would keep separate signing and key-agreement keys, or use
+TLS; one key per identity keeps the membership file simple.)
+
+Signatures are deterministic (RFC 6979) and encoded as fixed-size r||s (64 bytes), so that
+a seeded simulation produces identical bytes on every run and message sizes do not wobble
+with DER lengths.
+
+What it must not know: messages, replicas, the network. It counts the operations it performs
+(`Costs`) so that the simulator's CPU model can charge them in virtual time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "SIGNATURE_BYTES",
+    "Costs",
+    "Identity",
+    "Keyring",
+    "VerifyCache",
+    "public_key_from_bytes",
+]
+
+SIGNATURE_BYTES = 64
+_CURVE = ec.SECP256R1()
+_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+@dataclass(slots=True)
+class Costs:
+    """Counters of work done, read by the simulator's CPU model (and by metrics)."""
+
+    messages: int = 0
+    bytes: int = 0
+    sign: int = 0
+    verify: int = 0
+    mac: int = 0
+    digest: int = 0
+
+    def snapshot(self) -> tuple[int, int, int, int, int, int]:
+        return (self.messages, self.bytes, self.sign, self.verify, self.mac, self.digest)
+
+
+class Identity:
+    """A party's private key and id. `from_seed` derives the key deterministically."""
+
+    __slots__ = ("id", "private_key", "public_bytes")
+
+    def __init__(self, id: str, private_key: ec.EllipticCurvePrivateKey) -> None:
+        self.id = id
+        self.private_key = private_key
+        self.public_bytes = private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+    @classmethod
+    def generate(cls, id: str) -> Identity:
+        return cls(id, ec.generate_private_key(_CURVE))
+
+    @classmethod
+    def from_seed(cls, id: str, seed: bytes) -> Identity:
+        """Derive a key from `seed` and `id` (simulation only: reproducible keys)."""
+        material = hashlib.sha512(b"medbft-key|" + seed + b"|" + id.encode()).digest()
+        scalar = int.from_bytes(material, "big") % (_ORDER - 1) + 1
+        return cls(id, ec.derive_private_key(scalar, _CURVE))
+
+    def private_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @classmethod
+    def from_pem(cls, id: str, pem: bytes) -> Identity:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{id}: key is not an EC private key")
+        return cls(id, key)
+
+
+def public_key_from_bytes(data: bytes) -> ec.EllipticCurvePublicKey:
+    """Load an uncompressed X9.62 P-256 point; raises ValueError if invalid."""
+    return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, data)
+
+
+@dataclass
+class VerifyCache:
+    """Memo of signature checks already done, shareable between replicas of one simulation.
+
+    Verification is a pure function of (key, data, signature), so sharing the answer changes
+    no outcome; the CPU model still charges every replica for its own verification. Bounded:
+    cleared when full.
+    """
+
+    limit: int = 200_000
+    results: dict[bytes, bool] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> bool | None:
+        return self.results.get(key)
+
+    def put(self, key: bytes, ok: bool) -> None:
+        if len(self.results) >= self.limit:
+            self.results.clear()
+        self.results[key] = ok
+
+
+class Keyring:
+    """What one party knows: its identity, everyone's public keys, pairwise MAC keys."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        public_keys: dict[str, bytes],
+        costs: Costs | None = None,
+        verify_cache: VerifyCache | None = None,
+    ) -> None:
+        self.identity = identity
+        self.costs = costs if costs is not None else Costs()
+        self._public_bytes = dict(public_keys)
+        self._public: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._mac_keys: dict[str, bytes] = {}
+        self._verify_cache = verify_cache
+
+    @property
+    def id(self) -> str:
+        return self.identity.id
+
+    def knows(self, party: str) -> bool:
+        return party in self._public_bytes
+
+    # -- signatures ---------------------------------------------------------------------------
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign `data` with our key; 64-byte r||s."""
+        self.costs.sign += 1
+        der = self.identity.private_key.sign(data, _ECDSA)
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def verify(self, party: str, data: bytes, signature: bytes) -> bool:
+        """True when `signature` is `party`'s signature of `data`; False for anything else."""
+        self.costs.verify += 1
+        pub = self._public_bytes.get(party)
+        if pub is None or len(signature) != SIGNATURE_BYTES:
+            return False
+        cache_key = b""
+        if self._verify_cache is not None:
+            cache_key = hashlib.sha256(pub + signature + data).digest()
+            cached = self._verify_cache.get(cache_key)
+            if cached is not None:
+                return cached
+        ok = self._verify_uncached(party, pub, data, signature)
+        if self._verify_cache is not None:
+            self._verify_cache.put(cache_key, ok)
+        return ok
+
+    def _verify_uncached(self, party: str, pub: bytes, data: bytes, signature: bytes) -> bool:
+        key = self._public.get(party)
+        if key is None:
+            try:
+                key = public_key_from_bytes(pub)
+            except ValueError:
+                return False
+            self._public[party] = key
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        if not (0 < r < _ORDER and 0 < s < _ORDER):
+            return False
+        try:
+            key.verify(encode_dss_signature(r, s), data, _ECDSA)
+        except InvalidSignature:
+            return False
+        return True
+
+    # -- MACs ---------------------------------------------------------------------------------
+
+    def _mac_key(self, party: str) -> bytes | None:
+        key = self._mac_keys.get(party)
+        if key is None:
+            pub = self._public_bytes.get(party)
+            if pub is None:
+                return None
+            try:
+                peer = public_key_from_bytes(pub)
+            except ValueError:
+                return None
+            shared = self.identity.private_key.exchange(ec.ECDH(), peer)
+            lo, hi = sorted((self.id, party))
+            info = b"medbft-session|" + lo.encode() + b"|" + hi.encode()
+            key = HKDF(hashes.SHA256(), 32, None, info).derive(shared)
+            self._mac_keys[party] = key
+        return key
+
+    def mac(self, party: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` under the session key shared with `party`."""
+        self.costs.mac += 1
+        key = self._mac_key(party)
+        if key is None:
+            raise KeyError(f"no public key for {party!r}")
+        return hmac.digest(key, data, "sha256")
+
+    def check_mac(self, party: str, data: bytes, tag: bytes) -> bool:
+        """True when `tag` is the MAC `party` would compute for us over `data`."""
+        self.costs.mac += 1
+        key = self._mac_key(party)
+        if key is None:
+            return False
+        return hmac.compare_digest(hmac.digest(key, data, "sha256"), tag)

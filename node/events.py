@@ -1,0 +1,91 @@
+"""Events into and effects out of the sans-I/O cores (`Replica`, `Client`).
+
+Why this exists: the cores never touch sockets, clocks or timers. A runtime (the simulator's
+or the real asyncio node) feeds them events and carries out the effects they return, so the
+same protocol code runs in both modes and in tests that assert on effects directly.
+Time is an input: every `step` receives the current time in integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CancelTimer",
+    "Effect",
+    "Event",
+    "Receive",
+    "Send",
+    "SetTimer",
+    "Start",
+    "Timeout",
+    "Trace",
+]
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """Bytes arrived from the network (an encoded `Envelope`; untrusted)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """A timer set earlier with `SetTimer(key, ...)` fired."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The runtime started (or restarted after a crash, `recovering=True`)."""
+
+    recovering: bool = False
+
+
+Event = Receive | Timeout | Start
+
+
+# -- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `data` (an encoded, authenticated Envelope) to party `to`. `kind` names the inner
+    message type (e.g. 'PREPARE') for metrics."""
+
+    to: str
+    data: bytes
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """(Re)arm timer `key` to fire after `delay_ns`; replaces an armed timer of that key."""
+
+    key: str
+    delay_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Something worth recording happened. `event` names it; `fields` are JSON-able values.
+
+    The checker and metrics are built on these (e.g. 'execute' with seq, view, digest and the
+    executed request keys; 'drop' with a reason)."""
+
+    event: str
+    fields: dict[str, Any]
+
+
+Effect = Send | SetTimer | CancelTimer | Trace

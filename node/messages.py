@@ -1,0 +1,483 @@
+"""PBFT messages and their one canonical byte encoding.
+
+Why this exists: every replica, client and checker must agree on the exact bytes of a message,
+because digests, signatures, MACs and the byte counts we report are all computed over them.
+So each message type has exactly one encoding: a one-byte type tag, then its fields in
+declaration order (unsigned 64-bit big-endian integers, length-prefixed bytes and UTF-8
+strings, nested messages, length-prefixed tuples). No maps, no optional fields, no floats:
+nothing whose encoding could vary between machines or Python versions.
+
+What it must not know: keys, the network, replica state. Authentication lives in `crypto`
+and `envelope`; this module only turns values into bytes and back.
+
+Decoding takes untrusted bytes: any malformed input (truncated, trailing bytes, unknown tag,
+oversized field, bad UTF-8, integer out of range) raises `DecodeError` and nothing else.
+Names follow Castro & Liskov, OSDI '99 §4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "NULL_BATCH",
+    "Batch",
+    "BatchData",
+    "Checkpoint",
+    "Commit",
+    "CommittedBatch",
+    "DecodeError",
+    "Envelope",
+    "FetchBatch",
+    "FetchState",
+    "Message",
+    "NewView",
+    "PrePrepare",
+    "Prepare",
+    "Reply",
+    "Request",
+    "SeqDigest",
+    "StateData",
+    "ViewChange",
+    "decode",
+    "digest_of",
+    "encode",
+    "kind_of",
+]
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Hard limit on one encoded message: a decoder never allocates more than this."""
+
+_MAX_ITEMS = 1 << 16
+_MAX_STR = 1024
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+class DecodeError(ValueError):
+    """Raised when untrusted bytes are not a valid encoding of a known message."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Field codecs. Each codec appends bytes to a list, or reads from (buf, pos) -> (value, pos).
+
+Encoder = Callable[[Any, list[bytes]], None]
+Decoder = Callable[[bytes, int], tuple[Any, int]]
+
+
+def _enc_int(value: int, out: list[bytes]) -> None:
+    out.append(_U64.pack(value))
+
+
+def _dec_int(buf: bytes, pos: int) -> tuple[int, int]:
+    end = pos + 8
+    if end > len(buf):
+        raise DecodeError("truncated integer")
+    return _U64.unpack_from(buf, pos)[0], end
+
+
+def _enc_bytes(value: bytes, out: list[bytes]) -> None:
+    out.append(_U32.pack(len(value)))
+    out.append(value)
+
+
+def _dec_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+    if pos + 4 > len(buf):
+        raise DecodeError("truncated length")
+    size = _U32.unpack_from(buf, pos)[0]
+    start = pos + 4
+    end = start + size
+    if end > len(buf):
+        raise DecodeError("truncated bytes field")
+    return buf[start:end], end
+
+
+def _enc_str(value: str, out: list[bytes]) -> None:
+    _enc_bytes(value.encode(), out)
+
+
+def _dec_str(buf: bytes, pos: int) -> tuple[str, int]:
+    raw, end = _dec_bytes(buf, pos)
+    if len(raw) > _MAX_STR:
+        raise DecodeError("string field too long")
+    try:
+        return raw.decode(), end
+    except UnicodeDecodeError as exc:
+        raise DecodeError("string field is not UTF-8") from exc
+
+
+def _enc_bool(value: bool, out: list[bytes]) -> None:
+    out.append(b"\x01" if value else b"\x00")
+
+
+def _dec_bool(buf: bytes, pos: int) -> tuple[bool, int]:
+    if pos >= len(buf):
+        raise DecodeError("truncated bool")
+    byte = buf[pos]
+    if byte > 1:
+        raise DecodeError("bool out of range")
+    return byte == 1, pos + 1
+
+
+def _tuple_codec(item_enc: Encoder, item_dec: Decoder) -> tuple[Encoder, Decoder]:
+    def enc(value: tuple[Any, ...], out: list[bytes]) -> None:
+        out.append(_U32.pack(len(value)))
+        for item in value:
+            item_enc(item, out)
+
+    def dec(buf: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
+        if pos + 4 > len(buf):
+            raise DecodeError("truncated count")
+        count = _U32.unpack_from(buf, pos)[0]
+        if count > _MAX_ITEMS:
+            raise DecodeError("too many items")
+        pos += 4
+        items = []
+        for _ in range(count):
+            item, pos = item_dec(buf, pos)
+            items.append(item)
+        return tuple(items), pos
+
+    return enc, dec
+
+
+def _message_codec(cls: type[Message]) -> tuple[Encoder, Decoder]:
+    def enc(value: Message, out: list[bytes]) -> None:
+        if type(value) is not cls:
+            raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
+        value._encode_into(out)
+
+    def dec(buf: bytes, pos: int) -> tuple[Message, int]:
+        if pos >= len(buf) or buf[pos] != cls.TAG:
+            raise DecodeError(f"expected nested {cls.__name__}")
+        return cls._decode_from(buf, pos + 1)
+
+    return enc, dec
+
+
+def _codec_for(annotation: Any) -> tuple[Encoder, Decoder]:
+    if annotation is int:
+        return _enc_int, _dec_int
+    if annotation is bytes:
+        return _enc_bytes, _dec_bytes
+    if annotation is str:
+        return _enc_str, _dec_str
+    if annotation is bool:
+        return _enc_bool, _dec_bool
+    if typing.get_origin(annotation) is tuple:
+        (item, _ellipsis) = typing.get_args(annotation)
+        return _tuple_codec(*_codec_for(item))
+    if isinstance(annotation, type) and issubclass(annotation, Message):
+        return _message_codec(annotation)
+    raise TypeError(f"no codec for {annotation!r}")
+
+
+_BY_TAG: dict[int, type[Message]] = {}
+
+
+class Message:
+    """Base of every message: subclasses are frozen slotted dataclasses with a unique TAG."""
+
+    __slots__ = ()
+    TAG: ClassVar[int] = 0
+    KIND: ClassVar[str] = ""
+    _encoders: ClassVar[tuple[tuple[str, Encoder], ...]]
+    _decoders: ClassVar[tuple[Decoder, ...]]
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(bytes((self.TAG,)))
+        for name, enc in self._encoders:
+            enc(getattr(self, name), out)
+
+    @classmethod
+    def _decode_from(cls, buf: bytes, pos: int) -> tuple[Message, int]:
+        values = []
+        for dec in cls._decoders:
+            value, pos = dec(buf, pos)
+            values.append(value)
+        return cls(*values), pos
+
+
+def _message(tag: int, kind: str) -> Callable[[type], type]:
+    """Class decorator: make a frozen slotted dataclass and register its codec under `tag`."""
+
+    def wrap(cls: type) -> type:
+        dc = dataclass(frozen=True, slots=True)(cls)
+        dc.TAG = tag
+        dc.KIND = kind
+        hints = typing.get_type_hints(dc)
+        codecs = [(f.name, _codec_for(hints[f.name])) for f in dataclasses.fields(dc)]
+        dc._encoders = tuple((name, c[0]) for name, c in codecs)
+        dc._decoders = tuple(c[1] for _, c in codecs)
+        assert tag not in _BY_TAG, f"duplicate tag {tag}"
+        _BY_TAG[tag] = dc
+        return dc
+
+    return wrap
+
+
+def encode(msg: Message) -> bytes:
+    """Return the canonical bytes of `msg`."""
+    out: list[bytes] = []
+    msg._encode_into(out)
+    return b"".join(out)
+
+
+def decode(data: bytes) -> Message:
+    """Decode one complete message from untrusted `data`; raise DecodeError if malformed."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("not bytes")
+    buf = bytes(data)
+    if not buf:
+        raise DecodeError("empty message")
+    if len(buf) > MAX_MESSAGE_BYTES:
+        raise DecodeError("message too large")
+    cls = _BY_TAG.get(buf[0])
+    if cls is None:
+        raise DecodeError(f"unknown message tag {buf[0]}")
+    try:
+        msg, end = cls._decode_from(buf, 1)
+    except DecodeError:
+        raise
+    except (TypeError, ValueError, struct.error, RecursionError) as exc:  # defensive
+        raise DecodeError(f"malformed {cls.__name__}: {exc}") from exc
+    if end != len(buf):
+        raise DecodeError(f"{len(buf) - end} trailing bytes after {cls.__name__}")
+    return msg
+
+
+def digest_of(data: bytes) -> bytes:
+    """D(m) of the paper: SHA-256 of canonical bytes."""
+    return hashlib.sha256(data).digest()
+
+
+def kind_of(msg: Message) -> str:
+    """The paper's name of a message type, e.g. 'PRE-PREPARE' (used in metrics)."""
+    return msg.KIND
+
+
+# ---------------------------------------------------------------------------------------------
+# The messages. Replica ids inside messages are indices into the membership (0..n-1).
+
+
+@_message(1, "REQUEST")
+class Request(Message):
+    """⟨REQUEST, o, t, c⟩σc (§4.1), signed by the client with ECDSA P-256.
+
+    `session` lets one client identity keep several requests outstanding: exactly-once is kept
+    per (client, session), each session having one request in flight as in the paper.
+    `signature` covers `unsigned()`; the request digest excludes the signature so that digests
+    (and hence batch digests and traces) do not depend on signature bytes.
+    """
+
+    op: bytes
+    timestamp: int
+    client: str
+    session: int
+    signature: bytes
+
+    def unsigned(self) -> bytes:
+        return encode(Request(self.op, self.timestamp, self.client, self.session, b""))
+
+    def digest(self) -> bytes:
+        return digest_of(self.unsigned())
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.client, self.session, self.timestamp)
+
+
+@_message(2, "BATCH")
+class Batch(Message):
+    """The requests ordered at one sequence number, with the block timestamp the primary chose.
+
+    The timestamp is agreed in consensus (it is covered by the digest), so state machines may
+    read it deterministically. An empty batch is the paper's null request (§4.4).
+    """
+
+    timestamp_ns: int
+    requests: tuple[Request, ...]
+
+    def digest(self) -> bytes:
+        h = hashlib.sha256(b"medbft-batch")
+        h.update(_U64.pack(self.timestamp_ns))
+        for req in self.requests:
+            h.update(req.digest())
+        return h.digest()
+
+
+NULL_BATCH = Batch(0, ())
+"""The null request that fills gaps in a NEW-VIEW's O set."""
+
+
+@_message(3, "PRE-PREPARE")
+class PrePrepare(Message):
+    """⟨⟨PRE-PREPARE, v, n, d⟩, m⟩ (§4.2): the primary's proposal with the batch piggybacked."""
+
+    view: int
+    seq: int
+    digest: bytes
+    batch: Batch
+
+
+@_message(4, "PREPARE")
+class Prepare(Message):
+    """⟨PREPARE, v, n, d, i⟩ (§4.2), sent by backups only."""
+
+    view: int
+    seq: int
+    digest: bytes
+    replica: int
+
+
+@_message(5, "COMMIT")
+class Commit(Message):
+    """⟨COMMIT, v, n, D(m), i⟩ (§4.2)."""
+
+    view: int
+    seq: int
+    digest: bytes
+    replica: int
+
+
+@_message(6, "REPLY")
+class Reply(Message):
+    """⟨REPLY, v, t, c, i, r⟩ (§4.1), MAC'd for its one client."""
+
+    view: int
+    timestamp: int
+    client: str
+    session: int
+    replica: int
+    result: bytes
+
+
+@_message(7, "CHECKPOINT")
+class Checkpoint(Message):
+    """⟨CHECKPOINT, n, d, i⟩σi (§4.3): signed, because 2f+1 of them travel as a proof."""
+
+    seq: int
+    digest: bytes
+    replica: int
+    signature: bytes
+
+    def unsigned(self) -> bytes:
+        return encode(Checkpoint(self.seq, self.digest, self.replica, b""))
+
+
+@_message(8, "SEQ-DIGEST")
+class SeqDigest(Message):
+    """A (n, d, v) triple: one entry of a VIEW-CHANGE's P or Q set, or of a NEW-VIEW's O set."""
+
+    seq: int
+    digest: bytes
+    view: int
+
+
+@_message(9, "VIEW-CHANGE")
+class ViewChange(Message):
+    """⟨VIEW-CHANGE, v+1, n, C, P, Q, i⟩σi (§4.4; the Q set is from Castro's TOCS 2002).
+
+    `checkpoint_proof` is C: 2f+1 signed CHECKPOINTs proving `stable_seq` (empty at 0).
+    `prepared` is P: for each seq above `stable_seq` prepared here, the highest view and
+    digest. `preprepared` is Q: for each such seq, the (digest, latest view) pairs
+    pre-prepared here. Prepares are MAC'd, not signed, so P and Q are claims vouched for by
+    this message's signature; the NEW-VIEW decision procedure (replica.decide_new_view) only
+    trusts a claim that a quorum does not contradict and f+1 replicas back, which keeps
+    safety without signing every PREPARE.
+    """
+
+    view: int
+    stable_seq: int
+    checkpoint_proof: tuple[Checkpoint, ...]
+    prepared: tuple[SeqDigest, ...]
+    preprepared: tuple[SeqDigest, ...]
+    replica: int
+    signature: bytes
+
+    def unsigned(self) -> bytes:
+        return encode(dataclasses.replace(self, signature=b""))
+
+
+@_message(10, "NEW-VIEW")
+class NewView(Message):
+    """⟨NEW-VIEW, v+1, V, O⟩σp (§4.4). O holds (n, d) per seq; bodies are fetched by digest."""
+
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    assignments: tuple[SeqDigest, ...]
+    replica: int
+    signature: bytes
+
+    def unsigned(self) -> bytes:
+        return encode(dataclasses.replace(self, signature=b""))
+
+
+@_message(11, "FETCH-BATCH")
+class FetchBatch(Message):
+    """Ask peers for the batch whose digest is known (from a NEW-VIEW) but whose body is not."""
+
+    digest: bytes
+    replica: int
+
+
+@_message(12, "BATCH-DATA")
+class BatchData(Message):
+    """A batch body; the receiver checks it against the digest it asked for."""
+
+    batch: Batch
+    replica: int
+
+
+@_message(13, "FETCH-STATE")
+class FetchState(Message):
+    """State transfer request: 'I have executed up to `last_executed`'."""
+
+    last_executed: int
+    replica: int
+
+
+@_message(14, "COMMITTED-BATCH")
+class CommittedBatch(Message):
+    """One batch the sender has executed, in a STATE-DATA answer."""
+
+    seq: int
+    view: int
+    batch: Batch
+
+
+@_message(15, "STATE-DATA")
+class StateData(Message):
+    """State transfer answer: the sender's stable checkpoint (proof and snapshot, when newer than
+    the asker's), the batches it executed after that point, its view and the NEW-VIEW that
+    started it (encoded; empty in view 0)."""
+
+    stable_seq: int
+    checkpoint_proof: tuple[Checkpoint, ...]
+    snapshot: bytes
+    committed: tuple[CommittedBatch, ...]
+    view: int
+    new_view: bytes
+    replica: int
+
+
+@_message(100, "ENVELOPE")
+class Envelope(Message):
+    """What travels on a link: the sender's id, one encoded message, and a MAC for the receiver.
+
+    The MAC is HMAC-SHA256 under the sender-receiver session key (empty for client REQUESTs,
+    which carry an ECDSA signature instead). The paper's authenticator holds one MAC per
+    receiver because it used IP multicast; we send point to point, so each copy carries only
+    the MAC its receiver checks: the same O(n) MACs to generate per multicast, one to verify.
+    """
+
+    sender: str
+    payload: bytes
+    mac: bytes
