@@ -51,6 +51,7 @@ class Client:
     def __init__(self, membership: Membership, keyring: Keyring, timeout_ns: int) -> None:
         self.membership = membership
         self.keys = keyring
+        self.costs = keyring.costs
         self.id = keyring.id
         self.timeout_ns = timeout_ns
         self.n = membership.n
@@ -78,7 +79,8 @@ class Client:
             SetTimer(_timer(session), self.timeout_ns),
         ]
 
-    def step(self, event: Receive | Timeout) -> list[ClientEffect]:
+    def step(self, event: Receive | Timeout, now_ns: int = 0) -> list[ClientEffect]:
+        """Feed a reply or a retransmission timer; `now_ns` is unused (kept for the runtime)."""
         if type(event) is Receive:
             return self._on_receive(event.data)
         if type(event) is Timeout:

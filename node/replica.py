@@ -43,6 +43,13 @@ _T_VIEW_CHANGE = "view-change"
 _T_FETCH = "fetch"
 _MAX_BACKOFF_SHIFT = 10
 
+BENIGN_DROPS = frozenset({
+    "old view", "below low watermark", "buffered", "buffer full", "duplicate pre-prepare",
+    "request older than last reply", "old view-change", "old new-view", "pending requests full",
+    "checkpoint at a non-checkpoint sequence number",
+})
+"""Drop reasons that honest traffic produces (late, duplicate or early messages)."""
+
 
 @dataclass(frozen=True)
 class Config:
@@ -148,7 +155,8 @@ class Replica:
         self.ahead_of_us: dict[int, int] = {}
         self.missing_batches: dict[bytes, int] = {}
         self.fetching_state = False
-        self.fetch_mark = (0, 0)
+        self.fetch_mark = 0
+        self.transferred = 0
         self.transfer_votes: dict[int, dict[bytes, set[int]]] = {}
         self.transfer_bodies: dict[bytes, tuple[int, int, m.Batch]] = {}
         # counters (read by metrics)
@@ -193,8 +201,11 @@ class Replica:
         self._out.append(Trace(event, fields))
 
     def _drop(self, reason: str, sender: str = "", kind: str = "") -> None:
+        """Count and trace an ignored message. `bad` marks reasons only a faulty or forged
+        message can have; the rest (stale, duplicate, early) happen to honest traffic too."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self._out.append(Trace("drop", {"reason": reason, "from": sender, "kind": kind}))
+        self._out.append(Trace("drop", {"reason": reason, "from": sender, "kind": kind,
+                                        "bad": reason not in BENIGN_DROPS}))
 
     def _envelope(self, to: str, payload: bytes) -> bytes:
         mac = self.keys.mac(to, self.id.encode() + b"\x00" + payload)
@@ -996,7 +1007,7 @@ class Replica:
 
     def _fetch_state(self) -> None:
         self.fetching_state = True
-        self.fetch_mark = (self.last_executed, self.view)
+        self.fetch_mark = self.transferred
         self._bcast(m.FetchState(self.last_executed, self.me))
         self._trace("fetch-state", last_executed=self.last_executed)
         if _T_FETCH not in self.timers:
@@ -1007,8 +1018,8 @@ class Replica:
             for digest in list(self.missing_batches):
                 self._bcast(m.FetchBatch(digest, self.me))
         if self.fetching_state:
-            if (self.last_executed, self.view) != self.fetch_mark or self.h > self.last_executed:
-                self._fetch_state()  # still making progress (or not there yet): ask again
+            if self.transferred != self.fetch_mark or self.h > self.last_executed:
+                self._fetch_state()  # the last round brought something (or we are not there yet)
             else:
                 self.fetching_state = False
         if (self.missing_batches or self.fetching_state) and _T_FETCH not in self.timers:
@@ -1074,6 +1085,7 @@ class Replica:
             self._drop("malformed snapshot", self.ids[sender], sd.KIND)
             return
         self.last_executed = sd.stable_seq
+        self.transferred += 1
         self.next_seq = max(self.next_seq, self.last_executed + 1)
         self.executed.clear()
         self.own_checkpoints[sd.stable_seq] = sd.snapshot
@@ -1105,6 +1117,7 @@ class Replica:
             del self.transfer_votes[seq]
             self.batches.setdefault(digest, batch)
             self._execute(seq, view, digest, batch)
+            self.transferred += 1
         self._maybe_execute()
 
 

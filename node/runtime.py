@@ -1,0 +1,182 @@
+"""The asyncio shell around a sans-I/O replica: events in from a transport and timers, effects
+out to the transport, timers and a trace sink.
+
+Why this exists: the protocol core must run unchanged on the simulator's virtual-time loop
+and on a real asyncio loop. This runtime is the only code between them and the core; it knows
+nothing of which loop it is on (it uses the integer-nanosecond helpers of the virtual loop
+when present and plain `loop.time()` otherwise).
+
+A CPU model may be attached (simulation): each event is then processed only when the node's
+single CPU is free, its cost (from the core's operation counters) keeps the CPU busy, and the
+effects take place when the processing ends, so crypto and O(n^2) load queue up as they would
+on a real machine. Without one, effects take place at once (real mode: the real CPU pays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from node.crypto import Costs
+from node.events import CancelTimer, Effect, Event, Receive, Send, SetTimer, Start, Timeout, Trace
+
+__all__ = ["CostModel", "NodeRuntime", "Transport", "TraceSink"]
+
+
+class Transport(Protocol):
+    def send(self, src: str, to: str, data: bytes, kind: str) -> None: ...
+
+
+class Core(Protocol):
+    id: str
+    costs: Costs
+
+    def step(self, event: Event, now_ns: int) -> list[Effect]: ...
+
+
+CostModel = Callable[[tuple[int, ...], tuple[int, ...]], int]
+"""(counters before, counters after) -> nanoseconds of CPU the step took."""
+
+TraceSink = Callable[[str, int, Trace], None]
+"""(node id, time in ns, trace effect) -> None."""
+
+
+def loop_now_ns(loop: asyncio.AbstractEventLoop) -> int:
+    now = getattr(loop, "now_ns", None)
+    return now if isinstance(now, int) else round(loop.time() * 1e9)
+
+
+def call_later_ns(
+    loop: asyncio.AbstractEventLoop, delay_ns: int, callback: Callable[..., Any], *args: Any
+) -> asyncio.TimerHandle:
+    exact = getattr(loop, "call_later_ns", None)
+    if exact is not None:
+        return exact(delay_ns, callback, *args)  # type: ignore[no-any-return]
+    return loop.call_later(delay_ns / 1e9, callback, *args)
+
+
+class NodeRuntime:
+    """Owns one core; feeds it events; carries out its effects."""
+
+    def __init__(
+        self,
+        core: Core,
+        transport: Transport,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        cost_model: CostModel | None = None,
+        trace: TraceSink | None = None,
+        on_other: Callable[[Effect | Any], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.id = core.id
+        self.transport = transport
+        self.loop = loop
+        self.cost_model = cost_model
+        self.trace_sink = trace
+        self.on_other = on_other
+        self.crashed = False
+        self.busy_ns = 0
+        self.slowdown = 1.0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._inbox: deque[Event] = deque()
+        self._busy_until_ns = 0
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._pending_apply: asyncio.TimerHandle | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def start(self, recovering: bool = False) -> None:
+        self.crashed = False
+        self._submit(Start(recovering))
+
+    def receive(self, data: bytes) -> None:
+        if not self.crashed:
+            self._submit(Receive(data))
+
+    def crash(self) -> None:
+        """Stop: nothing in or out, timers off; the core (durable state) is kept."""
+        self.crashed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._inbox.clear()
+        for handle in (self._wakeup, self._pending_apply):
+            if handle is not None:
+                handle.cancel()
+        self._wakeup = self._pending_apply = None
+        self._busy_until_ns = 0
+
+    def recover(self) -> None:
+        self.start(recovering=True)
+
+    # -- processing ---------------------------------------------------------------------------
+
+    def _submit(self, event: Event) -> None:
+        if self.cost_model is None:
+            self._apply(self.core.step(event, loop_now_ns(self.loop)))
+            return
+        self._inbox.append(event)
+        if self._wakeup is None:
+            self._drain()
+
+    def _drain(self) -> None:
+        self._wakeup = None
+        now = loop_now_ns(self.loop)
+        if now < self._busy_until_ns:
+            self._wakeup = call_later_ns(self.loop, self._busy_until_ns - now, self._drain)
+            return
+        if not self._inbox or self.crashed:
+            return
+        event = self._inbox.popleft()
+        before = self.core.costs.snapshot()
+        effects = self.core.step(event, now)
+        assert self.cost_model is not None
+        cost = round(self.cost_model(before, self.core.costs.snapshot()) * self.slowdown)
+        self.busy_ns += cost
+        self._busy_until_ns = now + cost
+        if cost > 0:
+            self._pending_apply = call_later_ns(self.loop, cost, self._apply_later, effects)
+        else:
+            self._apply(effects)
+        if self._inbox:
+            self._wakeup = call_later_ns(self.loop, cost, self._drain)
+
+    def _apply_later(self, effects: list[Effect]) -> None:
+        self._pending_apply = None
+        self._apply(effects)
+
+    def apply(self, effects: list[Any]) -> None:
+        """Carry out effects produced outside `step` (e.g. a client's `submit`)."""
+        self._apply(effects)
+
+    def _apply(self, effects: list[Any]) -> None:
+        if self.crashed:
+            return
+        for eff in effects:
+            kind = type(eff)
+            if kind is Send:
+                self.transport.send(self.id, eff.to, eff.data, eff.kind)  # type: ignore[union-attr]
+            elif kind is SetTimer:
+                old = self._timers.get(eff.key)  # type: ignore[union-attr]
+                if old is not None:
+                    old.cancel()
+                self._timers[eff.key] = call_later_ns(  # type: ignore[union-attr]
+                    self.loop, eff.delay_ns, self._fire, eff.key  # type: ignore[union-attr]
+                )
+            elif kind is CancelTimer:
+                handle = self._timers.pop(eff.key, None)  # type: ignore[union-attr]
+                if handle is not None:
+                    handle.cancel()
+            elif kind is Trace:
+                if self.trace_sink is not None:
+                    self.trace_sink(self.id, loop_now_ns(self.loop), eff)
+            elif self.on_other is not None:
+                self.on_other(eff)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        if not self.crashed:
+            self._submit(Timeout(key))

@@ -1,0 +1,74 @@
+"""The per-node CPU model: what processing and cryptography cost, in virtual time.
+
+Why this exists: in a real deployment a replica's CPU is a queue. Signature checks, MACs over
+O(n) authenticators and per-message handling decide throughput long before the network does
+(OSDI '99 §7; the per-node load formulas in shared/reference/pbft.md §4.1). The simulator
+charges each step of a replica by the operations the core counted while taking it
+(`node.crypto.Costs`): messages handled, bytes received, signatures, verifications, MACs and
+digests, each at a per-operation cost.
+
+`cpu: none` in a scenario turns the model off (everything free, so latency is pure network).
+
+DEFAULT_COSTS_NS were measured on this project's reference machine (2-core x86_64 VM,
+Python 3.11, cryptography 48 / OpenSSL): ECDSA P-256 sign 17.5 us, verify 42.2 us,
+HMAC-SHA256 of a small message 1.43 us, SHA-256 of 200 bytes 0.32 us; `message` is the
+Python handling cost of one message in the replica core (decode, guards, bookkeeping)
+measured with `bench/calibrate.py`, crypto excluded. Re-measure on your machine with
+`python bench/calibrate.py` and put the figures in the scenario's `cpu:` mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_COSTS_NS", "CpuCosts", "cost_model"]
+
+DEFAULT_COSTS_NS: dict[str, float] = {
+    "message": 20_000.0,
+    "byte": 0.5,
+    "sign": 17_500.0,
+    "verify": 42_200.0,
+    "mac": 1_430.0,
+    "digest": 320.0,
+}
+
+
+@dataclass(frozen=True)
+class CpuCosts:
+    """Per-operation costs in nanoseconds (floats: a byte may cost half a nanosecond)."""
+
+    message: float
+    byte: float
+    sign: float
+    verify: float
+    mac: float
+    digest: float
+
+    @classmethod
+    def from_spec(cls, spec: object | None) -> CpuCosts | None:
+        """None for `cpu: none`; defaults for each field the scenario leaves unset."""
+        if spec is None:
+            return None
+        values = {}
+        for name, default in DEFAULT_COSTS_NS.items():
+            given = getattr(spec, f"{name}_ns", None)
+            values[name] = float(default if given is None else given)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in DEFAULT_COSTS_NS}
+
+
+def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
+    """A `node.runtime.CostModel` charging the operations done between two counter snapshots
+    (order: messages, bytes, sign, verify, mac, digest)."""
+    weights = (costs.message, costs.byte, costs.sign, costs.verify, costs.mac, costs.digest)
+
+    def charge(before: tuple[int, ...], after: tuple[int, ...]) -> int:
+        total = 0.0
+        for w, b, a in zip(weights, before, after, strict=True):
+            if a != b:
+                total += w * (a - b)
+        return round(total)
+
+    return charge

@@ -1,0 +1,78 @@
+"""Measurements of a run, computed from what the simulator recorded (never from clocks inside
+the cores): request latencies, throughput, message and byte counts by type and node.
+
+Why this exists: summary.json and requests.csv are the project's published results; every
+number in them is derived here, in one place, with its definition next to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["RequestRecord", "Traffic", "latency_stats", "percentile"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    client: str
+    session: int
+    timestamp: int
+    submit_ns: int
+    commit_ns: int | None = None
+    view: int | None = None
+    seq: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.client}/{self.session}/{self.timestamp}"
+
+    @property
+    def latency_ns(self) -> int | None:
+        return None if self.commit_ns is None else self.commit_ns - self.submit_ns
+
+
+@dataclass
+class Traffic:
+    """Messages put on the network (a replica never sends to itself), by type and by node."""
+
+    total: int = 0
+    bytes: int = 0
+    lost: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    bytes_by_type: dict[str, int] = field(default_factory=dict)
+    by_node: dict[str, int] = field(default_factory=dict)
+    bytes_by_node: dict[str, int] = field(default_factory=dict)
+
+    def count(self, src: str, kind: str, nbytes: int) -> None:
+        self.total += 1
+        self.bytes += nbytes
+        self.by_type[kind] = self.by_type.get(kind, 0) + 1
+        self.bytes_by_type[kind] = self.bytes_by_type.get(kind, 0) + nbytes
+        self.by_node[src] = self.by_node.get(src, 0) + 1
+        self.bytes_by_node[src] = self.bytes_by_node.get(src, 0) + nbytes
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    if not sorted_values:
+        return math.nan
+    k = (len(sorted_values) - 1) * p / 100.0
+    lo = math.floor(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def latency_stats(latencies_ns: Sequence[int]) -> dict[str, float | None]:
+    """p50/p95/p99/mean/max in milliseconds (None when nothing was settled)."""
+    if not latencies_ns:
+        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+    ms = sorted(v / 1e6 for v in latencies_ns)
+    return {
+        "p50": round(percentile(ms, 50), 6),
+        "p95": round(percentile(ms, 95), 6),
+        "p99": round(percentile(ms, 99), 6),
+        "mean": round(sum(ms) / len(ms), 6),
+        "max": round(ms[-1], 6),
+    }

@@ -1,0 +1,305 @@
+"""One simulated run: assemble a network from a scenario, run it on virtual time, measure it.
+
+Why this exists: it is the single place that turns a validated `Scenario` into running parts
+(identities, replicas, runtimes, the network model, clients, timed faults), drives the
+virtual-time loop to the end of the run, and hands the record to the checker and metrics.
+
+Determinism: every random stream is derived from the seed by name (network, workload), keys
+are derived from the seed, the loop breaks ties in scheduling order, and nothing here reads
+the wall clock except to report `wall_time_s` (kept out of every digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from node.client import Client
+from node.crypto import Costs, Identity, Keyring, VerifyCache
+from node.events import Trace
+from node.membership import Member, Membership
+from node.replica import Config, Replica
+from node.runtime import NodeRuntime
+from node.statemachine import KeyValueStore
+from sim.checker import Checker
+from sim.cpu import CpuCosts, cost_model
+from sim.loop import VirtualTimeLoop
+from sim.metrics import RequestRecord, Traffic, latency_stats
+from sim.network import Network
+from sim.scenario import Scenario, scenario_hash
+from sim.workload import Workload
+
+__all__ = ["RunResult", "SimTransport", "digest_summary", "run_scenario"]
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("medbft")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    requests: list[RequestRecord]
+    trace: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+class SimTransport:
+    """Carries bytes between runtimes through the network model, on the virtual loop."""
+
+    def __init__(self, loop: VirtualTimeLoop, network: Network, traffic: Traffic,
+                 record: list[dict[str, Any]] | None) -> None:
+        self.loop = loop
+        self.network = network
+        self.traffic = traffic
+        self.record = record
+        self.endpoints: dict[str, NodeRuntime] = {}
+        self.in_flight = 0
+
+    def send(self, src: str, to: str, data: bytes, kind: str) -> None:
+        now = self.loop.now_ns
+        self.traffic.count(src, kind, len(data))
+        arrival = self.network.transmit(src, to, len(data), now)
+        if self.record is not None:
+            self.record.append({"t": now, "node": src, "event": "send", "to": to, "kind": kind,
+                                "bytes": len(data), "lost": arrival is None})
+        if arrival is None:
+            self.traffic.lost += 1
+            return
+        self.in_flight += 1
+        self.loop.call_at_ns(arrival, self._deliver, to, data)
+
+    def _deliver(self, to: str, data: bytes) -> None:
+        self.in_flight -= 1
+        self.endpoints[to].receive(data)
+
+
+class _Run:
+    """The parts of one run, wired together (kept private: `run_scenario` is the interface)."""
+
+    def __init__(self, scenario: Scenario, seed: int, trace: bool) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.loop = VirtualTimeLoop()
+        self.traffic = Traffic()
+        self.trace: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.full_trace = trace
+        self.rejected: dict[str, int] = {}
+        self.ignored: dict[str, int] = {}
+        self.checker = Checker(honest=set(scenario.node_ids))
+        seed_bytes = f"medbft-seed:{seed}".encode()
+        parties = list(scenario.node_ids) + list(scenario.clients)
+        idents = {p: Identity.from_seed(p, seed_bytes) for p in parties}
+        self.membership = Membership(
+            tuple(Member(nd.id, nd.role, idents[nd.id].public_bytes) for nd in scenario.nodes),
+            tuple(Member(c, "client", idents[c].public_bytes) for c in scenario.clients),
+        )
+        self.network = Network(scenario.node_ids, scenario.clients, scenario.network,
+                               random.Random(f"medbft:{seed}:network"))
+        self.transport = SimTransport(self.loop, self.network, self.traffic,
+                                      self.trace if trace else None)
+        self.cpu = CpuCosts.from_spec(scenario.cpu)
+        model = cost_model(self.cpu) if self.cpu is not None else None
+        p = scenario.protocol
+        config = Config(
+            batch_size=p.batch_size, batch_timeout_ns=p.batch_timeout_ns,
+            max_in_flight=p.max_in_flight, checkpoint_interval=p.checkpoint_interval,
+            watermark_window=p.watermark_window, view_change_timeout_ns=p.view_change_timeout_ns,
+        )
+        cache = VerifyCache()
+        pubs = self.membership.public_keys()
+        self.replicas: dict[str, Replica] = {}
+        self.runtimes: dict[str, NodeRuntime] = {}
+        for nid in scenario.node_ids:
+            replica = Replica(self.membership, nid, Keyring(idents[nid], pubs, Costs(), cache),
+                              KeyValueStore(), config)
+            self.replicas[nid] = replica
+            rt = NodeRuntime(replica, self.transport, self.loop, cost_model=model,
+                             trace=self._on_trace)
+            self.runtimes[nid] = rt
+            self.transport.endpoints[nid] = rt
+        clients: dict[str, tuple[Client, NodeRuntime]] = {}
+        for cid in scenario.clients:
+            core = Client(self.membership, Keyring(idents[cid], pubs, Costs(), cache),
+                          p.client_timeout_ns)
+            rt = NodeRuntime(core, self.transport, self.loop, trace=self._on_trace,
+                             on_other=lambda eff, cid=cid: self.workload.on_effect(cid, eff))
+            clients[cid] = (core, rt)
+            self.transport.endpoints[cid] = rt
+        self.workload = Workload(scenario.workload, clients, scenario.duration_ns,
+                                 random.Random(f"medbft:{seed}:workload"),
+                                 on_submit=self.checker.submitted.add)
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def _on_trace(self, node: str, now_ns: int, tr: Trace) -> None:
+        fields = tr.fields
+        event = tr.event
+        if event == "drop":
+            table = self.rejected if fields.get("bad") else self.ignored
+            table[fields["reason"]] = table.get(fields["reason"], 0) + 1
+            if self.full_trace:
+                self.trace.append({"t": now_ns, "node": node, "event": event, **fields})
+            return
+        if event == "execute":
+            self.checker.on_execute(node, fields["seq"], fields["digest"], fields["executed"])
+        elif event == "checkpoint":
+            self.checker.on_checkpoint(node, fields["seq"], fields["digest"])
+        row = {"t": now_ns, "node": node, "event": event, **fields}
+        self.events.append(row)
+        if self.full_trace:
+            self.trace.append(row)
+
+    def _fault(self, fault: Any) -> None:
+        action = type(fault).__name__
+        node = fault.node
+        if action == "CrashFault":
+            self.runtimes[node].crash()
+            event = "crash"
+        elif action == "RecoverFault":
+            self.runtimes[node].recover()
+            event = "recover"
+        else:  # pragma: no cover - the scenario schema admits only the kinds handled here
+            raise AssertionError(f"unhandled fault {fault!r}")
+        row = {"t": self.loop.now_ns, "node": node, "event": event}
+        self.events.append(row)
+        if self.full_trace:
+            self.trace.append(row)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for fault in self.scenario.faults:
+            self.loop.call_at_ns(fault.at_ns, self._fault, fault)
+        for nid in self.scenario.node_ids:
+            self.runtimes[nid].start()
+        self.workload.start()
+        duration = self.scenario.duration_ns
+        w, t = self.workload, self.transport
+
+        def finished() -> bool:
+            return (self.loop.now_ns >= duration and w.settled == w.submitted
+                    and t.in_flight == 0)
+
+        self.loop.run_until_ns(self.scenario.end_ns, stop_when=finished)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = False) -> RunResult:
+    """Run `scenario` (with `seed` instead of its own, if given) and return its results."""
+    seed = scenario.seed if seed is None else seed
+    wall_start = time.perf_counter()
+    run = _Run(scenario, seed, trace)
+    try:
+        run.run()
+        summary = _summarise(run, seed)
+    finally:
+        run.close()
+    summary["wall_time_s"] = round(time.perf_counter() - wall_start, 3)
+    _assign_seqs(run)
+    return RunResult(summary, sorted(run.workload.records.values(),
+                                     key=lambda r: (r.submit_ns, r.client, r.session)),
+                     run.trace, run.events)
+
+
+def _assign_seqs(run: _Run) -> None:
+    seqs: dict[str, int] = {}
+    for row in run.events:
+        if row["event"] == "execute":
+            for key in row["executed"]:
+                seqs.setdefault(key, row["seq"])
+    for record in run.workload.records.values():
+        record.seq = seqs.get(record.key)
+
+
+def _summarise(run: _Run, seed: int) -> dict[str, Any]:
+    sc = run.scenario
+    w = run.workload
+    now = run.loop.now_ns
+    latencies = [r.latency_ns for r in w.records.values() if r.latency_ns is not None]
+    in_window = sum(1 for r in w.records.values()
+                    if r.commit_ns is not None and r.commit_ns <= sc.duration_ns)
+    views_entered = sorted({row["view"] for row in run.events if row["event"] == "enter-view"})
+    active_views = [r.view for r in run.replicas.values() if r.view_active
+                    and not run.runtimes[r.id].crashed]
+    last_commit = max((r.commit_ns for r in w.records.values() if r.commit_ns), default=0)
+    verdicts = run.checker.verdicts(
+        w.settled, w.submitted,
+        {"last_commit_s": round(last_commit / 1e9, 9)},
+    )
+    traffic = run.traffic
+    summary: dict[str, Any] = {
+        "scenario": sc.name,
+        "scenario_hash": scenario_hash(sc),
+        "version": code_version(),
+        "seed": seed,
+        "n": sc.n,
+        "f": sc.f,
+        "duration_s": sc.duration_ns / 1e9,
+        "sim_time_s": round(now / 1e9, 9),
+        "wall_time_s": None,
+        "requests": {"submitted": w.submitted, "committed": w.settled},
+        "throughput_tps": round(in_window / (sc.duration_ns / 1e9), 6),
+        "latency_ms": latency_stats(latencies),
+        "messages": {
+            "total": traffic.total,
+            "bytes": traffic.bytes,
+            "lost": traffic.lost,
+            "per_committed_request": (round(traffic.total / w.settled, 6)
+                                      if w.settled else None),
+            "by_type": dict(sorted(traffic.by_type.items())),
+            "bytes_by_type": dict(sorted(traffic.bytes_by_type.items())),
+            "by_node": dict(sorted(traffic.by_node.items())),
+            "bytes_by_node": dict(sorted(traffic.bytes_by_node.items())),
+        },
+        "view_changes": len(views_entered),
+        "final_view": max(active_views, default=0),
+        "stable_checkpoint": max((r.h for r in run.replicas.values()), default=0),
+        "state_transfers": sum(1 for row in run.events if row["event"] == "state-transfer"),
+        "rejected_messages": {"total": sum(run.rejected.values()),
+                              "by_reason": dict(sorted(run.rejected.items()))},
+        "ignored_messages": {"total": sum(run.ignored.values()),
+                             "by_reason": dict(sorted(run.ignored.items()))},
+        "cpu": _cpu_summary(run, now),
+        "safety": {"ok": verdicts.safety_ok, "violations": verdicts.violations[:50]},
+        "liveness": verdicts.liveness,
+    }
+    summary["expect"] = _check_expect(sc, summary)
+    return summary
+
+
+def _cpu_summary(run: _Run, now_ns: int) -> dict[str, Any]:
+    if run.cpu is None:
+        return {"model": "none"}
+    util = {nid: round(rt.busy_ns / now_ns, 6) if now_ns else 0.0
+            for nid, rt in sorted(run.runtimes.items())}
+    return {"model": "costs", "costs_ns": run.cpu.as_dict(), "utilisation": util}
+
+
+def _check_expect(sc: Scenario, summary: dict[str, Any]) -> dict[str, Any]:
+    failed = []
+    exp = sc.expect
+    if exp.safety is not None and summary["safety"]["ok"] != exp.safety:
+        failed.append({"name": "safety", "expected": exp.safety,
+                       "measured": summary["safety"]["ok"]})
+    if exp.liveness is not None and summary["liveness"]["ok"] != exp.liveness:
+        failed.append({"name": "liveness", "expected": exp.liveness,
+                       "measured": summary["liveness"]["ok"]})
+    return {"ok": not failed, "failed": failed}
+
+
+def digest_summary(summary: dict[str, Any]) -> str:
+    """A digest of everything in a summary that must be identical for one seed."""
+    stable = {k: v for k, v in summary.items() if k != "wall_time_s"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
