@@ -41,6 +41,7 @@ NULL_DIGEST = m.NULL_BATCH.digest()
 _T_BATCH = "batch"
 _T_VIEW_CHANGE = "view-change"
 _T_FETCH = "fetch"
+_T_CATCH_UP = "catch-up"
 _MAX_BACKOFF_SHIFT = 10
 
 BENIGN_DROPS = frozenset({
@@ -514,6 +515,10 @@ class Replica:
             return
         if c.seq > self.commit_progress.get(sender, 0):
             self.commit_progress[sender] = c.seq
+            if _T_CATCH_UP not in self.timers and self._behind_peers():
+                # f+1 replicas commit past a hole in our log: give the hole a moment to fill
+                # (messages may be on their way), then fetch what we missed.
+                self._set_timer(_T_CATCH_UP, self.config.fetch_timeout_ns)
         slot = self._slot(c.seq)
         if slot.commits.setdefault(sender, c.digest) != c.digest:
             self._drop("conflicting commit", self.ids[sender], c.KIND)
@@ -717,6 +722,9 @@ class Replica:
             self._on_view_change_timeout()
         elif key == _T_FETCH:
             self._on_fetch_timeout()
+        elif key == _T_CATCH_UP:
+            if self._behind_peers():
+                self._fetch_state()
 
     def _wait_for(self, key: tuple[str, int, int]) -> None:
         self.waiting[key] = None
