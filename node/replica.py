@@ -42,6 +42,7 @@ _T_BATCH = "batch"
 _T_VIEW_CHANGE = "view-change"
 _T_FETCH = "fetch"
 _T_CATCH_UP = "catch-up"
+_T_RETRANSMIT = "retransmit"
 _MAX_BACKOFF_SHIFT = 10
 
 BENIGN_DROPS = frozenset({
@@ -63,6 +64,7 @@ class Config:
     watermark_window: int = 256
     view_change_timeout_ns: int = 500_000_000
     fetch_timeout_ns: int = 100_000_000
+    retransmit_timeout_ns: int = 100_000_000
     max_pending_requests: int = 100_000
     max_buffered_messages: int = 8192
 
@@ -156,6 +158,8 @@ class Replica:
         self.ahead_of_us: dict[int, int] = {}
         self.missing_batches: dict[bytes, int] = {}
         self.fetching_state = False
+        self.catch_up_tried = False
+        self.stuck_seq = 0
         self.fetch_mark = 0
         self.transferred = 0
         self.transfer_votes: dict[int, dict[bytes, set[int]]] = {}
@@ -551,6 +555,8 @@ class Replica:
             seq = self.last_executed + 1
             slot = self.log.get(seq)
             if slot is None or not slot.committed:
+                if slot is not None and _T_RETRANSMIT not in self.timers:
+                    self._set_timer(_T_RETRANSMIT, self.config.retransmit_timeout_ns)
                 return
             batch = self.batches.get(slot.digest)
             if batch is None:
@@ -581,6 +587,7 @@ class Replica:
                     timestamp_ns=batch.timestamp_ns,
                     requests=[_key_str(r.key) for r in batch.requests],
                     executed=[_key_str(r.key) for r in to_run])
+        self.catch_up_tried = False
         if to_run and self.view_active:
             self.vc_attempts = 0
         if seq % self.config.checkpoint_interval == 0:
@@ -722,9 +729,33 @@ class Replica:
             self._on_view_change_timeout()
         elif key == _T_FETCH:
             self._on_fetch_timeout()
+        elif key == _T_RETRANSMIT:
+            self._on_retransmit_timeout()
         elif key == _T_CATCH_UP:
             if self._behind_peers():
                 self._fetch_state()
+
+    def _on_retransmit_timeout(self) -> None:
+        """The next slot has not committed for a whole period: re-send our part of it (the
+        paper's implementation retransmits on loss too, §6.1). Receivers that already have
+        a message ignore the copy; one that lost it can now complete the certificate."""
+        seq = self.last_executed + 1
+        slot = self.log.get(seq)
+        if slot is None or slot.committed or not self.view_active:
+            self.stuck_seq = 0
+            return
+        if self.stuck_seq == seq:
+            batch = self.batches.get(slot.digest)
+            if slot.view == self.view and slot.pre_prepared:
+                if self.is_primary and batch is not None and batch.requests:
+                    self._bcast(m.PrePrepare(slot.view, seq, slot.digest, batch))
+                elif not self.is_primary:
+                    self._bcast(m.Prepare(slot.view, seq, slot.digest, self.me))
+            if slot.prepared:
+                self._bcast(m.Commit(slot.view, seq, slot.digest, self.me))
+            self._trace("retransmit", seq=seq, view=slot.view)
+        self.stuck_seq = seq
+        self._set_timer(_T_RETRANSMIT, self.config.retransmit_timeout_ns)
 
     def _wait_for(self, key: tuple[str, int, int]) -> None:
         self.waiting[key] = None
@@ -745,9 +776,11 @@ class Replica:
         return self.config.view_change_timeout_ns << shift
 
     def _on_view_change_timeout(self) -> None:
-        if self.view_active and self._behind_peers():
-            # Others are committing past a gap in our log: we lost messages, the primary is
-            # not at fault. Catch up by state transfer instead of asking for a view change.
+        if self.view_active and self._behind_peers() and not self.catch_up_tried:
+            # Others are committing past a gap in our log: perhaps only we lost messages. Try
+            # state transfer once before blaming the primary; if that brings nothing (nobody
+            # executed past the gap either), the next expiry asks for a view change.
+            self.catch_up_tried = True
             self._fetch_state()
             self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
             return

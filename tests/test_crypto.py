@@ -1,0 +1,419 @@
+"""Tests for node.crypto (identities, signatures, MACs, cost counters) and node.quorum."""
+
+from __future__ import annotations
+
+import hmac
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from node import crypto
+from node.crypto import (
+    SIGNATURE_BYTES,
+    Costs,
+    Identity,
+    Keyring,
+    VerifyCache,
+    public_key_from_bytes,
+)
+from node.quorum import faults_tolerated, primary_of, quorum, reply_quorum
+
+# Order of the P-256 group (FIPS 186-4 D.1.2.3), written out independently of the module.
+P256_ORDER = int(
+    "115792089210356248762697446949407573529996955224135760342422259061068512044369"
+)
+SEED = b"test-seed"
+PARTIES = ("hospital-1", "pharmacy-1", "regulator-1", "client-1")
+IDS = {p: Identity.from_seed(p, SEED) for p in PARTIES}
+PUBLIC = {p: ident.public_bytes for p, ident in IDS.items()}
+
+
+def keyring(party: str, **kwargs: object) -> Keyring:
+    return Keyring(IDS[party], PUBLIC, **kwargs)  # type: ignore[arg-type]
+
+
+def split(sig: bytes) -> tuple[int, int]:
+    return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+
+
+def join(r: int, s: int) -> bytes:
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+# ---------------------------------------------------------------------------------------------
+# Identities
+
+
+def test_module_order_is_p256_order() -> None:
+    assert crypto._ORDER == P256_ORDER
+
+
+def test_from_seed_is_deterministic() -> None:
+    a = Identity.from_seed("hospital-1", SEED)
+    b = Identity.from_seed("hospital-1", SEED)
+    assert a.public_bytes == b.public_bytes == IDS["hospital-1"].public_bytes
+    assert a.id == "hospital-1"
+    assert len(a.public_bytes) == 65 and a.public_bytes[0] == 0x04
+
+
+def test_from_seed_differs_by_id_and_seed() -> None:
+    keys = {Identity.from_seed(p, SEED).public_bytes for p in PARTIES}
+    assert len(keys) == len(PARTIES)
+    assert (Identity.from_seed("hospital-1", b"other-seed").public_bytes
+            != IDS["hospital-1"].public_bytes)
+    ids = [f"hospital-{i}" for i in range(1, 30)] + [f"client-{i}" for i in range(1, 30)]
+    assert len({Identity.from_seed(i, SEED).public_bytes for i in ids}) == len(ids)
+
+
+def test_generate_gives_fresh_keys() -> None:
+    assert Identity.generate("x").public_bytes != Identity.generate("x").public_bytes
+
+
+def test_pem_round_trip() -> None:
+    ident = IDS["regulator-1"]
+    pem = ident.private_pem()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    back = Identity.from_pem("regulator-1", pem)
+    assert back.id == "regulator-1"
+    assert back.public_bytes == ident.public_bytes
+    assert back.private_pem() == pem
+    # The restored key signs identically (deterministic ECDSA) and verifies at a peer.
+    data = b"checkpoint 128"
+    restored = Keyring(back, PUBLIC)
+    sig = restored.sign(data)
+    assert sig == keyring("regulator-1").sign(data)
+    assert keyring("hospital-1").verify("regulator-1", data, sig)
+
+
+def test_from_pem_rejects_non_ec_key() -> None:
+    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    with pytest.raises(ValueError):
+        Identity.from_pem("x", pem)
+
+
+def test_public_key_from_bytes() -> None:
+    key = public_key_from_bytes(PUBLIC["hospital-1"])
+    assert key.public_bytes(serialization.Encoding.X962,
+                            serialization.PublicFormat.UncompressedPoint) == PUBLIC["hospital-1"]
+    for bad in (b"", b"\x04" + b"\x00" * 64, PUBLIC["hospital-1"][:-1]):
+        with pytest.raises(ValueError):
+            public_key_from_bytes(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signatures
+
+DATA = b"<VIEW-CHANGE, 3, 128, C, P, Q, 1>"
+
+
+def test_signature_is_64_bytes_and_deterministic() -> None:
+    kr = keyring("hospital-1")
+    sig = kr.sign(DATA)
+    assert len(sig) == SIGNATURE_BYTES == 64
+    assert kr.sign(DATA) == sig
+    assert keyring("hospital-1").sign(DATA) == sig  # fresh keyring, same key
+    assert kr.sign(DATA + b"!") != sig
+    assert keyring("pharmacy-1").sign(DATA) != sig
+    r, s = split(sig)
+    assert 0 < r < P256_ORDER and 0 < s < P256_ORDER
+
+
+def test_many_signatures_are_64_bytes() -> None:
+    # r or s with leading zero bytes must still be padded to 32 bytes each.
+    kr = keyring("client-1")
+    verifier = keyring("hospital-1")
+    for i in range(200):
+        sig = kr.sign(i.to_bytes(4, "big"))
+        assert len(sig) == 64
+        assert verifier.verify("client-1", i.to_bytes(4, "big"), sig)
+
+
+def test_verify_accepts_right_party_and_data() -> None:
+    sig = keyring("hospital-1").sign(DATA)
+    for verifier in PARTIES:
+        assert keyring(verifier).verify("hospital-1", DATA, sig) is True
+
+
+def test_verify_rejects_tampered_data() -> None:
+    sig = keyring("hospital-1").sign(DATA)
+    kr = keyring("pharmacy-1")
+    assert kr.verify("hospital-1", DATA + b"\x00", sig) is False
+    assert kr.verify("hospital-1", DATA[:-1], sig) is False
+    assert kr.verify("hospital-1", b"", sig) is False
+    flipped = bytes([DATA[0] ^ 1]) + DATA[1:]
+    assert kr.verify("hospital-1", flipped, sig) is False
+
+
+@pytest.mark.parametrize("index", [0, 1, 31, 32, 33, 63])
+def test_verify_rejects_tampered_signature(index: int) -> None:
+    sig = bytearray(keyring("hospital-1").sign(DATA))
+    sig[index] ^= 0x01
+    assert keyring("pharmacy-1").verify("hospital-1", DATA, bytes(sig)) is False
+
+
+def test_verify_rejects_wrong_and_unknown_party() -> None:
+    sig = keyring("hospital-1").sign(DATA)
+    kr = keyring("pharmacy-1")
+    assert kr.verify("regulator-1", DATA, sig) is False
+    assert kr.verify("pharmacy-1", DATA, sig) is False
+    assert kr.verify("stranger", DATA, sig) is False
+    assert kr.verify("", DATA, sig) is False
+    assert not kr.knows("stranger") and kr.knows("hospital-1")
+
+
+def test_verify_rejects_party_with_invalid_public_key() -> None:
+    sig = keyring("hospital-1").sign(DATA)
+    kr = Keyring(IDS["pharmacy-1"], {**PUBLIC, "broken": b"\x04" + b"\x00" * 64})
+    assert kr.verify("broken", DATA, sig) is False
+
+
+@pytest.mark.parametrize("length", [0, 1, 32, 63, 65, 128])
+def test_verify_rejects_wrong_length(length: int) -> None:
+    sig = keyring("hospital-1").sign(DATA)
+    bad = (sig * 2)[:length]
+    assert keyring("pharmacy-1").verify("hospital-1", DATA, bad) is False
+
+
+@pytest.mark.parametrize(
+    "which, value",
+    [("r", 0), ("s", 0), ("r", P256_ORDER), ("s", P256_ORDER), ("r", P256_ORDER + 1),
+     ("s", P256_ORDER + 5), ("r", (1 << 256) - 1), ("s", (1 << 256) - 1)],
+)
+def test_verify_rejects_out_of_range_r_or_s(which: str, value: int) -> None:
+    r, s = split(keyring("hospital-1").sign(DATA))
+    bad = join(value, s) if which == "r" else join(r, value)
+    assert keyring("pharmacy-1").verify("hospital-1", DATA, bad) is False
+
+
+def test_verify_rejects_r_plus_order_aliases() -> None:
+    # r and r + n are the same value mod n; a range check must not let the alias through.
+    r, s = split(keyring("hospital-1").sign(DATA))
+    if r + P256_ORDER < (1 << 256):
+        assert keyring("pharmacy-1").verify("hospital-1", DATA, join(r + P256_ORDER, s)) is False
+    if s + P256_ORDER < (1 << 256):
+        assert keyring("pharmacy-1").verify("hospital-1", DATA, join(r, s + P256_ORDER)) is False
+
+
+def test_verify_all_zero_signature() -> None:
+    assert keyring("pharmacy-1").verify("hospital-1", DATA, b"\x00" * 64) is False
+
+
+# ---------------------------------------------------------------------------------------------
+# MACs
+
+
+def test_mac_session_key_is_shared_by_both_ends() -> None:
+    a, b = keyring("hospital-1"), keyring("pharmacy-1")
+    x = b"<PREPARE, 2, 129, d, 1>"
+    tag = a.mac("pharmacy-1", x)
+    assert len(tag) == 32
+    assert b.check_mac("hospital-1", x, tag) is True
+    assert b.mac("hospital-1", x) == tag  # symmetric session key
+    assert a.mac("pharmacy-1", x) == tag  # deterministic
+
+
+def test_mac_is_pairwise() -> None:
+    a, c = keyring("hospital-1"), keyring("regulator-1")
+    x = b"<COMMIT, 2, 129, d, 0>"
+    tag = a.mac("pharmacy-1", x)
+    # A third party neither shares that key with a nor can check a's MAC for someone else.
+    assert c.check_mac("hospital-1", x, tag) is False
+    assert a.mac("regulator-1", x) != tag
+    assert c.check_mac("hospital-1", x, a.mac("regulator-1", x)) is True
+    # A MAC from b to a does not pass as a MAC from c to a.
+    assert a.check_mac("regulator-1", x, keyring("pharmacy-1").mac("hospital-1", x)) is False
+
+
+def test_mac_rejects_tampering() -> None:
+    a, b = keyring("hospital-1"), keyring("pharmacy-1")
+    x = b"<PREPARE, 2, 129, d, 1>"
+    tag = a.mac("pharmacy-1", x)
+    assert b.check_mac("hospital-1", x + b"\x00", tag) is False
+    assert b.check_mac("hospital-1", x[1:], tag) is False
+    bad = bytearray(tag)
+    bad[5] ^= 0x80
+    assert b.check_mac("hospital-1", x, bytes(bad)) is False
+    assert b.check_mac("hospital-1", x, tag[:-1]) is False
+    assert b.check_mac("hospital-1", x, b"") is False
+
+
+def test_mac_is_hmac_sha256_under_the_session_key() -> None:
+    a = keyring("hospital-1")
+    x = b"payload"
+    tag = a.mac("client-1", x)
+    key = a._mac_key("client-1")
+    assert key is not None and len(key) == 32
+    assert tag == hmac.digest(key, x, "sha256")
+    assert keyring("client-1")._mac_key("hospital-1") == key
+
+
+def test_mac_unknown_party() -> None:
+    a = keyring("hospital-1")
+    with pytest.raises(KeyError):
+        a.mac("stranger", b"x")
+    assert a.check_mac("stranger", b"x", b"\x00" * 32) is False
+
+
+# ---------------------------------------------------------------------------------------------
+# Costs
+
+
+def test_costs_count_each_operation() -> None:
+    costs = Costs()
+    kr = keyring("hospital-1", costs=costs)
+    assert costs.snapshot() == (0, 0, 0, 0, 0, 0)
+    sig = kr.sign(DATA)
+    assert costs.sign == 1
+    kr.sign(DATA)
+    assert costs.sign == 2
+    kr.verify("hospital-1", DATA, sig)
+    kr.verify("hospital-1", DATA, b"short")  # rejected early: still charged
+    kr.verify("stranger", DATA, sig)
+    assert costs.verify == 3
+    tag = kr.mac("pharmacy-1", DATA)
+    kr.check_mac("pharmacy-1", DATA, tag)
+    kr.check_mac("stranger", DATA, tag)
+    assert costs.mac == 3
+    assert costs.snapshot() == (0, 0, 2, 3, 3, 0)
+
+
+def test_costs_default_and_shared() -> None:
+    kr = keyring("hospital-1")
+    assert isinstance(kr.costs, Costs)
+    kr.sign(b"x")
+    assert kr.costs.sign == 1
+    shared = Costs()
+    a, b = keyring("hospital-1", costs=shared), keyring("pharmacy-1", costs=shared)
+    b.check_mac("hospital-1", b"x", a.mac("pharmacy-1", b"x"))
+    assert shared.mac == 2
+
+
+def test_cached_verify_still_counts() -> None:
+    costs = Costs()
+    kr = keyring("pharmacy-1", costs=costs, verify_cache=VerifyCache())
+    sig = keyring("hospital-1").sign(DATA)
+    for _ in range(5):
+        assert kr.verify("hospital-1", DATA, sig)
+    assert costs.verify == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# VerifyCache
+
+
+def test_verify_cache_gives_same_answers() -> None:
+    cache = VerifyCache()
+    signer = keyring("hospital-1")
+    cached = [keyring(p, verify_cache=cache) for p in ("pharmacy-1", "regulator-1")]
+    plain = keyring("pharmacy-1")
+    sig = signer.sign(DATA)
+    tampered = bytes([sig[0] ^ 1]) + sig[1:]
+    cases = [
+        ("hospital-1", DATA, sig),
+        ("hospital-1", DATA + b"x", sig),
+        ("hospital-1", DATA, tampered),
+        ("regulator-1", DATA, sig),  # same (data, sig) under another party's key
+        ("hospital-1", DATA, join(0, split(sig)[1])),
+    ]
+    expected = [plain.verify(*case) for case in cases]
+    assert expected == [True, False, False, False, False]
+    for _ in range(2):  # second round answered from the cache
+        for kr in cached:
+            assert [kr.verify(*case) for case in cases] == expected
+    assert 0 < len(cache.results) <= len(cases)
+
+
+def test_verify_cache_is_keyed_by_public_key() -> None:
+    cache = VerifyCache()
+    kr = keyring("pharmacy-1", verify_cache=cache)
+    sig = keyring("hospital-1").sign(DATA)
+    assert kr.verify("hospital-1", DATA, sig) is True
+    assert kr.verify("regulator-1", DATA, sig) is False
+    assert kr.verify("hospital-1", DATA, sig) is True
+
+
+def test_verify_cache_is_bounded() -> None:
+    cache = VerifyCache(limit=3)
+    for i in range(20):
+        cache.put(bytes([i]), i % 2 == 0)
+        assert len(cache.results) <= 3
+        assert cache.get(bytes([i])) is (i % 2 == 0)
+    assert cache.get(b"never") is None
+
+
+def test_verify_cache_bounded_in_use() -> None:
+    cache = VerifyCache(limit=4)
+    signer = keyring("client-1")
+    kr = keyring("hospital-1", verify_cache=cache)
+    for i in range(12):
+        data = b"req %d" % i
+        sig = signer.sign(data)
+        assert kr.verify("client-1", data, sig) is True
+        assert kr.verify("client-1", data + b"!", sig) is False
+        assert len(cache.results) <= 4
+
+
+def test_verify_cache_default_limit() -> None:
+    assert VerifyCache().limit == 200_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Quorums
+
+# n: (f, quorum, reply quorum)
+QUORUM_TABLE = {
+    4: (1, 3, 2),
+    5: (1, 4, 2),
+    6: (1, 4, 2),
+    7: (2, 5, 3),
+    8: (2, 6, 3),
+    9: (2, 6, 3),
+    10: (3, 7, 4),
+    11: (3, 8, 4),
+    12: (3, 8, 4),
+    13: (4, 9, 5),
+}
+
+
+@pytest.mark.parametrize("n", sorted(QUORUM_TABLE))
+def test_quorum_table(n: int) -> None:
+    assert (faults_tolerated(n), quorum(n), reply_quorum(n)) == QUORUM_TABLE[n]
+
+
+@pytest.mark.parametrize("n", range(1, 41))
+def test_quorum_formula(n: int) -> None:
+    f = faults_tolerated(n)
+    assert f == (n - 1) // 3
+    assert 3 * f + 1 <= n < 3 * (f + 1) + 1
+    assert quorum(n) == -(-(n + f + 1) // 2)  # ceil((n+f+1)/2)
+    assert reply_quorum(n) == f + 1
+    if n == 3 * f + 1:
+        assert quorum(n) == 2 * f + 1
+
+
+@pytest.mark.parametrize("n", range(4, 41))
+def test_quorums_intersect_in_a_correct_replica(n: int) -> None:
+    f, q = faults_tolerated(n), quorum(n)
+    assert 2 * q - n >= f + 1  # any two quorums share f+1, so at least one correct replica
+    assert q <= n - f  # a quorum is reachable with f replicas silent
+    # ... and q is the smallest size with the intersection property.
+    assert 2 * (q - 1) - n < f + 1
+
+
+def test_faults_tolerated_rejects_non_positive() -> None:
+    for n in (0, -1):
+        with pytest.raises(ValueError):
+            faults_tolerated(n)
+    assert faults_tolerated(1) == 0 and faults_tolerated(3) == 0
+
+
+@pytest.mark.parametrize("n", [4, 5, 7, 13])
+def test_primary_rotates(n: int) -> None:
+    primaries = [primary_of(v, n) for v in range(3 * n)]
+    assert primaries == [v % n for v in range(3 * n)]
+    assert sorted(primaries[:n]) == list(range(n))
+    assert all(primaries[v] != primaries[v + 1] for v in range(3 * n - 1))
+    assert primary_of(0, n) == 0
