@@ -19,13 +19,15 @@ Scenarios are built in code (constant 10 ms links, `cpu: none`, batch_size 1, on
 client with one request outstanding; n = 64 uses a short duration). The second table runs n = 4
 with batch_size 10 and 10 clients x 2 outstanding. Each case runs in a fresh child process so
 that its peak memory (ru_maxrss) is its own; the child reports its RSS before the run too, so
-the growth during the run is visible. Wall time covers the whole `run_scenario` call (building
+the growth during the run is visible, and the wall time spent in the cyclic garbage collector
+(`gc.callbacks`; it grows with the run's live objects, so long runs slow down). Wall time covers the whole `run_scenario` call (building
 identities and replicas included), median over `--repeat` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -78,15 +80,28 @@ def run_case(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
 
     scenario = parse_scenario(spec, "bench/sim_speed.py")
     rss_before = maxrss_mb()
-    walls, digests = [], set()
+    gc_spent = [0.0, 0.0]  # total, start of the current collection
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_spent[1] = time.perf_counter()
+        else:
+            gc_spent[0] += time.perf_counter() - gc_spent[1]
+
+    gc.callbacks.append(on_gc)
+    walls, gcs, digests = [], [], set()
     summary: dict[str, Any] = {}
     for _ in range(repeat):
+        gc.collect()
+        gc_spent[0] = 0.0
         t0 = time.perf_counter()
         result = run_scenario(scenario)
         walls.append(time.perf_counter() - t0)
+        gcs.append(gc_spent[0])
         summary = result.summary
         digests.add(digest_summary(summary))
         del result
+    gc.callbacks.remove(on_gc)
     wall = statistics.median(walls)
     messages = summary["messages"]["total"]
     return {
@@ -98,6 +113,7 @@ def run_case(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
         "sim_s": summary["sim_time_s"],
         "wall_s": wall,
         "wall_s_all": walls,
+        "gc_s": statistics.median(gcs),
         "committed": summary["requests"]["committed"],
         "submitted": summary["requests"]["submitted"],
         "messages": messages,
@@ -130,7 +146,7 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     print(title)
     head = (f"{'n':>3} {'batch':>5} {'load':>6} {'sim s':>7} {'wall s':>7} {'committed':>9} "
             f"{'messages':>9} {'msgs/wall s':>11} {'sim s/wall s':>12} {'req/wall s':>10} "
-            f"{'peak RSS':>9} {'run +RSS':>8}  ok")
+            f"{'GC s':>5} {'peak RSS':>9} {'run +RSS':>8}  ok")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -139,7 +155,7 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         print(f"{r['n']:>3} {r['batch_size']:>5} {load:>6} "
               f"{r['sim_s']:>7.2f} {r['wall_s']:>7.2f} {r['committed']:>9} {r['messages']:>9} "
               f"{r['msgs_per_wall_s']:>11,.0f} {r['sim_s_per_wall_s']:>12.3f} "
-              f"{r['committed_per_wall_s']:>10,.0f} {r['peak_rss_mb']:>6.0f} MB "
+              f"{r['committed_per_wall_s']:>10,.0f} {r['gc_s']:>5.2f} {r['peak_rss_mb']:>6.0f} MB "
               f"{r['peak_rss_mb'] - r['rss_before_mb']:>5.0f} MB  {ok}")
     print()
 

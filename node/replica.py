@@ -90,9 +90,12 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class CachedReply:
+    """The last reply to one client session: part of the replicated (checkpointed) state, so
+    it holds nothing replica-specific. Replies carry the sender's current view (§4.1: so
+    clients learn the primary), not the view of execution, which replicas may disagree on."""
+
     timestamp: int
     result: bytes
-    view: int
 
 
 class Replica:
@@ -356,7 +359,7 @@ class Replica:
             self._wait_for(key)
 
     def _send_reply(self, client: str, session: int, cached: CachedReply) -> None:
-        reply = m.Reply(cached.view, cached.timestamp, client, session, self.me, cached.result)
+        reply = m.Reply(self.view, cached.timestamp, client, session, self.me, cached.result)
         self._send(client, reply)
 
     # =========================================================================================
@@ -574,7 +577,7 @@ class Replica:
         results = self.sm.execute(to_run, BlockInfo(seq, view, batch.timestamp_ns))
         assert len(results) == len(to_run)
         for req, result in zip(to_run, results, strict=True):
-            cached = CachedReply(req.timestamp, result, view)
+            cached = CachedReply(req.timestamp, result)
             self.replies[(req.client, req.session)] = cached
             self._send_reply(req.client, req.session, cached)
         for req in batch.requests:
@@ -599,7 +602,7 @@ class Replica:
     def _snapshot(self) -> bytes:
         """Canonical snapshot: the state machine's plus the reply cache (exactly-once state)."""
         replies = sorted(
-            [c, s, r.timestamp, r.result.hex(), r.view] for (c, s), r in self.replies.items()
+            [c, s, r.timestamp, r.result.hex()] for (c, s), r in self.replies.items()
         )
         sm = self.sm.snapshot()
         return (len(sm).to_bytes(8, "big") + sm
@@ -610,8 +613,8 @@ class Replica:
         sm, rest = snapshot[8:8 + size], snapshot[8 + size:]
         try:
             rows = json.loads(rest)
-            replies = {(str(c), int(s)): CachedReply(int(t), bytes.fromhex(r), int(v))
-                       for c, s, t, r, v in rows}
+            replies = {(str(c), int(s)): CachedReply(int(t), bytes.fromhex(r))
+                       for c, s, t, r in rows}
         except (ValueError, TypeError) as exc:
             raise ValueError(f"malformed reply cache in snapshot: {exc}") from exc
         self.sm.restore(sm)

@@ -221,7 +221,8 @@ def test_known_encoding_matches_the_documented_layout() -> None:
     )
 
     req = Request(b"op", 5, "c\u00e9", 7, b"sig")
-    assert encode(req) == b"\x01" + lp(b"op") + u64(5) + lp("c\u00e9".encode()) + u64(7) + lp(b"sig")
+    assert encode(req) == (
+        b"\x01" + lp(b"op") + u64(5) + lp("c\u00e9".encode()) + u64(7) + lp(b"sig"))
 
     batch = Batch(9, (req,))
     assert encode(batch) == b"\x02" + u64(9) + U32.pack(1) + encode(req)
@@ -475,7 +476,8 @@ def _strategy_for(annotation: Any, depth: int = 0) -> st.SearchStrategy[Any]:
 
 def _message_strategy(cls: type[Message], depth: int = 0) -> st.SearchStrategy[Message]:
     hints = typing.get_type_hints(cls)
-    fields = [_strategy_for(hints[f.name], depth) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = [_strategy_for(hints[f.name], depth)
+              for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return st.tuples(*fields).map(lambda values: cls(*values))
 
 

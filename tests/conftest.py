@@ -1,0 +1,20 @@
+"""Shared pytest options. `--sweep-seeds N` sets how many seeds the fault-schedule sweep
+runs (default 12, a few seconds; use 500 or more for a long sweep)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--sweep-seeds", type=int, default=12,
+                     help="number of seeds for tests/test_sweep.py (default 12)")
+    parser.addoption("--sweep-start", type=int, default=0,
+                     help="first seed of the sweep (default 0)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "sweep_seed" in metafunc.fixturenames:
+        start = metafunc.config.getoption("--sweep-start")
+        count = metafunc.config.getoption("--sweep-seeds")
+        metafunc.parametrize("sweep_seed", range(start, start + count))
