@@ -8,8 +8,8 @@ prints a `cpu:` mapping to paste into a scenario. It is a measuring tool, never 
 
 How to run (from the project root):
 
-    .venv/bin/python bench/calibrate.py            # full: ~1 minute
-    .venv/bin/python bench/calibrate.py --quick    # fewer repetitions: ~15 s
+    .venv/bin/python bench/calibrate.py            # full: ~20 s on a 2-core VM
+    .venv/bin/python bench/calibrate.py --quick    # fewer repetitions: ~3 s
     .venv/bin/python bench/calibrate.py --json results/calibration.json
 
 What is measured (medians over several repetitions, `time.perf_counter_ns`):
@@ -78,7 +78,7 @@ def per_op_ns(fn: Any, inner: int, reps: int) -> list[float]:
     return out
 
 
-def crypto_costs(reps: int, scale: float) -> dict[str, list[float]]:
+def crypto_costs(reps: int) -> dict[str, list[float]]:
     cluster = InMemoryCluster(n=4)
     a, b = cluster.replicas["r0"].keys, cluster.replicas["r1"].keys
     keys_a = Keyring(a.identity, dict(a._public_bytes))  # fresh: no verify cache, own counters
@@ -88,15 +88,12 @@ def crypto_costs(reps: int, scale: float) -> dict[str, list[float]]:
     keys_b = Keyring(b.identity, dict(b._public_bytes))
     assert keys_b._verify_uncached(a.id, pub, PAYLOAD, sig)
 
-    def n(x: int) -> int:
-        return max(10, int(x * scale))
-
     sha256 = hashlib.sha256
     return {
-        "sign": per_op_ns(lambda: keys_a.sign(PAYLOAD), n(400), reps),
-        "verify": per_op_ns(lambda: keys_b._verify_uncached(a.id, pub, PAYLOAD, sig), n(200), reps),
-        "mac": per_op_ns(lambda: keys_a.mac(b.id, PAYLOAD), n(20_000), reps),
-        "digest": per_op_ns(lambda: sha256(PAYLOAD).digest(), n(100_000), reps),
+        "sign": per_op_ns(lambda: keys_a.sign(PAYLOAD), 400, reps),
+        "verify": per_op_ns(lambda: keys_b._verify_uncached(a.id, pub, PAYLOAD, sig), 200, reps),
+        "mac": per_op_ns(lambda: keys_a.mac(b.id, PAYLOAD), 20_000, reps),
+        "digest": per_op_ns(lambda: sha256(PAYLOAD).digest(), 100_000, reps),
     }
 
 
@@ -240,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({platform.python_implementation()}), {reps} repetitions; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other work skews the figures)")
     t_start = time.perf_counter()
-    samples = crypto_costs(max(reps, 5), 1.0)
+    samples = crypto_costs(max(reps, 5))
     crypto = {k: statistics.median(v) for k, v in samples.items()}
     overhead = wrapper_overhead_ns(reps)
 

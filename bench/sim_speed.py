@@ -9,8 +9,8 @@ measuring tool, never used in tests.
 
 How to run (from the project root):
 
-    .venv/bin/python bench/sim_speed.py                 # full: about a minute
-    .venv/bin/python bench/sim_speed.py --quick         # shorter runs: ~15 s
+    .venv/bin/python bench/sim_speed.py                 # full: ~20 s on a 2-core VM
+    .venv/bin/python bench/sim_speed.py --quick         # shorter runs: ~5 s
     .venv/bin/python bench/sim_speed.py --json results/sim_speed.json
     .venv/bin/python bench/sim_speed.py --profile       # cProfile of the n = 4 case: what
                                                         # limits speed (top 25 functions)
