@@ -15,6 +15,7 @@ __all__ = [
     "CancelTimer",
     "Effect",
     "Event",
+    "Persist",
     "Receive",
     "Send",
     "SetTimer",
@@ -88,4 +89,17 @@ class Trace:
     fields: dict[str, Any]
 
 
-Effect = Send | SetTimer | CancelTimer | Trace
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write `data` under `key` to durable storage before carrying out any later effect of the
+    same step (so nothing is sent that a restart could forget). Emitted only when the replica
+    runs with `Config(durable=True)` (real mode). Keys: 'votes' (the view and what this
+    replica pre-prepared and prepared: what safety needs across a restart), 'checkpoint' (the
+    stable checkpoint: proof and snapshot, an encoded StateData), 'block' (one executed batch,
+    an encoded CommittedBatch; append-only)."""
+
+    key: str
+    data: bytes
+
+
+Effect = Send | SetTimer | CancelTimer | Trace | Persist

@@ -29,7 +29,18 @@ from typing import Any
 
 from node import messages as m
 from node.crypto import Keyring
-from node.events import CancelTimer, Effect, Event, Receive, Send, SetTimer, Start, Timeout, Trace
+from node.events import (
+    CancelTimer,
+    Effect,
+    Event,
+    Persist,
+    Receive,
+    Send,
+    SetTimer,
+    Start,
+    Timeout,
+    Trace,
+)
 from node.membership import Membership
 from node.messages import DecodeError, Message
 from node.quorum import primary_of
@@ -67,6 +78,8 @@ class Config:
     retransmit_timeout_ns: int = 100_000_000
     max_pending_requests: int = 100_000
     max_buffered_messages: int = 8192
+    durable: bool = False
+    """Emit `Persist` effects (real mode); the simulator keeps state in memory instead."""
 
     def __post_init__(self) -> None:
         assert self.batch_size >= 1
@@ -170,6 +183,8 @@ class Replica:
         # counters (read by metrics)
         self.dropped: dict[str, int] = {}
         self.timers: set[str] = set()
+        self._persist: list[Effect] = []
+        self._votes_dirty = False
 
     # =========================================================================================
     # Entry point
@@ -188,6 +203,13 @@ class Replica:
         else:
             raise TypeError(f"unknown event {event!r}")
         self._out = []
+        if self.config.durable:
+            if self._votes_dirty:
+                self._persist.append(Persist("votes", self._votes_record()))
+                self._votes_dirty = False
+            if self._persist:
+                out[:0] = self._persist
+                self._persist = []
         return out
 
     @property
@@ -508,6 +530,7 @@ class Replica:
             return False
         slot.prepared = True
         self.prepared_info[seq] = m.SeqDigest(seq, slot.digest, slot.view)
+        self._votes_dirty = True
         slot.commits[self.me] = slot.digest
         self._bcast(m.Commit(slot.view, seq, slot.digest, self.me))
         self._trace("prepared", view=slot.view, seq=seq, digest=slot.digest.hex())
@@ -544,6 +567,7 @@ class Replica:
         self._maybe_execute()
 
     def _note_preprepared(self, seq: int, digest: bytes, view: int) -> None:
+        self._votes_dirty = True
         entry = self.preprepared_info.setdefault(seq, {})
         entry[digest] = max(view, entry.get(digest, -1))
         if len(entry) > 4:  # bounded: keep the latest views only (TOCS §4.5 keeps O(1) per seq)
@@ -586,6 +610,9 @@ class Replica:
             self.waiting.pop(req.key, None)
         self.last_executed = seq
         self.executed[seq] = m.CommittedBatch(seq, view, batch)
+        if self.config.durable:
+            # Before the replies above leave (Persist effects go first in the step's output).
+            self._persist.append(Persist("block", m.encode(self.executed[seq])))
         self._trace("execute", view=view, seq=seq, digest=digest.hex(),
                     timestamp_ns=batch.timestamp_ns,
                     requests=[_key_str(r.key) for r in batch.requests],
@@ -689,6 +716,9 @@ class Replica:
         self.stable_proof = proof
         self.stable_snapshot = snapshot
         self._collect_garbage()
+        if self.config.durable and snapshot is not None:
+            record = m.StateData(seq, proof, snapshot, (), self.view, b"", self.me)
+            self._persist.append(Persist("checkpoint", m.encode(record)))
         self._trace("stable", seq=seq, digest=proof[0].digest.hex())
 
     def _collect_garbage(self) -> None:
@@ -707,6 +737,73 @@ class Replica:
             del self.transfer_bodies[d]
         for d in [d for d, s in self.missing_batches.items() if s <= h]:
             del self.missing_batches[d]
+
+    # =========================================================================================
+    # Durability (real mode): what a restart must remember, and recovering from it
+
+    def _votes_record(self) -> bytes:
+        """The view and every (seq, digest, view) this replica pre-prepared or prepared above
+        the stable checkpoint. Without it a restarted replica could vote for a different
+        digest at a (view, seq) it already voted on, which is what a faulty replica does."""
+        prepared = [[e.seq, e.digest.hex(), e.view] for s, e in sorted(self.prepared_info.items())
+                    if s > self.h]
+        preprepared = [[s, d.hex(), v] for s in sorted(self.preprepared_info) if s > self.h
+                       for d, v in sorted(self.preprepared_info[s].items())]
+        return json.dumps({"view": self.view, "active": self.view_active, "h": self.h,
+                           "prepared": prepared, "preprepared": preprepared},
+                          separators=(",", ":")).encode()
+
+    def restore_durable(self, votes: bytes | None, checkpoint: bytes | None,
+                        blocks: Iterable[bytes]) -> None:
+        """Rebuild a freshly constructed replica from what it persisted before a crash: the
+        stable checkpoint (verified against its 2f+1 proof), the batches it executed after
+        it (its own record, replayed in order), and its votes. Call before Start(recovering).
+        Raises ValueError if the records are malformed or do not verify."""
+        self._out = []
+        if checkpoint:
+            record = m.decode(checkpoint)
+            if type(record) is not m.StateData or not self._valid_proof(
+                    record.stable_seq, record.checkpoint_proof):
+                raise ValueError("stored checkpoint does not verify")
+            if m.digest_of(record.snapshot) != record.checkpoint_proof[0].digest:
+                raise ValueError("stored snapshot does not match its proof")
+            self._restore(record.snapshot)
+            self.last_executed = self.h = record.stable_seq
+            self.stable_proof = record.checkpoint_proof
+            self.stable_snapshot = record.snapshot
+            self.own_checkpoints[record.stable_seq] = record.snapshot
+        for raw in blocks:
+            cb = m.decode(raw)
+            if type(cb) is not m.CommittedBatch:
+                raise ValueError("stored block is not a committed batch")
+            if cb.seq == self.last_executed + 1:
+                self._execute(cb.seq, cb.view, cb.batch.digest(), cb.batch)
+        if votes:
+            self._restore_votes(votes)
+        self.next_seq = max([self.next_seq, self.last_executed + 1]
+                            + [s + 1 for s, by in self.preprepared_info.items()
+                               if self.view in by.values()])
+        self._out = []
+        self._persist = []
+
+    def _restore_votes(self, votes: bytes) -> None:
+        try:
+            data = json.loads(votes)
+            self.view = int(data["view"])
+            self.view_active = bool(data["active"])
+            for seq, digest, view in data["prepared"]:
+                if seq > self.h:
+                    self.prepared_info[seq] = m.SeqDigest(seq, bytes.fromhex(digest), view)
+            for seq, digest, view in data["preprepared"]:
+                if seq > self.h:
+                    self._note_preprepared(seq, bytes.fromhex(digest), view)
+                    if view == self.view:
+                        # Re-pin the digest we voted for in this view: a conflicting
+                        # PRE-PREPARE for this (view, seq) will now be refused.
+                        slot = self._slot(seq)
+                        slot.digest, slot.pre_prepared = bytes.fromhex(digest), True
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed votes record: {exc}") from exc
 
     # =========================================================================================
     # Timers
@@ -804,6 +901,7 @@ class Replica:
         assert new_view > self.view or not self.view_active
         self.view = new_view
         self.view_active = False
+        self._votes_dirty = True
         self._cancel_timer(_T_BATCH)
         prepared = tuple(self.prepared_info[s] for s in sorted(self.prepared_info) if s > self.h)
         preprepared = tuple(
@@ -939,6 +1037,7 @@ class Replica:
         """Install view v+1 from a valid NEW-VIEW: adopt its checkpoint, re-run O (§4.4)."""
         self.view = nv.view
         self.view_active = True
+        self._votes_dirty = True
         self.latest_new_view = nv
         for v in [v for v in self.view_changes if v <= nv.view]:
             del self.view_changes[v]

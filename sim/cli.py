@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib
 import json
+import pkgutil
 import shlex
 import sys
 from collections.abc import Sequence
@@ -22,6 +24,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+import sim.commands
+from sim.commands import UsageError
 from sim.scenario import ScenarioError, load_scenario
 
 __all__ = ["main"]
@@ -45,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the verdict line")
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("scenarios", nargs="+")
+    for info in sorted(pkgutil.iter_modules(sim.commands.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"sim.commands.{info.name}")
+        module.register(sub)
     return parser
 
 
@@ -55,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args.scenarios, console, err)
-        return _run(args, console, err)
-    except ScenarioError as exc:
+        if args.command == "run":
+            return _run(args, console, err)
+        return int(args.handler(args, console, err))
+    except (ScenarioError, UsageError) as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
         return EXIT_BAD_INPUT
     except OSError as exc:

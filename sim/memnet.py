@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from node.client import Accepted, Client
 from node.crypto import Costs, Identity, Keyring, VerifyCache
-from node.events import CancelTimer, Receive, Send, SetTimer, Start, Timeout, Trace
+from node.events import CancelTimer, Persist, Receive, Send, SetTimer, Start, Timeout, Trace
 from node.membership import Member, Membership
 from node.replica import Config, Replica
 from node.statemachine import KeyValueStore
@@ -56,14 +56,13 @@ class InMemoryCluster:
 
     def __post_init__(self) -> None:
         self.membership, idents = make_membership(self.n, self.clients)
-        cache = VerifyCache()
+        self.idents = idents
+        cache = self.cache = VerifyCache()
         pubs = self.membership.public_keys()
         self.replicas: dict[str, Replica] = {}
         for member in self.membership.nodes:
-            keys = Keyring(idents[member.id], pubs, Costs(), cache)
-            self.replicas[member.id] = Replica(
-                self.membership, member.id, keys, KeyValueStore(), self.config
-            )
+            self.replicas[member.id] = self._new_replica(member.id)
+        self.disk: dict[str, dict[str, list[bytes]]] = {r: {} for r in self.replicas}
         self.client_cores: dict[str, Client] = {
             c.id: Client(self.membership, Keyring(idents[c.id], pubs, Costs(), cache),
                          self.client_timeout_ns)
@@ -80,6 +79,10 @@ class InMemoryCluster:
         self.now_ns = 0
         for rid in self.replicas:
             self._apply(rid, self.replicas[rid].step(Start(), self.now_ns))
+
+    def _new_replica(self, rid: str) -> Replica:
+        keys = Keyring(self.idents[rid], self.membership.public_keys(), Costs(), self.cache)
+        return Replica(self.membership, rid, keys, KeyValueStore(), self.config)
 
     @property
     def parties(self) -> list[str]:
@@ -150,6 +153,17 @@ class InMemoryCluster:
         self.crashed.discard(party)
         self._apply(party, self.replicas[party].step(Start(recovering=True), self.now_ns))
 
+    def restart_from_disk(self, party: str) -> Replica:
+        """Replace a crashed replica by a fresh one rebuilt from its Persist records (needs
+        `Config(durable=True)`), then start it recovering: a process restart after SIGKILL."""
+        disk = self.disk[party]
+        replica = self._new_replica(party)
+        replica.restore_durable((disk.get("votes") or [None])[-1],
+                                (disk.get("checkpoint") or [None])[-1], disk.get("block", []))
+        self.replicas[party] = replica
+        self.recover(party)
+        return replica
+
     # -- internals ----------------------------------------------------------------------------
 
     def _receive(self, pkt: Packet) -> None:
@@ -177,6 +191,12 @@ class InMemoryCluster:
                 self.timers[party].pop(eff.key, None)
             elif type(eff) is Trace:
                 self.traces.append((party, eff))
+            elif type(eff) is Persist:
+                records = self.disk[party].setdefault(eff.key, [])
+                if eff.key == "block":
+                    records.append(eff.data)
+                else:
+                    records[:] = [eff.data]
             elif type(eff) is Accepted:
                 self.accepted.append((party, eff))
 
