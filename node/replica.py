@@ -175,6 +175,8 @@ class Replica:
         self.missing_batches: dict[bytes, int] = {}
         self.fetching_state = False
         self.catch_up_tried = False
+        self.timed_request: tuple[str, int, int] | None = None
+        self.timer_mark = 0
         self.stuck_seq = 0
         self.fetch_mark = 0
         self.transferred = 0
@@ -622,7 +624,11 @@ class Replica:
             self.vc_attempts = 0
         if seq % self.config.checkpoint_interval == 0:
             self._take_checkpoint(seq)
-        self._restart_view_change_timer()
+        if self.timed_request is not None and self.timed_request not in self.waiting:
+            # §4.4: the timer stops when the request it was started for executes, and starts
+            # again for another request still waiting. Other requests executing do not reset
+            # it: a primary that serves everyone but one client is still caught.
+            self._restart_view_change_timer()
         if self.is_primary and self.view_active:
             self._maybe_propose()
 
@@ -860,15 +866,21 @@ class Replica:
     def _wait_for(self, key: tuple[str, int, int]) -> None:
         self.waiting[key] = None
         if _T_VIEW_CHANGE not in self.timers:
-            self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
+            self._arm_view_change_timer(key)
+
+    def _arm_view_change_timer(self, key: tuple[str, int, int]) -> None:
+        self.timed_request = key
+        self.timer_mark = self.last_executed
+        self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
 
     def _restart_view_change_timer(self) -> None:
-        """After progress, the timer runs again only if requests are still waiting (§4.4)."""
+        """(Re)start the timer for the oldest request still waiting, or stop it (§4.4)."""
         if not self.view_active:
             return
         if self.waiting:
-            self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
+            self._arm_view_change_timer(next(iter(self.waiting)))
         else:
+            self.timed_request = None
             self._cancel_timer(_T_VIEW_CHANGE)
 
     def _view_change_timeout(self) -> int:
@@ -876,7 +888,8 @@ class Replica:
         return self.config.view_change_timeout_ns << shift
 
     def _on_view_change_timeout(self) -> None:
-        if self.view_active and self._behind_peers() and not self.catch_up_tried:
+        stalled = self.last_executed == self.timer_mark
+        if self.view_active and stalled and self._behind_peers() and not self.catch_up_tried:
             # Others are committing past a gap in our log: perhaps only we lost messages. Try
             # state transfer once before blaming the primary; if that brings nothing (nobody
             # executed past the gap either), the next expiry asks for a view change.
@@ -884,6 +897,7 @@ class Replica:
             self._fetch_state()
             self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
             return
+        self.timed_request = None
         self._start_view_change(self.view + 1)
 
     def _behind_peers(self) -> bool:

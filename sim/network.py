@@ -6,9 +6,14 @@ is a networkx directed graph over replicas and clients, a full mesh by default; 
 edge carries a latency distribution, an optional bandwidth (serialisation delay and a FIFO
 queue per link) and a loss probability. Scenario `links:` entries override single edges.
 
+Faults change it for a while: partitions (messages between groups are lost), isolated
+endpoints, and link faults that override a link's latency, loss or bandwidth and add
+duplication and reordering (sim/faults.py turns scenario entries into these calls).
+
 What it must not know: message contents or PBFT. It answers one question per packet,
-`transmit(src, dst, nbytes, now_ns) -> arrival time or None`, drawing randomness only from
-the seeded `random.Random` it is given, in call order (so one seed gives one run).
+`deliveries(src, dst, nbytes, now_ns) -> arrival times` (none: lost; two: duplicated),
+drawing randomness only from the seeded `random.Random` it is given, in call order (so one
+seed gives one run).
 """
 
 from __future__ import annotations
@@ -57,6 +62,21 @@ class LinkState:
     bandwidth_bps: int | None
     loss: float
     busy_until_ns: int = 0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+
+
+@dataclass(slots=True)
+class LinkFaultOverlay:
+    """A temporary override of some links (a scenario `link:` fault), identified by `key`."""
+
+    key: int
+    pairs: frozenset[tuple[str, str]]
+    latency: Sampler | None
+    bandwidth_bps: int | None
+    loss: float | None
+    duplicate: float
+    reorder: float
 
 
 class Network:
@@ -105,21 +125,115 @@ class Network:
         self._links: dict[tuple[str, str], LinkState] = {
             (a, b): d["link"] for a, b, d in graph.edges(data=True)
         }
+        self.replicas = frozenset(self.nodes)
+        self.partitions: dict[int, dict[str, int]] = {}
+        self.isolated: dict[int, frozenset[str]] = {}
+        self.overlays: dict[int, LinkFaultOverlay] = {}
+        self._faulty_links: dict[tuple[str, str], LinkState] = {}
+        self.lost_by_reason: dict[str, int] = {}
+        self.duplicated = 0
+        self.reordered = 0
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def partition(self, key: int, groups: Iterable[Iterable[str]]) -> None:
+        """Cut replicas into groups (unlisted replicas form one more group); clients unaffected."""
+        member: dict[str, int] = {}
+        for i, group in enumerate(groups):
+            for node in group:
+                member[node] = i
+        self.partitions[key] = member
+
+    def isolate(self, key: int, endpoints: Iterable[str]) -> None:
+        self.isolated[key] = frozenset(endpoints)
+
+    def degrade(self, key: int, pairs: Iterable[tuple[str, str]], latency: object | None,
+                bandwidth_bps: int | None, loss: float | None, duplicate: float | None,
+                reorder: float | None) -> None:
+        self.overlays[key] = LinkFaultOverlay(
+            key, frozenset(pairs), latency_sampler(latency) if latency is not None else None,
+            bandwidth_bps, loss, duplicate or 0.0, reorder or 0.0)
+        self._rebuild_faulty_links()
+
+    def end_fault(self, key: int) -> None:
+        self.partitions.pop(key, None)
+        self.isolated.pop(key, None)
+        if self.overlays.pop(key, None) is not None:
+            self._rebuild_faulty_links()
+
+    def heal_all(self) -> None:
+        self.partitions.clear()
+        self.isolated.clear()
+        self.overlays.clear()
+        self._faulty_links.clear()
+
+    def _rebuild_faulty_links(self) -> None:
+        """The effective state of each faulted link: its base state with the overlays applied
+        in the order the faults began (a later fault wins field by field)."""
+        self._faulty_links = {}
+        for key in sorted(self.overlays):
+            ov = self.overlays[key]
+            for pair in sorted(ov.pairs):
+                base = self._faulty_links.get(pair) or self._links.get(pair)
+                if base is None:
+                    continue
+                self._faulty_links[pair] = LinkState(
+                    ov.latency or base.latency,
+                    ov.bandwidth_bps if ov.bandwidth_bps is not None else base.bandwidth_bps,
+                    ov.loss if ov.loss is not None else base.loss,
+                    0, ov.duplicate or base.duplicate, ov.reorder or base.reorder,
+                )
+
+    def cut_reason(self, src: str, dst: str) -> str | None:
+        """Why a packet from src to dst cannot get through now (None: it can)."""
+        for ends in self.isolated.values():
+            if src in ends or dst in ends:
+                return "isolated"
+        if src in self.replicas and dst in self.replicas:
+            for member in self.partitions.values():
+                if member.get(src, -1) != member.get(dst, -1):
+                    return "partition"
+        return None
 
     def link(self, src: str, dst: str) -> LinkState | None:
         return self._links.get((src, dst))
 
     def transmit(self, src: str, dst: str, nbytes: int, now_ns: int) -> int | None:
-        """When a packet of `nbytes` sent now from src arrives at dst, or None if lost."""
+        """When a packet of `nbytes` sent now from src arrives at dst, or None if lost
+        (the first copy only; see `deliveries` for duplication)."""
+        arrivals = self.deliveries(src, dst, nbytes, now_ns)
+        return arrivals[0] if arrivals else None
+
+    def _lose(self, reason: str) -> list[int]:
+        self.lost_by_reason[reason] = self.lost_by_reason.get(reason, 0) + 1
+        return []
+
+    def deliveries(self, src: str, dst: str, nbytes: int, now_ns: int) -> list[int]:
+        """Arrival times of a packet of `nbytes` sent now from src to dst: [] when it is
+        lost, two when a link fault duplicates it."""
         link = self._links.get((src, dst))
         if link is None:
-            return None
+            return self._lose("no link")
+        if self.partitions or self.isolated:
+            reason = self.cut_reason(src, dst)
+            if reason is not None:
+                return self._lose(reason)
+        if self._faulty_links:
+            link = self._faulty_links.get((src, dst), link)
         rng = self.rng
         if link.loss > 0.0 and rng.random() < link.loss:
-            return None
+            return self._lose("loss")
         depart = now_ns
         if link.bandwidth_bps:
             start = max(now_ns, link.busy_until_ns)
             depart = start + (nbytes * 8 * 1_000_000_000) // link.bandwidth_bps
             link.busy_until_ns = depart
-        return depart + link.latency(rng)
+        delay = link.latency(rng)
+        if link.reorder > 0.0 and rng.random() < link.reorder:
+            delay += round(rng.uniform(0, 2 * delay))  # held back: later packets overtake it
+            self.reordered += 1
+        arrivals = [depart + delay]
+        if link.duplicate > 0.0 and rng.random() < link.duplicate:
+            arrivals.append(depart + link.latency(rng))
+            self.duplicated += 1
+        return arrivals

@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -28,6 +29,7 @@ from node.runtime import NodeRuntime
 from node.statemachine import KeyValueStore
 from sim.checker import Checker
 from sim.cpu import CpuCosts, cost_model
+from sim.faults import FaultInjector
 from sim.loop import VirtualTimeLoop
 from sim.metrics import RequestRecord, Traffic, latency_stats
 from sim.network import Network
@@ -67,15 +69,16 @@ class SimTransport:
     def send(self, src: str, to: str, data: bytes, kind: str) -> None:
         now = self.loop.now_ns
         self.traffic.count(src, kind, len(data))
-        arrival = self.network.transmit(src, to, len(data), now)
+        arrivals = self.network.deliveries(src, to, len(data), now)
         if self.record is not None:
             self.record.append({"t": now, "node": src, "event": "send", "to": to, "kind": kind,
-                                "bytes": len(data), "lost": arrival is None})
-        if arrival is None:
+                                "bytes": len(data), "lost": not arrivals})
+        if not arrivals:
             self.traffic.lost += 1
             return
-        self.in_flight += 1
-        self.loop.call_at_ns(arrival, self._deliver, to, data)
+        for arrival in arrivals:
+            self.in_flight += 1
+            self.loop.call_at_ns(arrival, self._deliver, to, data)
 
     def _deliver(self, to: str, data: bytes) -> None:
         self.in_flight -= 1
@@ -135,6 +138,9 @@ class _Run:
                              on_other=lambda eff, cid=cid: self.workload.on_effect(cid, eff))
             clients[cid] = (core, rt)
             self.transport.endpoints[cid] = rt
+        self.faults = FaultInjector(
+            scenario, self.loop, self.runtimes, self.replicas, self.network, self.checker,
+            random.Random(f"medbft:{seed}:faults"), self._record)
         self.workload = Workload(scenario.workload, clients, scenario.duration_ns,
                                  random.Random(f"medbft:{seed}:workload"),
                                  on_submit=self.checker.submitted.add)
@@ -159,18 +165,7 @@ class _Run:
         if self.full_trace:
             self.trace.append(row)
 
-    def _fault(self, fault: Any) -> None:
-        action = type(fault).__name__
-        node = fault.node
-        if action == "CrashFault":
-            self.runtimes[node].crash()
-            event = "crash"
-        elif action == "RecoverFault":
-            self.runtimes[node].recover()
-            event = "recover"
-        else:  # pragma: no cover - the scenario schema admits only the kinds handled here
-            raise AssertionError(f"unhandled fault {fault!r}")
-        row = {"t": self.loop.now_ns, "node": node, "event": event}
+    def _record(self, row: dict[str, Any]) -> None:
         self.events.append(row)
         if self.full_trace:
             self.trace.append(row)
@@ -178,8 +173,7 @@ class _Run:
     # -- running ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        for fault in self.scenario.faults:
-            self.loop.call_at_ns(fault.at_ns, self._fault, fault)
+        self.faults.schedule()
         for nid in self.scenario.node_ids:
             self.runtimes[nid].start()
         self.workload.start()
@@ -232,7 +226,7 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
                     if r.commit_ns is not None and r.commit_ns <= sc.duration_ns)
     views_entered = sorted({row["view"] for row in run.events if row["event"] == "enter-view"})
     active_views = [r.view for r in run.replicas.values() if r.view_active
-                    and not run.runtimes[r.id].crashed]
+                    and not run.runtimes[r.id].crashed and r.id in run.checker.honest]
     last_commit = max((r.commit_ns for r in w.records.values() if r.commit_ns), default=0)
     verdicts = run.checker.verdicts(
         w.settled, w.submitted,
@@ -256,6 +250,9 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
             "total": traffic.total,
             "bytes": traffic.bytes,
             "lost": traffic.lost,
+            "lost_by_reason": dict(sorted(run.network.lost_by_reason.items())),
+            "duplicated": run.network.duplicated,
+            "reordered": run.network.reordered,
             "per_committed_request": (round(traffic.total / w.settled, 6)
                                       if w.settled else None),
             "by_type": dict(sorted(traffic.by_type.items())),
@@ -263,6 +260,8 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
             "by_node": dict(sorted(traffic.by_node.items())),
             "bytes_by_node": dict(sorted(traffic.bytes_by_node.items())),
         },
+        "faults": [w.as_dict() for w in run.faults.windows],
+        "byzantine": sorted(run.faults.byzantine_ever),
         "view_changes": len(views_entered),
         "final_view": max(active_views, default=0),
         "stable_checkpoint": max((r.h for r in run.replicas.values()), default=0),
@@ -287,15 +286,47 @@ def _cpu_summary(run: _Run, now_ns: int) -> dict[str, Any]:
     return {"model": "costs", "costs_ns": run.cpu.as_dict(), "utilisation": util}
 
 
+def _measured(summary: dict[str, Any]) -> dict[str, Any]:
+    requests = summary["requests"]
+    return {
+        "safety": summary["safety"]["ok"],
+        "liveness": summary["liveness"]["ok"],
+        "committed_fraction": (requests["committed"] / requests["submitted"]
+                               if requests["submitted"] else 1.0),
+        "latency_ms_p50": summary["latency_ms"]["p50"],
+        "latency_ms_p99": summary["latency_ms"]["p99"],
+        "throughput_tps": summary["throughput_tps"],
+        "view_changes": summary["view_changes"],
+        "rejected_messages": summary["rejected_messages"]["total"],
+        "state_transfers": summary["state_transfers"],
+        "final_view": summary["final_view"],
+    }
+
+
 def _check_expect(sc: Scenario, summary: dict[str, Any]) -> dict[str, Any]:
-    failed = []
+    """Compare every asserted expectation with what was measured; name each failure."""
+    measured = _measured(summary)
+    failed: list[dict[str, Any]] = []
+
+    def check(name: str, key: str, expected: Any, ok: Callable[[Any], bool]) -> None:
+        value = measured[key]
+        if expected is not None and (value is None or not ok(value)):
+            failed.append({"name": name, "expected": expected, "measured": value})
+
     exp = sc.expect
-    if exp.safety is not None and summary["safety"]["ok"] != exp.safety:
-        failed.append({"name": "safety", "expected": exp.safety,
-                       "measured": summary["safety"]["ok"]})
-    if exp.liveness is not None and summary["liveness"]["ok"] != exp.liveness:
-        failed.append({"name": "liveness", "expected": exp.liveness,
-                       "measured": summary["liveness"]["ok"]})
+    check("safety", "safety", exp.safety, lambda v: v == exp.safety)
+    check("liveness", "liveness", exp.liveness, lambda v: v == exp.liveness)
+    for name in ("committed_fraction_min", "latency_ms_p99_min", "throughput_tps_min",
+                 "rejected_messages_min", "state_transfers_min", "final_view_min"):
+        bound = getattr(exp, name)
+        check(name, name[: -len("_min")], bound, lambda v, b=bound: v >= b)
+    for name in ("latency_ms_p50_max", "latency_ms_p99_max", "throughput_tps_max"):
+        bound = getattr(exp, name)
+        check(name, name[: -len("_max")], bound, lambda v, b=bound: v <= b)
+    if exp.view_changes is not None:
+        lo, hi = exp.view_changes.min, exp.view_changes.max
+        check("view_changes", "view_changes", exp.view_changes.model_dump(exclude_none=True),
+              lambda v: (lo is None or v >= lo) and (hi is None or v <= hi))
     return {"ok": not failed, "failed": failed}
 
 

@@ -1,0 +1,284 @@
+"""Byzantine behaviours: wrappers that make an honest replica lie, stall, forge or go quiet.
+
+Why this exists: PBFT's promise is about what f faulty replicas cannot do, so the simulator
+must be able to make replicas faulty in the specific ways the literature worries about. Each
+behaviour wraps an honest `Replica` (whose code stays honest and untouched) and rewrites what
+goes in and out: the effects it returns and, for some, the events it sees. A shell has the
+same face as a replica (`id`, `costs`, `step`), so the runtime cannot tell the difference.
+
+Behaviours (scenario `behavior:` names):
+- silent: receives, never sends.
+- equivocate: as primary, proposes a different batch (same requests, another block timestamp,
+  hence another digest) to different honest replicas for one sequence number; in any role,
+  votes (PREPARE, COMMIT, VIEW-CHANGE claims) for the version each honest receiver was given.
+  Replicas with this behaviour form a coalition: with f+1 of them the honest replicas are split
+  in two groups that each reach a quorum with the coalition's votes (a fork the checker must
+  catch); with fewer, every honest replica gets its own version, so none can prepare and a view
+  change must follow.
+- corrupt-digest: its PREPAREs and COMMITs carry wrong digests.
+- forge: besides its honest traffic, sends forged copies: a bad MAC, another replica's name,
+  a vote in another replica's name under its own MAC, a corrupted signature, a request with a
+  forged client signature. Every one must be rejected.
+- replay: every `every` (default 50 ms) re-sends a few of its old messages (earlier views and
+  sequence numbers) to their original receivers.
+- slow-primary {delay}: as primary, holds each PRE-PREPARE for `delay` (Aardvark: just under
+  the view-change timeout, so throughput collapses without a view change).
+- censor {clients}: as primary, drops those clients' requests instead of proposing them.
+- premature-view-change {every}: asks for a view change every `every` (default 1 s) without
+  cause (f such replicas alone cannot force one: f+1 are needed).
+
+What it must not know: the network model or the checker. Randomness comes from the seeded
+`random.Random` it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from collections import deque
+from typing import Any
+
+from node import messages as m
+from node.events import Effect, Event, Receive, Send, SetTimer, Timeout, Trace
+from node.messages import DecodeError
+from node.replica import Replica
+
+__all__ = ["BEHAVIORS", "ByzantineShell", "Coalition"]
+
+_PREFIX = "byz:"
+
+
+class Coalition:
+    """What colluding replicas with one behaviour share: who is in, and the versions of each
+    (view, seq) proposal handed to each honest replica."""
+
+    def __init__(self, behavior: str, all_ids: tuple[str, ...], f: int) -> None:
+        self.behavior = behavior
+        self.all_ids = all_ids
+        self.f = f
+        self.members: set[str] = set()
+        self.versions: dict[tuple[int, int], list[bytes]] = {}
+
+    def join(self, node: str) -> None:
+        self.members.add(node)
+
+    def leave(self, node: str) -> None:
+        self.members.discard(node)
+
+    def honest(self) -> list[str]:
+        return [i for i in self.all_ids if i not in self.members]
+
+    def version_of(self, receiver: str) -> int:
+        """Which version (0 = the original proposal) `receiver` is given."""
+        honest = self.honest()
+        if receiver not in honest:
+            return 0
+        index = honest.index(receiver)
+        if len(self.members) > self.f:
+            return 0 if index < (len(honest) + 1) // 2 else 1  # two groups: a fork
+        return index  # everyone different: no quorum anywhere
+
+
+class ByzantineShell:
+    """Wraps an honest replica; `behavior` is the parsed scenario mapping {'name': ..., ...}."""
+
+    def __init__(self, inner: Replica, behavior: dict[str, Any], coalition: Coalition,
+                 rng: random.Random) -> None:
+        self.inner = inner
+        self.id = inner.id
+        self.costs = inner.costs
+        self.keys = inner.keys
+        self.behavior = behavior
+        self.name: str = behavior["name"]
+        self.coalition = coalition
+        self.rng = rng
+        self.history: deque[Send] = deque(maxlen=256)
+        self.held: dict[str, list[Effect]] = {}
+        self.counter = 0
+        self.forged = 0
+        coalition.join(self.id)
+
+    # -- the replica's face -------------------------------------------------------------------
+
+    def start_effects(self) -> list[Effect]:
+        """Timers the behaviour needs from the moment it is switched on."""
+        every = self.behavior.get("every")
+        if self.name == "replay":
+            return [SetTimer(_PREFIX + "replay", every or 50_000_000)]
+        if self.name == "premature-view-change":
+            return [SetTimer(_PREFIX + "pvc", every or 1_000_000_000)]
+        return []
+
+    def stop(self) -> list[Effect]:
+        """The behaviour ends: release held messages, leave the coalition."""
+        self.coalition.leave(self.id)
+        released = [eff for effs in self.held.values() for eff in effs]
+        self.held.clear()
+        return released
+
+    def step(self, event: Event, now_ns: int) -> list[Effect]:
+        if type(event) is Timeout and event.key.startswith(_PREFIX):
+            return self._on_own_timer(event.key, now_ns)
+        if self.name == "censor" and type(event) is Receive and self._censored(event.data):
+            return [Trace("byzantine", {"behavior": "censor", "action": "dropped request"})]
+        return self._rewrite(self.inner.step(event, now_ns))
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _censored(self, data: bytes) -> bool:
+        if not self.inner.is_primary:
+            return False
+        try:
+            env = m.decode(data)
+            if type(env) is not m.Envelope or not env.payload or env.payload[0] != m.Request.TAG:
+                return False
+            req = m.decode(env.payload)
+        except DecodeError:
+            return False
+        return isinstance(req, m.Request) and req.client in self.behavior.get("clients", [])
+
+    def _on_own_timer(self, key: str, now_ns: int) -> list[Effect]:
+        out: list[Effect] = []
+        if key == _PREFIX + "replay":
+            out += self._replay()
+            out.append(SetTimer(key, self.behavior.get("every") or 50_000_000))
+        elif key == _PREFIX + "pvc":
+            out += self.inner.step(Timeout("view-change"), now_ns)
+            out.append(Trace("byzantine", {"behavior": self.name, "action": "view change"}))
+            out.append(SetTimer(key, self.behavior.get("every") or 1_000_000_000))
+            out = self._rewrite(out)
+        elif key.startswith(_PREFIX + "hold:"):
+            out += self.held.pop(key, [])
+        return out
+
+    def _replay(self) -> list[Effect]:
+        if not self.history:
+            return []
+        picks = [self.history[self.rng.randrange(len(self.history))] for _ in range(4)]
+        return [*picks, Trace("byzantine", {"behavior": "replay", "action": "replayed",
+                                            "count": len(picks)})]
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def _rewrite(self, effects: list[Effect]) -> list[Effect]:
+        name = self.name
+        out: list[Effect] = []
+        for eff in effects:
+            if type(eff) is not Send:
+                out.append(eff)
+            elif name == "silent":
+                continue
+            elif name == "equivocate":
+                out.append(self._equivocate(eff))
+            elif name == "corrupt-digest":
+                out.append(self._corrupt(eff))
+            elif name == "forge":
+                out += [eff, self._forge(eff)]
+            elif name == "replay":
+                self.history.append(eff)
+                out.append(eff)
+            elif name == "slow-primary" and eff.kind == "PRE-PREPARE":
+                out += self._hold(eff)
+            else:
+                out.append(eff)
+        return out
+
+    def _open(self, eff: Send) -> tuple[m.Envelope, m.Message]:
+        env = m.decode(eff.data)
+        assert isinstance(env, m.Envelope)
+        return env, m.decode(env.payload)
+
+    def _seal(self, to: str, msg: m.Message, sender: str | None = None) -> Send:
+        """A correctly MAC'd envelope for `msg` from us (or claiming `sender`, MAC'd by us)."""
+        payload = m.encode(msg)
+        name = sender or self.id
+        mac = self.keys.mac(to, self.id.encode() + b"\x00" + payload)
+        return Send(to, m.encode(m.Envelope(name, payload, mac)), msg.KIND)
+
+    def _hold(self, eff: Send) -> list[Effect]:
+        self.counter += 1
+        key = f"{_PREFIX}hold:{self.counter}"
+        self.held[key] = [eff]
+        return [SetTimer(key, self.behavior["delay"])]
+
+    def _corrupt(self, eff: Send) -> Send:
+        if eff.kind not in ("PREPARE", "COMMIT"):
+            return eff
+        _, msg = self._open(eff)
+        assert isinstance(msg, m.Prepare | m.Commit)
+        wrong = hashlib.sha256(msg.digest + b"corrupt").digest()
+        return self._seal(eff.to, dataclasses.replace(msg, digest=wrong))
+
+    def _forge(self, eff: Send) -> Send:
+        """One forged copy of `eff`, cycling through the ways a message can be forged."""
+        env, msg = self._open(eff)
+        self.forged += 1
+        way = self.forged % 5
+        others = [i for i in self.inner.ids if i not in (self.id, eff.to)]
+        victim = others[self.forged % len(others)] if others else self.id
+        if way == 0:  # bad MAC
+            bad = bytes([env.mac[0] ^ 0xFF]) + env.mac[1:] if env.mac else b"\x00" * 32
+            return Send(eff.to, m.encode(m.Envelope(env.sender, env.payload, bad)), eff.kind)
+        if way == 1:  # another replica's name, MAC'd with our key
+            return self._seal(eff.to, msg, sender=victim)
+        if way == 2 and hasattr(msg, "replica"):  # vote in another's name under our own MAC
+            index = self.inner.ids.index(victim)
+            return self._seal(eff.to, dataclasses.replace(msg, replica=index))  # type: ignore
+        if way == 3 and hasattr(msg, "signature") and getattr(msg, "signature"):
+            sig = getattr(msg, "signature")
+            bad_sig = bytes([sig[0] ^ 0xFF]) + sig[1:]
+            return self._seal(eff.to, dataclasses.replace(msg, signature=bad_sig))  # type: ignore
+        req = m.Request(b"put forged 1", 10**9 + self.forged, self.inner.membership.clients[0].id
+                        if self.inner.membership.clients else "client-1", 0, b"\x01" * 64)
+        return self._seal(eff.to, req)
+
+    def _equivocate(self, eff: Send) -> Send:
+        coalition = self.coalition
+        if eff.kind not in ("PRE-PREPARE", "PREPARE", "COMMIT", "VIEW-CHANGE"):
+            return eff
+        _, msg = self._open(eff)
+        if isinstance(msg, m.PrePrepare):
+            return self._equivocate_proposal(eff.to, msg)
+        if isinstance(msg, m.ViewChange):
+            return self._equivocate_view_change(eff.to, msg)
+        assert isinstance(msg, m.Prepare | m.Commit)
+        versions = coalition.versions.get((msg.view, msg.seq))
+        if not versions:
+            return eff
+        digest = versions[min(coalition.version_of(eff.to), len(versions) - 1)]
+        return eff if digest == msg.digest else self._seal(eff.to, dataclasses.replace(
+            msg, digest=digest))
+
+    def _equivocate_proposal(self, to: str, pp: m.PrePrepare) -> Send:
+        key = (pp.view, pp.seq)
+        versions = self.coalition.versions.setdefault(key, [pp.digest])
+        version = self.coalition.version_of(to)
+        while len(versions) <= version:
+            alt = m.Batch(pp.batch.timestamp_ns + len(versions), pp.batch.requests)
+            versions.append(alt.digest())
+        if version == 0:
+            return self._seal(to, pp)
+        batch = m.Batch(pp.batch.timestamp_ns + version, pp.batch.requests)
+        return self._seal(to, m.PrePrepare(pp.view, pp.seq, batch.digest(), batch))
+
+    def _equivocate_view_change(self, to: str, vc: m.ViewChange) -> Send:
+        version = self.coalition.version_of(to)
+        if version == 0:
+            return self._seal(to, vc)
+
+        def swap(entry: m.SeqDigest) -> m.SeqDigest:
+            versions = self.coalition.versions.get((entry.view, entry.seq))
+            if not versions or len(versions) <= version:
+                return entry
+            return m.SeqDigest(entry.seq, versions[version], entry.view)
+
+        changed = dataclasses.replace(vc, prepared=tuple(swap(e) for e in vc.prepared),
+                                      preprepared=tuple(swap(e) for e in vc.preprepared),
+                                      signature=b"")
+        signed = dataclasses.replace(changed, signature=self.keys.sign(changed.unsigned()))
+        return self._seal(to, signed)
+
+
+BEHAVIORS = ("silent", "equivocate", "corrupt-digest", "forge", "replay", "slow-primary",
+             "censor", "premature-view-change")
