@@ -1,5 +1,5 @@
 """Shared pytest options. `--sweep-seeds N` sets how many seeds the fault-schedule sweep
-runs (default 12, a few seconds; use 500 or more for a long sweep)."""
+runs per swarm (default 100; 10000 for a long swarm)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--sweep-seeds", type=int, default=12,
-                     help="number of seeds for tests/test_sweep.py (default 12)")
+    parser.addoption("--sweep-seeds", type=int, default=100,
+                     help="number of seeds per swarm in tests/test_sweep.py (default 100)")
     parser.addoption("--sweep-start", type=int, default=0,
                      help="first seed of the sweep (default 0)")
 
