@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario field by dotted path, e.g. protocol.batch_size=10")
     run.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    run.add_argument("--no-plots", action="store_true",
+                     help="skip the figures (DIR/plots/); report.html is still written")
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("scenarios", nargs="+")
     for info in sorted(pkgutil.iter_modules(sim.commands.__path__), key=lambda i: i.name):
@@ -88,6 +90,7 @@ def _validate(paths: list[str], console: Console, err: Console) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from sim.ledgerrun import write_ledger_results
     from sim.run import run_scenario  # imported here so `validate` and errors stay fast
 
     scenario = load_scenario(args.scenario, overrides=args.set)
@@ -98,6 +101,8 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     result = run_scenario(scenario, seed=seed, trace=args.trace)
     summary = result.summary
     write_results(out, summary, result.requests, result.trace if args.trace else None)
+    write_ledger_results(out, result)  # ledger.json, ledger_digests.json, offchain.json
+    _publish(args, out, scenario, seed, result)
     if not args.quiet:
         console.print(summary_table(summary))
     ok = _verdict(summary, scenario.expect.safety)
@@ -113,6 +118,15 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
             cmd += ["--set", item]
         console.print(f"reproduce with: {shlex.join(cmd)}", markup=False)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, result: Any) -> None:
+    """Save what figures and the report need, draw the figures, write report.html."""
+    from sim.rundir import publish_run, reproduce_command
+
+    info = {"command": reproduce_command(args.scenario, seed, args.set),
+            "scenario_file": args.scenario, "overrides": list(args.set)}
+    publish_run(out, scenario, result, info, plots=not args.no_plots)
 
 
 def _verdict(summary: dict[str, Any], expected_safety: bool | None) -> bool:

@@ -28,7 +28,9 @@ File format (all durations take units ns/us/ms/s/m, see ``sim.units``)::
     cpu: none                      # default; or 'default', or {message, byte, sign, verify, mac,
                                    # digest} costs such as {sign: 16us, byte: 0.5ns}
     workload: {clients: 1, outstanding: 1, op_size: 64B}   # defaults; or rate: 200/s instead of
-                                   # outstanding (exactly one; neither means outstanding: 1)
+                                   # outstanding (exactly one; neither means outstanding: 1);
+                                   # app: ledger|kv, flow, mix, invalid, population, event_at,
+                                   # home_gateway: the healthcare ledger's traffic (docs/ledger.md)
     faults:                        # optional list of single-action mappings, sorted by `at`
       - {at: 3s, crash: hospital-1}
       - {at: 6s, recover: hospital-1}
@@ -634,16 +636,96 @@ def _cpu_none(value: Any) -> Any:
     return value
 
 
+def _app(value: Any) -> str:
+    if value not in APPS:
+        raise ValueError(f"expected an application, one of: {', '.join(APPS)}; got {_show(value)}")
+    return str(value)
+
+
+def _flow(value: Any) -> str:
+    from sim.ledgerload import FLOWS
+
+    if not isinstance(value, str) or value not in FLOWS:
+        raise ValueError(f"expected a flow, one of: {', '.join(FLOWS)}; got {_show(value)}")
+    return value
+
+
+def _mix(value: Any) -> dict[str, float]:
+    from node.ledger.roles import KINDS
+
+    hint = "expected weights by transaction kind such as {EPCIS_SHIP: 4, ACCESS_REQUEST: 2}"
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"{hint}; got {_show(value)}")
+    out = {}
+    for kind, weight in value.items():
+        if kind not in KINDS:
+            guess = difflib.get_close_matches(str(kind), KINDS, n=1)
+            hint2 = f"did you mean {guess[0]!r}? " if guess else ""
+            raise ValueError(f"unknown transaction kind {kind!r}; {hint2}allowed: "
+                             f"{', '.join(KINDS)}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ValueError(f"{kind}: expected a weight >= 0; got {_show(weight)}")
+        out[str(kind)] = float(weight)
+    if not any(out.values()):
+        raise ValueError(f"{hint}; at least one weight must be > 0")
+    return out
+
+
+def _population(value: Any) -> dict[str, int]:
+    from node.ledger.roles import CLIENT_ROLES
+
+    hint = "expected client counts by role such as {manufacturer: 1, patient: 4}"
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"{hint}; got {_show(value)}")
+    for role, count in value.items():
+        if role not in CLIENT_ROLES:
+            raise ValueError(f"unknown role {role!r}; allowed: {', '.join(CLIENT_ROLES)}")
+        _int_at_least(0, "1")(count)
+    if not sum(value.values()):
+        raise ValueError(f"{hint}; at least one client is needed")
+    return {role: int(value[role]) for role in CLIENT_ROLES if value.get(role)}
+
+
+#: Applications a run can execute: the healthcare ledger, or the key-value placeholder.
+APPS: tuple[str, ...] = ("ledger", "kv")
+_LEDGER_ONLY = ("flow", "mix", "invalid", "population", "event_at", "home_gateway")
+
+
 class WorkloadSpec(_Spec):
-    """Clients ``client-1 .. client-N``; closed loop (``outstanding``) xor open loop (rate)."""
+    """Client identities, the load shape (closed loop ``outstanding`` xor open loop ``rate``)
+    and what they submit (``app``): healthcare-ledger transactions (the default) from a
+    named ``flow`` or ``mix`` of kinds with an ``invalid`` share, or tiny ``put k v`` ops
+    (``app: kv``, for protocol measurements). Ledger identities are ``client-1 .. client-N``
+    with roles in the order manufacturer, distributor, pharmacist, clinician, patient,
+    inspector, auditor (repeating), or ``<role>-<k>`` when ``population`` gives the counts."""
 
     clients: Count = 1
     outstanding: Count | None = None
     rate_per_s: RatePerS | None = Field(None, alias="rate")
     op_size_bytes: SizeBytes = Field(64, alias="op_size")
+    app: Annotated[str, _leaf(_app)] = "ledger"
+    flow: Annotated[str, _leaf(_flow)] = "mixed"
+    mix: Annotated[dict[str, float], _leaf(_mix)] | None = None
+    invalid: Probability = 0.02
+    population: Annotated[dict[str, int], _leaf(_population)] | None = None
+    event_at_ns: DurationNs | None = Field(None, alias="event_at")
+    home_gateway: Flag = False
 
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("app") == "kv":
+            given = [k for k in _LEDGER_ONLY if data.get(k) is not None]
+            if given:
+                _fail(((given[0],), "only for app: ledger (the key-value app submits "
+                                    "put k v ops)"))
+        population = data.get("population")
+        if isinstance(population, Mapping) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in population.values()):
+            total = sum(population.values())
+            if data.get("clients") is not None and data["clients"] != total:
+                _fail((("clients",), f"population names {total} clients; leave clients "
+                                     f"out or make it {total}"))
+            data["clients"] = total
         has_outstanding = data.get("outstanding") is not None
         has_rate = data.get("rate") is not None
         if has_outstanding and has_rate:
@@ -1110,8 +1192,23 @@ class Scenario(_Spec):
 
     @property
     def clients(self) -> tuple[str, ...]:
-        """Client ids ``client-1 .. client-N`` (N = workload.clients)."""
-        return tuple(f"client-{i}" for i in range(1, self.workload.clients + 1))
+        """Client ids: ``client-1 .. client-N`` (N = workload.clients), or for a ledger
+        ``population`` ``<role>-<k>`` in role order."""
+        return tuple(self.client_roles)
+
+    @property
+    def client_roles(self) -> dict[str, str]:
+        """Client id -> role in the membership (``client`` for the key-value app)."""
+        w = self.workload
+        if w.app != "ledger":
+            return {f"client-{i}": "client" for i in range(1, w.clients + 1)}
+        if w.population:
+            return {f"{role}-{k}": role for role, count in w.population.items()
+                    for k in range(1, count + 1)}
+        from node.ledger.roles import CLIENT_ROLES
+
+        return {f"client-{i}": CLIENT_ROLES[(i - 1) % len(CLIENT_ROLES)]
+                for i in range(1, w.clients + 1)}
 
     @property
     def end_ns(self) -> int:
@@ -1119,6 +1216,8 @@ class Scenario(_Spec):
         return self.duration_ns + self.drain_ns
 
     def is_client(self, name: str) -> bool:
+        if self.workload.population:
+            return name in self.client_roles
         match = CLIENT_ID_RE.fullmatch(name)
         return match is not None and int(match[1]) <= self.workload.clients
 
@@ -1195,8 +1294,12 @@ class Scenario(_Spec):
     @model_validator(mode="after")
     def _check_links(self) -> Scenario:
         ids = self.node_ids
-        known = f"known nodes: {_names(ids)}; clients: client-1 .. client-{self.workload.clients}"
-        problems: list[tuple[Loc, str]] = []
+        known = f"known nodes: {_names(ids)}; clients: " + (
+            _names(self.clients) if self.workload.population
+            else f"client-1 .. client-{self.workload.clients}")
+        problems: list[tuple[Loc, str]] = [
+            (("workload", "population"), f"client id {c!r} is also a node id; rename the node")
+            for c in self.clients if c in ids]
         for i, link in enumerate(self.network.links):
             where: Loc = ("network", "links", i)
             ends: tuple[Loc, Loc] = ((("between", 0), ("between", 1)) if link.both

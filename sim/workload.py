@@ -6,6 +6,12 @@ at a fixed concurrency (throughput follows Little's law, X = N / L); an open loo
 rate whether or not the system keeps up, which is what exposes queueing and overload.
 Each client identity runs sessions (one request in flight each, as in the paper); the open
 loop opens a new session when all are busy, up to a bound, and queues arrivals beyond it.
+
+What is submitted comes from `ops` when given (the healthcare ledger's traffic,
+sim/ledgerload.py: `next_op(client, session, now_ns) -> bytes | None` and
+`on_result(client, session, result)`), else tiny `put k v` ops (protocol tests). When `ops`
+has nothing for an identity right now, its session asks again `IDLE_RETRY_NS` later; when
+`may_submit(client)` is false (its organisation's gateway node is down), it waits likewise.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from node.client import Accepted, Client
 from node.runtime import NodeRuntime, call_later_ns, loop_now_ns
@@ -21,6 +28,8 @@ from sim.metrics import RequestRecord
 __all__ = ["Workload"]
 
 MAX_SESSIONS_PER_CLIENT = 1024
+IDLE_RETRY_NS = 20_000_000
+SCRIPTED_SESSION_BASE = 1_000_000  # sessions of scripted (story) transactions
 
 
 class Workload:
@@ -31,6 +40,8 @@ class Workload:
         duration_ns: int,
         rng: random.Random,
         on_submit: Callable[[str], None] = lambda key: None,
+        ops: Any = None,
+        may_submit: Callable[[str], bool] | None = None,
     ) -> None:
         self.spec = spec
         self.clients = clients
@@ -47,6 +58,9 @@ class Workload:
         self.settled = 0
         self.loop = next(iter(clients.values()))[1].loop if clients else None
         self._counter = 0
+        self.ops = ops
+        self.may_submit = may_submit
+        self.scripted_sessions = 0
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -59,6 +73,9 @@ class Workload:
                     self._submit(cid, session, loop_now_ns(self._loop(cid)))
             elif rate:
                 self._schedule_arrival(cid, rate / len(self.clients))
+        for at_ns, build in getattr(self.ops, "script", list)():
+            if self.loop is not None:
+                call_later_ns(self.loop, at_ns, self._scripted, build)
 
     def _loop(self, cid: str):  # type: ignore[no-untyped-def]
         return self.clients[cid][1].loop
@@ -90,10 +107,39 @@ class Workload:
         value = self.rng.randbytes(max(1, self.op_size // 2)).hex()[: self.op_size]
         return f"put {key} {value}".encode()
 
-    def _submit(self, cid: str, session: int, arrived_ns: int, counted: bool = False) -> None:
+    def _next_op(self, cid: str, session: int) -> bytes | None:
+        if self.ops is None:
+            return self._op()
+        op: bytes | None = self.ops.next_op(cid, session, loop_now_ns(self._loop(cid)))
+        return op
+
+    def _retry(self, cid: str, session: int, arrived_ns: int | None, counted: bool) -> None:
+        now = loop_now_ns(self._loop(cid))
+        if now < self.duration_ns:
+            self._submit(cid, session, now if arrived_ns is None else arrived_ns, counted)
+        elif counted:
+            self.submitted -= 1  # a queued arrival that never found anything to submit
+
+    def _scripted(self, build: Callable[[], list[tuple[str, Any]]]) -> None:
+        for cid, pending in build():
+            if cid in self.clients:
+                self.scripted_sessions += 1
+                session = SCRIPTED_SESSION_BASE + self.scripted_sessions
+                self._submit(cid, session, loop_now_ns(self._loop(cid)),
+                             op=self.ops.submit_scripted(cid, session, pending))
+
+    def _submit(self, cid: str, session: int, arrived_ns: int, counted: bool = False,
+                op: bytes | None = None) -> None:
         client, runtime = self.clients[cid]
-        self.sessions_open[cid] = max(self.sessions_open[cid], session + 1)
-        effects = client.submit(session, self._op())
+        if session < SCRIPTED_SESSION_BASE:  # reserve the session even while it waits
+            self.sessions_open[cid] = max(self.sessions_open[cid], session + 1)
+        gated = op is None and self.may_submit is not None and not self.may_submit(cid)
+        op = op if op is not None or gated else self._next_op(cid, session)
+        if op is None:  # the gateway is down (the wait counts), or nothing to do right now
+            call_later_ns(self._loop(cid), IDLE_RETRY_NS, self._retry, cid, session,
+                          arrived_ns if gated else None, counted)
+            return
+        effects = client.submit(session, op)
         record = RequestRecord(cid, session, client.timestamps[session], arrived_ns)
         self.records[record.key] = record
         self.on_submit(record.key)
@@ -112,6 +158,12 @@ class Workload:
         record.commit_ns = now
         record.view = eff.view
         self.settled += 1
+        if self.ops is not None:
+            self.ops.on_result(cid, eff.session, eff.result)
+            while self.ops.followups:
+                self._scripted(lambda: [self.ops.followups.pop(0)])
+        if eff.session >= SCRIPTED_SESSION_BASE:
+            return
         if self.backlog[cid]:
             self._submit(cid, eff.session, self.backlog[cid].popleft(), counted=True)
         elif getattr(self.spec, "outstanding", None) and now < self.duration_ns:

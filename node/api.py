@@ -1,0 +1,295 @@
+"""The node's HTTP API (aiohttp): submit signed transactions, query the ledger and state, read
+status and Prometheus metrics.
+
+Why this exists: operators, dashboards and applications that are not PBFT clients need to
+talk to a node over plain HTTP. The API is a thin shell around `node.server.NodeServer`; it
+never changes protocol state except by handing a checked request to the replica, exactly as
+if it had arrived over the network.
+
+Endpoints (JSON unless noted):
+- `POST /tx` submit a signed request: body `application/octet-stream` with the encoded
+  Envelope(Request) a `node.client.Client` sends (or the bare encoded Request), or
+  `application/json` `{"envelope": "<hex>"}` / `{"request": "<hex>"}`. 202 with the request
+  key; with `?wait=SECONDS` (at most 30) 200 once this node has executed it (its seq and this
+  node's result; a client that needs the PBFT guarantee collects f+1 matching replies).
+- `GET /ledger?start=SEQ&limit=N` this node's stored blocks (N at most 1000); with
+  `&digests=1` only `[seq, batch digest]` pairs (N at most 10,000), for agreement checks.
+- `GET /state` last executed seq and the state digest; `GET /state/{key}` one entry.
+- `GET /status` view, primary, last executed, stable checkpoint, peers, counters.
+- `GET /metrics` Prometheus text format.
+
+Guards: bodies over `MAX_BODY_BYTES` get 413, malformed bodies 400, wrong content types 415,
+unknown clients and bad signatures 403, each with `{"error": "<reason>"}`. Nothing here
+trusts the body: it is decoded with the same bounded decoder the replica uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from node import messages as m
+from node.apps import query_state
+
+if TYPE_CHECKING:
+    from node.server import NodeServer
+
+__all__ = ["MAX_BODY_BYTES", "build_app", "check_submission"]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_WAIT_S = 30.0
+MAX_LEDGER_LIMIT = 1000
+MAX_DIGEST_LIMIT = 10_000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as JSON with a reason (aiohttp's own 404/405/413 included)."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.reason)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+
+
+def build_app(server: NodeServer) -> web.Application:
+    """The aiohttp application serving `server`'s API."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    api = _Api(server)
+    app.router.add_get("/", api.index)
+    app.router.add_post("/tx", api.submit)
+    app.router.add_get("/ledger", api.ledger)
+    app.router.add_get("/state", api.state)
+    app.router.add_get("/state/{key}", api.state_key)
+    app.router.add_get("/status", api.status)
+    app.router.add_get("/metrics", api.metrics)
+    return app
+
+
+def check_submission(server: NodeServer, raw: bytes) -> tuple[bytes, m.Request]:
+    """Decode and check a submitted request; return (envelope bytes, request). Raises
+    ApiError (400 malformed, 403 unknown client or bad signature)."""
+    try:
+        msg = m.decode(raw)
+        if type(msg) is m.Envelope:
+            envelope, req = raw, m.decode(msg.payload)
+            sender = msg.sender
+        else:
+            req, sender = msg, getattr(msg, "client", "")
+            envelope = m.encode(m.Envelope(sender, raw, b""))
+    except m.DecodeError as exc:
+        raise ApiError(400, f"malformed request: {exc}") from exc
+    if type(req) is not m.Request:
+        raise ApiError(400, f"expected a REQUEST, got {type(req).__name__}")
+    if sender != req.client:
+        raise ApiError(400, "envelope sender does not match the request's client")
+    if req.client not in {c.id for c in server.net.membership.clients}:
+        raise ApiError(403, f"unknown client {req.client!r}")
+    if not server.replica.keys.verify(req.client, req.unsigned(), req.signature):
+        raise ApiError(403, "bad request signature")
+    return envelope, req
+
+
+class _Api:
+    def __init__(self, server: NodeServer) -> None:
+        self.server = server
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.json_response({"node": self.server.id, "endpoints": [
+            "POST /tx", "GET /ledger", "GET /state", "GET /state/{key}", "GET /status",
+            "GET /metrics"]})
+
+    async def _body(self, request: web.Request) -> bytes:
+        body = await request.read()
+        ctype = request.content_type
+        if ctype == "application/json":
+            try:
+                obj = json.loads(body)
+                text = obj.get("envelope") or obj.get("request")
+                if not isinstance(text, str):
+                    raise ValueError("expected {\"envelope\": \"<hex>\"} or {\"request\": ...}")
+                return bytes.fromhex(text)
+            except (ValueError, AttributeError) as exc:
+                raise ApiError(400, f"malformed JSON body: {exc}") from exc
+        if ctype not in ("application/octet-stream", ""):
+            raise ApiError(415, f"content type {ctype!r}: send application/octet-stream or "
+                                f"application/json")
+        if not body:
+            raise ApiError(400, "empty body")
+        return body
+
+    async def submit(self, request: web.Request) -> web.Response:
+        wait_s = _float_param(request, "wait", 0.0, 0.0, MAX_WAIT_S)
+        envelope, req = check_submission(self.server, await self._body(request))
+        key = f"{req.client}/{req.session}/{req.timestamp}"
+        if wait_s <= 0:
+            self.server.submit(envelope)
+            return web.json_response({"key": key, "status": "submitted"}, status=202)
+        waiting = self.server.wait_executed(key, wait_s)
+        self.server.submit(envelope)
+        seq = await waiting
+        if seq is None:
+            raise ApiError(504, f"not executed here within {wait_s:g} s")
+        cached = self.server.replica.replies.get((req.client, req.session))
+        result = cached.result if cached is not None and cached.timestamp == req.timestamp \
+            else b""
+        return web.json_response({"key": key, "status": "executed", "seq": seq,
+                                  "result": result.decode(errors="replace"),
+                                  "result_hex": result.hex()})
+
+    async def ledger(self, request: web.Request) -> web.Response:
+        start = _int_param(request, "start", 1, 1, 2**62)
+        server = self.server
+        server.storage.commit()
+        if request.query.get("digests") in ("1", "true"):
+            limit = _int_param(request, "limit", 1000, 1, MAX_DIGEST_LIMIT)
+            return web.json_response({"node": server.id, "last_executed":
+                                      server.replica.last_executed, "digests": [
+                                          [seq, d.hex()] for seq, d in
+                                          server.storage.digests(start, limit)]})
+        limit = _int_param(request, "limit", 100, 1, MAX_LEDGER_LIMIT)
+        blocks = [server.block_json(seq, raw) for seq, raw in server.storage.blocks(start, limit)]
+        return web.json_response({"node": server.id, "last_executed":
+                                  server.replica.last_executed, "blocks": blocks})
+
+    async def state(self, request: web.Request) -> web.Response:
+        r = self.server.replica
+        return web.json_response({"node": self.server.id, "last_executed": r.last_executed,
+                                  "state_machine": self.server.net.state_machine,
+                                  "digest": r.sm.digest().hex()})
+
+    async def state_key(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        found, value = query_state(self.server.replica.sm, key)
+        if not found:
+            raise ApiError(404, f"no state entry {key!r}")
+        return web.json_response({"key": key, "value": value,
+                                  "last_executed": self.server.replica.last_executed})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.server.status())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=prometheus_text(self.server.status()),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Format": "prometheus-0.0.4"})
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ApiError(400, f"{name} must be an integer; got {text!r}") from exc
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low} and {high}; got {value}")
+    return value
+
+
+def _float_param(request: web.Request, name: str, default: float, low: float,
+                 high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ApiError(400, f"{name} must be a number of seconds; got {text!r}") from exc
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}; got {text}")
+    return value
+
+
+# -- Prometheus -------------------------------------------------------------------------------
+
+
+def _labels(labels: dict[str, Any]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus_text(status: dict[str, Any]) -> str:
+    """Render a node's status as Prometheus text exposition format (version 0.0.4)."""
+    node = {"node": status["id"]}
+    c = status["counters"]
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str,
+               samples: list[tuple[dict[str, Any], float]]) -> None:
+        out.append(f"# HELP medbft_{name} {help_text}")
+        out.append(f"# TYPE medbft_{name} {kind}")
+        for labels, value in samples:
+            out.append(f"medbft_{name}{_labels({**node, **labels})} {value}")
+
+    metric("view", "gauge", "Current view.", [({}, status["view"])])
+    metric("view_active", "gauge", "1 when the view is active (not changing views).",
+           [({}, int(status["view_active"]))])
+    metric("is_primary", "gauge", "1 when this node is the primary of its view.",
+           [({}, int(status["primary"] == status["id"]))])
+    metric("last_executed", "gauge", "Sequence number of the last executed batch.",
+           [({}, status["last_executed"])])
+    metric("stable_checkpoint", "gauge", "Sequence number of the stable checkpoint.",
+           [({}, status["stable_checkpoint"])])
+    metric("pending_requests", "gauge", "Requests received and not yet ordered.",
+           [({}, status["pending_requests"])])
+    metric("executed_requests_total", "counter", "Client requests executed.",
+           [({}, c["executed_requests"])])
+    metric("messages_sent_total", "counter", "Protocol messages sent, by type.",
+           [({"type": k}, v) for k, v in c["sent_by_kind"].items()])
+    metric("bytes_sent_total", "counter", "Protocol bytes sent, by message type.",
+           [({"type": k}, v) for k, v in c["sent_bytes_by_kind"].items()])
+    metric("messages_received_total", "counter", "Protocol messages received.",
+           [({}, c["messages_received"])])
+    metric("frames_total", "counter", "Transport frames, by direction.",
+           [({"direction": "sent"}, c["frames_sent"]),
+            ({"direction": "received"}, c["frames_received"]),
+            ({"direction": "malformed"}, c["bad_frames"])])
+    metric("transport_dropped_total", "counter", "Frames the transport could not send.",
+           [({"reason": "no route"}, c["dropped_no_route"]),
+            ({"reason": "queue full"}, c["dropped_queue_full"])])
+    metric("rejected_messages_total", "counter",
+           "Messages rejected as forged or malformed, by reason.",
+           [({"reason": k}, v) for k, v in c["rejected"].items()])
+    metric("ignored_messages_total", "counter", "Stale or duplicate messages, by reason.",
+           [({"reason": k}, v) for k, v in c["ignored"].items()])
+    metric("protocol_events_total", "counter", "Protocol trace events, by event.",
+           [({"event": k}, v) for k, v in c["events"].items()])
+    metric("storage_commits_total", "counter", "SQLite transactions committed.",
+           [({}, c["storage_commits"])])
+    metric("peer_connected", "gauge", "1 when the link to a peer (or broker) is up.",
+           [({"peer": p}, int(bool(s.get("connected")))) for p, s in status["peers"].items()])
+    metric("uptime_seconds", "gauge", "Seconds since the node started.",
+           [({}, status["uptime_s"])])
+    return "\n".join(out) + "\n"

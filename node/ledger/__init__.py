@@ -1,0 +1,56 @@
+"""The healthcare ledger: the deterministic state machine that PBFT replicas execute.
+
+Why this exists: it is what hospitals, pharmacies and regulators agree on (issue #4):
+anchored medical-record commitments and consents, audited access decisions, drug custody from
+manufacturer to patient, recalls, and biometric identity commitments. See docs/ledger.md.
+
+Public surface (everything else is private to the package):
+- `Ledger(genesis)`: the StateMachine (`execute`, `digest`, `snapshot`, `restore`);
+- `LedgerGenesis`, `Party`: who is who (roles come from here, never from a transaction);
+- `encode_tx(kind, **fields)`: the canonical bytes a client signs; `commitment`,
+  `epcis_event_hash`: the on-chain stand-ins for off-chain FHIR / EPCIS documents;
+- `KINDS`, `PERMISSIONS`, `CLIENT_ROLES`: the transaction kinds and the permission matrix;
+- queries: `trace`, `recall_exposure`, `access_log`, `active_consents`, `audit_entries`,
+  `verify_record`, `verify_chain`; results files: `save_ledger`, `load_ledger`;
+- `CheckedLedger`, `check_ledger`: the B.4 invariants, after every block.
+"""
+
+from node.ledger.genesis import LedgerGenesis, Party
+from node.ledger.invariants import CheckedLedger, check_ledger
+from node.ledger.ledger import Ledger
+from node.ledger.queries import (
+    access_log,
+    active_consents,
+    audit_entries,
+    load_ledger,
+    recall_exposure,
+    save_ledger,
+    trace,
+    verify_chain,
+    verify_record,
+)
+from node.ledger.roles import CLIENT_ROLES, KINDS, PERMISSIONS
+from node.ledger.txs import commitment, encode_tx, epcis_event_hash
+
+__all__ = [
+    "CLIENT_ROLES",
+    "KINDS",
+    "PERMISSIONS",
+    "CheckedLedger",
+    "Ledger",
+    "LedgerGenesis",
+    "Party",
+    "access_log",
+    "active_consents",
+    "audit_entries",
+    "check_ledger",
+    "commitment",
+    "encode_tx",
+    "epcis_event_hash",
+    "load_ledger",
+    "recall_exposure",
+    "save_ledger",
+    "trace",
+    "verify_chain",
+    "verify_record",
+]

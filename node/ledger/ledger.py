@@ -1,0 +1,169 @@
+"""`Ledger`: the healthcare state machine behind the replica (node/statemachine.StateMachine).
+
+Why this exists: a committed PBFT batch becomes a block here. For each request, in the agreed
+order: decode and shape-check the transaction (txs.py), look up the signer's registered
+party (its role comes from the genesis, never from the transaction), raise the counterfeit
+signal for a re-commissioned serial, apply deny-by-default (roles.py), then the kind's rules
+(rules.py). A rejection returns `rejected:<reason>` and writes one audit entry; an access
+decision returns `permit:<rule>` or `deny:<rule>` and writes one audit entry. Then the block
+header is appended: height, view, seq, agreed timestamp, previous block hash, Merkle root of
+the transactions and the state digest after them (the view is kept beside the block, not in
+it: see `views`).
+
+Determinism: reads only its state, the request bytes and `BlockInfo`. Block time is
+genesis.epoch_ns + the agreed timestamp, clamped to never go back (a new primary's clock may
+lag the old one's). The replica has already verified each request's signature and removed
+duplicates. Cost: O(size of the transaction) per transaction; `snapshot` is O(state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from node.ledger.genesis import LedgerGenesis
+from node.ledger.roles import may_submit
+from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
+from node.ledger.state import _ENC, State
+from node.ledger.txs import TxError, decode_tx
+from node.messages import Request
+from node.statemachine import BlockInfo
+
+__all__ = ["Ledger", "merkle_root", "tx_leaf"]
+
+_EMPTY_ROOT = hashlib.sha256(b"").digest()
+_ZERO = bytes(32)
+_TARGET_FIELDS = ("patient", "subject", "epc", "record_id", "consent_id", "recall_id", "lot",
+                  "review_id", "incident_id", "gtin", "org")
+
+
+def tx_leaf(req: Request) -> bytes:
+    """Merkle leaf of one signed transaction: H(0x00 || signer || session || timestamp || op)."""
+    head = f"{req.client}\x00{req.session}\x00{req.timestamp}\x00".encode()
+    return hashlib.sha256(b"\x00" + head + req.op).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962-style root (0x01-prefixed inner nodes; an odd node is carried up)."""
+    if not leaves:
+        return _EMPTY_ROOT
+    level = leaves
+    while len(level) > 1:
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
+               for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def _target(tx: dict[str, object]) -> str:
+    for key in _TARGET_FIELDS:
+        value = tx.get(key)
+        if type(value) is str:
+            return value
+    epcs = tx.get("epcs")
+    return epcs[0] if type(epcs) is list and epcs and type(epcs[0]) is str else ""
+
+
+class Ledger:
+    """The deterministic healthcare ledger; implements the StateMachine protocol."""
+
+    def __init__(self, genesis: LedgerGenesis) -> None:
+        self.genesis = genesis
+        self.state = State()
+        # The view a batch committed in is not agreed: a replica that learns a batch after a
+        # view change executes it under its own, later view. So the view is a local note,
+        # kept out of the block hash and the snapshot (which must match on every replica).
+        self.views: dict[int, int] = {}
+
+    # -- StateMachine -------------------------------------------------------------------------
+
+    def execute(self, requests: list[Request], block: BlockInfo) -> list[bytes]:
+        """Apply `requests` in order as one block; return one result per request."""
+        st = self.state
+        height = len(st.block_hashes) + 1
+        last_ts = st.blocks.entries[-1][2] if st.blocks.entries else 0
+        ts = max(block.timestamp_ns, last_ts)
+        now_ns = self.genesis.epoch_ns + ts
+        today = datetime.fromtimestamp(now_ns // 10**9, tz=UTC).date().isoformat()
+        results = [self._apply(req, height, i, now_ns, today) for i, req in enumerate(requests)]
+        root = merkle_root([tx_leaf(r) for r in requests])
+        prev = st.block_hashes[-1] if st.block_hashes else _ZERO
+        state_digest = self._state_digest()
+        header = (height, block.seq, ts, prev.hex(), root.hex(), state_digest.hex(), len(requests))
+        block_hash = hashlib.sha256(_ENC.encode(header).encode()).digest()
+        st.blocks.append((*header, block_hash.hex()))
+        st.block_hashes.append(block_hash)
+        self.views[height] = block.view
+        return results
+
+    def digest(self) -> bytes:
+        """Digest of the whole state, in O(1): tables (multiset hash) and the three log heads."""
+        return self._state_digest()
+
+    def snapshot(self) -> bytes:
+        """Canonical, compact JSON of the state (identical bytes on every honest replica)."""
+        return (b'{"genesis":"' + self.genesis.digest.hex().encode() + b'","state":'
+                + self.state.to_json().encode() + b"}")
+
+    def restore(self, snapshot: bytes) -> None:
+        """Replace the state; raise ValueError if the snapshot is malformed or for another
+        genesis."""
+        prefix = b'{"genesis":"' + self.genesis.digest.hex().encode() + b'","state":'
+        if not snapshot.startswith(prefix) or not snapshot.endswith(b"}"):
+            raise ValueError("ledger snapshot is malformed or belongs to another genesis")
+        self.state = State.from_json(snapshot[len(prefix):-1])
+
+    # -- one transaction ----------------------------------------------------------------------
+
+    def _state_digest(self) -> bytes:
+        return hashlib.sha256(b"medbft-ledger-state/1" + self.genesis.digest
+                              + self.state.digest_parts()).digest()
+
+    def _apply(self, req: Request, height: int, index: int, now_ns: int, today: str) -> bytes:
+        st = self.state
+        kind = "?"
+        tx: dict[str, object] = {}
+        try:
+            tx = decode_tx(req.op)
+            kind = str(tx["kind"])
+            party = self.genesis.parties.get(req.client)
+            if party is None:
+                raise Reject("unknown-identity")
+            if party.org in st.tables["org_status"]:
+                raise Reject("org-suspended")
+            if kind == "EPCIS_COMMISSION" and commission_duplicates(st, tx):
+                return self._counterfeit(req, tx, height, index)
+            if kind != "ACCESS_REQUEST" and not may_submit(party.role, kind):
+                raise Reject("role-not-permitted")
+            result = HANDLERS[kind](Ctx(st, self.genesis, party, tx, height, index, now_ns,
+                                        today))
+        except TxError as exc:
+            return self._reject(req, kind, tx, exc.reason, height, index)
+        st.count("ok", kind)
+        return result
+
+    def _reject(self, req: Request, kind: str, tx: dict[str, object], reason: str,
+                height: int, index: int) -> bytes:
+        st = self.state
+        target = _target(tx)
+        st.add_audit((height, index, req.client, kind, target, "rejected", reason),
+                     target if target.startswith("pp:") else None)
+        st.count("rejected", kind)
+        st.count("reasons", reason)
+        return b"rejected:" + reason.encode()
+
+    def _counterfeit(self, req: Request, tx: dict[str, object], height: int,
+                     index: int) -> bytes:
+        """A second commissioning of a known serial: reject it and raise the alarm (B.4.2)."""
+        st = self.state
+        duplicate = commission_duplicates(st, tx)[0]
+        st.add_audit((height, index, req.client, "COUNTERFEIT_SUSPECTED", duplicate,
+                      "rejected", "duplicate-serial"), None)
+        st.put("incidents", f"cf-{height}-{index}",
+               ("epc:" + duplicate, "counterfeit-suspected", req.client, (height, index), True,
+                "alert"))
+        st.count("rejected", "EPCIS_COMMISSION")
+        st.count("reasons", "counterfeit-suspected")
+        return b"rejected:counterfeit-suspected"

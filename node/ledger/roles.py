@@ -1,0 +1,84 @@
+"""Who may do what: client roles, organisation types, transaction kinds and the permission
+matrix of healthcare.md B.3.
+
+Why this exists: the matrix is the ledger's first rule ("deny by default") and also what the
+tests, the docs and the workload generator read, so it lives here once, as data. A cell says
+whether a role may submit a kind at all; the conditions behind a "C" or "own" cell (consent,
+custodianship, ownership of a GTIN or a pseudonym) are checked by the rules in `rules.py`.
+A role always comes from the registered identity (the genesis), never from the transaction.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLIENT_ROLES",
+    "KINDS",
+    "ORG_TYPES",
+    "PERMISSIONS",
+    "ROLE_ALIASES",
+    "may_submit",
+]
+
+#: Client roles, in the order the workload's population rotation uses.
+#: `inspector` is healthcare.md's `regulator_inspector`.
+CLIENT_ROLES: tuple[str, ...] = (
+    "manufacturer", "distributor", "pharmacist", "clinician", "patient", "inspector", "auditor",
+)
+#: Names accepted for a role in a genesis file, mapped to the ledger's name.
+ROLE_ALIASES: dict[str, str] = {"regulator_inspector": "inspector"}
+#: Organisation types: consensus nodes are hospital/pharmacy/regulator orgs; manufacturers and
+#: distributors are regulator-approved trading partners that run no replica.
+ORG_TYPES: tuple[str, ...] = ("hospital", "pharmacy", "regulator", "manufacturer", "distributor")
+
+_TRADING = frozenset({"clinician", "pharmacist", "manufacturer", "distributor"})
+_TRADING_AND_REGULATOR = _TRADING | {"inspector"}
+_REGULATOR = frozenset({"inspector"})
+
+#: Transaction kind -> roles that may submit it (every other role is denied).
+#: Comments give the B.3 cell; "own" and "C" conditions are enforced in rules.py.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    # consent and access (FHIR Consent semantics)
+    "CONSENT_GRANT": frozenset({"patient"}),                     # ✓ own
+    "CONSENT_REVOKE": frozenset({"patient"}),                    # ✓ own
+    "ACCESS_REQUEST": frozenset({"patient", "clinician", "pharmacist", "inspector"}),
+    # ^ patient own; clinician/pharmacist C; regulator metadata only. Denied roles still get
+    #   an audited `deny` decision rather than a rejected transaction.
+    "BREAK_GLASS": frozenset({"clinician"}),                     # ✓ (+review)
+    "BREAK_GLASS_REVIEW": _REGULATOR,
+    # clinical records (data stays off the chain)
+    "RECORD_ANCHOR": frozenset({"clinician", "pharmacist"}),     # custodian; pharmacist: dispense
+    "RECORD_AMEND": frozenset({"clinician", "pharmacist"}),      # records only
+    # drug supply chain (EPCIS 2.0 ObjectEvents)
+    "GTIN_REGISTER": frozenset({"manufacturer"}),
+    "EPCIS_COMMISSION": frozenset({"manufacturer"}),
+    "EPCIS_SHIP": _TRADING,                                      # clinician: hospital pharmacy
+    "EPCIS_RECEIVE": _TRADING,
+    "EPCIS_DISPENSE": frozenset({"clinician", "pharmacist"}),
+    "EPCIS_DESTROY": _TRADING,                                   # custodian only
+    "PRODUCT_VERIFY": _TRADING_AND_REGULATOR,
+    # vaccination
+    "IMMUNIZATION_ADMINISTER": frozenset({"clinician", "pharmacist"}),  # pharmacist: licensed
+    "ADVERSE_EVENT_REPORT": frozenset({"clinician", "patient"}),
+    # regulator
+    "SUSPECT_FLAG": _TRADING_AND_REGULATOR,
+    "SUSPECT_CLEAR": _REGULATOR,
+    "ILLEGITIMATE_NOTIFY": _TRADING_AND_REGULATOR,
+    "NOTIFICATION_TERMINATE": _REGULATOR,
+    "RECALL_ISSUE": frozenset({"manufacturer", "inspector"}),    # manufacturer: own GTIN
+    "RECALL_ACK": _TRADING,                                      # each custodian
+    "RECALL_CLOSE": _REGULATOR,
+    "ORG_SUSPEND": _REGULATOR,
+    "ORG_REINSTATE": _REGULATOR,
+    # biometric identity (a commitment to a pseudonymous identifier, never a template)
+    "BIOMETRIC_ENROLL": frozenset({"patient", "clinician"}),     # patient own; clinician enrols
+    "BIOMETRIC_REVOKE": frozenset({"patient", "clinician"}),     # at its own hospital
+}
+
+#: Every transaction kind, sorted.
+KINDS: tuple[str, ...] = tuple(sorted(PERMISSIONS))
+
+
+def may_submit(role: str, kind: str) -> bool:
+    """Whether `role` may submit `kind` at all (deny by default: unknown kinds and roles -> no)."""
+    allowed = PERMISSIONS.get(kind)
+    return allowed is not None and role in allowed

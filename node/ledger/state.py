@@ -1,0 +1,186 @@
+"""The ledger's replicated state: keyed tables, three hash-chained logs, derived indexes, and
+a state digest that is maintained per write instead of recomputed per block.
+
+Why this exists: blocks carry a state digest, and a block is one PBFT batch (often a single
+transaction), so hashing the whole state per block would make every transaction O(state).
+Instead the tables are summed as a multiset hash: each row contributes
+H(table, key, value) mod 2^512 (AdHash, Bellare & Micciancio 1997), updated in O(1) on every
+write and independent of history; the append-only logs (supply-chain events, audit entries,
+blocks) are hash chains whose heads are part of the digest. Equal states give equal digests,
+and a full canonical snapshot (sorted, compact JSON) is what checkpoints hash.
+
+Derived indexes (per-unit trace, units per lot, live consents per patient, audit entries per patient
+and actor, patients per lot) are functions of the hashed data, rebuilt on restore, and never
+hashed or snapshotted.
+
+Must not know: the rules. Rows are tuples of JSON values; positions are (height, index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from typing import Any
+
+__all__ = ["TABLES", "State", "freeze"]
+
+TABLES: tuple[str, ...] = (
+    "acks", "aefi", "biometrics", "consents", "gtins", "incidents", "lots", "org_status",
+    "recalls", "records", "reviews", "suspects", "units",
+)
+_MASK = (1 << 512) - 1
+_ENC = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_ZERO = bytes(32)
+SNAPSHOT_VERSION = 1
+
+
+def _row_hash(table: str, key: str, value: Any) -> int:
+    data = _ENC.encode((table, key, value)).encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=64).digest(), "big")
+
+
+def freeze(value: Any) -> Any:
+    """JSON lists -> tuples, recursively (rows are immutable tuples)."""
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+class _Chain:
+    """An append-only log whose head is H(previous head || canonical entry)."""
+
+    __slots__ = ("entries", "head")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, ...]] = []
+        self.head = _ZERO
+
+    def append(self, entry: tuple[Any, ...]) -> int:
+        self.head = hashlib.sha256(self.head + _ENC.encode(entry).encode()).digest()
+        self.entries.append(entry)
+        return len(self.entries) - 1
+
+    def recompute(self, upto: int | None = None) -> bytes:
+        head = _ZERO
+        for entry in self.entries[:upto]:
+            head = hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+        return head
+
+
+class State:
+    """Tables + logs + stats; `put` is the only way a table row changes."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, tuple[Any, ...]]] = {t: {} for t in TABLES}
+        self.acc = 0
+        self.events = _Chain()   # (height, index, kind, org, epcs, detail, event_hash)
+        self.audit = _Chain()    # (height, index, actor, action, target, decision, rule)
+        self.blocks = _Chain()   # block headers, see ledger.Block
+        self.block_hashes: list[bytes] = []
+        self.stats: dict[str, dict[str, int]] = {"ok": {}, "rejected": {}, "reasons": {},
+                                                 "decisions": {}}
+        # Rows written since an observer last cleared it (the invariant checker sets a set).
+        self.dirty: set[tuple[str, str]] | None = None
+        self._reset_indexes()
+
+    def _reset_indexes(self) -> None:
+        self.trace_idx: dict[str, list[int]] = defaultdict(list)
+        self.lot_units: dict[str, list[str]] = defaultdict(list)
+        self.lot_patients: dict[str, list[int]] = defaultdict(list)
+        self.consents_of: dict[str, list[str]] = defaultdict(list)
+        self.audit_of_patient: dict[str, list[int]] = defaultdict(list)
+        self.audit_of_actor: dict[str, list[int]] = defaultdict(list)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def get(self, table: str, key: str) -> tuple[Any, ...] | None:
+        return self.tables[table].get(key)
+
+    def put(self, table: str, key: str, value: tuple[Any, ...] | None) -> None:
+        """Set (or with None delete) one row, keeping the multiset digest current."""
+        rows = self.tables[table]
+        old = rows.get(key)
+        acc = self.acc
+        if self.dirty is not None:
+            self.dirty.add((table, key))
+        if old is not None:
+            acc -= _row_hash(table, key, old)
+        if value is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = value
+            if old is None and table == "units":
+                self.lot_units[value[1]].append(key)
+            elif table == "consents":  # index live consents only (revoked: value[8] set)
+                if value[8] is None and old is None:
+                    self.consents_of[value[0]].append(key)
+                elif value[8] is not None and old is not None and old[8] is None:
+                    self.consents_of[value[0]].remove(key)
+            acc += _row_hash(table, key, value)
+        self.acc = acc & _MASK
+
+    def add_event(self, entry: tuple[Any, ...]) -> int:
+        """Append a supply-chain/immunization event; index it by unit (and lot, if given)."""
+        n = self.events.append(entry)
+        for epc in entry[4]:
+            self.trace_idx[epc].append(n)
+        if entry[2] == "IMMUNIZATION_ADMINISTER":
+            self.lot_patients[entry[5][1]].append(n)
+        return n
+
+    def add_audit(self, entry: tuple[Any, ...], patient: str | None) -> int:
+        n = self.audit.append(entry)
+        self.audit_of_actor[entry[2]].append(n)
+        if patient:
+            self.audit_of_patient[patient].append(n)
+        return n
+
+    def count(self, group: str, key: str) -> None:
+        table = self.stats[group]
+        table[key] = table.get(key, 0) + 1
+
+    # -- digest, snapshot, restore ------------------------------------------------------------
+
+    def digest_parts(self) -> bytes:
+        return (self.acc.to_bytes(64, "big") + self.events.head + self.audit.head
+                + self.blocks.head)
+
+    def to_json(self) -> str:
+        """The canonical snapshot text (sorted keys and rows, no whitespace)."""
+        return _ENC.encode({
+            "v": SNAPSHOT_VERSION,
+            "tables": {t: sorted(rows.items()) for t, rows in self.tables.items()},
+            "events": self.events.entries,
+            "audit": self.audit.entries,
+            "blocks": self.blocks.entries,
+            "stats": self.stats,
+        })
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> State:
+        """Rebuild a state (digest and indexes included); raise ValueError if malformed."""
+        try:
+            data = json.loads(text)
+            if data["v"] != SNAPSHOT_VERSION:
+                raise ValueError(f"unknown snapshot version {data['v']!r}")
+            st = cls()
+            for table, rows in data["tables"].items():
+                if table not in st.tables:
+                    raise ValueError(f"unknown table {table!r}")
+                for key, value in rows:
+                    st.put(table, str(key), freeze(value))
+            for entry in data["events"]:
+                st.add_event(freeze(entry))
+            for entry in data["audit"]:
+                e = freeze(entry)
+                st.add_audit(e, e[4] if str(e[4]).startswith("pp:") else None)
+            for entry in data["blocks"]:
+                header = freeze(entry)
+                st.blocks.append(header)
+                st.block_hashes.append(bytes.fromhex(header[-1]))
+            st.stats = {g: {str(k): int(v) for k, v in data["stats"][g].items()}
+                        for g in ("ok", "rejected", "reasons", "decisions")}
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed ledger snapshot: {exc!r}") from exc
+        return st

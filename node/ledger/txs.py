@@ -1,0 +1,213 @@
+"""Transactions on the wire: canonical JSON, the per-kind schema, the no-PHI guard, and the
+commitment formats that stand in for off-chain documents.
+
+Why this exists: a transaction is signed bytes, so it must have exactly one encoding
+(canonical JSON: sorted keys, no whitespace, ASCII), and nothing may reach the rules before
+its shape is known. The guard runs first and rejects any field that would carry personal data
+(healthcare.md B.4.6) or a raw biometric vector; then the schema rejects unknown fields and
+wrong types. Off-chain documents (FHIR R4 resources, EPCIS 2.0 events) appear on the chain
+only as commitments: `sha256:<hex>` of salt + canonical JSON for records, and an EPCIS event
+hash `ni:///sha-256;<hex>?ver=CBV2.0` for events.
+
+Must not know: roles, state or time. Every check here is a pure function of the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+__all__ = [
+    "MAX_EPCS",
+    "MAX_TX_BYTES",
+    "PHI_FIELDS",
+    "SCHEMA",
+    "TxError",
+    "canonical",
+    "commitment",
+    "decode_tx",
+    "encode_tx",
+    "epcis_event_hash",
+    "gtin_check_digit",
+    "gtin_of",
+    "is_commitment",
+    "is_event_hash",
+]
+
+MAX_TX_BYTES = 8192
+MAX_EPCS = 100
+MAX_TEXT = 128
+MAX_VECTOR = 16  # a list of more numbers than this looks like a raw biometric vector
+
+#: Field names (compared lower-case, without '_' or '-') that would carry personal data.
+PHI_FIELDS = frozenset({
+    "name", "given", "family", "birthdate", "dob", "dateofbirth", "address", "telecom",
+    "phone", "email", "ssn", "mrn", "gender", "photo", "template", "biometrictemplate",
+    "minutiae", "features", "featurevector", "iris", "fingerprint", "faceimage", "rawbiometric",
+})
+
+_S, _I, _L, _D = str, int, list, dict
+#: kind -> (required {field: type}, optional {field: type}); "kind" itself is implicit.
+SCHEMA: dict[str, tuple[dict[str, type], dict[str, type]]] = {
+    "CONSENT_GRANT": ({"consent_id": _S, "patient": _S, "grantee": _S, "actions": _L,
+                       "purposes": _L, "period": _D, "doc_commitment": _S},
+                      {"data_classes": _L}),
+    "CONSENT_REVOKE": ({"consent_id": _S}, {}),
+    "ACCESS_REQUEST": ({"patient": _S, "purpose": _S}, {"record_id": _S, "scope": _S}),
+    "BREAK_GLASS": ({"patient": _S, "reason_code": _S}, {}),
+    "BREAK_GLASS_REVIEW": ({"review_id": _S, "outcome": _S}, {}),
+    "RECORD_ANCHOR": ({"record_id": _S, "patient": _S, "resource_type": _S, "commitment": _S,
+                       "fhir_version": _S}, {}),
+    "RECORD_AMEND": ({"record_id": _S, "prev_commitment": _S, "new_commitment": _S}, {}),
+    "GTIN_REGISTER": ({"gtin": _S}, {}),
+    "EPCIS_COMMISSION": ({"gtin": _S, "epcs": _L, "lot": _S, "expiry": _S, "event_hash": _S},
+                         {}),
+    "EPCIS_SHIP": ({"epcs": _L, "to": _S, "event_hash": _S}, {"biz_tx": _S}),
+    "EPCIS_RECEIVE": ({"epcs": _L, "event_hash": _S}, {"biz_tx": _S}),
+    "EPCIS_DISPENSE": ({"epcs": _L, "event_hash": _S}, {"record_commitment": _S}),
+    "EPCIS_DESTROY": ({"epcs": _L, "event_hash": _S, "reason": _S}, {}),
+    "PRODUCT_VERIFY": ({"epc": _S, "lot": _S, "expiry": _S}, {}),
+    "IMMUNIZATION_ADMINISTER": ({"record_id": _S, "patient": _S, "epc": _S,
+                                 "vaccine_code": _S, "commitment": _S}, {}),
+    "ADVERSE_EVENT_REPORT": ({"lot": _S, "severity": _S, "report_commitment": _S},
+                             {"patient": _S}),
+    "SUSPECT_FLAG": ({"basis": _S}, {"epc": _S, "lot": _S}),
+    "SUSPECT_CLEAR": ({}, {"epc": _S, "lot": _S}),
+    "ILLEGITIMATE_NOTIFY": ({"incident_id": _S, "classification": _S}, {"epc": _S, "lot": _S}),
+    "NOTIFICATION_TERMINATE": ({"incident_id": _S}, {}),
+    "RECALL_ISSUE": ({"recall_id": _S, "gtin": _S, "lots": _L, "class": _S, "reason": _S}, {}),
+    "RECALL_ACK": ({"recall_id": _S, "on_hand": _I}, {}),
+    "RECALL_CLOSE": ({"recall_id": _S}, {}),
+    "ORG_SUSPEND": ({"org": _S, "reason": _S}, {}),
+    "ORG_REINSTATE": ({"org": _S}, {}),
+    "BIOMETRIC_ENROLL": ({"subject": _S, "pi_commitment": _S, "template_version": _I,
+                          "ad_ref_hash": _S}, {}),
+    "BIOMETRIC_REVOKE": ({"subject": _S}, {}),
+}
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                            allow_nan=False)
+_COMMITMENT_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_EVENT_HASH_RE = re.compile(r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0")
+_SGTIN_RE = re.compile(r"urn:epc:id:sgtin:([0-9]{6,12})\.([0-9]{1,7})\.([!-~]{1,20})")
+
+
+class TxError(ValueError):
+    """The transaction is rejected before the rules; `reason` is the short result text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def canonical(obj: Any) -> str:
+    """Canonical JSON text: sorted keys, no whitespace, ASCII only."""
+    return _ENCODER.encode(obj)
+
+
+def encode_tx(kind: str, **fields: Any) -> bytes:
+    """The canonical bytes of a transaction (what a client signs and submits)."""
+    return _ENCODER.encode({"kind": kind, **fields}).encode()
+
+
+def decode_tx(op: bytes) -> dict[str, Any]:
+    """Parse and check a transaction's shape; raise TxError with the reason if it is bad.
+
+    Order: size, JSON, canonical form, personal-data guard, kind, schema.
+    """
+    if len(op) > MAX_TX_BYTES:
+        raise TxError("too-large")
+    try:
+        tx = json.loads(op)
+    except (ValueError, UnicodeDecodeError):
+        raise TxError("malformed") from None
+    if type(tx) is not dict or type(tx.get("kind")) is not str:
+        raise TxError("malformed")
+    if _ENCODER.encode(tx).encode() != op:
+        raise TxError("non-canonical")
+    _guard_phi(tx, 0)
+    schema = SCHEMA.get(tx["kind"])
+    if schema is None:
+        raise TxError("unknown-kind")
+    _check_schema(tx, *schema)
+    return tx
+
+
+def _guard_phi(obj: dict[str, Any], depth: int) -> None:
+    if depth > 3:
+        raise TxError("malformed")
+    for key, value in obj.items():
+        if key.lower().replace("_", "").replace("-", "") in PHI_FIELDS:
+            raise TxError(f"phi-field:{key}")
+        kind = type(value)
+        if kind is dict:
+            _guard_phi(value, depth + 1)
+        elif kind is list and len(value) > MAX_VECTOR and all(
+                type(v) in (int, float) for v in value):
+            raise TxError(f"phi-vector:{key}")
+
+
+def _check_schema(tx: dict[str, Any], required: dict[str, type],
+                  optional: dict[str, type]) -> None:
+    for key, value in tx.items():
+        if key == "kind":
+            continue
+        want = required.get(key) or optional.get(key)
+        if want is None:
+            raise TxError(f"unknown-field:{key}")
+        if type(value) is not want:
+            raise TxError(f"bad-field:{key}")
+        if want is str and not 0 < len(value) <= MAX_TEXT:  # type: ignore[arg-type]
+            raise TxError(f"bad-field:{key}")
+        if want is list and not 0 < len(value) <= MAX_EPCS:  # type: ignore[arg-type]
+            raise TxError(f"bad-field:{key}")
+    for key in required:
+        if key not in tx:
+            raise TxError(f"missing-field:{key}")
+
+
+def is_commitment(value: object) -> bool:
+    return type(value) is str and _COMMITMENT_RE.fullmatch(value) is not None
+
+
+def is_event_hash(value: object) -> bool:
+    return type(value) is str and _EVENT_HASH_RE.fullmatch(value) is not None
+
+
+def commitment(resource: dict[str, Any], salt: bytes) -> str:
+    """The salted commitment of an off-chain document: sha256(salt || canonical JSON).
+
+    A fresh random salt per record (healthcare.md D.1) stops brute-forcing low-entropy fields.
+    """
+    return "sha256:" + hashlib.sha256(salt + canonical(resource).encode()).hexdigest()
+
+
+def epcis_event_hash(event: dict[str, Any]) -> str:
+    """A content hash of one EPCIS 2.0 event in the CBV 2.0 event-hash-ID format.
+
+    Simplification (docs/ledger.md): the pre-hash string is the event's canonical JSON with
+    `eventID` and `recordTime` removed, not CBV 2.0's property-ordered text; the format and the
+    property (equal events hash equal, whoever computes it) are the same.
+    """
+    body = {k: v for k, v in event.items() if k not in ("eventID", "recordTime")}
+    return "ni:///sha-256;" + hashlib.sha256(canonical(body).encode()).hexdigest() + "?ver=CBV2.0"
+
+
+def gtin_check_digit(digits13: str) -> str:
+    """The GS1 mod-10 check digit of the first 13 digits of a GTIN-14."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(digits13))
+    return str((10 - total % 10) % 10)
+
+
+def gtin_of(epc: str) -> str | None:
+    """The GTIN-14 an SGTIN EPC URI names (`urn:epc:id:sgtin:CP.IR.SERIAL`), or None."""
+    match = _SGTIN_RE.fullmatch(epc)
+    if match is None:
+        return None
+    prefix, item = match[1], match[2]
+    if len(prefix) + len(item) != 13:
+        return None
+    body = item[0] + prefix + item[1:]
+    return body + gtin_check_digit(body)

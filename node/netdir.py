@@ -1,0 +1,261 @@
+"""The network directory: everything a node needs to join a network, on disk.
+
+Why this exists: real nodes run as separate processes (and, in production, on separate
+machines), so the genesis must be files rather than a seed. `medbft keys init` writes:
+
+    DIR/genesis.json      the membership: node ids in primary order, roles, public keys,
+                          addresses (host:port of each node's HTTP endpoint), clients
+    DIR/network.json      network-wide settings every node must share: network id, state
+                          machine, protocol parameters, MQTT broker and topic prefix, and
+                          optionally `emulation: {link_delay_ms}` (an emulated WAN delay
+                          for experiments on one machine)
+    DIR/keys/<id>.pem     one private key per node and client (PKCS#8 PEM, mode 0600,
+                          directory 0700); in production each machine gets only its own
+    DIR/data/<id>.db      created by the node: its durable storage (node.storage)
+
+What it must not know: how nodes talk. It reads and writes files and validates them, raising
+`NetworkError` with a one-line reason (never a traceback) for anything wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.apps import DEFAULT_STATE_MACHINE, STATE_MACHINES
+from node.crypto import Identity
+from node.membership import Member, Membership
+from node.replica import Config
+
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "NetworkDir",
+    "NetworkError",
+    "default_node_ids",
+    "init_network",
+]
+
+ROLES = ("hospital", "pharmacy", "regulator")
+
+DEFAULT_PROTOCOL: dict[str, float] = {
+    "batch_size": 1,
+    "batch_timeout_ms": 0,
+    "max_in_flight": 16,
+    "checkpoint_interval": 128,
+    "watermark_window": 256,
+    "view_change_timeout_ms": 500,
+    "client_timeout_ms": 1000,
+}
+"""Protocol parameters (names as in a scenario's `protocol:` block, durations in ms)."""
+
+
+class NetworkError(ValueError):
+    """A network directory is missing, malformed or inconsistent."""
+
+
+def default_node_ids(n: int) -> list[tuple[str, str]]:
+    """(id, role) for n nodes, roles rotating hospital, pharmacy, regulator, as a scenario's
+    `nodes: n` does: hospital-1, pharmacy-1, regulator-1, hospital-2, ..."""
+    counts: dict[str, int] = {}
+    out = []
+    for i in range(n):
+        role = ROLES[i % len(ROLES)]
+        counts[role] = counts.get(role, 0) + 1
+        out.append((f"{role}-{counts[role]}", role))
+    return out
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def init_network(
+    path: str | Path,
+    nodes: list[tuple[str, str]],
+    *,
+    clients: int = 4,
+    host: str = "127.0.0.1",
+    base_port: int = 7100,
+    ports: list[int] | None = None,
+    protocol: dict[str, float] | None = None,
+    state_machine: str = DEFAULT_STATE_MACHINE,
+    broker: str = "mqtt://127.0.0.1:1883",
+    qos: int = 0,
+    name: str = "medbft",
+    link_delay_ms: float = 0.0,
+    force: bool = False,
+) -> NetworkDir:
+    """Generate fresh keys and write a network directory at `path`. Node i listens on
+    `host:ports[i]` (default `base_port + i`). Raises NetworkError if `path` already holds a
+    network (unless `force`) or the arguments are inconsistent."""
+    root = Path(path)
+    if (root / "genesis.json").exists() and not force:
+        raise NetworkError(f"{root} already holds a network (genesis.json); use --force to "
+                           f"overwrite it")
+    _check_init_args(nodes, clients, state_machine, qos, protocol)
+    ports = ports or [base_port + i for i in range(len(nodes))]
+    if len(ports) != len(nodes):
+        raise NetworkError(f"{len(nodes)} nodes but {len(ports)} ports")
+    keys = root / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys, 0o700)
+    members: list[Member] = []
+    client_members: list[Member] = []
+    for (nid, role), port in zip(nodes, ports, strict=True):
+        ident = Identity.generate(nid)
+        _write_private(keys / f"{nid}.pem", ident.private_pem())
+        members.append(Member(nid, role, ident.public_bytes, f"{host}:{port}"))
+    for i in range(clients):
+        cid = f"client-{i + 1}"
+        ident = Identity.generate(cid)
+        _write_private(keys / f"{cid}.pem", ident.private_pem())
+        client_members.append(Member(cid, "client", ident.public_bytes))
+    membership = Membership(tuple(members), tuple(client_members))
+    network_id = os.urandom(6).hex()
+    settings = {
+        "name": name,
+        "network_id": network_id,
+        "state_machine": state_machine,
+        "protocol": {**DEFAULT_PROTOCOL, **(protocol or {})},
+        "mqtt": {"broker": broker, "qos": qos, "topic_prefix": f"medbft/{network_id}"},
+    }
+    if link_delay_ms:
+        settings["emulation"] = {"link_delay_ms": link_delay_ms}
+    (root / "genesis.json").write_text(membership.to_json() + "\n")
+    (root / "network.json").write_text(json.dumps(settings, indent=2) + "\n")
+    return NetworkDir.load(root)
+
+
+def _check_init_args(nodes: list[tuple[str, str]], clients: int, state_machine: str, qos: int,
+                     protocol: dict[str, float] | None) -> None:
+    if len(nodes) < 1:
+        raise NetworkError("a network needs at least one node (4 to tolerate one fault)")
+    if clients < 1:
+        raise NetworkError("a network needs at least one client identity")
+    if state_machine not in STATE_MACHINES:
+        raise NetworkError(f"unknown state machine {state_machine!r}; known: "
+                           f"{', '.join(STATE_MACHINES)}")
+    if qos not in (0, 1, 2):
+        raise NetworkError(f"MQTT QoS must be 0, 1 or 2; got {qos}")
+    unknown = sorted(set(protocol or {}) - set(DEFAULT_PROTOCOL))
+    if unknown:
+        raise NetworkError(f"unknown protocol parameter(s) {', '.join(unknown)}; known: "
+                           f"{', '.join(DEFAULT_PROTOCOL)}")
+
+
+@dataclass
+class NetworkDir:
+    """A loaded, validated network directory."""
+
+    path: Path
+    membership: Membership
+    settings: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> NetworkDir:
+        """Read and check DIR/genesis.json and DIR/network.json. Raises NetworkError."""
+        root = Path(path)
+        try:
+            membership = Membership.from_json((root / "genesis.json").read_text())
+            settings = json.loads((root / "network.json").read_text())
+        except FileNotFoundError as exc:
+            raise NetworkError(f"{root} is not a network directory (missing "
+                               f"{Path(exc.filename).name}); create one with "
+                               f"`medbft keys init --out {root}`") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"{root}: malformed genesis.json or network.json: {exc}") from exc
+        net = cls(root, membership, settings)
+        net._check()
+        return net
+
+    def _check(self) -> None:
+        s = self.settings
+        for key in ("network_id", "state_machine", "protocol", "mqtt"):
+            if key not in s:
+                raise NetworkError(f"{self.path / 'network.json'}: missing {key!r}")
+        try:
+            self.config()
+        except (AssertionError, TypeError, ValueError) as exc:
+            raise NetworkError(f"{self.path / 'network.json'}: bad protocol block: {exc}") \
+                from exc
+
+    # -- accessors ----------------------------------------------------------------------------
+
+    @property
+    def network_id(self) -> str:
+        return str(self.settings["network_id"])
+
+    @property
+    def state_machine(self) -> str:
+        return str(self.settings["state_machine"])
+
+    @property
+    def protocol(self) -> dict[str, float]:
+        return {**DEFAULT_PROTOCOL, **self.settings["protocol"]}
+
+    @property
+    def link_delay_s(self) -> float:
+        """Emulated one-way delay every party adds to what it sends (`emulation:
+        link_delay_ms` in network.json; for experiments on one machine, where the kernel's
+        netem is not available; absent in production networks)."""
+        return float(self.settings.get("emulation", {}).get("link_delay_ms", 0)) / 1e3
+
+    @property
+    def client_timeout_ns(self) -> int:
+        return round(float(self.protocol["client_timeout_ms"]) * 1e6)
+
+    def config(self, durable: bool = True) -> Config:
+        """The replica `Config` every node of this network uses."""
+        p = self.protocol
+        return Config(
+            batch_size=int(p["batch_size"]),
+            batch_timeout_ns=round(float(p["batch_timeout_ms"]) * 1e6),
+            max_in_flight=int(p["max_in_flight"]),
+            checkpoint_interval=int(p["checkpoint_interval"]),
+            watermark_window=int(p["watermark_window"]),
+            view_change_timeout_ns=round(float(p["view_change_timeout_ms"]) * 1e6),
+            durable=durable,
+        )
+
+    def address(self, node_id: str) -> str:
+        """host:port of a node's HTTP endpoint (API, and WebSocket peers in http mode)."""
+        for member in self.membership.nodes:
+            if member.id == node_id:
+                if not member.address:
+                    raise NetworkError(f"node {node_id!r} has no address in genesis.json")
+                return member.address
+        raise NetworkError(f"{node_id!r} is not a node of this network; nodes: "
+                           f"{', '.join(self.membership.node_ids)}")
+
+    def url(self, node_id: str) -> str:
+        return f"http://{self.address(node_id)}"
+
+    def data_path(self, node_id: str) -> Path:
+        return self.path / "data" / f"{node_id}.db"
+
+    def identity(self, party: str) -> Identity:
+        """Load `party`'s private key and check it matches the genesis. Raises NetworkError."""
+        public = self.membership.public_keys().get(party)
+        if public is None:
+            raise NetworkError(f"{party!r} is not in this network's genesis")
+        path = self.path / "keys" / f"{party}.pem"
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            ident = Identity.from_pem(party, path.read_bytes())
+        except FileNotFoundError as exc:
+            raise NetworkError(f"no private key for {party!r} at {path}") from exc
+        except ValueError as exc:
+            raise NetworkError(f"{path}: not a usable private key: {exc}") from exc
+        if mode & 0o077:
+            raise NetworkError(f"{path} is readable by others (mode {mode:o}); "
+                               f"run `chmod 600 {path}`")
+        if ident.public_bytes != public:
+            raise NetworkError(f"{path} does not match {party!r}'s public key in genesis.json")
+        return ident

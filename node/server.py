@@ -1,0 +1,394 @@
+"""One replica as a real process: the same `Replica` and `NodeRuntime` as the simulator, on a
+real asyncio loop, with durable storage, a transport and an HTTP API.
+
+Why this exists: the simulator is only as credible as its agreement with reality. This is the
+only code between the sans-I/O core and the real world, and it mirrors `sim.run`: build the
+replica, wrap it in `NodeRuntime` (no CPU cost model: the real CPU pays), connect the
+transport. What real mode adds:
+
+- **Durability.** The replica runs with `Config(durable=True)` and emits `Persist` effects
+  first in each step's output; they are staged in `node.storage` and committed before any
+  frame leaves (the transport's `Outbox.before_flush`). On start the replica is rebuilt with
+  `Replica.restore_durable(votes, checkpoint, blocks)` and started with
+  `Start(recovering=True)`, which fetches what it missed by state transfer.
+- **Shutdown.** SIGTERM/SIGINT stop the runtime (timers off), flush and commit what is
+  queued, close links and the database, and exit 0. SIGKILL loses nothing committed.
+- **API** (`node.api`): submit signed transactions, query the ledger and state, `/status`,
+  `/metrics`. It listens where genesis.json says (127.0.0.1 by default) unless `--listen`.
+
+Run it as `medbft node --network DIR --id hospital-1 --transport http` (or `python -m
+node.server ...`, which starts faster: it imports nothing of the simulator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from node import messages as m
+from node.apps import make_state_machine
+from node.crypto import Keyring
+from node.events import Persist, Trace
+from node.netdir import NetworkDir, NetworkError
+from node.realtime import RealClock, run, uvloop_available
+from node.replica import BENIGN_DROPS, Replica
+from node.runtime import NodeRuntime
+from node.storage import Storage, StorageError
+from node.transport.http import HttpTransport
+from node.transport.mqtt import BrokerSettings, MqttTransport
+
+__all__ = ["NodeOptions", "NodeServer", "add_node_arguments", "main", "options_from_args"]
+
+log = logging.getLogger("medbft.node")
+
+TRANSPORTS = ("http", "mqtt")
+
+
+@dataclass
+class NodeOptions:
+    """How to run one node (the `medbft node` command line)."""
+
+    network: Path
+    node_id: str
+    transport: str = "http"
+    listen: str | None = None
+    broker: str | None = None
+    broker_username: str | None = None
+    broker_password: str | None = None
+    broker_ca: str | None = None
+    broker_insecure: bool = False
+    qos: int | None = None
+    data: Path | None = None
+    sync: str = "normal"
+    trace: Path | None = None
+
+
+class NodeServer:
+    """Wires replica, runtime, storage, transport and API together; `start()`/`stop()`."""
+
+    def __init__(self, net: NetworkDir, opts: NodeOptions) -> None:
+        if opts.transport not in TRANSPORTS:
+            raise NetworkError(f"transport must be one of {', '.join(TRANSPORTS)}; "
+                               f"got {opts.transport!r}")
+        self.net = net
+        self.opts = opts
+        self.id = opts.node_id
+        self.address = net.address(self.id)
+        self.identity = net.identity(self.id)
+        self.started_ns = time.monotonic_ns()
+        self.recovered = False
+        self.trace_counts: dict[str, int] = {}
+        self.drops_bad: dict[str, int] = {}
+        self.drops_benign: dict[str, int] = {}
+        self.executed_requests = 0
+        self.received = 0
+        self._waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self._trace_file: TextIO | None = None
+        self._runner: web.AppRunner | None = None
+        self.failed = asyncio.Event()
+        self.fatal: str | None = None
+        self._stopping = False
+
+    # -- assembling ---------------------------------------------------------------------------
+
+    def _build_replica(self) -> Replica:
+        net = self.net
+        keyring = Keyring(self.identity, net.membership.public_keys())
+        replica = Replica(net.membership, self.id, keyring, make_state_machine(net.state_machine),
+                          net.config(durable=True))
+        records = self.storage.load()
+        if not records.empty:
+            replica.restore_durable(records.votes, records.checkpoint, records.blocks)
+            self.recovered = True
+            log.info("restored from %s: stable checkpoint %d, last executed %d, view %d",
+                     self.storage.path, records.checkpoint_seq, replica.last_executed,
+                     replica.view)
+        return replica
+
+    def _build_transport(self, loop: asyncio.AbstractEventLoop) -> HttpTransport | MqttTransport:
+        net, opts = self.net, self.opts
+        if opts.transport == "http":
+            # Its own keyring: connection hellos must not count as protocol crypto.
+            keys = Keyring(self.identity, net.membership.public_keys())
+            peers = {p: net.url(p) for p in net.membership.node_ids if p != self.id}
+            return HttpTransport(keys, net.membership, net.network_id, loop, dial=peers,
+                                 before_flush=self._commit, link_delay_s=net.link_delay_s)
+        mqtt = net.settings["mqtt"]
+        broker = BrokerSettings.from_url(
+            opts.broker or str(mqtt["broker"]), username=opts.broker_username,
+            password=opts.broker_password or os.environ.get("MEDBFT_BROKER_PASSWORD"),
+            ca_file=opts.broker_ca, insecure=opts.broker_insecure,
+            qos=int(mqtt.get("qos", 0) if opts.qos is None else opts.qos))
+        return MqttTransport(self.id, broker, str(mqtt["topic_prefix"]), loop,
+                             before_flush=self._commit, link_delay_s=net.link_delay_s)
+
+    async def start(self) -> None:
+        """Open storage, rebuild the replica, connect, serve the API, start the protocol.
+        Raises NetworkError/StorageError/OSError for bad setup (port taken, wrong database)."""
+        loop = asyncio.get_running_loop()
+        self.storage = Storage(self.opts.data or self.net.data_path(self.id), owner=self.id,
+                               network_id=self.net.network_id, sync=self.opts.sync)
+        if self.opts.trace is not None:
+            self._trace_file = self.opts.trace.open("a")
+        self.replica = self._build_replica()
+        self.transport = self._build_transport(loop)
+        self.runtime = NodeRuntime(self.replica, self.transport,
+                                   RealClock(loop),  # type: ignore[arg-type]
+                                   trace=self._on_trace, on_other=self._on_effect)
+        self.transport.on_receive = self._receive
+        await self._serve_api()
+        await self.transport.start()
+        self.runtime.start(recovering=self.recovered)
+        log.info("node %s ready: %s transport, API on http://%s, %s", self.id,
+                 self.opts.transport, self._listen_address(),
+                 "recovering from disk" if self.recovered else "fresh start")
+
+    def _listen_address(self) -> str:
+        host, _, port = self.address.rpartition(":")
+        return f"{self.opts.listen or host}:{port}"
+
+    async def _serve_api(self) -> None:
+        from node.api import build_app
+
+        app = build_app(self)
+        if isinstance(self.transport, HttpTransport):
+            self.transport.attach(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        host, _, port = self._listen_address().rpartition(":")
+        site = web.TCPSite(self._runner, host, int(port), reuse_address=True)
+        await site.start()
+
+    async def stop(self) -> None:
+        """Clean shutdown: no more protocol steps, flush and commit, close everything."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.runtime.crash()
+        try:
+            await self.transport.close()
+        except Exception as exc:  # a failed final commit: nothing more may be sent anyway
+            log.error("closing the transport: %r", exc)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        try:
+            self.storage.close()
+        except Exception as exc:
+            log.error("closing storage: %r", exc)
+        if self._trace_file is not None:
+            self._trace_file.close()
+        log.info("node %s stopped (last executed %d)", self.id, self.replica.last_executed)
+
+    # -- effects and traces -------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        self.received += 1
+        self.runtime.receive(data)
+
+    def _on_effect(self, eff: Any) -> None:
+        if type(eff) is Persist:
+            self.storage.stage(eff.key, eff.data)
+
+    def _commit(self) -> None:
+        """Runs before any frame leaves: make the staged Persist records durable. If the disk
+        fails nothing may be sent, so the node stops."""
+        try:
+            self.storage.commit()
+        except Exception as exc:
+            self.fatal = f"storage commit failed: {exc!r}"
+            log.critical("%s; stopping", self.fatal)
+            self.runtime.crash()
+            self.failed.set()
+            raise
+
+    def _on_trace(self, node: str, now_ns: int, tr: Trace) -> None:
+        event = tr.event
+        self.trace_counts[event] = self.trace_counts.get(event, 0) + 1
+        fields = tr.fields
+        if event == "drop":
+            table = self.drops_benign if fields["reason"] in BENIGN_DROPS else self.drops_bad
+            table[fields["reason"]] = table.get(fields["reason"], 0) + 1
+        elif event == "execute":
+            self.executed_requests += len(fields["executed"])
+            if self._waiters:
+                for key in fields["requests"]:
+                    for fut in self._waiters.pop(key, ()):
+                        if not fut.done():
+                            fut.set_result(int(fields["seq"]))
+        if self._trace_file is not None and event != "drop":
+            row = {"t": now_ns, "node": node, "event": event, **fields}
+            self._trace_file.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    # -- what the API uses --------------------------------------------------------------------
+
+    def submit(self, envelope: bytes) -> None:
+        """Hand a checked client request envelope to the replica, as if it came off the wire."""
+        self._receive(envelope)
+
+    async def wait_executed(self, key: str, timeout_s: float) -> int | None:
+        """The seq at which request `key` (client/session/timestamp) executes here, or None
+        if it does not within `timeout_s`."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(fut)
+        try:
+            seq = await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            waiting = self._waiters.get(key)
+            if waiting is not None and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._waiters[key]
+        self.storage.commit()  # answer only once the block is durable
+        return seq
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        stats = self.transport.stats
+        return {
+            "id": self.id,
+            "role": self.net.membership.role_of(self.id),
+            "network_id": self.net.network_id,
+            "transport": self.opts.transport,
+            "view": r.view,
+            "view_active": r.view_active,
+            "primary": r.ids[r.primary],
+            "last_executed": r.last_executed,
+            "stable_checkpoint": r.h,
+            "next_seq": r.next_seq,
+            "pending_requests": len(r.pending),
+            "recovered_from_disk": self.recovered,
+            "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
+            "peers": self.transport.peer_status(),
+            "counters": {
+                "messages_sent": stats.messages_sent, "bytes_sent": stats.bytes_sent,
+                "sent_by_kind": dict(sorted(stats.sent_by_kind.items())),
+                "sent_bytes_by_kind": dict(sorted(stats.sent_bytes_by_kind.items())),
+                "messages_received": self.received, "frames_sent": stats.frames_sent,
+                "frames_received": stats.frames_received, "bad_frames": stats.bad_frames,
+                "dropped_no_route": stats.dropped_no_route,
+                "dropped_queue_full": stats.dropped_queue_full,
+                "rejected": dict(sorted(self.drops_bad.items())),
+                "ignored": dict(sorted(self.drops_benign.items())),
+                "events": dict(sorted(self.trace_counts.items())),
+                "executed_requests": self.executed_requests,
+                "storage_commits": self.storage.commits,
+            },
+        }
+
+    def block_json(self, seq: int, raw: bytes) -> dict[str, Any]:
+        cb = m.decode(raw)
+        assert type(cb) is m.CommittedBatch
+        return {
+            "seq": cb.seq, "view": cb.view, "digest": cb.batch.digest().hex(),
+            "timestamp_ns": cb.batch.timestamp_ns,
+            "requests": [{"key": f"{q.client}/{q.session}/{q.timestamp}", "client": q.client,
+                          "session": q.session, "timestamp": q.timestamp, "op": _text(q.op)}
+                         for q in cb.batch.requests],
+        }
+
+
+def _text(op: bytes) -> str:
+    try:
+        return op.decode()
+    except UnicodeDecodeError:
+        return "hex:" + op.hex()
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `medbft node` (shared with `python -m node.server`)."""
+    parser.add_argument("--network", required=True, type=Path, help="network directory "
+                        "(from `medbft keys init`)")
+    parser.add_argument("--id", required=True, dest="node_id", help="this node's id, e.g. "
+                        "hospital-1")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="http")
+    parser.add_argument("--listen", metavar="HOST", help="listen on HOST instead of the host "
+                        "in genesis.json (default: loopback as generated)")
+    parser.add_argument("--broker", metavar="URL", help="MQTT broker, mqtt://[user[:pw]@]"
+                        "host[:port] or mqtts://... (default: network.json)")
+    parser.add_argument("--broker-username")
+    parser.add_argument("--broker-password", help="better: set MEDBFT_BROKER_PASSWORD")
+    parser.add_argument("--broker-ca", metavar="FILE", help="CA bundle for mqtts://")
+    parser.add_argument("--broker-insecure", action="store_true",
+                        help="do not verify the broker's TLS certificate (testing only)")
+    parser.add_argument("--qos", type=int, choices=(0, 1, 2), help="MQTT QoS (default: "
+                        "network.json, normally 0; see docs/real-network.md)")
+    parser.add_argument("--data", type=Path, help="SQLite file (default DIR/data/<id>.db)")
+    parser.add_argument("--sync", choices=("normal", "full", "off"), default="normal",
+                        help="SQLite durability: normal survives kill -9, full also power loss")
+    parser.add_argument("--trace", type=Path, help="append protocol trace events (JSON lines)")
+    parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def options_from_args(args: argparse.Namespace) -> NodeOptions:
+    return NodeOptions(
+        network=args.network, node_id=args.node_id, transport=args.transport,
+        listen=args.listen, broker=args.broker, broker_username=args.broker_username,
+        broker_password=args.broker_password, broker_ca=args.broker_ca,
+        broker_insecure=args.broker_insecure, qos=args.qos, data=args.data, sync=args.sync,
+        trace=args.trace,
+    )
+
+
+async def serve(net: NetworkDir, opts: NodeOptions) -> int:
+    """Run a node until SIGTERM/SIGINT; 0 on a clean stop, 1 after a fatal storage error."""
+    server = NodeServer(net, opts)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    done = asyncio.ensure_future(stop.wait())
+    fatal = asyncio.ensure_future(server.failed.wait())
+    await asyncio.wait({done, fatal}, return_when=asyncio.FIRST_COMPLETED)
+    done.cancel()
+    fatal.cancel()
+    log.info("shutting down")
+    await server.stop()
+    return 1 if server.fatal else 0
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """Load the network, then serve on uvloop when available. Raises NetworkError,
+    StorageError or OSError for bad setup."""
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format=f"%(asctime)s {args.node_id} %(levelname)s %(name)s: %(message)s")
+    net = NetworkDir.load(args.network)
+    net.address(args.node_id)
+    use_uvloop = not args.no_uvloop
+    log.info("event loop: %s", "uvloop" if use_uvloop and uvloop_available() else "asyncio")
+    return run(serve(net, options_from_args(args)), use_uvloop=use_uvloop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m node.server",
+                                     description="Run one medbft replica.")
+    add_node_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_node(args)
+    except (NetworkError, StorageError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

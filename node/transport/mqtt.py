@@ -1,0 +1,262 @@
+"""The MQTT transport: every party has an inbox topic on a broker (aiomqtt).
+
+Why this exists: a consortium often already runs a message broker, and a broker lets nodes
+behind NAT or firewalls reach each other through one well-known address; Mosquitto serves one
+machine or site, a clustered broker (EMQX, bridged Mosquitto) serves many. A party subscribes
+to `<prefix>/inbox/<its id>` and sends to another by publishing to that party's inbox.
+Publishes carry frames of many protocol messages (`node.transport.pack_frames`).
+
+QoS choice: **QoS 0 (at most once) by default.** PBFT already tolerates lost and duplicated
+messages (clients retransmit, replicas re-send stuck PREPAREs/COMMITs, lagging replicas fetch
+batches and state), so the broker's acknowledgements would buy nothing the protocol does not
+already do, while QoS 1 adds a PUBACK per publish and QoS 2 a four-way handshake, and neither
+survives a crashed *subscriber* with a clean session anyway. QoS 1 is available (`qos=1`) for
+brokers that drop QoS 0 traffic under pressure; duplicates it may cause are harmless.
+
+Sessions are clean (nothing is queued for a node while it is down: what it missed it gets by
+state transfer, as after any crash). The connection is re-established with backoff; frames
+published meanwhile wait in a bounded queue.
+
+Security: the broker sees every message, but it cannot forge one. Every message is
+authenticated by the replica core (MACs, signatures), so a message published by anyone else
+into an inbox is dropped as "bad MAC" or "unknown sender". Restrict who may publish and
+subscribe with broker credentials (`username`/`password`) and ACLs, and use TLS (`mqtts://`)
+when the broker is not on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from node.transport import Backoff, FrameError, FrameQueue, LinkStats, Outbox, unpack_frame
+
+__all__ = ["BrokerSettings", "MqttTransport", "inbox_topic"]
+
+log = logging.getLogger("medbft.transport.mqtt")
+
+MAX_QUEUED_INCOMING = 10_000
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how to log in. Build from a URL with `from_url`."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+    qos: int = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None, insecure: bool = False,
+                 qos: int = 0) -> BrokerSettings:
+        """`mqtt://[user[:password]@]host[:port]` or `mqtts://...` (TLS, default port 8883).
+        Explicit `username`/`password` override the URL's. Raises ValueError if malformed."""
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"broker URL must start with mqtt:// or mqtts://; got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"broker URL has no host: {url!r}")
+        if qos not in (0, 1, 2):
+            raise ValueError(f"MQTT QoS must be 0, 1 or 2; got {qos}")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(
+            host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls,
+            username=username or (unquote(parts.username) if parts.username else None),
+            password=password or (unquote(parts.password) if parts.password else None),
+            ca_file=ca_file, insecure=insecure, qos=qos,
+        )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def describe(self) -> str:
+        """The broker address without credentials (for logs and /status)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def inbox_topic(prefix: str, party: str) -> str:
+    return f"{prefix}/inbox/{party}"
+
+
+class MqttTransport:
+    """`send(src, to, data, kind)` as publishes to `to`'s inbox; our inbox's messages go to
+    `on_receive`."""
+
+    def __init__(
+        self,
+        party: str,
+        broker: BrokerSettings,
+        topic_prefix: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        before_flush: Callable[[], None] | None = None,
+        link_delay_s: float = 0.0,
+    ) -> None:
+        self.id = party
+        self.broker = broker
+        self.prefix = topic_prefix
+        self.loop = loop
+        self.on_receive: Callable[[bytes], None] = lambda data: None
+        self.stats = LinkStats()
+        self.outbox = Outbox(loop, self._deliver, before_flush)
+        self.link_delay_s = link_delay_s
+        """Emulated WAN delay added to every frame we send (experiments; 0 in production)."""
+        self._queue = FrameQueue(self.stats)
+        self._topics: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._closing = False
+
+    # -- the runtime's interface --------------------------------------------------------------
+
+    def send(self, src: str, to: str, data: bytes, kind: str) -> None:
+        self.stats.count_send(kind, len(data))
+        self.outbox.put(to, data)
+
+    def _deliver(self, to: str, frame: bytes) -> None:
+        topic = self._topics.get(to)
+        if topic is None:
+            topic = self._topics[to] = inbox_topic(self.prefix, to)
+        self.stats.frames_sent += 1
+        item = topic.encode() + b"\x00" + frame
+        if self.link_delay_s > 0:
+            self.loop.call_later(self.link_delay_s, self._queue.put, item)
+        else:
+            self._queue.put(item)
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            messages = unpack_frame(frame)
+        except FrameError as exc:
+            self.stats.bad_frames += 1
+            log.warning("dropped a malformed frame: %s", exc)
+            return
+        self.stats.frames_received += 1
+        self.stats.messages_received += len(messages)
+        self.stats.bytes_received += len(frame)
+        receive = self.on_receive
+        for data in messages:
+            receive(data)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.id}")
+
+    async def wait_subscribed(self, timeout_s: float) -> bool:
+        """True once our inbox subscription is active (within `timeout_s`)."""
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def close(self, drain_s: float = 0.5) -> None:
+        try:
+            self.outbox.flush()
+        except Exception as exc:  # the node's final commit failed: send nothing more
+            log.error("final flush failed: %r", exc)
+        deadline = self.loop.time() + drain_s
+        while self._queue.frames and self._subscribed.is_set() and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def connected(self) -> dict[str, bool]:
+        return {"broker": self._subscribed.is_set()}
+
+    def peer_status(self) -> dict[str, dict[str, Any]]:
+        return {"broker": {"connected": self._subscribed.is_set(),
+                           "address": self.broker.describe(),
+                           "queued_bytes": self._queue.size}}
+
+    # -- the connection -----------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        b = self.broker
+        return aiomqtt.Client(
+            b.host, b.port, username=b.username, password=b.password,
+            identifier=f"medbft-{self.prefix.replace('/', '-')}-{self.id}",
+            clean_session=True, keepalive=15, tls_context=b.tls_context(),
+            max_queued_incoming_messages=MAX_QUEUED_INCOMING, timeout=5,
+            # Nagle's algorithm would hold small frames back waiting for ACKs that the peer
+            # delays (~40 ms per hop); paho does not switch it off, so we do.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        inbox = inbox_topic(self.prefix, self.id)
+        while not self._closing:
+            try:
+                async with self._client() as client:
+                    await client.subscribe(inbox, qos=self.broker.qos)
+                    self._subscribed.set()
+                    backoff.reset()
+                    log.info("subscribed to %s on %s", inbox, self.broker.describe())
+                    await self._pump(client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker down, refused, dropped: back off and retry
+                log.warning("broker connection failed: %r", exc)
+            finally:
+                self._subscribed.clear()
+            if not self._closing:
+                await asyncio.sleep(backoff.next())
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Read our inbox and publish queued frames until either side fails."""
+        tasks = {asyncio.create_task(self._read(client)), asyncio.create_task(self._write(client))}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, (bytes, bytearray)):
+                self._on_frame(bytes(payload))
+            else:
+                self.stats.bad_frames += 1
+
+    async def _write(self, client: aiomqtt.Client) -> None:
+        qos = self.broker.qos
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                continue
+            topic, _, frame = item.partition(b"\x00")
+            try:
+                await client.publish(topic.decode(), frame, qos=qos)
+            except BaseException:
+                self._queue.push_back(item)
+                raise

@@ -1,0 +1,89 @@
+"""`medbft load`: drive signed requests into a running real network and measure it.
+
+Why this exists: the real-mode counterpart of a simulated run's workload, writing the same
+summary.json and requests.csv (see `sim.realload`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from node.netdir import NetworkDir, NetworkError
+from sim.commands import UsageError
+
+__all__ = ["add_load_arguments", "load_spec", "register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("load", help="drive signed requests into a running real network")
+    p.add_argument("--network", required=True, type=Path, help="network directory")
+    add_load_arguments(p)
+    p.add_argument("--out", type=Path, default=Path("results/load"),
+                   help="results directory (default results/load/)")
+    p.set_defaults(handler=handle)
+
+
+def add_load_arguments(p: argparse.ArgumentParser) -> None:
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--rate", help="open loop: requests per second (Poisson), e.g. 500/s")
+    shape.add_argument("--outstanding", type=int, help="closed loop: requests in flight per "
+                       "client (default 1)")
+    p.add_argument("--duration", default="10s", help="how long to submit (default 10s)")
+    p.add_argument("--drain", default="5s", help="extra time for stragglers (default 5s)")
+    p.add_argument("--clients", type=int, default=1, help="client identities to use")
+    p.add_argument("--op-size", type=int, default=64, help="payload bytes per request")
+    p.add_argument("--transport", choices=("http", "mqtt"), default="http")
+    p.add_argument("--broker", metavar="URL", help="MQTT broker (default: network.json)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the request mix and arrivals")
+
+
+def load_spec(args: argparse.Namespace, name: str = "load") -> Any:
+    """A `sim.realload.LoadSpec` from parsed arguments. Raises UsageError."""
+    from sim.realload import LoadSpec
+    from sim.units import parse_duration_ns, parse_rate_per_s
+
+    try:
+        duration_ns = parse_duration_ns(args.duration)
+        drain_ns = parse_duration_ns(args.drain)
+        rate = parse_rate_per_s(args.rate) if args.rate else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if duration_ns <= 0:
+        raise UsageError(f"--duration must be positive; got {args.duration}")
+    outstanding = None if rate else (args.outstanding or 1)
+    if outstanding is not None and outstanding < 1:
+        raise UsageError(f"--outstanding: at least 1; got {outstanding}")
+    if args.clients < 1:
+        raise UsageError(f"--clients: at least 1; got {args.clients}")
+    return LoadSpec(duration_ns=duration_ns, drain_ns=drain_ns, clients=args.clients,
+                    outstanding=outstanding, rate_per_s=rate, op_size_bytes=args.op_size,
+                    transport=args.transport, broker=args.broker, seed=args.seed, name=name)
+
+
+def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from node.realtime import run
+    from sim.cli import summary_table, write_results
+    from sim.realload import run_load
+
+    try:
+        net = NetworkDir.load(args.network)
+    except NetworkError as exc:
+        raise UsageError(str(exc)) from exc
+    spec = load_spec(args)
+    shape = (f"rate {spec.rate_per_s:g}/s" if spec.rate_per_s
+             else f"{spec.outstanding} outstanding per client")
+    console.print(f"medbft load: {net.membership.n} nodes over {spec.transport}, "
+                  f"{spec.clients} client(s), {shape}, {args.duration}", markup=False)
+    try:
+        result = run(run_load(net, spec, log=lambda line: err.print(line, markup=False)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    write_results(args.out, result.summary, result.requests, None)
+    console.print(summary_table(result.summary))
+    console.print(f"results in {args.out}/", markup=False)
+    ok = result.summary["safety"]["ok"] and result.summary["liveness"]["ok"]
+    return 0 if ok else 1

@@ -1,0 +1,178 @@
+"""Layer 5: real node processes on 127.0.0.1 over HTTP/WebSocket (and the node's API).
+
+Thin on purpose: the protocol is covered in simulation. These check that the same replica
+code commits requests as separate processes, that a backup killed with SIGKILL restarts
+from its SQLite file and catches up without losing a committed transaction, that a killed
+primary is replaced by a view change in real time, and that the API refuses bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from node import messages as m
+from node.crypto import Identity, Keyring
+from node.netdir import NetworkDir, default_node_ids, init_network
+from node.server import NodeOptions, NodeServer
+from node.transport.http import hello_payload
+from realnet import load, poll, real_cluster, statuses, wait_ready
+from sim.realcluster import free_ports
+from sim.realload import check_ledgers, request_seqs
+
+
+def _agree(net: NetworkDir, ids: list[str]) -> dict[str, dict[str, object]] | None:
+    rows = statuses(net)
+    if set(rows) != set(ids):
+        return None
+    if len({rows[i]["last_executed"] for i in ids}) != 1:
+        return None
+    return rows
+
+
+def test_four_nodes_commit_and_a_killed_backup_catches_up(tmp_path: Path) -> None:
+    with real_cluster(tmp_path, "http") as cluster:
+        net = cluster.net
+        ids = list(net.membership.node_ids)
+        first = load(net, "http", seconds=1.0)
+        assert first.summary["requests"]["committed"] >= 20
+        assert first.summary["liveness"]["ok"] and first.summary["safety"]["ok"]
+
+        backup = ids[2]
+        cluster.kill(backup)  # SIGKILL: no clean shutdown, only what was committed to disk
+        during = load(net, "http", seconds=1.0)
+        assert during.summary["requests"]["committed"] >= 20, "3 of 4 still make progress"
+
+        cluster.start(backup)
+        wait_ready(cluster, [backup])
+        rows = poll(lambda: _agree(net, ids), 20, "the restarted backup to catch up")
+        assert rows[backup]["recovered_from_disk"] is True
+        assert len({rows[i]["digest"] for i in ids}) == 1, "same state everywhere"
+        # No committed transaction lost: every request a client accepted is in the ledger,
+        # the stored ledgers agree seq by seq, and the restarted backup's state equals theirs.
+        end = rows[ids[0]]["last_executed"]
+        ledgers, seqs = asyncio.run(_ledgers(net, ids[0], end))
+        assert ledgers["ok"], ledgers["violations"]
+        assert ledgers["blocks_by_node"][backup] > 0
+        accepted = [r.key for res in (first, during) for r in res.requests if r.commit_ns]
+        assert accepted and all(key in seqs for key in accepted)
+
+
+async def _ledgers(net: NetworkDir, node: str, end: int) -> tuple[dict[str, Any], dict[str, int]]:
+    async with aiohttp.ClientSession() as session:
+        return (await check_ledgers(session, net, 1, end),
+                await request_seqs(session, net, node, 1, end))
+
+
+def test_a_killed_primary_is_replaced_by_a_view_change(tmp_path: Path) -> None:
+    with real_cluster(tmp_path, "http") as cluster:
+        net = cluster.net
+        ids = list(net.membership.node_ids)
+        primary = ids[0]
+        cluster.kill(primary)
+        result = load(net, "http", seconds=2.0)
+        assert result.summary["requests"]["committed"] >= 10
+        assert result.summary["liveness"]["ok"]
+        rows = statuses(net)
+        assert primary not in rows
+        assert all(r["view"] >= 1 and r["view_active"] for r in rows.values()), rows
+        assert {r["primary"] for r in rows.values()} == {ids[rows[ids[1]]["view"] % 4]}
+
+
+# -- the API, in process ------------------------------------------------------------------------
+
+
+def _one_node_network(tmp_path: Path) -> NetworkDir:
+    return init_network(tmp_path / "net", default_node_ids(4), clients=1, ports=free_ports(4))
+
+
+def _signed_request(net: NetworkDir, op: bytes) -> bytes:
+    keys = Keyring(net.identity("client-1"), net.membership.public_keys())
+    unsigned = m.Request(op, 1, "client-1", 0, b"")
+    req = m.Request(op, 1, "client-1", 0, keys.sign(m.encode(unsigned)))
+    return m.encode(m.Envelope("client-1", m.encode(req), b""))
+
+
+async def _api_checks(net: NetworkDir, tmp_path: Path) -> None:
+    server = NodeServer(net, NodeOptions(network=net.path, node_id="hospital-1",
+                                         data=tmp_path / "h1.db"))
+    await server.start()
+    base = net.url("hospital-1")
+    try:
+        async with aiohttp.ClientSession() as s:
+            async def post(body: bytes, ctype: str = "application/octet-stream",
+                           query: str = "") -> tuple[int, dict[str, object]]:
+                async with s.post(f"{base}/tx{query}", data=body,
+                                  headers={"Content-Type": ctype}) as r:
+                    return r.status, await r.json()
+
+            status, body = await post(b"\x00\x01garbage")
+            assert status == 400 and "malformed" in str(body["error"])
+            status, body = await post(b"x" * (70 * 1024))
+            assert status == 413 and "larger than" in str(body["error"])
+            status, body = await post(b"{}", "application/json")
+            assert status == 400 and "envelope" in str(body["error"])
+            status, body = await post(b"hello", "text/plain")
+            assert status == 415
+            good = _signed_request(net, b"put a 1")
+            forged = bytearray(good)
+            forged[-3] ^= 0xFF
+            status, body = await post(bytes(forged))
+            assert status in (400, 403), body
+            status, body = await post(good, query="?wait=forever")
+            assert status == 400 and "wait" in str(body["error"])
+            status, body = await post(good)
+            assert status == 202 and body["key"] == "client-1/0/1"
+            async with s.get(f"{base}/ledger?limit=0") as r:
+                assert r.status == 400 and "limit" in (await r.json())["error"]
+            async with s.get(f"{base}/nowhere") as r:
+                assert r.status == 404
+            async with s.get(f"{base}/metrics") as r:
+                text = await r.text()
+                assert r.status == 200 and 'medbft_view{node="hospital-1"} 0' in text
+            await _unknown_party_is_refused(s, net)
+    finally:
+        await server.stop()
+
+
+async def _unknown_party_is_refused(s: aiohttp.ClientSession, net: NetworkDir) -> None:
+    stranger = Identity.generate("mallory")
+    async with s.ws_connect(f"{net.url('hospital-1')}/ws") as ws:
+        nonce = json.loads((await ws.receive(timeout=5)).data)["nonce"]
+        sig = Keyring(stranger, {}).sign(hello_payload(net.network_id, "mallory", "hospital-1",
+                                                       nonce))
+        await ws.send_str(json.dumps({"network": net.network_id, "from": "mallory",
+                                      "to": "hospital-1", "sig": sig.hex()}))
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4003
+        assert msg.extra == "unknown party"
+
+
+def test_api_refuses_malformed_oversized_and_forged_bodies(tmp_path: Path) -> None:
+    net = _one_node_network(tmp_path)
+    asyncio.run(_api_checks(net, tmp_path))
+
+
+@pytest.mark.parametrize("bad", ["not-a-dir"])
+def test_node_command_reports_a_missing_network(tmp_path: Path, bad: str) -> None:
+    from sim.cli import main
+
+    assert main(["node", "--network", str(tmp_path / bad), "--id", "hospital-1"]) == 2
+
+
+def test_frames_carry_many_messages_and_refuse_malformed_ones() -> None:
+    from node.transport import FrameError, pack_frames, unpack_frame
+
+    messages = [bytes([i]) * i for i in range(50)]
+    frames = pack_frames(messages, target_bytes=300)
+    assert len(frames) > 1
+    assert [msg for f in frames for msg in unpack_frame(f)] == messages
+    with pytest.raises(FrameError, match="truncated"):
+        unpack_frame(b"\x00\x00")
+    with pytest.raises(FrameError, match="runs past"):
+        unpack_frame(b"\x00\x00\x00\x09abc")
