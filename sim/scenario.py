@@ -1017,9 +1017,9 @@ def _behavior(value: Any) -> dict[str, Any]:
             out[key] = _positive_duration(raw)
         elif key == "clients":
             if not isinstance(raw, list | tuple) or not all(
-                    isinstance(c, str) and CLIENT_ID_RE.fullmatch(c) for c in raw):
+                    isinstance(c, str) and NODE_ID_RE.fullmatch(c) for c in raw):
                 raise ValueError(f"clients: expected a list of client ids such as "
-                                 f"[client-1, client-2]; got {_show(raw)}")
+                                 f"[client-1, patient-2]; got {_show(raw)}")
             out[key] = list(raw)
     return {"name": name, **out}
 
