@@ -39,10 +39,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from node.realtime import run  # noqa: E402
-from sim.realcluster import free_ports  # noqa: E402
+from node.realtime import run
+from sim.realcluster import free_ports
 
 ECHO_SERVER = textwrap.dedent("""
     import sys

@@ -37,11 +37,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.crypto import Identity, Keyring  # noqa: E402
-from node.realtime import run, uvloop_available  # noqa: E402
-from sim.realcluster import ClusterSpec, free_ports, run_cluster  # noqa: E402
-from sim.realload import LoadSpec  # noqa: E402
-from sim.units import parse_duration_ns  # noqa: E402
+from node.crypto import Identity, Keyring
+from node.realtime import run, uvloop_available
+from sim.realcluster import ClusterSpec, free_ports, run_cluster
+from sim.realload import LoadSpec
+from sim.units import parse_duration_ns
 
 
 def ecdsa_per_s(seconds: float = 1.0) -> dict[str, float]:
@@ -104,7 +104,7 @@ def main() -> int:
     p.add_argument("--duration", default="10s")
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--outstanding", type=int, default=64, help="per client")
+    p.add_argument("--outstanding", type=int, default=128, help="per client")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-in-flight", type=int, default=4)
     p.add_argument("--op-size", type=int, default=64)

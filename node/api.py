@@ -131,9 +131,9 @@ class _Api:
                 obj = json.loads(body)
                 text = obj.get("envelope") or obj.get("request")
                 if not isinstance(text, str):
-                    raise ValueError("expected {\"envelope\": \"<hex>\"} or {\"request\": ...}")
+                    raise TypeError("expected {\"envelope\": \"<hex>\"} or {\"request\": ...}")
                 return bytes.fromhex(text)
-            except (ValueError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError) as exc:
                 raise ApiError(400, f"malformed JSON body: {exc}") from exc
         if ctype not in ("application/octet-stream", ""):
             raise ApiError(415, f"content type {ctype!r}: send application/octet-stream or "

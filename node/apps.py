@@ -12,26 +12,40 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from node.statemachine import StateMachine
+from node.membership import Membership
+from node.statemachine import KeyValueStore, StateMachine
 
-__all__ = ["DEFAULT_STATE_MACHINE", "STATE_MACHINES", "make_state_machine", "query_state"]
+__all__ = [
+    "DEFAULT_STATE_MACHINE",
+    "STATE_MACHINES",
+    "key_value_store",
+    "make_state_machine",
+    "query_state",
+]
 
 STATE_MACHINES: dict[str, str] = {
-    "kv": "node.statemachine:KeyValueStore",
+    "kv": "node.apps:key_value_store",
 }
-"""name -> "module:factory" (a class or function taking no arguments)."""
+"""name -> "module:factory", a callable taking the genesis `Membership` (the ledger derives
+its genesis state, e.g. organisations and roles, from it: `LedgerGenesis.from_membership`)."""
 
 DEFAULT_STATE_MACHINE = "kv"
 
 
-def make_state_machine(name: str) -> StateMachine:
-    """A fresh state machine of kind `name`. Raises ValueError for an unknown name."""
+def key_value_store(membership: Membership) -> StateMachine:
+    """The key-value placeholder (ignores the membership)."""
+    return KeyValueStore()
+
+
+def make_state_machine(name: str, membership: Membership) -> StateMachine:
+    """A fresh state machine of kind `name` for a network of `membership`. Raises ValueError
+    for an unknown name."""
     target = STATE_MACHINES.get(name)
     if target is None:
         raise ValueError(f"unknown state machine {name!r}; known: {', '.join(STATE_MACHINES)}")
     module, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    return factory()  # type: ignore[no-any-return]
+    return factory(membership)  # type: ignore[no-any-return]
 
 
 def query_state(sm: StateMachine, key: str) -> tuple[bool, Any]:

@@ -844,9 +844,17 @@ class Replica:
         """The next slot has not committed for a whole period: re-send our part of it (the
         paper's implementation retransmits on loss too, §6.1). Receivers that already have
         a message ignore the copy; one that lost it can now complete the certificate."""
+        if not self.view_active:
+            # Waiting for a NEW-VIEW: our VIEW-CHANGE may have been lost (a partition that has
+            # healed since); send it again until the view is installed.
+            own = self.view_changes.get(self.view, {}).get(self.me)
+            if own is not None:
+                self._bcast(own)
+                self._set_timer(_T_RETRANSMIT, self._view_change_timeout() // 4 or 1)
+            return
         seq = self.last_executed + 1
         slot = self.log.get(seq)
-        if slot is None or slot.committed or not self.view_active:
+        if slot is None or slot.committed:
             self.stuck_seq = 0
             return
         if self.stuck_seq == seq:
@@ -929,6 +937,7 @@ class Replica:
         self._bcast(vc)
         self._trace("view-change", view=new_view, stable_seq=self.h, prepared=len(prepared))
         self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
+        self._set_timer(_T_RETRANSMIT, self._view_change_timeout() // 4 or 1)
         self.vc_attempts += 1
         self._maybe_new_view(new_view)
 

@@ -106,8 +106,8 @@ class NodeServer:
     def _build_replica(self) -> Replica:
         net = self.net
         keyring = Keyring(self.identity, net.membership.public_keys())
-        replica = Replica(net.membership, self.id, keyring, make_state_machine(net.state_machine),
-                          net.config(durable=True))
+        machine = make_state_machine(net.state_machine, net.membership)
+        replica = Replica(net.membership, self.id, keyring, machine, net.config(durable=True))
         records = self.storage.load()
         if not records.empty:
             replica.restore_durable(records.votes, records.checkpoint, records.blocks)
@@ -179,13 +179,13 @@ class NodeServer:
         self.runtime.crash()
         try:
             await self.transport.close()
-        except Exception as exc:  # a failed final commit: nothing more may be sent anyway
+        except Exception as exc:  # noqa: BLE001 - failed final commit
             log.error("closing the transport: %r", exc)
         if self._runner is not None:
             await self._runner.cleanup()
         try:
             self.storage.close()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - already logged as fatal
             log.error("closing storage: %r", exc)
         if self._trace_file is not None:
             self._trace_file.close()
@@ -244,7 +244,7 @@ class NodeServer:
         self._waiters.setdefault(key, []).append(fut)
         try:
             seq = await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             waiting = self._waiters.get(key)

@@ -19,6 +19,7 @@ Where a real run's numbers come from, since no simulator sees everything:
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from node.transport.http import HttpTransport
 from node.transport.mqtt import BrokerSettings, MqttTransport
 from sim.metrics import RequestRecord, latency_stats
 
-__all__ = ["LoadResult", "LoadSpec", "fetch_json", "run_load", "scrape", "check_ledgers"]
+__all__ = ["LoadResult", "LoadSpec", "check_ledgers", "fetch_json", "run_load", "scrape"]
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -83,7 +84,7 @@ async def fetch_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any]
             if resp.status != 200:
                 return None
             return await resp.json()  # type: ignore[no-any-return]
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+    except (TimeoutError, aiohttp.ClientError, ValueError):
         return None
 
 
@@ -170,7 +171,7 @@ def _make_parties(net: NetworkDir, spec: LoadSpec, loop: asyncio.AbstractEventLo
             transport = MqttTransport(cid, broker, str(mqtt["topic_prefix"]), loop,
                                       link_delay_s=net.link_delay_s)
         runtime = NodeRuntime(core, transport, clock,  # type: ignore[arg-type]
-                              on_other=lambda eff, cid=cid: on_effect(cid, eff))
+                              on_other=functools.partial(on_effect, cid))
         transport.on_receive = runtime.receive
         parties[cid] = _Party(core, runtime, transport)
     return parties
@@ -212,8 +213,11 @@ async def run_load(net: NetworkDir, spec: LoadSpec,
     loop = asyncio.get_running_loop()
     clock = RealClock.monotonic_from_now(loop)
     box: dict[str, Workload] = {}
-    parties = _make_parties(net, spec, loop, clock,
-                            lambda cid, eff: box["w"].on_effect(cid, eff))
+
+    def on_effect(cid: str, eff: Any) -> None:
+        box["w"].on_effect(cid, eff)
+
+    parties = _make_parties(net, spec, loop, clock, on_effect)
     workload = box["w"] = Workload(
         spec, {c: (p.client, p.runtime) for c, p in parties.items()},
         spec.duration_ns, random.Random(f"medbft:{spec.seed}:workload"))

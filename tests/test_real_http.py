@@ -15,13 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from realnet import load, poll, real_cluster, statuses, wait_ready
 
 from node import messages as m
 from node.crypto import Identity, Keyring
 from node.netdir import NetworkDir, default_node_ids, init_network
 from node.server import NodeOptions, NodeServer
 from node.transport.http import hello_payload
-from realnet import load, poll, real_cluster, statuses, wait_ready
 from sim.realcluster import free_ports
 from sim.realload import check_ledgers, request_seqs
 
@@ -176,3 +176,29 @@ def test_frames_carry_many_messages_and_refuse_malformed_ones() -> None:
         unpack_frame(b"\x00\x00")
     with pytest.raises(FrameError, match="runs past"):
         unpack_frame(b"\x00\x00\x00\x09abc")
+
+
+def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: Path) -> None:
+    from sim.cli import main
+
+    scenario = tmp_path / "crash.yaml"
+    scenario.write_text(
+        "name: real-crash\nduration: 2s\ndrain: 5s\nnodes: 4\n"
+        "protocol: {view_change_timeout: 300ms, client_timeout: 300ms,"
+        " checkpoint_interval: 16, watermark_window: 64}\n"
+        "workload: {clients: 1, outstanding: 2}\n"
+        "faults:\n  - {at: 500ms, crash: regulator-1, until: 1200ms}\n"
+        "  - {at: 600ms, partition: [[hospital-1], [pharmacy-1, hospital-2]], until: 700ms}\n")
+    out = tmp_path / "out"
+    code = main(["cluster", "--scenario", str(scenario), "--transport", "http",
+                 "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0, summary
+    assert [(f["event"], f["nodes"]) for f in summary["faults"]] == [
+        ("crash", ["regulator-1"]), ("recover", ["regulator-1"])]
+    assert summary["state_agreement"]["ok"] and len(summary["state_agreement"]["nodes"]) == 4
+    assert summary["exit_codes"] == {nid: 0 for nid in summary["exit_codes"]}
+    assert summary["requests"]["committed"] == summary["requests"]["submitted"] > 0
+    rows = (out / "requests.csv").read_text().splitlines()
+    assert rows[0].startswith("client,session,timestamp") and len(rows) > 1
+    assert (out / "logs" / "regulator-1.log").read_text().count("ready") == 2

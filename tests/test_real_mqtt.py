@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from realnet import broker_listening, load, poll, real_cluster, statuses, wait_ready
 
 from node.netdir import NetworkDir
 from node.transport.mqtt import BrokerSettings
-from realnet import broker_listening, load, poll, real_cluster, statuses, wait_ready
 
 needs_broker = pytest.mark.skipif(not broker_listening(),
                                   reason="no MQTT broker on 127.0.0.1:1883 (.ci/run starts one)")

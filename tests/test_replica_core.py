@@ -274,7 +274,8 @@ def test_view_change_timeouts_double_4_5_2() -> None:
     delays = []
     for _ in range(3):
         h.effects = h.replica.step(Timeout("view-change"), 0)
-        delays += [e.delay_ns for e in h.effects if isinstance(e, SetTimer)]
+        delays += [e.delay_ns for e in h.effects
+                   if isinstance(e, SetTimer) and e.key == "view-change"]
     assert delays == [500_000_000, 1_000_000_000, 2_000_000_000]
     assert h.replica.view == 3
 

@@ -37,8 +37,8 @@ from node.runtime import Transport
 __all__ = [
     "MAX_FRAME_BYTES",
     "Backoff",
-    "FrameQueue",
     "FrameError",
+    "FrameQueue",
     "LinkStats",
     "Outbox",
     "Transport",
@@ -65,7 +65,8 @@ def pack_frames(messages: list[bytes], target_bytes: int = TARGET_FRAME_BYTES) -
     parts: list[bytes] = []
     size = 0
     for data in messages:
-        if parts and (size + 4 + len(data) > target_bytes or len(parts) >= 2 * MAX_MESSAGES_PER_FRAME):
+        full = len(parts) >= 2 * MAX_MESSAGES_PER_FRAME
+        if parts and (size + 4 + len(data) > target_bytes or full):
             frames.append(b"".join(parts))
             parts, size = [], 0
         parts.append(_LEN.pack(len(data)))

@@ -147,7 +147,7 @@ class HttpTransport:
         """Flush what is queued (waiting up to `drain_s` for writers), then close all links."""
         try:
             self.outbox.flush()
-        except Exception as exc:  # the node's final commit failed: send nothing more
+        except Exception as exc:  # noqa: BLE001 - the node's final commit failed: send nothing more
             log.error("final flush failed: %r", exc)
         deadline = self.loop.time() + drain_s
         while any(q.frames for q in self._links.values()) and self.loop.time() < deadline:
@@ -192,7 +192,7 @@ class HttpTransport:
                     await self._pump(ws, queue)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure of the link: log, back off, redial
+            except Exception as exc:  # noqa: BLE001 - any link failure: back off
                 log.debug("link to %s failed: %r", peer, exc)
             finally:
                 if self._connected.get(peer):
@@ -282,7 +282,7 @@ class HttpTransport:
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
             reason, peer = self._hello_problem(msg, nonce)
-        except (asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+        except (TimeoutError, ValueError, KeyError, TypeError) as exc:
             reason, peer = f"bad hello: {type(exc).__name__}", ""
         if reason is None:
             return peer

@@ -5,17 +5,20 @@ protocol parameters, workload, duration and the `crash`/`recover` faults come fr
 scenario file (crash = SIGKILL; recover = a fresh process restoring from its SQLite file);
 other fault kinds exist only in the simulator and are skipped with a warning. With
 `--emulate-latency` every party delays each frame it sends by the scenario's constant
-`network.latency` (a WAN emulated on one machine; the kernel's netem is not available here). Writes the
-same summary.json and requests.csv as a simulated run, plus `faults`, `state_agreement`
-and per-node CPU; logs in OUT/logs/. Every process it started is stopped at the end, also
-on Ctrl-C.
+`network.latency` (a WAN emulated on one machine; the kernel's netem is not available
+here). Writes the same summary.json and requests.csv as a simulated run, plus `faults`,
+`state_agreement` and per-node CPU; logs in OUT/logs/. Every process it started is stopped
+at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -24,6 +27,8 @@ from sim.commands.keys import parse_nodes, parse_protocol
 from sim.commands.load import add_load_arguments, load_spec
 
 __all__ = ["register", "spec_from_scenario"]
+
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -68,10 +73,11 @@ def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
         if action not in ("crash", "recover"):
             skipped.append(action)
             continue
-        faults.append(FaultAction(fault.at_ns, action, fault.node))
+        target = str(fault.node)  # type: ignore[union-attr]  # crash/recover name a target
+        faults.append(FaultAction(fault.at_ns, action, target))
         until = getattr(fault, "until_ns", None)
         if action == "crash" and until is not None:
-            faults.append(FaultAction(until, "recover", fault.node))
+            faults.append(FaultAction(until, "recover", target))
     spec = ClusterSpec(nodes=[(nd.id, nd.role) for nd in sc.nodes], load=load, out=args.out,
                        protocol=protocol, faults=faults, sync=args.sync,
                        link_delay_ms=_emulated_latency_ms(sc) if getattr(
@@ -93,6 +99,21 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     nodes = parse_nodes(args.nodes)
     return ClusterSpec(nodes=nodes, load=load_spec(args, name="cluster"), out=args.out,
                        protocol=parse_protocol(args.protocol), sync=args.sync)
+
+
+async def _interruptible(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main`, cancelling it on SIGINT or SIGTERM (whatever the inherited disposition:
+    a background job's SIGINT is ignored by default), so the caller's `finally` stops the
+    node processes instead of leaving them orphaned."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -119,10 +140,11 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                   f"out {args.out}/", markup=False)
     box: list[LocalCluster] = []
     try:
-        result = run(run_cluster(spec, box, log=lambda line: console.print(line, markup=False)))
+        result = run(_interruptible(run_cluster(
+            spec, box, log=lambda line: console.print(line, markup=False))))
     except RuntimeError as exc:
         raise UsageError(f"cluster failed: {exc}") from exc
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("interrupted: stopping the nodes", markup=False)
         return 130
     finally:

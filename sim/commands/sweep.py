@@ -91,8 +91,13 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                                   markup=False)
             bar.update(task, total=todo)
 
-        outcome = run_sweep(sweep, out, jobs=args.jobs, scheduler=args.scheduler,
-                            progress=begin, on_advance=lambda: bar.advance(task))
+        try:
+            outcome = run_sweep(sweep, out, jobs=args.jobs, scheduler=args.scheduler,
+                                progress=begin, on_advance=lambda: bar.advance(task))
+        except KeyboardInterrupt:
+            err.print(f"interrupted: finished runs are kept in {out}/runs/ and "
+                      f"{out}/results.csv; run the same command again to resume", markup=False)
+            return 130
     return _report(args, console, err, out, outcome, formats, time.perf_counter() - started)
 
 
