@@ -25,6 +25,7 @@ authenticates every message itself (MACs and signatures), so a transport needs n
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 from collections import deque
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 
 from node.messages import MAX_MESSAGE_BYTES
 from node.runtime import Transport
+
+_log = logging.getLogger("medbft.transport")
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -43,6 +46,7 @@ __all__ = [
     "Outbox",
     "Transport",
     "pack_frames",
+    "receive_frame",
     "unpack_frame",
 ]
 
@@ -119,6 +123,22 @@ class LinkStats:
         self.bytes_sent += nbytes
         self.sent_by_kind[kind] = self.sent_by_kind.get(kind, 0) + 1
         self.sent_bytes_by_kind[kind] = self.sent_bytes_by_kind.get(kind, 0) + nbytes
+
+
+def receive_frame(frame: bytes, stats: LinkStats, on_receive: Callable[[bytes], None]) -> None:
+    """Unpack one received frame and hand each message to the runtime; a malformed frame is
+    dropped and counted (both transports receive this way)."""
+    try:
+        messages = unpack_frame(frame)
+    except FrameError as exc:
+        stats.bad_frames += 1
+        _log.warning("dropped a malformed frame: %s", exc)
+        return
+    stats.frames_received += 1
+    stats.messages_received += len(messages)
+    stats.bytes_received += len(frame)
+    for data in messages:
+        on_receive(data)
 
 
 class Outbox:

@@ -40,11 +40,10 @@ from node.membership import Membership
 from node.transport import (
     MAX_FRAME_BYTES,
     Backoff,
-    FrameError,
     FrameQueue,
     LinkStats,
     Outbox,
-    unpack_frame,
+    receive_frame,
 )
 
 __all__ = ["HttpTransport", "hello_payload"]
@@ -117,18 +116,7 @@ class HttpTransport:
             queue.put(frame)
 
     def _on_frame(self, frame: bytes) -> None:
-        try:
-            messages = unpack_frame(frame)
-        except FrameError as exc:
-            self.stats.bad_frames += 1
-            log.warning("dropped a malformed frame: %s", exc)
-            return
-        self.stats.frames_received += 1
-        self.stats.messages_received += len(messages)
-        self.stats.bytes_received += len(frame)
-        receive = self.on_receive
-        for data in messages:
-            receive(data)
+        receive_frame(frame, self.stats, self.on_receive)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

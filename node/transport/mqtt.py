@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
-from node.transport import Backoff, FrameError, FrameQueue, LinkStats, Outbox, unpack_frame
+from node.transport import Backoff, FrameQueue, LinkStats, Outbox, receive_frame
 
 __all__ = ["BrokerSettings", "MqttTransport", "inbox_topic"]
 
@@ -145,18 +145,7 @@ class MqttTransport:
             self._queue.put(item)
 
     def _on_frame(self, frame: bytes) -> None:
-        try:
-            messages = unpack_frame(frame)
-        except FrameError as exc:
-            self.stats.bad_frames += 1
-            log.warning("dropped a malformed frame: %s", exc)
-            return
-        self.stats.frames_received += 1
-        self.stats.messages_received += len(messages)
-        self.stats.bytes_received += len(frame)
-        receive = self.on_receive
-        for data in messages:
-            receive(data)
+        receive_frame(frame, self.stats, self.on_receive)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
