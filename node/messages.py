@@ -207,11 +207,15 @@ class Message:
         return cls(*values), pos
 
 
-def _message(tag: int, kind: str) -> Callable[[type], type]:
+_T = typing.TypeVar("_T")
+
+
+@typing.dataclass_transform(frozen_default=True)
+def _message(tag: int, kind: str) -> Callable[[type[_T]], type[_T]]:
     """Class decorator: make a frozen slotted dataclass and register its codec under `tag`."""
 
-    def wrap(cls: type) -> type:
-        dc = dataclass(frozen=True, slots=True)(cls)
+    def wrap(cls: type[_T]) -> type[_T]:
+        dc: Any = dataclass(frozen=True, slots=True)(cls)
         dc.TAG = tag
         dc.KIND = kind
         hints = typing.get_type_hints(dc)

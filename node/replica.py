@@ -196,7 +196,8 @@ class Replica:
     def step(self, event: Event, now_ns: int) -> list[Effect]:
         """Feed one event at time `now_ns`; return the effects to carry out, in order."""
         self.now_ns = now_ns
-        self._out = out = []
+        out: list[Effect] = []
+        self._out = out
         if type(event) is Receive:
             self._on_receive(event.data)
         elif type(event) is Timeout:
@@ -1089,9 +1090,9 @@ class Replica:
         self._restart_view_change_timer()
         self._replay_future()
         for a in nv.assignments:
-            slot = self.log.get(a.seq)
-            if slot is not None:
-                self._maybe_prepared(a.seq, slot)
+            assigned_slot = self.log.get(a.seq)
+            if assigned_slot is not None:
+                self._maybe_prepared(a.seq, assigned_slot)
         if primary:
             self._maybe_propose()
 

@@ -103,9 +103,9 @@ class NodeRuntime:
             handle.cancel()
         self._timers.clear()
         self._inbox.clear()
-        for handle in (self._wakeup, self._pending_apply):
-            if handle is not None:
-                handle.cancel()
+        for pending in (self._wakeup, self._pending_apply):
+            if pending is not None:
+                pending.cancel()
         self._wakeup = self._pending_apply = None
         self._busy_until_ns = 0
 

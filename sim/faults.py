@@ -105,7 +105,7 @@ class FaultInjector:
             nodes = self.resolve(fault.node)
             for node in nodes:
                 self._crash(node)
-            ended = lambda: [self._recover(n) for n in nodes]  # noqa: E731
+            ended = lambda: self._recover_all(nodes)  # noqa: E731
         elif isinstance(fault, RecoverFault):
             for node in self.resolve(fault.node):
                 self._recover(node)
@@ -167,6 +167,10 @@ class FaultInjector:
         rt.crash()
         self.record({"t": self.loop.now_ns, "node": node, "event": "crash"})
         self._window("crash", node, node, f"{node} crashed")
+
+    def _recover_all(self, nodes: list[str]) -> None:
+        for node in nodes:
+            self._recover(node)
 
     def _recover(self, node: str) -> None:
         rt = self.runtimes[node]
