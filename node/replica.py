@@ -54,7 +54,11 @@ _T_VIEW_CHANGE = "view-change"
 _T_FETCH = "fetch"
 _T_CATCH_UP = "catch-up"
 _T_RETRANSMIT = "retransmit"
-_MAX_BACKOFF_SHIFT = 10
+_MAX_BACKOFF_SHIFT = 4
+"""The view-change timeout doubles per failed attempt (§4.5.2) up to 16T. Unbounded doubling
+lets a replica that raced ahead into a higher view (after a partition, say) wait minutes for
+the others to reach it while f Byzantine replicas withhold their votes; practical systems
+(BFT-SMaRt among them) bound the backoff the same way."""
 
 BENIGN_DROPS = frozenset({
     "old view", "below low watermark", "buffered", "buffer full", "duplicate pre-prepare",
