@@ -152,6 +152,7 @@ class Replica:
         self.latest_new_view: m.NewView | None = None
         self.view_changes: dict[int, dict[int, m.ViewChange]] = {}
         self.vc_attempts = 0
+        self.new_view_timeout_ns = self.config.view_change_timeout_ns
         # log and agreement
         self.h = 0
         self.next_seq = 1
@@ -824,8 +825,7 @@ class Replica:
             self._trace("recovering", last_executed=self.last_executed, view=self.view)
             self._fetch_state()
         self._restart_view_change_timer()
-        if not self.view_active:
-            self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
+        self._maybe_arm_new_view_timer()
         if self.is_primary and self.view_active:
             self._maybe_propose()
 
@@ -941,10 +941,21 @@ class Replica:
         self.view_changes.setdefault(new_view, {})[self.me] = vc
         self._bcast(vc)
         self._trace("view-change", view=new_view, stable_seq=self.h, prepared=len(prepared))
-        self._set_timer(_T_VIEW_CHANGE, self._view_change_timeout())
-        self._set_timer(_T_RETRANSMIT, self._view_change_timeout() // 4 or 1)
+        self.new_view_timeout_ns = self._view_change_timeout()
+        self._cancel_timer(_T_VIEW_CHANGE)
+        self._set_timer(_T_RETRANSMIT, self.new_view_timeout_ns // 4 or 1)
         self.vc_attempts += 1
+        self._maybe_arm_new_view_timer()
         self._maybe_new_view(new_view)
+
+    def _maybe_arm_new_view_timer(self) -> None:
+        """§4.5.2 rule 1: after sending VIEW-CHANGE for v, a replica starts its timer only
+        once it holds 2f+1 VIEW-CHANGEs for v. A replica alone (cut off, or behind) thus
+        cannot run ahead into ever higher views that the others then have to reach."""
+        if self.view_active or _T_VIEW_CHANGE in self.timers:
+            return
+        if len(self.view_changes.get(self.view, {})) >= self.q:
+            self._set_timer(_T_VIEW_CHANGE, self.new_view_timeout_ns)
 
     def _ignore_view_change(self, sender: int, vc: m.ViewChange) -> str | None:
         if vc.view < self.view or (vc.view == self.view and self.view_active):
@@ -994,6 +1005,8 @@ class Replica:
         self.view_changes.setdefault(vc.view, {}).setdefault(sender, vc)
         if self._maybe_join_higher_view():
             return
+        if vc.view == self.view:
+            self._maybe_arm_new_view_timer()
         self._maybe_new_view(vc.view)
 
     def _maybe_join_higher_view(self) -> bool:

@@ -264,20 +264,27 @@ def test_view_change_timeout_sends_signed_view_change_4_4() -> None:
     assert isinstance(vc, m.ViewChange) and vc.view == 1 and vc.replica == 1
     assert h.keys["r2"].verify("r1", vc.unsigned(), vc.signature)
     assert not h.replica.view_active
-    timer = [e for e in h.effects if isinstance(e, SetTimer) and e.key == "view-change"]
-    assert timer and timer[0].delay_ns == 500_000_000
+    # §4.5.2 rule 1: the timer for the NEW-VIEW starts only with 2f+1 VIEW-CHANGEs for v+1.
+    assert not [e for e in h.effects if isinstance(e, SetTimer) and e.key == "view-change"]
+    h.deliver("r3", _view_change(h, "r3", 1))
+    assert not [e for e in h.effects if isinstance(e, SetTimer) and e.key == "view-change"]
+    h.deliver("r2", _view_change(h, "r2", 1))
+    # r1 is primary of view 1: with 2f+1 VIEW-CHANGEs it sends NEW-VIEW at once instead.
+    assert h.sends("NEW-VIEW") and h.replica.view_active
 
 
 def test_view_change_timeouts_double_4_5_2() -> None:
-    h = Harness()
+    h = Harness(me="r0")  # never the primary of views 1..3
     h.deliver("client-1", h.request())
     delays = []
-    for _ in range(3):
+    for view in (1, 2, 3):
         h.effects = h.replica.step(Timeout("view-change"), 0)
-        delays += [e.delay_ns for e in h.effects
-                   if isinstance(e, SetTimer) and e.key == "view-change"]
+        assert h.replica.view == view
+        for other in [r for r in ("r1", "r2", "r3") if r != f"r{view}"][:2]:
+            h.deliver(other, _view_change(h, other, view))
+            delays += [e.delay_ns for e in h.effects
+                       if isinstance(e, SetTimer) and e.key == "view-change"]
     assert delays == [500_000_000, 1_000_000_000, 2_000_000_000]
-    assert h.replica.view == 3
 
 
 def _view_change(h: Harness, signer: str, view: int, prepared=(), preprepared=()) -> m.ViewChange:
