@@ -374,6 +374,10 @@ class Replica:
             return
         key = req.key
         if key in self.ordered or key in self.pending:
+            if from_client and not self.is_primary:
+                # A retransmission of a request we know but have not executed: the client
+                # is still waiting, so we wait (and time out) too (§4.4).
+                self._wait_for(key)
             return
         if len(self.pending) >= self.config.max_pending_requests:
             self._drop("pending requests full", req.client, req.KIND)
