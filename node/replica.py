@@ -273,9 +273,6 @@ class Replica:
             self.timers.discard(key)
             self._out.append(CancelTimer(key))
 
-    def _sign(self, data: bytes) -> bytes:
-        return self.keys.sign(data)
-
     # =========================================================================================
     # Receiving: decode, authenticate, dispatch
 
@@ -668,7 +665,7 @@ class Replica:
         digest = m.digest_of(snapshot)
         self.own_checkpoints[seq] = snapshot
         unsigned = m.Checkpoint(seq, digest, self.me, b"")
-        cp = dataclasses.replace(unsigned, signature=self._sign(m.encode(unsigned)))
+        cp = dataclasses.replace(unsigned, signature=self.keys.sign(m.encode(unsigned)))
         self.checkpoints.setdefault(seq, {})[self.me] = cp
         self._bcast(cp)
         self._trace("checkpoint", seq=seq, digest=digest.hex())
@@ -941,7 +938,7 @@ class Replica:
         )
         unsigned = m.ViewChange(new_view, self.h, self.stable_proof, prepared, preprepared,
                                 self.me, b"")
-        vc = dataclasses.replace(unsigned, signature=self._sign(unsigned.unsigned()))
+        vc = dataclasses.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
         self.view_changes.setdefault(new_view, {})[self.me] = vc
         self._bcast(vc)
         self._trace("view-change", view=new_view, stable_seq=self.h, prepared=len(prepared))
@@ -1042,7 +1039,7 @@ class Replica:
         if assignments is None:
             return  # not decidable yet: wait for more VIEW-CHANGEs (TOCS §4.5)
         unsigned = m.NewView(view, tuple(chosen), assignments, self.me, b"")
-        nv = dataclasses.replace(unsigned, signature=self._sign(unsigned.unsigned()))
+        nv = dataclasses.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
         self._bcast(nv)
         self._trace("new-view", view=view, assignments=len(assignments))
         self._enter_view(nv)

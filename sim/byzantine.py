@@ -44,7 +44,7 @@ from node.events import Effect, Event, Receive, Send, SetTimer, Timeout, Trace
 from node.messages import DecodeError
 from node.replica import Replica
 
-__all__ = ["BEHAVIORS", "ByzantineShell", "Coalition"]
+__all__ = ["ByzantineShell", "Coalition"]
 
 _PREFIX = "byz:"
 
@@ -279,6 +279,3 @@ class ByzantineShell:
         signed = dataclasses.replace(changed, signature=self.keys.sign(changed.unsigned()))
         return self._seal(to, signed)
 
-
-BEHAVIORS = ("silent", "equivocate", "corrupt-digest", "forge", "replay", "slow-primary",
-             "censor", "premature-view-change")

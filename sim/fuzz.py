@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim.run import run_scenario
-from sim.scenario import parse_scenario
+from sim.scenario import BEHAVIORS, parse_scenario
 
 __all__ = ["FuzzOutcome", "draw_scenario", "fuzz_one", "run_fuzz", "shrink"]
 
 FAULTY_PHASE_MS = 2000
-BYZANTINE = ("silent", "equivocate", "corrupt-digest", "forge", "replay", "slow-primary",
-             "censor", "premature-view-change")
+BYZANTINE = tuple(BEHAVIORS)
 
 
 @dataclass
