@@ -179,6 +179,7 @@ class Replica:
         self.future: list[tuple[int, Message]] = []
         self.buffered_by: dict[int, int] = {}
         self.ahead_of_us: dict[int, int] = {}
+        self.hinted: dict[int, tuple[int, int]] = {}  # peer -> (NEW-VIEW view sent, when)
         self.missing_batches: dict[bytes, int] = {}
         self.fetching_state = False
         self.catch_up_tried = False
@@ -439,7 +440,14 @@ class Replica:
         self._bcast(m.PrePrepare(self.view, seq, digest, batch))
         self._trace("pre-prepare", view=self.view, seq=seq, digest=digest.hex(),
                     requests=[_key_str(r.key) for r in reqs])
+        self._watch_next_slot(seq)
         self._maybe_prepared(seq, slot)
+
+    def _watch_next_slot(self, seq: int) -> None:
+        """The slot we execute next now has a proposal: if it stalls (votes lost), the
+        retransmit timer re-sends our part (`_on_retransmit_timeout`)."""
+        if seq == self.last_executed + 1 and _T_RETRANSMIT not in self.timers:
+            self._set_timer(_T_RETRANSMIT, self.config.retransmit_timeout_ns)
 
     def _slot(self, seq: int) -> Slot:
         """The slot for `seq` in the current view (votes from older views are discarded)."""
@@ -452,6 +460,7 @@ class Replica:
     def _ignore_normal(self, sender: int, msg: m.PrePrepare | m.Prepare | m.Commit) -> str | None:
         """The shared guard of the three normal-case messages (§4.2, §4.4)."""
         if msg.view < self.view:
+            self._hint_new_view(sender, msg.view)
             return "old view"
         if msg.view > self.view or not self.view_active:
             return self._buffer(sender, msg)
@@ -460,6 +469,21 @@ class Replica:
         if msg.seq > self.high_watermark:
             return self._buffer(sender, msg)
         return None
+
+    def _hint_new_view(self, sender: int, their_view: int) -> None:
+        """A peer still works in a view we have left: it missed the NEW-VIEW (a partition, a
+        crash). Send it ours, which proves itself, so it need not wait for f+1 others to show
+        it the way; at most once per view-change timeout per peer. (The BFT library's status
+        messages serve the same end, Castro's thesis §5.2.)"""
+        nv = self.latest_new_view
+        if nv is None or not self.view_active or nv.view <= their_view:
+            return
+        last = self.hinted.get(sender)
+        if last is not None and last[0] == nv.view and (
+                self.now_ns - last[1] < self.config.view_change_timeout_ns):
+            return
+        self.hinted[sender] = (nv.view, self.now_ns)
+        self._send(sender, nv)
 
     def _buffer(self, sender: int, msg: Message) -> str:
         """Keep a message that may become acceptable (a later view, above the window).
@@ -492,6 +516,7 @@ class Replica:
         self._bcast(m.Prepare(pp.view, pp.seq, pp.digest, self.me))
         self._trace("pre-prepare", view=pp.view, seq=pp.seq, digest=pp.digest.hex(),
                     requests=[_key_str(r.key) for r in pp.batch.requests])
+        self._watch_next_slot(pp.seq)
         self._maybe_prepared(pp.seq, slot)
 
     def _ignore_pre_prepare(self, sender: int, pp: m.PrePrepare) -> str | None:
@@ -960,6 +985,7 @@ class Replica:
 
     def _ignore_view_change(self, sender: int, vc: m.ViewChange) -> str | None:
         if vc.view < self.view or (vc.view == self.view and self.view_active):
+            self._hint_new_view(sender, vc.view - 1)  # it has not installed vc.view
             return "old view-change"
         if vc.view > self.view + 64 * self.n:
             return "view-change too far ahead"
@@ -1006,6 +1032,9 @@ class Replica:
         self.view_changes.setdefault(vc.view, {}).setdefault(sender, vc)
         if self._maybe_join_higher_view():
             return
+        # A VIEW-CHANGE for a view beyond the next one also says its sender installed the
+        # views between (it may be the only sign of them left, once the NEW-VIEW was lost).
+        self._maybe_notice_higher_view(sender, vc)
         if vc.view == self.view:
             self._maybe_arm_new_view_timer()
         self._maybe_new_view(vc.view)
@@ -1062,9 +1091,8 @@ class Replica:
         return None
 
     def _on_new_view(self, sender: int, nv: m.NewView) -> None:
-        if sender != nv.replica:
-            self._drop("new-view not from its signer", self.ids[sender], nv.KIND)
-            return
+        # A NEW-VIEW may come from its primary or be relayed by a replica that saw us behind
+        # (`_hint_new_view`): it is checked on its own signature and proofs either way.
         self._accept_new_view(nv)
 
     def _accept_new_view(self, nv: m.NewView) -> None:

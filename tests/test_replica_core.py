@@ -358,6 +358,54 @@ def test_new_view_whose_O_does_not_follow_from_V_is_rejected() -> None:
     assert not h.replica.view_active
 
 
+def _new_view_1(h: Harness) -> m.NewView:
+    vcs = tuple(_view_change(h, r, 1) for r in ("r1", "r2", "r3"))
+    return h.signed(m.NewView(1, vcs, (), 1, b""), "r1")  # type: ignore[return-value]
+
+
+def test_replica_behind_gets_the_new_view_relayed_and_installs_it() -> None:
+    """Found by the swarm (n=4, seed 925): a replica cut off during a view change stays in
+    the old view. A peer in the new view that hears it (an old-view message) relays the
+    NEW-VIEW, which proves itself; the replica installs it though the relay is not its
+    primary."""
+    ahead = Harness(me="r2")
+    ahead.deliver("r1", _new_view_1(ahead))
+    assert ahead.replica.view == 1 and ahead.replica.view_active
+    ahead.deliver("r0", pre_prepare(ahead, view=0))  # r0 still proposes in view 0
+    assert ahead.replica.dropped["old view"] == 1
+    relayed = ahead.sends("NEW-VIEW")
+    assert [to for to, _ in relayed] == ["r0"]
+    ahead.deliver("r0", pre_prepare(ahead, seq=2, view=0))
+    assert ahead.sends("NEW-VIEW") == [], "at most one relay per peer per timeout"
+    ahead.now += ahead.replica.config.view_change_timeout_ns
+    ahead.deliver("r0", pre_prepare(ahead, seq=3, view=0))
+    assert len(ahead.sends("NEW-VIEW")) == 1, "the relay is repeated in case it was lost"
+
+    behind = Harness(me="r0")
+    behind.deliver("r2", relayed[0][1])
+    assert behind.replica.view == 1 and behind.replica.view_active
+
+
+def test_view_change_for_a_later_view_counts_as_a_replica_ahead() -> None:
+    """A VIEW-CHANGE for view 2 says its sender installed view 1. With f+1 replicas seen
+    ahead (here one buffered view-1 message and one VIEW-CHANGE for view 2), a replica that
+    missed view 1 fetches state, whose answers carry the NEW-VIEW."""
+    h = Harness(me="r0")
+    h.deliver("r1", m.Commit(1, 1, b"\x01" * 32, 1))  # buffered: a later view
+    assert h.sends("FETCH-STATE") == []
+    h.deliver("r3", _view_change(h, "r3", 2))
+    assert h.replica.view == 0, "one VIEW-CHANGE is not f+1: no joining"
+    assert len(h.sends("FETCH-STATE")) == 3
+
+
+def test_primary_watches_its_proposal_with_the_retransmit_timer_6_1() -> None:
+    """Found by the swarm (seed 925): the next slot's COMMITs may be lost while nothing else
+    arms the retransmit timer; proposing it must."""
+    h = Harness(me="r0")
+    h.deliver("client-1", h.request())
+    assert any(isinstance(e, SetTimer) and e.key == "retransmit" for e in h.effects)
+
+
 # -- checkpoints (§4.3) ------------------------------------------------------------------------
 
 

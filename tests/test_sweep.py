@@ -6,6 +6,8 @@ request must settle after healing. 100 seeds at n = 4 and 100 at n = 7 run by de
 
 from __future__ import annotations
 
+import pytest
+
 from sim.fuzz import FuzzOutcome, fuzz_one, shrink
 
 
@@ -21,6 +23,21 @@ def test_swarm_n4(sweep_seed: int) -> None:
 
 def test_swarm_n7(sweep_seed: int) -> None:
     _assert_ok(fuzz_one(10_000 + sweep_seed, n=7), 7)
+
+
+# Seeds that once failed, outside the default 0..99 range; each names what it found.
+REGRESSIONS = [
+    (4, 441),   # a backup ignored a client's retransmission of a known, unexecuted request
+    (4, 465),   # same
+    (4, 925),   # a replica partitioned through a view change never learned the NEW-VIEW
+    (4, 2926),  # view-change timer started before 2f+1 VIEW-CHANGEs (§4.5.2 rule 1)
+    (4, 3596),  # same
+]
+
+
+@pytest.mark.parametrize(("n", "seed"), REGRESSIONS)
+def test_swarm_regressions(n: int, seed: int) -> None:
+    _assert_ok(fuzz_one(seed, n=n), n)
 
 
 def test_beyond_f_the_swarm_finds_a_fork_and_shrinks_it() -> None:
