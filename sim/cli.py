@@ -109,6 +109,8 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     line = (f"{'PASS' if ok else 'FAIL'}: safety {'held' if summary['safety']['ok'] else 'VIOLATED'}"
             f", liveness {'held' if summary['liveness']['ok'] else 'lost'}; results in {out}/")
     console.print(line, markup=False)
+    for text in describe_violations(summary["safety"]["violations"]):
+        console.print(f"  {text}", markup=False)
     for failure in summary["expect"]["failed"]:
         console.print(f"  expectation {failure['name']} failed: expected "
                       f"{failure['expected']}, measured {failure['measured']}", markup=False)
@@ -118,6 +120,22 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
             cmd += ["--set", item]
         console.print(f"reproduce with: {shlex.join(cmd)}", markup=False)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def describe_violations(violations: list[dict[str, Any]], limit: int = 3) -> list[str]:
+    """One line per safety violation (the first `limit`), naming the sequence number, the
+    replicas and what each executed there: what a reader needs to see the fork."""
+    lines = []
+    for v in violations[:limit]:
+        if "digests" in v:
+            who = ", ".join(f"{node} {digest[:12]}" for node, digest in v["digests"].items())
+            lines.append(f"{v['kind']}: seq {v['seq']}: {who}")
+        else:
+            where = ", ".join(f"{k} {v[k]}" for k in ("node", "seq", "request") if k in v)
+            lines.append(f"{v['kind']}: {where}")
+    if len(violations) > limit:
+        lines.append(f"... and {len(violations) - limit} more (summary.json, safety.violations)")
+    return lines
 
 
 def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, result: Any) -> None:

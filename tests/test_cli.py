@@ -55,6 +55,17 @@ def test_failed_expectation_exits_1_and_prints_reproduction(
     assert "reproduce with: medbft run" in out and "--seed 11" in out
 
 
+def test_a_fork_is_printed_with_its_seq_replicas_and_digests(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(ROOT / "scenarios" / "f-plus-one-equivocators.yaml"), "--out",
+                 str(tmp_path), "--quiet", "--no-plots"])
+    assert code == 0, "the scenario expects safety: false"
+    out = capsys.readouterr().out
+    fork = json.loads((tmp_path / "summary.json").read_text())["safety"]["violations"][0]
+    names = [f"{node} {digest[:12]}" for node, digest in fork["digests"].items()]
+    assert f"seq {fork['seq']}: {', '.join(names)}" in out
+
+
 def test_bad_scenario_exits_2_naming_file_and_field(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
