@@ -39,6 +39,11 @@ class FuzzOutcome:
     violations: list[dict[str, Any]] = field(default_factory=list)
     unsettled: int = 0
     scenario: dict[str, Any] = field(default_factory=dict)
+    # what the run went through: read by `Coverage` to show what a swarm exercised
+    view_changes: int = 0
+    state_transfers: int = 0
+    committed: int = 0
+    rejected: int = 0
 
     @property
     def ok(self) -> bool:
@@ -153,7 +158,60 @@ def check(raw: dict[str, Any]) -> FuzzOutcome:
     summary = run_scenario(parse_scenario(raw, raw["name"])).summary
     return FuzzOutcome(raw["seed"], summary["safety"]["ok"], summary["liveness"]["ok"],
                        summary["safety"]["violations"][:5], summary["liveness"]["unsettled"],
-                       raw)
+                       raw, summary["view_changes"], summary["state_transfers"],
+                       summary["requests"]["committed"], summary["rejected_messages"]["total"])
+
+
+def fault_labels(raw: dict[str, Any]) -> list[str]:
+    """The kinds of fault a drawn scenario holds, Byzantine ones by behaviour
+    (e.g. ["crash", "partition", "byzantine:equivocate"]), sorted, each once. Ends of faults
+    (`heal`, `recover`) are not faults."""
+    labels = set()
+    for fault in raw.get("faults", []):
+        if "byzantine" in fault:
+            behavior = fault["behavior"]
+            name = behavior if isinstance(behavior, str) else next(iter(behavior))
+            labels.add(f"byzantine:{name}")
+        else:
+            labels.update(k for k in fault if k not in ("at", "until", "heal", "recover"))
+    return sorted(labels)
+
+
+@dataclass
+class Coverage:
+    """What a swarm exercised: a swarm that passes without view changes or state transfers
+    proves little about them. Counts are of seeds."""
+
+    seeds: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    with_view_change: int = 0
+    with_state_transfer: int = 0
+    with_rejected: int = 0
+    most_view_changes: int = 0
+    committed: int = 0
+
+    def add(self, outcome: FuzzOutcome) -> None:
+        self.seeds += 1
+        for label in fault_labels(outcome.scenario):
+            self.faults[label] = self.faults.get(label, 0) + 1
+        self.with_view_change += outcome.view_changes > 0
+        self.with_state_transfer += outcome.state_transfers > 0
+        self.with_rejected += outcome.rejected > 0
+        self.most_view_changes = max(self.most_view_changes, outcome.view_changes)
+        self.committed += outcome.committed
+
+    def lines(self) -> list[str]:
+        def pct(k: int) -> str:
+            return f"{k} ({100 * k / self.seeds:.0f}%)" if self.seeds else "0"
+
+        out = [f"seeds with a view change: {pct(self.with_view_change)}, most in one run: "
+               f"{self.most_view_changes}",
+               f"seeds with a state transfer: {pct(self.with_state_transfer)}",
+               f"seeds with rejected (forged or invalid) messages: {pct(self.with_rejected)}",
+               f"requests committed in all: {self.committed}"]
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
+        out.append(f"seeds per fault kind: {kinds}")
+        return out
 
 
 def fuzz_one(seed: int, n: int = 4, faulty: int | None = None,

@@ -20,6 +20,33 @@ def test_fuzz_passes_a_few_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert not list(tmp_path.iterdir())
 
 
+def test_coverage_counts_what_the_seeds_went_through() -> None:
+    """The coverage lines are counted from the outcomes, so a swarm that never changed view
+    (or never drew a forger) says so."""
+    raw = {"faults": [{"at": "1ms", "crash": "r1"}, {"at": "2ms", "recover": "r1"},
+                      {"at": "1ms", "byzantine": "r2", "behavior": {"censor": {"clients": []}}},
+                      {"at": "3ms", "heal": "all"}]}
+    assert fuzz.fault_labels(raw) == ["byzantine:censor", "crash"]
+    cov = fuzz.Coverage()
+    cov.add(fuzz.FuzzOutcome(1, True, True, scenario=raw, view_changes=3, committed=10))
+    cov.add(fuzz.FuzzOutcome(2, True, True, scenario={"faults": []}, state_transfers=1,
+                             committed=5))
+    text = "\n".join(cov.lines())
+    assert "view change: 1 (50%), most in one run: 3" in text
+    assert "state transfer: 1 (50%)" in text
+    assert "rejected (forged or invalid) messages: 0 (0%)" in text
+    assert "committed in all: 15" in text
+    assert "byzantine:censor 1, crash 1" in text
+
+
+def test_fuzz_prints_progress_lines_without_a_terminal(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", "--seeds", "20", "--start", "900"]) == 0
+    out = capsys.readouterr().out
+    assert "10/20 seeds, 0 failed" in out
+    assert "seeds with a view change:" in out
+
+
 def test_failing_seed_prints_reproduction_and_writes_shrunk_schedule(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from sim.commands import UsageError
-from sim.fuzz import FuzzOutcome, draw_scenario, run_fuzz, shrink
+from sim.fuzz import Coverage, FuzzOutcome, draw_scenario, run_fuzz, shrink
 
 
 def register(sub: Any) -> None:
@@ -52,6 +52,9 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                   f"{seeds.start}..{seeds.stop - 1}, {args.jobs} job(s)", markup=False)
     started = time.perf_counter()
     failures: list[FuzzOutcome] = []
+    coverage = Coverage()
+    # Without a terminal (a log file, CI) the bar is invisible: print a line every tenth.
+    step = max(1, len(seeds) // 10) if not console.is_terminal and len(seeds) >= 20 else 0
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task("seeds", total=len(seeds))
@@ -62,11 +65,19 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                                        f"({_describe(outcome)}); reproduce: "
                                        f"{_command(args, outcome.seed)}", markup=False)
             progress.advance(task)
+            coverage.add(outcome)
+            if step and coverage.seeds % step == 0 and coverage.seeds < len(seeds):
+                progress.console.print(
+                    f"{coverage.seeds}/{len(seeds)} seeds, {len(failures)} failed, "
+                    f"{time.perf_counter() - started:.0f} s", markup=False)
     elapsed = time.perf_counter() - started
     for outcome in sorted(failures, key=lambda o: o.seed):
         _write_failure(args, outcome, console)
     console.print(f"{len(seeds) - len(failures)} passed, {len(failures)} failed "
                   f"({len(seeds)} seeds in {elapsed:.1f} s)", markup=False)
+    if len(seeds) > 1:
+        for line in coverage.lines():
+            console.print(f"  {line}", markup=False)
     return 1 if failures else 0
 
 
