@@ -1032,8 +1032,10 @@ class Replica:
         self.view_changes.setdefault(vc.view, {}).setdefault(sender, vc)
         if self._maybe_join_higher_view():
             return
-        # A VIEW-CHANGE for a view beyond the next one also says its sender installed the
-        # views between (it may be the only sign of them left, once the NEW-VIEW was lost).
+        # A VIEW-CHANGE for a later view also says its sender has left ours, perhaps through
+        # a view whose NEW-VIEW we lost; it may be the only sign of that left. (While we wait
+        # for a NEW-VIEW ourselves, VIEW-CHANGEs for that same view count too, which costs an
+        # avoidable FETCH-STATE per view change; see docs/design.md.)
         self._maybe_notice_higher_view(sender, vc)
         if vc.view == self.view:
             self._maybe_arm_new_view_timer()
