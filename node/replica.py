@@ -474,7 +474,7 @@ class Replica:
         """A peer still works in a view we have left: it missed the NEW-VIEW (a partition, a
         crash). Send it ours, which proves itself, so it need not wait for f+1 others to show
         it the way; at most once per view-change timeout per peer. (The BFT library's status
-        messages serve the same end, Castro's thesis §5.2.)"""
+        messages serve the same end, in Castro's thesis.)"""
         nv = self.latest_new_view
         if nv is None or not self.view_active or nv.view <= their_view:
             return
