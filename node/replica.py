@@ -615,8 +615,8 @@ class Replica:
             seq = self.last_executed + 1
             slot = self.log.get(seq)
             if slot is None or not slot.committed:
-                if slot is not None and _T_RETRANSMIT not in self.timers:
-                    self._set_timer(_T_RETRANSMIT, self.config.retransmit_timeout_ns)
+                if slot is not None:
+                    self._watch_next_slot(seq)
                 return
             batch = self.batches.get(slot.digest)
             if batch is None:
