@@ -178,7 +178,7 @@ class Replica:
         # catching up
         self.future: list[tuple[int, Message]] = []
         self.buffered_by: dict[int, int] = {}
-        self.ahead_of_us: dict[int, int] = {}
+        self.ahead_of_us: dict[int, tuple[int, bool]] = {}
         self.hinted: dict[int, tuple[int, int]] = {}  # peer -> (NEW-VIEW view sent, when)
         self.missing_batches: dict[bytes, int] = {}
         self.fetching_state = False
@@ -1033,9 +1033,7 @@ class Replica:
         if self._maybe_join_higher_view():
             return
         # A VIEW-CHANGE for a later view also says its sender has left ours, perhaps through
-        # a view whose NEW-VIEW we lost; it may be the only sign of that left. (While we wait
-        # for a NEW-VIEW ourselves, VIEW-CHANGEs for that same view count too, which costs an
-        # avoidable FETCH-STATE per view change; see docs/design.md.)
+        # a view whose NEW-VIEW we lost; it may be the only sign of that left.
         self._maybe_notice_higher_view(sender, vc)
         if vc.view == self.view:
             self._maybe_arm_new_view_timer()
@@ -1170,13 +1168,20 @@ class Replica:
         self._fetch_state()
 
     def _maybe_notice_higher_view(self, sender: int, msg: Message) -> None:
-        """f+1 replicas working in a view we have not installed: we missed a NEW-VIEW (or it
-        is on its way); ask for state, whose answer carries the latest NEW-VIEW."""
+        """f+1 replicas beyond us in the view sequence: we missed a NEW-VIEW (or it is on its
+        way); ask for state, whose answer carries the latest NEW-VIEW.
+
+        A replica's place is (view, installed): a VIEW-CHANGE for view v puts its sender at
+        (v, not installed), any other message of view v at (v, installed). A sender is ahead
+        only when its place is beyond ours, so VIEW-CHANGEs for the very view we are waiting
+        to install (its peers waiting with us) never start a needless state fetch."""
         view = getattr(msg, "view", 0)
-        if view < self.view or (view == self.view and self.view_active):
+        place = (view, not isinstance(msg, m.ViewChange))
+        ours = (self.view, self.view_active)
+        if place <= ours:
             return
-        self.ahead_of_us[sender] = max(view, self.ahead_of_us.get(sender, 0))
-        ahead = sum(1 for v in self.ahead_of_us.values() if v >= self.view)
+        self.ahead_of_us[sender] = max(place, self.ahead_of_us.get(sender, (0, False)))
+        ahead = sum(1 for p in self.ahead_of_us.values() if p > ours)
         if ahead >= self.f + 1 and not self.fetching_state:
             self._fetch_state()
 

@@ -398,6 +398,24 @@ def test_view_change_for_a_later_view_counts_as_a_replica_ahead() -> None:
     assert len(h.sends("FETCH-STATE")) == 3
 
 
+def test_view_changes_for_the_view_we_await_are_not_a_replica_ahead() -> None:
+    """Peers sending VIEW-CHANGEs for the view a replica is itself waiting to install wait with
+    it; they are not ahead, so no state is fetched (it once cost a FETCH-STATE round per view
+    change). Normal-case messages of that view do show it installed, and f+1 of them do."""
+    h = Harness(me="r0")  # not the primary of view 1
+    h.deliver("client-1", h.request())
+    h.effects = h.replica.step(Timeout("view-change"), 0)
+    assert h.replica.view == 1 and not h.replica.view_active
+    for r in ("r2", "r3"):
+        h.deliver(r, _view_change(h, r, 1))
+        assert h.sends("FETCH-STATE") == []
+    assert h.replica.view == 1 and not h.replica.view_active
+    h.deliver("r2", m.Commit(1, 1, b"\x01" * 32, 2))  # r2 installed view 1
+    assert h.sends("FETCH-STATE") == []
+    h.deliver("r3", m.Prepare(1, 1, b"\x01" * 32, 3))  # and so did r3: f+1 ahead
+    assert len(h.sends("FETCH-STATE")) == 3
+
+
 def test_primary_watches_its_proposal_with_the_retransmit_timer_6_1() -> None:
     """Found by the swarm (seed 925): the next slot's COMMITs may be lost while nothing else
     arms the retransmit timer; proposing it must."""
