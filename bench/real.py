@@ -85,6 +85,7 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str) -> d
                     broker=broker, op_size_bytes=args.op_size, name=f"bench-{transport}")
     spec = ClusterSpec(nodes=[(f"node-{i + 1}", "hospital") for i in range(args.nodes)],
                        load=load, out=out / transport, broker=broker, sync=args.sync,
+                       app=args.app,
                        protocol={"batch_size": args.batch_size,
                                  "max_in_flight": args.max_in_flight,
                                  "checkpoint_interval": 128, "watermark_window": 256,
@@ -107,7 +108,10 @@ def main() -> int:
     p.add_argument("--outstanding", type=int, default=128, help="per client")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-in-flight", type=int, default=4)
-    p.add_argument("--op-size", type=int, default=64)
+    p.add_argument("--op-size", type=int, default=64, help="payload bytes per request (kv)")
+    p.add_argument("--app", choices=("kv", "ledger"), default="kv",
+                   help="the nodes' state machine: kv (the default) measures the protocol, "
+                        "ledger adds healthcare-ledger execution and its traffic")
     p.add_argument("--sync", default="normal", choices=("normal", "full", "off"))
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
@@ -140,7 +144,7 @@ def main() -> int:
               f"{'yes' if ok else 'NO'}")
     print(f"\ntarget: 3,000 committed signed tx/s over HTTP; settings: {args.clients} clients x "
           f"{args.outstanding} outstanding, batch_size {args.batch_size}, max_in_flight "
-          f"{args.max_in_flight}, {args.duration}, sync {args.sync}")
+          f"{args.max_in_flight}, {args.duration}, sync {args.sync}, app {args.app}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"crypto": crypto, "load_average": load_avg,

@@ -14,7 +14,9 @@ Endpoints (JSON unless noted):
   node's result; a client that needs the PBFT guarantee collects f+1 matching replies).
 - `GET /ledger?start=SEQ&limit=N` this node's stored blocks (N at most 1000); with
   `&digests=1` only `[seq, batch digest]` pairs (N at most 10,000), for agreement checks.
-- `GET /state` last executed seq and the state digest; `GET /state/{key}` one entry.
+- `GET /state` last executed seq and the state digest, and on a ledger network the ledger's
+  counts (blocks, chain head, transactions by kind and outcome, rejections by reason: no entry
+  contents); `GET /state/{key}` one entry of a key-value network.
 - `GET /status` view, primary, last executed, stable checkpoint, peers, counters.
 - `GET /metrics` Prometheus text format.
 
@@ -178,9 +180,13 @@ class _Api:
 
     async def state(self, request: web.Request) -> web.Response:
         r = self.server.replica
-        return web.json_response({"node": self.server.id, "last_executed": r.last_executed,
-                                  "state_machine": self.server.net.state_machine,
-                                  "digest": r.sm.digest().hex()})
+        body: dict[str, object] = {"node": self.server.id, "last_executed": r.last_executed,
+                                   "state_machine": self.server.net.state_machine,
+                                   "digest": r.sm.digest().hex()}
+        summary = getattr(r.sm, "summary", None)
+        if callable(summary):
+            body["ledger"] = summary()
+        return web.json_response(body)
 
     async def state_key(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]

@@ -2,9 +2,13 @@
 
 Why this exists: every replica of a network must execute the same deterministic state
 machine, so the network directory names it (`network.json: state_machine`) and each node
-builds it here. The key-value placeholder is the default until the healthcare ledger lands
-(issue #4); the ledger plugs in by adding one line to `STATE_MACHINES` (and becoming the
-default for new networks), with no change to the node, storage or transports.
+builds it here: `ledger`, the healthcare ledger (node/ledger, the default for new networks),
+or `kv`, a key-value placeholder that protocol measurements use because its execution costs
+next to nothing.
+
+Real replicas stamp each batch with Unix-epoch nanoseconds (node/realtime.py), so a real
+network's ledger genesis has epoch 0: block calendar time is the agreed timestamp itself. (The
+simulator counts time from 0 and uses `DEFAULT_EPOCH_NS` instead.)
 """
 
 from __future__ import annotations
@@ -18,23 +22,34 @@ from node.statemachine import KeyValueStore, StateMachine
 __all__ = [
     "DEFAULT_STATE_MACHINE",
     "STATE_MACHINES",
+    "healthcare_ledger",
     "key_value_store",
     "make_state_machine",
     "query_state",
 ]
 
 STATE_MACHINES: dict[str, str] = {
+    "ledger": "node.apps:healthcare_ledger",
     "kv": "node.apps:key_value_store",
 }
 """name -> "module:factory", a callable taking the genesis `Membership` (the ledger derives
 its genesis state, e.g. organisations and roles, from it: `LedgerGenesis.from_membership`)."""
 
-DEFAULT_STATE_MACHINE = "kv"
+DEFAULT_STATE_MACHINE = "ledger"
 
 
 def key_value_store(membership: Membership) -> StateMachine:
     """The key-value placeholder (ignores the membership)."""
     return KeyValueStore()
+
+
+def healthcare_ledger(membership: Membership) -> StateMachine:
+    """The healthcare ledger, its genesis derived from the membership (client roles become
+    ledger parties), on the Unix-epoch calendar real replicas stamp batches with."""
+    from node.ledger.genesis import LedgerGenesis
+    from node.ledger.ledger import Ledger
+
+    return Ledger(LedgerGenesis.from_membership(membership, epoch_ns=0))
 
 
 def make_state_machine(name: str, membership: Membership) -> StateMachine:
@@ -49,8 +64,8 @@ def make_state_machine(name: str, membership: Membership) -> StateMachine:
 
 
 def query_state(sm: StateMachine, key: str) -> tuple[bool, Any]:
-    """(found, value) for `key`: the machine's own `query(key)` when it has one (the ledger
-    will), else a lookup in a key-value machine's `data`."""
+    """(found, value) for `key`: the machine's own `query(key)` when it has one, else a
+    lookup in a key-value machine's `data`."""
     query = getattr(sm, "query", None)
     if callable(query):
         value = query(key)

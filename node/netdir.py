@@ -28,6 +28,7 @@ from typing import Any
 
 from node.apps import DEFAULT_STATE_MACHINE, STATE_MACHINES
 from node.crypto import Identity
+from node.ledger.roles import rotating_client_roles
 from node.membership import Member, Membership
 from node.replica import Config
 
@@ -90,16 +91,23 @@ def init_network(
     qos: int = 0,
     name: str = "medbft",
     link_delay_ms: float = 0.0,
+    client_roles: dict[str, str] | None = None,
     force: bool = False,
 ) -> NetworkDir:
     """Generate fresh keys and write a network directory at `path`. Node i listens on
-    `host:ports[i]` (default `base_port + i`). Raises NetworkError if `path` already holds a
-    network (unless `force`) or the arguments are inconsistent."""
+    `host:ports[i]` (default `base_port + i`). Client identities are `client_roles` (id ->
+    ledger role, e.g. a scenario's population) or else `clients` of them: for the ledger,
+    `client-1`.. with roles rotating through the ledger's client roles; for `kv`, plain
+    `client`s. Raises NetworkError if `path` already holds a network (unless `force`) or the
+    arguments are inconsistent."""
     root = Path(path)
     if (root / "genesis.json").exists() and not force:
         raise NetworkError(f"{root} already holds a network (genesis.json); use --force to "
                            f"overwrite it")
-    _check_init_args(nodes, clients, state_machine, qos, protocol)
+    if client_roles is None:
+        client_roles = (rotating_client_roles(clients) if state_machine == "ledger"
+                        else {f"client-{i}": "client" for i in range(1, clients + 1)})
+    _check_init_args(nodes, len(client_roles), state_machine, qos, protocol)
     ports = ports or [base_port + i for i in range(len(nodes))]
     if len(ports) != len(nodes):
         raise NetworkError(f"{len(nodes)} nodes but {len(ports)} ports")
@@ -112,11 +120,10 @@ def init_network(
         ident = Identity.generate(nid)
         _write_private(keys / f"{nid}.pem", ident.private_pem())
         members.append(Member(nid, role, ident.public_bytes, f"{host}:{port}"))
-    for i in range(clients):
-        cid = f"client-{i + 1}"
+    for cid, role in client_roles.items():
         ident = Identity.generate(cid)
         _write_private(keys / f"{cid}.pem", ident.private_pem())
-        client_members.append(Member(cid, "client", ident.public_bytes))
+        client_members.append(Member(cid, role, ident.public_bytes))
     membership = Membership(tuple(members), tuple(client_members))
     network_id = os.urandom(6).hex()
     settings = {

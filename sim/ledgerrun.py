@@ -112,17 +112,12 @@ class LedgerApp:
         digests = self.digests(run)
         top = max(d["height"] for d in digests.values())
         at_top = {d["digest"] for d in digests.values() if d["honest"] and d["height"] == top}
-        kinds = sorted(set(st.stats["ok"]) | set(st.stats["rejected"]))
+        counts = ledger.summary()
+        del counts["head"]
         out: dict[str, Any] = {
             "flow": self.scenario.workload.flow,
             "replica": chosen,
-            "blocks": len(st.block_hashes),
-            "transactions": sum(st.stats["ok"].values()) + sum(st.stats["rejected"].values()),
-            "txs_by_kind": {k: {"ok": st.stats["ok"].get(k, 0),
-                                "rejected": st.stats["rejected"].get(k, 0)} for k in kinds},
-            "rejections_by_reason": dict(sorted(st.stats["reasons"].items())),
-            "access_decisions": dict(sorted(st.stats["decisions"].items())),
-            "audit_entries": len(st.audit.entries),
+            **counts,
             "units": len(st.tables["units"]),
             "state_digest": ledger.digest().hex(),
             "digests_agree": len(at_top) == 1,

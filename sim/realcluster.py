@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from node.ledger.roles import CLIENT_ROLES
 from node.netdir import NetworkDir, init_network
 from node.realtime import RealClock
 from sim.realload import LoadResult, LoadSpec, fetch_json, run_load
@@ -74,6 +75,10 @@ class ClusterSpec:
     node_args: list[str] = field(default_factory=list)
     link_delay_ms: float = 0.0
     """Emulated one-way link delay (network.json `emulation`), e.g. a scenario's latency."""
+    app: str = "ledger"
+    """The state machine the nodes run: `ledger` or `kv` (node/apps.py)."""
+    client_roles: dict[str, str] | None = None
+    """Client id -> ledger role (a scenario's population); None: netdir's default."""
 
 
 class LocalCluster:
@@ -250,8 +255,10 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
     per-node CPU. `cluster_box` receives the cluster as soon as it exists (so a caller can
     stop it from a `finally` on Ctrl-C)."""
     ports = free_ports(len(spec.nodes))
-    net = init_network(spec.out / "network", spec.nodes, clients=max(1, spec.load.clients),
+    clients = spec.load.clients or (len(CLIENT_ROLES) if spec.app == "ledger" else 1)
+    net = init_network(spec.out / "network", spec.nodes, clients=clients,
                        ports=ports, protocol=spec.protocol, broker=spec.broker,
+                       state_machine=spec.app, client_roles=spec.client_roles,
                        link_delay_ms=spec.link_delay_ms, force=True)
     _clear_data(net)
     cluster = LocalCluster(net, spec.load.transport, spec.out / "logs", broker=spec.broker,

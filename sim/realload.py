@@ -13,7 +13,12 @@ Where a real run's numbers come from, since no simulator sees everything:
 - messages, view changes, state transfers, rejected/ignored messages: the nodes' `/status`
   counters, read before and after the run (the difference), plus what the clients sent;
 - safety: the nodes' ledgers (`/ledger?digests=1`): no two nodes may hold different batches
-  at one sequence number; liveness: every submitted request settled.
+  at one sequence number, and on a ledger network no two nodes at one block height may hold
+  different chain heads (`/state`); liveness: every submitted request settled.
+
+On a ledger network (`medbft keys init --app ledger`, the default) the clients submit the
+simulator's ledger traffic (sim/ledgerload.py) under their genesis roles, and the summary
+gains a `ledger` section like a simulated run's; on a `kv` network they submit `put` ops.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class LoadSpec:
     """What load to offer, for how long, over which transport."""
 
     duration_ns: int
-    clients: int = 1
+    clients: int | None = None
+    """The first N of the network's client identities (None: all of them on a ledger
+    network, one on a key-value network)."""
     outstanding: int | None = 1
     rate_per_s: float | None = None
     op_size_bytes: int = 64
@@ -57,6 +64,10 @@ class LoadSpec:
     seed: int = 1
     connect_timeout_s: float = 10.0
     name: str = "load"
+    flow: str = "mixed"
+    """Ledger traffic (sim/ledgerload.py): the kind mix, as a scenario's `workload.flow`."""
+    mix: dict[str, float] | None = None
+    invalid: float = 0.0
 
 
 @dataclass
@@ -146,15 +157,39 @@ async def request_seqs(session: aiohttp.ClientSession, net: NetworkDir, node: st
 # -- the clients ------------------------------------------------------------------------------
 
 
+def _ledger_traffic(net: NetworkDir, spec: LoadSpec) -> Any:
+    """On a ledger network, the simulator's ledger traffic (None: `put` ops for kv). Its
+    calendar starts at the wall clock now, the calendar the replicas stamp blocks with (their
+    genesis epoch is 0, node/apps.py), so lots it commissions expire in the future there."""
+    if net.state_machine != "ledger":
+        return None
+    from node.ledger.genesis import LedgerGenesis
+    from sim.ledgerload import LedgerTraffic
+
+    genesis = LedgerGenesis.from_membership(net.membership, epoch_ns=time.time_ns())
+    return LedgerTraffic(genesis, random.Random(f"medbft:{spec.seed}:ledger"), flow=spec.flow,
+                         mix=spec.mix, invalid=spec.invalid, event_at_ns=None,
+                         duration_ns=spec.duration_ns)
+
+
+def client_ids(net: NetworkDir, spec: LoadSpec) -> list[str]:
+    """The client identities `spec` drives. Raises ValueError when it asks for more than the
+    network has."""
+    available = [c.id for c in net.membership.clients]
+    wanted = spec.clients
+    if wanted is None:
+        wanted = len(available) if net.state_machine == "ledger" else 1
+    if wanted > len(available):
+        raise ValueError(f"the network has {len(available)} client identities; asked for "
+                         f"{wanted} (create more with `medbft keys init --clients N`)")
+    return available[:wanted]
+
+
 def _make_parties(net: NetworkDir, spec: LoadSpec, loop: asyncio.AbstractEventLoop,
                   clock: RealClock, on_effect: Callable[[str, Any], None]) -> dict[str, _Party]:
-    available = [c.id for c in net.membership.clients]
-    if spec.clients > len(available):
-        raise ValueError(f"the network has {len(available)} client identities; asked for "
-                         f"{spec.clients} (create more with `medbft keys init --clients N`)")
     pubs = net.membership.public_keys()
     parties: dict[str, _Party] = {}
-    for cid in available[:spec.clients]:
+    for cid in client_ids(net, spec):
         ident = net.identity(cid)
         core = Client(net.membership, Keyring(ident, pubs), net.client_timeout_ns)
         _start_timestamps_at_clock(core, spec)
@@ -220,7 +255,8 @@ async def run_load(net: NetworkDir, spec: LoadSpec,
     parties = _make_parties(net, spec, loop, clock, on_effect)
     workload = box["w"] = Workload(
         spec, {c: (p.client, p.runtime) for c, p in parties.items()},
-        spec.duration_ns, random.Random(f"medbft:{spec.seed}:workload"))
+        spec.duration_ns, random.Random(f"medbft:{spec.seed}:workload"),
+        ops=_ledger_traffic(net, spec))
     async with aiohttp.ClientSession() as session:
         for party in parties.values():
             await party.transport.start()
@@ -335,6 +371,10 @@ async def _summarise(session: aiohttp.ClientSession, net: NetworkDir, spec: Load
     unsettled = workload.submitted - workload.settled
     settled = workload.settled
     traffic["per_committed_request"] = round(traffic["total"] / settled, 6) if settled else None
+    ledger = await _ledger_summary(session, net, spec)
+    if ledger.get("ledger") and not ledger["ledger"]["heads_agree"]:
+        ledgers["ok"] = False  # same height, different chain heads: execution diverged
+        ledgers["violations"].append({"ledger_heads": ledger["ledger"]["heads"]})
     return {
         "scenario": spec.name, "scenario_hash": None, "version": code_version(),
         "mode": "real", "transport": spec.transport, "seed": spec.seed,
@@ -361,4 +401,28 @@ async def _summarise(session: aiohttp.ClientSession, net: NetworkDir, spec: Load
         "nodes": {nid: {"view": row["view"], "last_executed": row["last_executed"],
                         "stable_checkpoint": row["stable_checkpoint"]}
                   for nid, row in sorted(after.items())},
-    }
+    } | ledger
+
+
+async def _ledger_summary(session: aiohttp.ClientSession, net: NetworkDir,
+                          spec: LoadSpec) -> dict[str, Any]:
+    """On a ledger network, `ledger`: the counts of the node with the longest chain (totals
+    since genesis, not only this run's), and every node's height and head; nodes at one
+    height must hold one head."""
+    if net.state_machine != "ledger":
+        return {}
+    ids = net.membership.node_ids
+    rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/state") for i in ids))
+    states = {i: row["ledger"] for i, row in zip(ids, rows, strict=True)
+              if row is not None and "ledger" in row}
+    if not states:
+        return {"ledger": None}
+    best = max(ids, key=lambda i: (states[i]["blocks"], -ids.index(i)) if i in states
+               else (-1, 0))
+    heads = {i: {"blocks": st["blocks"], "head": st["head"]} for i, st in states.items()}
+    by_height: dict[int, set[str]] = {}
+    for st in states.values():
+        by_height.setdefault(int(st["blocks"]), set()).add(str(st["head"]))
+    counts = {k: v for k, v in states[best].items() if k != "head"}
+    return {"ledger": {"flow": spec.flow, "replica": best, **counts, "heads": heads,
+                       "heads_agree": all(len(h) == 1 for h in by_height.values())}}

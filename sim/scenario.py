@@ -1205,10 +1205,9 @@ class Scenario(_Spec):
         if w.population:
             return {f"{role}-{k}": role for role, count in w.population.items()
                     for k in range(1, count + 1)}
-        from node.ledger.roles import CLIENT_ROLES
+        from node.ledger.roles import rotating_client_roles
 
-        return {f"client-{i}": CLIENT_ROLES[(i - 1) % len(CLIENT_ROLES)]
-                for i in range(1, w.clients + 1)}
+        return rotating_client_roles(w.clients)
 
     @property
     def end_ns(self) -> int:

@@ -202,3 +202,46 @@ def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: P
     rows = (out / "requests.csv").read_text().splitlines()
     assert rows[0].startswith("client,session,timestamp") and len(rows) > 1
     assert (out / "logs" / "regulator-1.log").read_text().count("ready") == 2
+
+
+# -- the healthcare ledger on real nodes -------------------------------------------------------
+
+
+def test_keys_init_gives_ledger_clients_their_roles_and_kv_clients_none(tmp_path: Path) -> None:
+    from node.ledger.roles import CLIENT_ROLES
+    from sim.cli import main
+
+    assert main(["keys", "init", "--out", str(tmp_path / "ledger")]) == 0
+    net = NetworkDir.load(tmp_path / "ledger")
+    assert net.state_machine == "ledger"
+    assert [c.role for c in net.membership.clients] == list(CLIENT_ROLES)
+    assert main(["keys", "init", "--out", str(tmp_path / "kv"), "--app", "kv"]) == 0
+    kv = NetworkDir.load(tmp_path / "kv")
+    assert kv.state_machine == "kv"
+    assert {c.role for c in kv.membership.clients} == {"client"}
+
+
+def test_a_real_cluster_runs_the_ledger_and_rejects_bad_transactions_with_reasons(
+        tmp_path: Path) -> None:
+    """Four node processes execute the simulator's ledger traffic from all seven roles, a
+    fifth of it deliberately bad: every node reaches the same chain head, and the bad
+    transactions are rejected with reasons (their audit entries included)."""
+    from sim.cli import main
+
+    out = tmp_path / "out"
+    code = main(["cluster", "--duration", "2s", "--outstanding", "2", "--invalid", "0.2",
+                 "--protocol", "view_change_timeout=300ms", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0, summary
+    ledger = summary["ledger"]
+    assert ledger["heads_agree"] and len(ledger["heads"]) == 4
+    assert len({h["head"] for h in ledger["heads"].values()}) == 1
+    committed = summary["requests"]["committed"]
+    assert committed > 0 and ledger["transactions"] == committed
+    rejected = sum(k["rejected"] for k in ledger["txs_by_kind"].values())
+    assert rejected > 0 and sum(ledger["rejections_by_reason"].values()) == rejected
+    assert "role-not-permitted" in ledger["rejections_by_reason"]
+    kinds = {k for k, v in ledger["txs_by_kind"].items() if v["ok"]}
+    assert {"GTIN_REGISTER", "EPCIS_COMMISSION"} <= kinds, "the manufacturer traded"
+    assert kinds & {"ACCESS_REQUEST", "RECORD_ANCHOR", "CONSENT_GRANT"}, "clinical roles too"
+    assert ledger["audit_entries"] >= rejected

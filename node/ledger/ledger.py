@@ -102,6 +102,22 @@ class Ledger:
         """Digest of the whole state, in O(1): tables (multiset hash) and the three log heads."""
         return self._state_digest()
 
+    def summary(self) -> dict[str, object]:
+        """Counts anyone operating a node may see (no entry contents, no identities): blocks,
+        the chain head, transactions by kind and outcome, rejections by reason."""
+        st = self.state
+        kinds = sorted(set(st.stats["ok"]) | set(st.stats["rejected"]))
+        return {
+            "blocks": len(st.block_hashes),
+            "head": st.block_hashes[-1].hex() if st.block_hashes else "",
+            "transactions": sum(st.stats["ok"].values()) + sum(st.stats["rejected"].values()),
+            "txs_by_kind": {k: {"ok": st.stats["ok"].get(k, 0),
+                                "rejected": st.stats["rejected"].get(k, 0)} for k in kinds},
+            "rejections_by_reason": dict(sorted(st.stats["reasons"].items())),
+            "access_decisions": dict(sorted(st.stats["decisions"].items())),
+            "audit_entries": len(st.audit.entries),
+        }
+
     def snapshot(self) -> bytes:
         """Canonical, compact JSON of the state (identical bytes on every honest replica)."""
         return (b'{"genesis":"' + self.genesis.digest.hex().encode() + b'","state":'

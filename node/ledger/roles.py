@@ -17,6 +17,7 @@ __all__ = [
     "PERMISSIONS",
     "ROLE_ALIASES",
     "may_submit",
+    "rotating_client_roles",
 ]
 
 #: Client roles, in the order the workload's population rotation uses.
@@ -24,6 +25,16 @@ __all__ = [
 CLIENT_ROLES: tuple[str, ...] = (
     "manufacturer", "distributor", "pharmacist", "clinician", "patient", "inspector", "auditor",
 )
+
+
+def rotating_client_roles(count: int) -> dict[str, str]:
+    """`client-1`.. `client-<count>` -> role, rotating through `CLIENT_ROLES`: the default
+    population of a ledger network (a scenario without `workload.population`, a real
+    network from `medbft keys init`)."""
+    return {f"client-{i}": CLIENT_ROLES[(i - 1) % len(CLIENT_ROLES)]
+            for i in range(1, count + 1)}
+
+
 #: Names accepted for a role in a genesis file, mapped to the ledger's name.
 ROLE_ALIASES: dict[str, str] = {"regulator_inspector": "inspector"}
 #: Organisation types: consensus nodes are hospital/pharmacy/regulator orgs; manufacturers and

@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
                                       "recover faults from this scenario file")
     p.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
                    help="protocol parameter, e.g. batch_size=64 (repeatable)")
+    p.add_argument("--app", choices=("ledger", "kv"),
+                   help="the state machine the nodes run (default: the scenario's "
+                        "workload.app, else ledger)")
     p.add_argument("--sync", choices=("normal", "full", "off"), default="normal",
                    help="node storage durability (see medbft node --help)")
     p.add_argument("--emulate-latency", action="store_true",
@@ -66,7 +69,9 @@ def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
     load = LoadSpec(duration_ns=sc.duration_ns, drain_ns=sc.drain_ns, clients=w.clients,
                     outstanding=w.outstanding, rate_per_s=w.rate_per_s,
                     op_size_bytes=w.op_size_bytes, transport=args.transport,
-                    broker=args.broker, seed=sc.seed, name=sc.name)
+                    broker=args.broker, seed=sc.seed, name=sc.name, flow=w.flow, mix=w.mix,
+                    invalid=w.invalid)
+    app = getattr(args, "app", None) or w.app
     faults, skipped = [], []
     for fault in sc.faults:
         action = getattr(type(fault), "action", type(fault).__name__)
@@ -79,7 +84,8 @@ def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
         if action == "crash" and until is not None:
             faults.append(FaultAction(until, "recover", target))
     spec = ClusterSpec(nodes=[(nd.id, nd.role) for nd in sc.nodes], load=load, out=args.out,
-                       protocol=protocol, faults=faults, sync=args.sync,
+                       protocol=protocol, faults=faults, sync=args.sync, app=app,
+                       client_roles=sc.client_roles if app == "ledger" else None,
                        link_delay_ms=_emulated_latency_ms(sc) if getattr(
                            args, "emulate_latency", False) else 0.0)
     return spec, skipped
@@ -98,7 +104,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
 
     nodes = parse_nodes(args.nodes)
     return ClusterSpec(nodes=nodes, load=load_spec(args, name="cluster"), out=args.out,
-                       protocol=parse_protocol(args.protocol), sync=args.sync)
+                       protocol=parse_protocol(args.protocol), sync=args.sync,
+                       app=args.app or "ledger")
 
 
 async def _interruptible(main: Coroutine[Any, Any, T]) -> T:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from node.ledger.roles import CLIENT_ROLES
 from node.netdir import DEFAULT_PROTOCOL, NetworkError, default_node_ids, init_network
 from sim.commands import UsageError
 
@@ -29,7 +30,11 @@ def register(sub: Any) -> None:
     init.add_argument("--out", required=True, type=Path, help="directory to create")
     init.add_argument("--nodes", default="4", help="a count (roles rotate hospital, pharmacy, "
                       "regulator) or role counts, e.g. hospital:2,pharmacy:1,regulator:1")
-    init.add_argument("--clients", type=int, default=4, help="client identities (default 4)")
+    init.add_argument("--app", choices=("ledger", "kv"), default="ledger",
+                      help="the replicated state machine: the healthcare ledger (default) or "
+                           "the key-value placeholder protocol measurements use")
+    init.add_argument("--clients", type=int, help="client identities (default: one per ledger "
+                      "role, 7, with roles rotating through them; 4 for kv)")
     init.add_argument("--host", default="127.0.0.1", help="host in every node's address "
                       "(default 127.0.0.1; nodes listen there)")
     init.add_argument("--base-port", type=int, default=7100,
@@ -88,16 +93,23 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     nodes = parse_nodes(args.nodes)
     if not 1 <= args.base_port <= 65535 - len(nodes):
         raise UsageError(f"--base-port: expected 1..{65535 - len(nodes)}; got {args.base_port}")
+    clients = args.clients if args.clients is not None else (
+        len(CLIENT_ROLES) if args.app == "ledger" else 4)
     try:
-        net = init_network(args.out, nodes, clients=args.clients, host=args.host,
+        net = init_network(args.out, nodes, clients=clients, host=args.host,
                            base_port=args.base_port, protocol=parse_protocol(args.protocol),
-                           broker=args.broker, qos=args.qos, force=args.force)
+                           state_machine=args.app, broker=args.broker, qos=args.qos,
+                           force=args.force)
     except NetworkError as exc:
         raise UsageError(str(exc)) from exc
     console.print(f"wrote network {net.network_id} to {net.path}/: {len(nodes)} nodes "
-                  f"(f={net.membership.f}), {args.clients} clients", markup=False)
+                  f"(f={net.membership.f}), {clients} clients, state machine {args.app}",
+                  markup=False)
     for member in net.membership.nodes:
         console.print(f"  {member.id:<14} {member.role:<10} {member.address}", markup=False)
+    if args.app == "ledger":
+        roles = ", ".join(f"{c.id} {c.role}" for c in net.membership.clients)
+        console.print(f"  clients: {roles}", markup=False)
     console.print(f"start a node: medbft node --network {net.path} --id {nodes[0][0]} "
                   f"--transport http", markup=False)
     return 0

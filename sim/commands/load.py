@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from node.netdir import NetworkDir, NetworkError
+from sim.ledgerload import FLOWS
 from sim.commands import UsageError
 
 __all__ = ["add_load_arguments", "load_spec", "register"]
@@ -34,8 +35,14 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
                        "client (default 1)")
     p.add_argument("--duration", default="10s", help="how long to submit (default 10s)")
     p.add_argument("--drain", default="5s", help="extra time for stragglers (default 5s)")
-    p.add_argument("--clients", type=int, default=1, help="client identities to use")
-    p.add_argument("--op-size", type=int, default=64, help="payload bytes per request")
+    p.add_argument("--clients", type=int, help="client identities to use, the first N of the "
+                   "network's (default: all of them on a ledger network, 1 on kv)")
+    p.add_argument("--op-size", type=int, default=64, help="payload bytes per request (kv)")
+    p.add_argument("--flow", choices=sorted(FLOWS), default="mixed",
+                   help="ledger traffic: the kind mix, as a scenario's workload.flow "
+                        "(default mixed)")
+    p.add_argument("--invalid", type=float, default=0.0, metavar="FRACTION",
+                   help="ledger traffic: share of deliberately bad transactions (default 0)")
     p.add_argument("--transport", choices=("http", "mqtt"), default="http")
     p.add_argument("--broker", metavar="URL", help="MQTT broker (default: network.json)")
     p.add_argument("--seed", type=int, default=1, help="seed of the request mix and arrivals")
@@ -57,11 +64,14 @@ def load_spec(args: argparse.Namespace, name: str = "load") -> Any:
     outstanding = None if rate else (args.outstanding or 1)
     if outstanding is not None and outstanding < 1:
         raise UsageError(f"--outstanding: at least 1; got {outstanding}")
-    if args.clients < 1:
+    if args.clients is not None and args.clients < 1:
         raise UsageError(f"--clients: at least 1; got {args.clients}")
+    if not 0.0 <= args.invalid <= 1.0:
+        raise UsageError(f"--invalid: a fraction between 0 and 1; got {args.invalid}")
     return LoadSpec(duration_ns=duration_ns, drain_ns=drain_ns, clients=args.clients,
                     outstanding=outstanding, rate_per_s=rate, op_size_bytes=args.op_size,
-                    transport=args.transport, broker=args.broker, seed=args.seed, name=name)
+                    transport=args.transport, broker=args.broker, seed=args.seed, name=name,
+                    flow=args.flow, invalid=args.invalid)
 
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
