@@ -50,10 +50,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.crypto import SIGNATURE_BYTES, Keyring  # noqa: E402
-from node.replica import Config  # noqa: E402
-from sim.cpu import DEFAULT_COSTS_NS  # noqa: E402
-from sim.memnet import InMemoryCluster  # noqa: E402
+from node.crypto import SIGNATURE_BYTES, Keyring
+from node.replica import Config
+from sim.cpu import DEFAULT_COSTS_NS
+from sim.memnet import InMemoryCluster
 
 KEYS = ("message", "byte", "sign", "verify", "mac", "digest")
 CRYPTO = ("sign", "verify", "mac", "digest")
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     small, large = per_request(small_op), per_request(args.large_op)
     message, byte = solve_message_byte(small, large)
     # Spread: the same solve on each repetition's pair.
-    pairs = [solve_message_byte(a, b) for a, b in zip(runs[small_op], runs[args.large_op])]
+    pairs = [solve_message_byte(a, b)
+             for a, b in zip(runs[small_op], runs[args.large_op], strict=True)]
     measured = {"message": message, "byte": byte, **crypto}
     spread = {k: (min(v), max(v)) for k, v in samples.items()}
     spread["message"] = (min(p[0] for p in pairs), max(p[0] for p in pairs))

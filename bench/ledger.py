@@ -76,7 +76,7 @@ def build(txs: int, batch: int, seed: int) -> tuple[Ledger, LedgerTraffic, float
         start = time.perf_counter()
         results = ledger.execute(requests, BlockInfo(seq, 0, now_ns))
         spent += time.perf_counter() - start
-        for (cid, req), result in zip(block, results, strict=True):
+        for (cid, _req), result in zip(block, results, strict=True):
             traffic.on_result(cid, 0, result)
         executed += len(block)
     return ledger, traffic, spent / executed

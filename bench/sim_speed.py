@@ -20,8 +20,9 @@ client with one request outstanding; n = 64 uses a short duration). The second t
 with batch_size 10 and 10 clients x 2 outstanding. Each case runs in a fresh child process so
 that its peak memory (ru_maxrss) is its own; the child reports its RSS before the run too, so
 the growth during the run is visible, and the wall time spent in the cyclic garbage collector
-(`gc.callbacks`; it grows with the run's live objects, so long runs slow down). Wall time covers the whole `run_scenario` call (building
-identities and replicas included), median over `--repeat` runs.
+(`gc.callbacks`; it grows with the run's live objects, so long runs slow down). Wall time
+covers the whole `run_scenario` call (building identities and replicas included), median over
+`--repeat` runs.
 """
 
 from __future__ import annotations
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{nb['committed_per_wall_s'] / n4['committed_per_wall_s']:.1f}x the committed "
           f"requests per wall second of the unbatched run")
     for r in scaling[1:]:
-        print(f"n = {r['n']} vs n = 4: msgs/wall s {r['msgs_per_wall_s'] / n4['msgs_per_wall_s']:.2f}x, "
+        ratio = r["msgs_per_wall_s"] / n4["msgs_per_wall_s"]
+        print(f"n = {r['n']} vs n = 4: msgs/wall s {ratio:.2f}x, "
               f"sim s/wall s {r['sim_s_per_wall_s'] / n4['sim_s_per_wall_s']:.4f}x, "
               f"messages per committed request {r['messages'] / max(1, r['committed']):,.0f} "
               f"vs {n4['messages'] / max(1, n4['committed']):,.0f}")

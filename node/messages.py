@@ -49,9 +49,9 @@ __all__ = [
     "decode",
     "digest_of",
     "encode",
+    "kind_of",
     "open_envelope",
     "seal_envelope",
-    "kind_of",
 ]
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -297,7 +297,7 @@ def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
     flush_ints()
     dec_lines.append(f"    return cls({', '.join('v_' + n for n, _ in fields)}), pos")
     code = "\n".join(enc_lines) + "\n\n" + "\n".join(dec_lines) + "\n"
-    exec(compile(code, f"<codec {cls.__name__}>", "exec"), env)  # noqa: S102 - our own code
+    exec(compile(code, f"<codec {cls.__name__}>", "exec"), env)  # our own code
     cls._encode_into = env["_encode_into"]  # type: ignore[method-assign]
     cls._decode_from = staticmethod(env["_decode_from"])  # type: ignore[method-assign,assignment]
 

@@ -8,7 +8,7 @@ exactly when n = 3f+1.
 
 from __future__ import annotations
 
-__all__ = ["faults_tolerated", "quorum", "reply_quorum", "primary_of"]
+__all__ = ["faults_tolerated", "primary_of", "quorum", "reply_quorum"]
 
 
 def faults_tolerated(n: int) -> int:

@@ -867,9 +867,8 @@ class Replica:
             self._on_fetch_timeout()
         elif key == _T_RETRANSMIT:
             self._on_retransmit_timeout()
-        elif key == _T_CATCH_UP:
-            if self._behind_peers():
-                self._fetch_state()
+        elif key == _T_CATCH_UP and self._behind_peers():
+            self._fetch_state()
 
     def _on_retransmit_timeout(self) -> None:
         """The next slot has not committed for a whole period: re-send our part of it (the
@@ -1394,7 +1393,8 @@ def _preprepared_by_seq(entries: Iterable[m.SeqDigest]) -> dict[int, dict[bytes,
     return out
 
 
-def _matching_quorum(by_replica: dict[int, m.Checkpoint], q: int) -> tuple[m.Checkpoint, ...] | None:
+def _matching_quorum(by_replica: dict[int, m.Checkpoint],
+                     q: int) -> tuple[m.Checkpoint, ...] | None:
     groups: dict[bytes, list[m.Checkpoint]] = {}
     for r in sorted(by_replica):
         cp = by_replica[r]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from node.crypto import Costs
 from node.events import CancelTimer, Effect, Event, Receive, Send, SetTimer, Start, Timeout, Trace
 
-__all__ = ["CostModel", "NodeRuntime", "Transport", "TraceSink"]
+__all__ = ["CostModel", "NodeRuntime", "TraceSink", "Transport"]
 
 
 class Transport(Protocol):
@@ -30,10 +30,15 @@ class Transport(Protocol):
 
 
 class Core(Protocol):
+    """What a runtime drives: a replica core (every `Event`) or a client core (`Receive` and
+    `Timeout` only). `step` returns effects: the runtime carries out `Send`, `SetTimer`,
+    `CancelTimer`, `Trace` and `Persist` and hands any other kind (a client's `Accepted`) to
+    `on_other`."""
+
     id: str
     costs: Costs
 
-    def step(self, event: Event, now_ns: int) -> list[Effect]: ...
+    def step(self, event: Any, now_ns: int) -> Sequence[object]: ...
 
 
 CostModel = Callable[[tuple[int, ...], tuple[int, ...]], int]
@@ -144,15 +149,15 @@ class NodeRuntime:
         if self._inbox:
             self._wakeup = call_later_ns(self.loop, cost, self._drain)
 
-    def _apply_later(self, effects: list[Effect]) -> None:
+    def _apply_later(self, effects: Sequence[object]) -> None:
         self._pending_apply = None
         self._apply(effects)
 
-    def apply(self, effects: list[Any]) -> None:
+    def apply(self, effects: Sequence[object]) -> None:
         """Carry out effects produced outside `step` (e.g. a client's `submit`)."""
         self._apply(effects)
 
-    def _apply(self, effects: list[Any]) -> None:
+    def _apply(self, effects: Sequence[Any]) -> None:
         if self.crashed:
             return
         for eff in effects:

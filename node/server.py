@@ -179,13 +179,13 @@ class NodeServer:
         self.runtime.crash()
         try:
             await self.transport.close()
-        except Exception as exc:  # noqa: BLE001 - failed final commit
+        except Exception as exc:  # failed final commit
             log.error("closing the transport: %r", exc)
         if self._runner is not None:
             await self._runner.cleanup()
         try:
             self.storage.close()
-        except Exception as exc:  # noqa: BLE001 - already logged as fatal
+        except Exception as exc:  # already logged as fatal
             log.error("closing storage: %r", exc)
         if self._trace_file is not None:
             self._trace_file.close()

@@ -106,7 +106,8 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     if not args.quiet:
         console.print(summary_table(summary))
     ok = _verdict(summary, scenario.expect.safety)
-    line = (f"{'PASS' if ok else 'FAIL'}: safety {'held' if summary['safety']['ok'] else 'VIOLATED'}"
+    safety = "held" if summary["safety"]["ok"] else "VIOLATED"
+    line = (f"{'PASS' if ok else 'FAIL'}: safety {safety}"
             f", liveness {'held' if summary['liveness']['ok'] else 'lost'}; results in {out}/")
     console.print(line, markup=False)
     for text in describe_violations(summary["safety"]["violations"]):
@@ -150,9 +151,7 @@ def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, resu
 def _verdict(summary: dict[str, Any], expected_safety: bool | None) -> bool:
     if not summary["expect"]["ok"]:
         return False
-    if expected_safety is None and not summary["safety"]["ok"]:
-        return False
-    return True
+    return expected_safety is not None or summary["safety"]["ok"]
 
 
 def write_results(out: Path, summary: dict[str, Any], requests: list[Any],

@@ -475,11 +475,11 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         try:
             try:
                 errors.extend(self._cancel_leftover_tasks())
-            except Exception as exc:  # noqa: BLE001 - collected, re-raised once closed
+            except Exception as exc:  # collected, re-raised once closed
                 errors.append(exc)
             try:
                 self.run_until_complete(self.shutdown_asyncgens())
-            except Exception as exc:  # noqa: BLE001 - collected, re-raised once closed
+            except Exception as exc:  # collected, re-raised once closed
                 errors.append(exc)
         finally:
             self._heap.clear()

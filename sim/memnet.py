@@ -158,8 +158,9 @@ class InMemoryCluster:
         `Config(durable=True)`), then start it recovering: a process restart after SIGKILL."""
         disk = self.disk[party]
         replica = self._new_replica(party)
-        replica.restore_durable((disk.get("votes") or [None])[-1],
-                                (disk.get("checkpoint") or [None])[-1], disk.get("block", []))
+        votes, checkpoint = disk.get("votes"), disk.get("checkpoint")
+        replica.restore_durable(votes[-1] if votes else None,
+                                checkpoint[-1] if checkpoint else None, disk.get("block", []))
         self.replicas[party] = replica
         self.recover(party)
         return replica

@@ -11,9 +11,11 @@ the wall clock except to report `wall_time_s` (kept out of every digest).
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
+import operator
 import random
 import time
 from collections.abc import Callable
@@ -139,7 +141,7 @@ class _Run:
             core = Client(self.membership, Keyring(idents[cid], pubs, Costs(), cache),
                           p.client_timeout_ns)
             rt = NodeRuntime(core, self.transport, self.loop, trace=self._on_trace,
-                             on_other=lambda eff, cid=cid: self.workload.on_effect(cid, eff))
+                             on_other=functools.partial(self._client_effect, cid))
             clients[cid] = (core, rt)
             self.transport.endpoints[cid] = rt
         self.faults = FaultInjector(
@@ -151,6 +153,9 @@ class _Run:
                                  ops=self.app.traffic, may_submit=self.app.gateway(self.runtimes))
 
     # -- recording ----------------------------------------------------------------------------
+
+    def _client_effect(self, cid: str, eff: object) -> None:
+        self.workload.on_effect(cid, eff)
 
     def _on_trace(self, node: str, now_ns: int, tr: Trace) -> None:
         fields = tr.fields
@@ -332,10 +337,10 @@ def _check_expect(sc: Scenario, summary: dict[str, Any]) -> dict[str, Any]:
     for name in ("committed_fraction_min", "latency_ms_p99_min", "throughput_tps_min",
                  "rejected_messages_min", "state_transfers_min", "final_view_min"):
         bound = getattr(exp, name)
-        check(name, name[: -len("_min")], bound, lambda v, b=bound: v >= b)
+        check(name, name[: -len("_min")], bound, functools.partial(operator.le, bound))
     for name in ("latency_ms_p50_max", "latency_ms_p99_max", "throughput_tps_max"):
         bound = getattr(exp, name)
-        check(name, name[: -len("_max")], bound, lambda v, b=bound: v <= b)
+        check(name, name[: -len("_max")], bound, functools.partial(operator.ge, bound))
     if exp.view_changes is not None:
         lo, hi = exp.view_changes.min, exp.view_changes.max
         check("view_changes", "view_changes", exp.view_changes.model_dump(exclude_none=True),

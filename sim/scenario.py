@@ -86,30 +86,30 @@ from sim.units import (
 )
 
 __all__ = [
-    "ROLES",
     "DISTRIBUTIONS",
     "FAULT_KINDS",
-    "Problem",
-    "ScenarioError",
-    "NodeSpec",
+    "ROLES",
+    "AnyFault",
+    "CpuSpec",
+    "CrashFault",
+    "ExpectSpec",
+    "FaultSpec",
     "LatencySpec",
     "LinkSpec",
     "NetworkSpec",
+    "NodeSpec",
+    "Problem",
     "ProtocolSpec",
-    "CpuSpec",
-    "WorkloadSpec",
-    "FaultSpec",
-    "CrashFault",
     "RecoverFault",
-    "AnyFault",
-    "ExpectSpec",
     "Scenario",
-    "load_scenario",
-    "parse_scenario",
+    "ScenarioError",
+    "WorkloadSpec",
     "apply_overrides",
     "expand_nodes",
-    "to_dict",
+    "load_scenario",
+    "parse_scenario",
     "scenario_hash",
+    "to_dict",
 ]
 
 Role = Literal["hospital", "pharmacy", "regulator"]
@@ -496,9 +496,9 @@ class LatencySpec(_Spec):
 
     @model_validator(mode="after")
     def _check_params(self) -> LatencySpec:
-        if self.dist == "uniform" and self.low_ns is not None and self.high_ns is not None:
-            if self.low_ns > self.high_ns:
-                _fail((("high",), "must be >= low; e.g. {dist: uniform, low: 5ms, high: 15ms}"))
+        if (self.dist == "uniform" and self.low_ns is not None and self.high_ns is not None
+                and self.low_ns > self.high_ns):
+            _fail((("high",), "must be >= low; e.g. {dist: uniform, low: 5ms, high: 15ms}"))
         if self.dist in ("lognormal", "exponential") and self.mean_ns == 0:
             _fail((("mean",), f"must be greater than 0 for dist {self.dist}; "
                               f"e.g. {DISTRIBUTIONS[self.dist][1]}"))
@@ -824,7 +824,8 @@ def _target(value: Any) -> str:
         if value.startswith("role:"):
             return f"role:{_role(value[5:])}"
         if value.startswith("random:"):
-            return f"random:{_int_at_least(1, '1')(int(value[7:]) if value[7:].isdigit() else value[7:])}"
+            count = value[7:]
+            return f"random:{_int_at_least(1, '1')(int(count) if count.isdigit() else count)}"
         return _node_id(value)
     raise ValueError(f"{hint}; got {_show(value)}")
 
@@ -1277,8 +1278,9 @@ class Scenario(_Spec):
                         refs.append((path, target))
                     elif target.startswith("role:") and not any(
                             nd.role == target[5:] for nd in nodes):
+                        present = _names(sorted({nd.role for nd in nodes}))
                         problems.append(((i, *path), f"no node has role {target[5:]!r}; roles "
-                                                     f"present: {_names(sorted({nd.role for nd in nodes}))}"))
+                                                     f"present: {present}"))
                     elif target.startswith("random:") and int(target[7:]) > len(nodes):
                         problems.append(((i, *path), f"random: {target[7:]} asks for more nodes "
                                                      f"than the network has ({len(nodes)})"))

@@ -251,7 +251,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         return {"summary": result.summary, "derived": derived,
                 "wall_time_s": round(time.perf_counter() - start, 3),
                 "cpu_time_s": round(time.process_time() - cpu_start, 3)}
-    except Exception:  # noqa: BLE001 - reported per run, the sweep goes on
+    except Exception:  # reported per run, the sweep goes on
         return {"error": traceback.format_exc()}
 
 

@@ -25,17 +25,17 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 __all__ = [
-    "DURATION_UNITS_NS",
     "BANDWIDTH_UNITS_BPS",
+    "DURATION_UNITS_NS",
     "RATE_UNITS_PER_S",
     "SIZE_UNITS_BYTES",
+    "format_bandwidth_bps",
+    "format_duration_ns",
+    "parse_bandwidth_bps",
     "parse_duration_ns",
     "parse_duration_ns_float",
-    "parse_bandwidth_bps",
     "parse_rate_per_s",
     "parse_size_bytes",
-    "format_duration_ns",
-    "format_bandwidth_bps",
 ]
 
 #: Duration suffix -> nanoseconds. ``µ`` (micro sign) and ``μ`` (Greek mu) both mean micro.

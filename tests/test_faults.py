@@ -171,7 +171,8 @@ def test_slow_primary_starves_throughput_without_a_view_change() -> None:
 
 
 def test_censoring_primary_is_voted_out_and_the_censored_client_served() -> None:
-    r = run([{"at": "1s", "byzantine": "primary", "behavior": {"censor": {"clients": ["client-1"]}}}])
+    censor = {"censor": {"clients": ["client-1"]}}
+    r = run([{"at": "1s", "byzantine": "primary", "behavior": censor}])
     s = ok(r)
     assert s["view_changes"] >= 1
     late = [rec for rec in r.requests if rec.client == "client-1" and rec.submit_ns > 1.1 * SECOND]

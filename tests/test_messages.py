@@ -33,8 +33,8 @@ from node.messages import (
     FetchState,
     Message,
     NewView,
-    PrePrepare,
     Prepare,
+    PrePrepare,
     Reply,
     Request,
     SeqDigest,
@@ -80,7 +80,7 @@ REPLY = Reply(2, 1_700_000_000_000, "client-1", 0, 3, b"ok: stored")
 CHECKPOINTS = tuple(Checkpoint(128, _d("state@128"), i, bytes([i]) * 64) for i in range(3))
 SEQ_DIGESTS = (SeqDigest(129, BATCH.digest(), 2), SeqDigest(130, _d("b130"), 1))
 VIEW_CHANGES = tuple(
-    ViewChange(3, 128, CHECKPOINTS, SEQ_DIGESTS, SEQ_DIGESTS + (SeqDigest(131, _d("x"), 0),),
+    ViewChange(3, 128, CHECKPOINTS, SEQ_DIGESTS, (*SEQ_DIGESTS, SeqDigest(131, _d("x"), 0)),
                i, bytes([0x40 + i]) * 64)
     for i in range(3)
 )
@@ -397,7 +397,7 @@ def test_bool_codec_rejects_bytes_other_than_0_and_1() -> None:
             dec(bytes([byte]), 0)
     with pytest.raises(DecodeError):
         dec(b"", 0)
-    tenc, tdec = m._codec_for(tuple[bool, ...])
+    _, tdec = m._codec_for(tuple[bool, ...])
     assert tdec(U32.pack(2) + b"\x01\x00", 0) == ((True, False), 6)
     with pytest.raises(DecodeError):
         tdec(U32.pack(2) + b"\x01\x02", 0)

@@ -536,7 +536,7 @@ def test_bad_override_path(tmp_path: Path, override: str, field: str, hint: str)
 
 @pytest.mark.parametrize("override", ["protocol.batch_size", "=3", "a..b=1", "x.=1"])
 def test_malformed_override(tmp_path: Path, override: str) -> None:
-    with pytest.raises(ScenarioError, match="expected dotted.path=value"):
+    with pytest.raises(ScenarioError, match=r"expected dotted\.path=value"):
         load_scenario(write(tmp_path, BASELINE), [override])
 
 

@@ -117,7 +117,7 @@ def consent_grant(ctx: Ctx) -> bytes:
     _need(st.get("consents", tx["consent_id"]) is None, "duplicate-consent")
     grantee = tx["grantee"]
     _need(grantee in ctx.g.orgs or grantee in ctx.g.parties
-          or grantee[5:] in ("clinician", "pharmacist") and grantee.startswith("role:"),
+          or (grantee[5:] in ("clinician", "pharmacist") and grantee.startswith("role:")),
           "unknown-grantee")
     actions, purposes = tx["actions"], tx["purposes"]
     _need(all(a in CONSENT_ACTIONS for a in actions), "bad-field:actions")

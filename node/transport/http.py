@@ -135,7 +135,7 @@ class HttpTransport:
         """Flush what is queued (waiting up to `drain_s` for writers), then close all links."""
         try:
             self.outbox.flush()
-        except Exception as exc:  # noqa: BLE001 - the node's final commit failed: send nothing more
+        except Exception as exc:  # the node's final commit failed: send nothing more
             log.error("final flush failed: %r", exc)
         deadline = self.loop.time() + drain_s
         while any(q.frames for q in self._links.values()) and self.loop.time() < deadline:
@@ -180,7 +180,7 @@ class HttpTransport:
                     await self._pump(ws, queue)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any link failure: back off
+            except Exception as exc:  # any link failure: back off
                 log.debug("link to %s failed: %r", peer, exc)
             finally:
                 if self._connected.get(peer):

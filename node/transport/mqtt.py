@@ -163,7 +163,7 @@ class MqttTransport:
     async def close(self, drain_s: float = 0.5) -> None:
         try:
             self.outbox.flush()
-        except Exception as exc:  # noqa: BLE001 - the node's final commit failed: send nothing more
+        except Exception as exc:  # the node's final commit failed: send nothing more
             log.error("final flush failed: %r", exc)
         deadline = self.loop.time() + drain_s
         while self._queue.frames and self._subscribed.is_set() and self.loop.time() < deadline:
@@ -209,7 +209,7 @@ class MqttTransport:
                     await self._pump(client)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - broker down or gone: retry
+            except Exception as exc:  # broker down or gone: retry
                 log.warning("broker connection failed: %r", exc)
             finally:
                 self._subscribed.clear()

@@ -13,8 +13,8 @@ from typing import Any
 from rich.console import Console
 
 from node.netdir import NetworkDir, NetworkError
-from sim.ledgerload import FLOWS
 from sim.commands import UsageError
+from sim.ledgerload import FLOWS
 
 __all__ = ["add_load_arguments", "load_spec", "register"]
 

@@ -184,7 +184,7 @@ def throughput(data: RunData) -> Figure:
     handles = [line, *shade_faults(ax, data.faults, edges[-1]), *mark_views(ax, data.views)]
     _time_axis(ax, data, edges[-1])
     handles += shade_drain(ax, data)
-    _headroom(ax, rates + [1.0], log=False)
+    _headroom(ax, [*rates, 1.0], log=False)
     ax.set_ylabel(f"throughput (req/s)\nper {_duration_label(step)} window")
     _legend_above(fig, handles)
     return fig
