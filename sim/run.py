@@ -76,7 +76,8 @@ class SimTransport:
         arrivals = self.network.deliveries(src, to, len(data), now)
         if self.record is not None:
             self.record.append({"t": now, "node": src, "event": "send", "to": to, "kind": kind,
-                                "bytes": len(data), "lost": not arrivals})
+                                "bytes": len(data), "lost": not arrivals,
+                                "arrive": list(arrivals)})
         if not arrivals:
             self.traffic.lost += 1
             return
