@@ -42,7 +42,8 @@ from node.transport.http import HttpTransport
 from node.transport.mqtt import BrokerSettings, MqttTransport
 from sim.metrics import RequestRecord, latency_stats
 
-__all__ = ["LoadResult", "LoadSpec", "check_ledgers", "fetch_json", "run_load", "scrape"]
+__all__ = ["LoadResult", "LoadSpec", "check_ledgers", "client_ids", "fetch_json", "run_load",
+           "scrape"]
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 

@@ -77,17 +77,22 @@ def load_spec(args: argparse.Namespace, name: str = "load") -> Any:
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from node.realtime import run
     from sim.cli import summary_table, write_results
-    from sim.realload import run_load
+    from sim.realload import client_ids, run_load
 
     try:
         net = NetworkDir.load(args.network)
     except NetworkError as exc:
         raise UsageError(str(exc)) from exc
     spec = load_spec(args)
+    try:
+        clients = client_ids(net, spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     shape = (f"rate {spec.rate_per_s:g}/s" if spec.rate_per_s
              else f"{spec.outstanding} outstanding per client")
     console.print(f"medbft load: {net.membership.n} nodes over {spec.transport}, "
-                  f"{spec.clients} client(s), {shape}, {args.duration}", markup=False)
+                  f"{net.state_machine}, {len(clients)} client(s), {shape}, {args.duration}",
+                  markup=False)
     try:
         result = run(run_load(net, spec, log=lambda line: err.print(line, markup=False)))
     except ValueError as exc:
