@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,16 @@ class Excerpt:
     """Party -> the stretches of the window it spent crashed, [from, to] in ns."""
 
 
-def _read_trace(directory: Path) -> list[dict[str, Any]]:
+def _read_trace(directory: Path) -> Iterator[dict[str, Any]]:
+    """The rows of trace.jsonl, read and checked lazily (a run writes them in time order,
+    so a reader can stop after its window)."""
     path = directory / "trace.jsonl"
     if not path.exists():
         raise TraceError(f"{path}: no trace; run the scenario with `medbft run --trace`")
-    rows = []
+    return _rows(path)
+
+
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
     with path.open() as fh:
         for number, line in enumerate(fh, 1):
             try:
@@ -133,8 +139,7 @@ def _read_trace(directory: Path) -> list[dict[str, Any]]:
             if missing:
                 raise TraceError(f"{path}:{number}: a {row['event']} event without "
                                  f"{', '.join(missing)}")
-            rows.append(row)
-    return rows
+            yield row
 
 
 def _roles(directory: Path) -> dict[str, str]:
@@ -190,7 +195,9 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
     down: dict[str, list[tuple[int, int]]] = {}
     for row in rows:
         t = int(row["t"])
-        if row["event"] in ("crash", "recover") and t <= end_ns:
+        if t > end_ns:
+            break  # rows come in time order: the rest is after the window
+        if row["event"] in ("crash", "recover"):
             node = str(row["node"])
             if row["event"] == "crash":
                 crashed_at.setdefault(node, max(t, start_ns))

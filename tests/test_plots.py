@@ -31,7 +31,7 @@ BASELINE = str(ROOT / "scenarios" / "baseline.yaml")
 def crash_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """primary-crash, shortened: a crash window, one view change, a recovery."""
     out = tmp_path_factory.mktemp("crash")
-    assert main(["run", PRIMARY_CRASH, "--out", str(out), "--quiet",
+    assert main(["run", PRIMARY_CRASH, "--out", str(out), "--quiet", "--trace",
                  "--set", "duration=7s", "--set", "drain=1s"]) == 0
     return out
 
@@ -231,7 +231,7 @@ def test_plot_command_redraws_from_saved_files(crash_dir: Path, tmp_path: Path,
             (out / f.name).write_bytes(f.read_bytes())
     (out / "report.html").unlink()
     assert main(["plot", str(out), "--formats", "pdf"]) == 0
-    assert "7 figure(s)" in capsys.readouterr().out
+    assert "8 figure(s)" in capsys.readouterr().out  # the run is traced: the sequence chart
     assert {p.suffix for p in (out / "plots").iterdir()} == {".pdf"}
     assert (out / "plots" / "throughput.pdf").read_bytes().startswith(b"%PDF")
     assert (out / "report.html").exists()

@@ -111,3 +111,14 @@ def test_a_run_without_a_trace_or_with_a_broken_one_exits_2(
     (out / "trace.jsonl").write_text('{"t": 0, "event": "send", "node": "client-1"}\n')
     assert main(["sequence", str(out)]) == 2
     assert "trace.jsonl:1: a send event without to, kind" in capsys.readouterr().err
+
+
+def test_a_traced_run_has_the_chart_in_its_figures_and_report(tmp_path: Path) -> None:
+    traced, plain = tmp_path / "traced", tmp_path / "plain"
+    assert main(["run", BASELINE, "--out", str(traced), "--trace", "--quiet",
+                 "--set", "duration=200ms"]) == 0
+    assert main(["run", BASELINE, "--out", str(plain), "--quiet", "--set", "duration=200ms"]) == 0
+    assert (traced / "plots" / "sequence.png").exists()
+    assert 'id="fig-sequence"' in (traced / "report.html").read_text()
+    assert not (plain / "plots" / "sequence.png").exists()
+    assert 'id="fig-sequence"' not in (plain / "report.html").read_text()

@@ -525,6 +525,21 @@ def _network_legend(fig: Figure, roles: dict[str, str], crashed: set[str], byz: 
 
 # -- drawing all -----------------------------------------------------------------------------
 
+def sequence(data: RunData) -> Figure | None:
+    """The message sequence chart of the first committed request, for a traced run (see
+    `medbft sequence` for any other window)."""
+    from sim.plots.sequence import sequence_chart
+    from sim.sequence import TraceError, load_sequence, request_window
+
+    if not (data.path / "trace.jsonl").exists():
+        return None
+    try:
+        start, end = request_window(data.path, None)
+        return sequence_chart(load_sequence(data.path, start, end))
+    except TraceError:
+        return None
+
+
 FIGURES: dict[str, Callable[[RunData], Figure | None]] = {
     "throughput": throughput,
     "latency_over_time": latency_over_time,
@@ -534,6 +549,7 @@ FIGURES: dict[str, Callable[[RunData], Figure | None]] = {
     "messages_by_node": messages_by_node,
     "cpu": cpu,
     "network": network,
+    "sequence": sequence,
 }
 
 #: What each figure shows, for the report (definitions are in docs/results.md).
@@ -552,6 +568,10 @@ CAPTIONS = {
                         "once per receiver).",
     "messages_by_node": "Messages and bytes sent, by replica and client.",
     "cpu": "CPU utilisation per replica: busy simulated CPU time over the run's length.",
+    "sequence": "Message sequence chart of the first committed request (runs with --trace): "
+                "one lane per party, time running down, an arrow per message from its send to "
+                "its arrival, protocol events marked on the lanes. `medbft sequence DIR` "
+                "narrates it and draws any other window.",
     "network": "The network: replicas coloured by role, clients inside, links the scenario "
                "overrides drawn dark and labelled; crashed replicas ringed, Byzantine ones "
                "drawn as diamonds.",

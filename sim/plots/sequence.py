@@ -93,6 +93,8 @@ def sequence_chart(ex: Excerpt) -> Figure:
     ax.set_xticks(range(len(lanes)))
     ax.set_xticklabels(lanes, rotation=30 if wide else 20, ha="left")
     ax.xaxis.tick_top()
+    ax.set_xlabel("party")
+    ax.xaxis.set_label_position("top")
     ax.grid(axis="x", visible=False)
     ax.set_ylabel(f"time (ms) after {ex.start_ns / 1e6:g} ms")
     handles: list[Any] = [Line2D([], [], color=c, label=k) for k, c in kinds.items()]
