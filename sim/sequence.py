@@ -248,6 +248,8 @@ def _fields(step: Step) -> str:
         parts.append(f"seq {f['seq']}")
     if "view" in f:
         parts.append(f"view {f['view']}")
+    if isinstance(f.get("digest"), str):
+        parts.append(f"digest {f['digest'][:8]}")
     if f.get("requests"):
         reqs = list(f["requests"])
         parts.append(", ".join(reqs[:3]) + (f" +{len(reqs) - 3}" if len(reqs) > 3 else ""))

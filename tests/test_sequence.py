@@ -122,3 +122,12 @@ def test_a_traced_run_has_the_chart_in_its_figures_and_report(tmp_path: Path) ->
     assert 'id="fig-sequence"' in (traced / "report.html").read_text()
     assert not (plain / "plots" / "sequence.png").exists()
     assert 'id="fig-sequence"' not in (plain / "report.html").read_text()
+
+
+def test_the_fork_of_colluding_equivocators_shows_two_digests_at_one_seq(tmp_path: Path) -> None:
+    out = _run(tmp_path, str(ROOT / "scenarios" / "f-plus-one-equivocators.yaml"),
+               "duration=2.5s")
+    start, end = request_window(out, "client-1/0/41")
+    executed = {s.node: s.fields["digest"] for s in load_sequence(out, start, end).steps
+                if s.event == "execute" and s.fields.get("seq") == 41}
+    assert len(set(executed.values())) == 2, executed
