@@ -214,6 +214,10 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
             if len(messages) >= max_messages:
                 truncated += 1
                 continue
+            if "arrive" not in row and not row.get("lost"):
+                raise TraceError(f"{root / 'trace.jsonl'}: written by an older medbft, whose "
+                                 f"sends carry no arrival times; run the scenario again with "
+                                 f"--trace")
             arrive = tuple(int(a) for a in row.get("arrive", ()))
             messages.append(Message(t, src, dst, str(row["kind"]), arrive))
         elif row["event"] in EVENT_NOTES and row.get("node") not in (None, "*"):

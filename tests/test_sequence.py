@@ -111,6 +111,10 @@ def test_a_run_without_a_trace_or_with_a_broken_one_exits_2(
     (out / "trace.jsonl").write_text('{"t": 0, "event": "send", "node": "client-1"}\n')
     assert main(["sequence", str(out)]) == 2
     assert "trace.jsonl:1: a send event without to, kind" in capsys.readouterr().err
+    (out / "trace.jsonl").write_text('{"t": 0, "event": "send", "node": "client-1", "to": '
+                                     '"hospital-1", "kind": "REQUEST", "lost": false}\n')
+    assert main(["sequence", str(out)]) == 2
+    assert "no arrival times; run the scenario again" in capsys.readouterr().err
 
 
 def test_a_traced_run_has_the_chart_in_its_figures_and_report(tmp_path: Path) -> None:
