@@ -418,8 +418,7 @@ async def _ledger_summary(session: aiohttp.ClientSession, net: NetworkDir,
               if row is not None and "ledger" in row}
     if not states:
         return {"ledger": None}
-    best = max(ids, key=lambda i: (states[i]["blocks"], -ids.index(i)) if i in states
-               else (-1, 0))
+    best = max(states, key=lambda i: (states[i]["blocks"], -ids.index(i)))
     heads = {i: {"blocks": st["blocks"], "head": st["head"]} for i, st in states.items()}
     by_height: dict[int, set[str]] = {}
     for st in states.values():

@@ -96,25 +96,26 @@ def test_bad_windows_exit_2_with_a_reason(tmp_path: Path, capsys: pytest.Capture
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("trace", "message"), [
+    (None, "run the scenario with `medbft run --trace`"),
+    ('{"t": 0, "event": "crash", "node": "hospital-1"}\nnot json\n',
+     "trace.jsonl:2: not a JSON line"),
+    ('{"t": 0, "event": "send", "node": "client-1"}\n',
+     "trace.jsonl:1: a send event without to, kind"),
+    ('{"t": 0, "event": "send", "node": "client-1", "to": "hospital-1", "kind": "REQUEST", '
+     '"lost": false}\n', "no arrival times; run the scenario again"),
+])
 def test_a_run_without_a_trace_or_with_a_broken_one_exits_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], trace: str | None,
+        message: str) -> None:
     out = tmp_path / "plain"
     assert main(["run", BASELINE, "--out", str(out), "--set", "duration=200ms", "--no-plots",
                  "--quiet"]) == 0
+    if trace is not None:
+        (out / "trace.jsonl").write_text(trace)
     capsys.readouterr()
     assert main(["sequence", str(out)]) == 2
-    assert "run the scenario with `medbft run --trace`" in capsys.readouterr().err
-    (out / "trace.jsonl").write_text('{"t": 0, "event": "crash", "node": "hospital-1"}\n'
-                                     'not json\n')
-    assert main(["sequence", str(out)]) == 2
-    assert "trace.jsonl:2: not a JSON line" in capsys.readouterr().err
-    (out / "trace.jsonl").write_text('{"t": 0, "event": "send", "node": "client-1"}\n')
-    assert main(["sequence", str(out)]) == 2
-    assert "trace.jsonl:1: a send event without to, kind" in capsys.readouterr().err
-    (out / "trace.jsonl").write_text('{"t": 0, "event": "send", "node": "client-1", "to": '
-                                     '"hospital-1", "kind": "REQUEST", "lost": false}\n')
-    assert main(["sequence", str(out)]) == 2
-    assert "no arrival times; run the scenario again" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_a_traced_run_has_the_chart_in_its_figures_and_report(tmp_path: Path) -> None:
