@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
+from medbft.real.cluster import free_ports
 from node.realtime import run
-from sim.realcluster import free_ports
 
 ECHO_SERVER = textwrap.dedent("""
     import sys
@@ -100,8 +100,8 @@ def link_one_way_ms(count: int = 2000, size: int = 300) -> float:
 
 
 def simulated(scenario: str, latency_ms: float) -> dict[str, Any]:
+    from medbft.scenario import load_scenario
     from sim.run import run_scenario
-    from sim.scenario import load_scenario
 
     sc = load_scenario(scenario, overrides=[f"network.latency={latency_ms:.4f}ms"])
     return run_scenario(sc).summary
@@ -109,7 +109,7 @@ def simulated(scenario: str, latency_ms: float) -> dict[str, Any]:
 
 def real(scenario: str, transport: str, broker: str | None,
          emulate_ms: float) -> dict[str, Any]:
-    from sim.commands.cluster import spec_from_scenario
+    from medbft.cli.cluster import spec_from_scenario
 
     with tempfile.TemporaryDirectory(prefix="medbft-compare-") as tmp:
         args = argparse.Namespace(transport=transport, broker=broker, out=Path(tmp),
@@ -118,7 +118,7 @@ def real(scenario: str, transport: str, broker: str | None,
         spec.link_delay_ms = emulate_ms
         if broker:
             spec.broker = broker
-        from sim.realcluster import run_cluster
+        from medbft.real.cluster import run_cluster
 
         return run(run_cluster(spec)).summary
 

@@ -4,7 +4,7 @@ before `execute`) and the cost of each query on a ledger of 100,000 transactions
 Why this exists: issue #4 sets a target of 50 us per transaction; the ledger runs on every
 replica for every committed request, so its cost adds to each replica's CPU budget.
 
-The transactions come from the simulator's own generator (sim/ledgerload.py, the `mixed`
+The transactions come from the simulator's own generator (medbft/traffic/ledger.py, the `mixed`
 flow with 2% invalid ones), fed back with their results as a closed loop would, executed in
 blocks of `--batch` without PBFT. Only `Ledger.execute` is timed for the headline figure;
 per-kind figures time each transaction alone.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from medbft.traffic.ledger import LedgerTraffic
 from node.ledger import (
     Ledger,
     LedgerGenesis,
@@ -39,7 +40,6 @@ from node.ledger import (
 from node.membership import Member, Membership
 from node.messages import Request
 from node.statemachine import BlockInfo
-from sim.ledgerload import LedgerTraffic
 
 TARGET_US = 50.0
 POPULATION = {"manufacturer": 2, "distributor": 2, "pharmacist": 3, "clinician": 4,

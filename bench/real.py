@@ -11,7 +11,7 @@ tool, never run by the tests.
     .venv/bin/python bench/real.py --transport http --duration 20s --outstanding 128
     .venv/bin/python bench/real.py --json results/bench-real.json
 
-Setup: `medbft cluster` machinery (`sim.realcluster.run_cluster`): a fresh network, nodes as
+Setup: `medbft cluster` machinery (`medbft.real.cluster.run_cluster`): a fresh network, nodes as
 `python -m node.server` on uvloop when installed, batching on (`--batch-size`, default 128,
 with at most `--max-in-flight` batches open), closed-loop clients (`--clients` identities x
 `--outstanding` requests each) in one load-generator process. MQTT runs against a private
@@ -37,11 +37,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from medbft.real.cluster import ClusterSpec, free_ports, run_cluster
+from medbft.real.load import LoadSpec
+from medbft.units import parse_duration_ns
 from node.crypto import Identity, Keyring
 from node.realtime import run, uvloop_available
-from sim.realcluster import ClusterSpec, free_ports, run_cluster
-from sim.realload import LoadSpec
-from sim.units import parse_duration_ns
 
 
 def ecdsa_per_s(seconds: float = 1.0) -> dict[str, float]:

@@ -76,8 +76,8 @@ def maxrss_mb() -> float:
 
 
 def run_case(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
+    from medbft.scenario import parse_scenario
     from sim.run import digest_summary, run_scenario
-    from sim.scenario import parse_scenario
 
     scenario = parse_scenario(spec, "bench/sim_speed.py")
     rss_before = maxrss_mb()
@@ -165,8 +165,8 @@ def profile(n: int, duration: str, top: int) -> None:
     import cProfile
     import pstats
 
+    from medbft.scenario import parse_scenario
     from sim.run import run_scenario
-    from sim.scenario import parse_scenario
 
     scenario = parse_scenario(scenario_dict(n, duration), "bench/sim_speed.py")
     t0 = time.perf_counter()

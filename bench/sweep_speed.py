@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.sweep import load_sweep, run_sweep  # noqa: E402 (after the sys.path line)
+from medbft.sweep import load_sweep, run_sweep  # noqa: E402 (after the sys.path line)
 
 
 def _sweep_file(folder: Path, runs: int, duration: str) -> Path:

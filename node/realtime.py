@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 class RealClock:
-    """Stands in for the loop given to `NodeRuntime` (and `sim.workload.Workload`)."""
+    """Stands in for the loop given to `NodeRuntime` (and `medbft.traffic.workload.Workload`)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
                  source: Callable[[], int] = time.time_ns, origin_ns: int = 0) -> None:

@@ -16,13 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.replica import Replica
-from node.runtime import NodeRuntime
-from sim.byzantine import ByzantineShell, Coalition
-from sim.checker import Checker
-from sim.loop import VirtualTimeLoop
-from sim.network import Network
-from sim.scenario import (
+from medbft.scenario import (
     ByzantineFault,
     CrashFault,
     FaultSpec,
@@ -34,6 +28,12 @@ from sim.scenario import (
     Scenario,
     SlowFault,
 )
+from node.replica import Replica
+from node.runtime import NodeRuntime
+from sim.byzantine import ByzantineShell, Coalition
+from sim.checker import Checker
+from sim.loop import VirtualTimeLoop
+from sim.network import Network
 
 __all__ = ["FaultInjector", "FaultWindow"]
 

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from medbft.apps import make_app
+from medbft.metrics import RequestRecord, Traffic, latency_stats
+from medbft.scenario import Scenario, scenario_hash
+from medbft.traffic.workload import Workload
 from node.client import Client
 from node.crypto import Costs, Identity, Keyring, VerifyCache
 from node.events import Trace
@@ -32,12 +36,8 @@ from node.runtime import NodeRuntime
 from sim.checker import Checker
 from sim.cpu import CpuCosts, cost_model
 from sim.faults import FaultInjector
-from sim.ledgerrun import make_app
 from sim.loop import VirtualTimeLoop
-from sim.metrics import RequestRecord, Traffic, latency_stats
 from sim.network import Network
-from sim.scenario import Scenario, scenario_hash
-from sim.workload import Workload
 
 __all__ = ["RunResult", "SimTransport", "digest_summary", "run_scenario"]
 
@@ -55,7 +55,7 @@ class RunResult:
     requests: list[RequestRecord]
     trace: list[dict[str, Any]]
     events: list[dict[str, Any]]
-    ledger: dict[str, Any] | None = None  # app: ledger: what sim.ledgerrun saves
+    ledger: dict[str, Any] | None = None  # app: ledger: what medbft.apps saves
 
 
 class SimTransport:

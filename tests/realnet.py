@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 
+from medbft.real.cluster import LocalCluster, free_ports
+from medbft.real.load import LoadResult, LoadSpec, fetch_json, run_load
 from node.netdir import NetworkDir, default_node_ids, init_network
-from sim.realcluster import LocalCluster, free_ports
-from sim.realload import LoadResult, LoadSpec, fetch_json, run_load
 
 FAST_PROTOCOL = {
     "view_change_timeout_ms": 300,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
+from medbft.cli import main
 
 ROOT = Path(__file__).parent.parent
 BASELINE = str(ROOT / "scenarios" / "baseline.yaml")

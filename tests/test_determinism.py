@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import trace_digest
+from medbft.results import trace_digest
+from medbft.scenario import load_scenario
 from sim.run import digest_summary, run_scenario
-from sim.scenario import load_scenario
 
 ROOT = Path(__file__).parent.parent
 
@@ -38,7 +38,7 @@ def _run_cli(tmp: Path, hashseed: str) -> tuple[dict, bytes]:  # type: ignore[ty
     out = tmp / f"h{hashseed}"
     env = {**os.environ, "PYTHONHASHSEED": hashseed}
     subprocess.run(
-        [sys.executable, "-m", "sim.cli", "run", str(ROOT / "scenarios" / "seven-nodes.yaml"),
+        [sys.executable, "-m", "medbft.cli", "run", str(ROOT / "scenarios" / "seven-nodes.yaml"),
          "--set", "duration=2s", "--set", "network.loss=0.02", "--trace", "--quiet",
          "--out", str(out)],
         check=True, env=env, cwd=ROOT, capture_output=True,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sim.cli import main
+from medbft.cli import main
+from medbft.scenario import parse_scenario
 from sim.run import RunResult, run_scenario
-from sim.scenario import parse_scenario
 
 SECOND = 1_000_000_000
 

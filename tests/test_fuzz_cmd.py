@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import sim.commands.fuzz as fuzz_cmd
-import sim.fuzz as fuzz
-from sim.cli import main
-from sim.scenario import load_scenario
+import medbft.cli.fuzz as fuzz_cmd
+import medbft.fuzz as fuzz
+from medbft.cli import main
+from medbft.scenario import load_scenario
 
 
 def test_fuzz_passes_a_few_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

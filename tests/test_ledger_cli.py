@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from medbft.apps import verify_results
+from medbft.cli import main
 from node.ledger import load_ledger, recall_exposure, trace
-from sim.cli import main
-from sim.ledgerrun import verify_results
 
 ROOT = Path(__file__).parent.parent
 

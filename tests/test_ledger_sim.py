@@ -1,5 +1,5 @@
 """The ledger inside whole simulated runs: healthcare.md B.4 checked on every replica after
-every block (`CheckedLedger`, via sim.ledgerrun.CHECK_INVARIANTS), honest replicas ending
+every block (`CheckedLedger`, via medbft.apps.CHECK_INVARIANTS), honest replicas ending
 with identical state digests, the four teaching scenarios telling their stories, and the
 key-value app still selectable for protocol measurements."""
 
@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-import sim.ledgerrun
+import medbft.apps
+from medbft.scenario import ScenarioError, load_scenario, parse_scenario
 from sim.run import run_scenario
-from sim.scenario import ScenarioError, load_scenario, parse_scenario
 
 ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(autouse=True)
 def check_invariants(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sim.ledgerrun, "CHECK_INVARIANTS", True)
+    monkeypatch.setattr(medbft.apps, "CHECK_INVARIANTS", True)
 
 
 def run(path: str, *overrides: str) -> dict[str, Any]:

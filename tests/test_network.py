@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from medbft.scenario import LatencySpec, Scenario, parse_scenario
 from sim.network import LinkState, Network, latency_sampler
-from sim.scenario import LatencySpec, Scenario, parse_scenario
 
 MS = 1_000_000
 H1, P1, R1, H2 = "hospital-1", "pharmacy-1", "regulator-1", "hospital-2"

@@ -15,12 +15,12 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from sim.cli import main
-from sim.metrics import percentile
-from sim.plots import run_figures as rf
-from sim.plots.style import style
-from sim.rundir import RunData, load_run
-from sim.timeline import PHASES, FaultWindow, ViewRow
+from medbft.cli import main
+from medbft.metrics import percentile
+from medbft.results import RunData, load_run
+from medbft.timeline import PHASES, FaultWindow, ViewRow
+from medbft.views import run_figures as rf
+from medbft.views.style import style
 
 ROOT = Path(__file__).parent.parent
 PRIMARY_CRASH = str(ROOT / "scenarios" / "primary-crash.yaml")

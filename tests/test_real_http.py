@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 from realnet import load, poll, real_cluster, statuses, wait_ready
 
+from medbft.real.cluster import free_ports
+from medbft.real.load import check_ledgers, request_seqs
 from node import messages as m
 from node.crypto import Identity, Keyring
 from node.netdir import NetworkDir, default_node_ids, init_network
 from node.server import NodeOptions, NodeServer
 from node.transport.http import hello_payload
-from sim.realcluster import free_ports
-from sim.realload import check_ledgers, request_seqs
 
 
 def _agree(net: NetworkDir, ids: list[str]) -> dict[str, dict[str, object]] | None:
@@ -160,7 +160,7 @@ def test_api_refuses_malformed_oversized_and_forged_bodies(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("bad", ["not-a-dir"])
 def test_node_command_reports_a_missing_network(tmp_path: Path, bad: str) -> None:
-    from sim.cli import main
+    from medbft.cli import main
 
     assert main(["node", "--network", str(tmp_path / bad), "--id", "hospital-1"]) == 2
 
@@ -179,7 +179,7 @@ def test_frames_carry_many_messages_and_refuse_malformed_ones() -> None:
 
 
 def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: Path) -> None:
-    from sim.cli import main
+    from medbft.cli import main
 
     scenario = tmp_path / "crash.yaml"
     scenario.write_text(
@@ -208,8 +208,8 @@ def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: P
 
 
 def test_keys_init_gives_ledger_clients_their_roles_and_kv_clients_none(tmp_path: Path) -> None:
+    from medbft.cli import main
     from node.ledger.roles import CLIENT_ROLES
-    from sim.cli import main
 
     assert main(["keys", "init", "--out", str(tmp_path / "ledger")]) == 0
     net = NetworkDir.load(tmp_path / "ledger")
@@ -226,7 +226,7 @@ def test_a_real_cluster_runs_the_ledger_and_rejects_bad_transactions_with_reason
     """Four node processes execute the simulator's ledger traffic from all seven roles, a
     fifth of it deliberately bad: every node reaches the same chain head, and the bad
     transactions are rejected with reasons (their audit entries included)."""
-    from sim.cli import main
+    from medbft.cli import main
 
     out = tmp_path / "out"
     code = main(["cluster", "--duration", "2s", "--outstanding", "2", "--invalid", "0.2",

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.cli import main
-from sim.report import render_report
+from medbft.cli import main
+from medbft.results import load_run, read_requests
+from medbft.scenario import load_scenario, parse_scenario, scenario_hash
+from medbft.timeline import phase_rows
+from medbft.views.report import render_report
 from sim.run import code_version, run_scenario
-from sim.rundir import load_run, read_requests
-from sim.scenario import load_scenario, parse_scenario, scenario_hash
-from sim.timeline import phase_rows
 
 ROOT = Path(__file__).parent.parent
 SCENARIO = str(ROOT / "scenarios" / "primary-crash.yaml")

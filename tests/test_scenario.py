@@ -1,4 +1,4 @@
-"""Tests for the scenario file format (sim.scenario) and unit parsing (sim.units).
+"""Tests for the scenario file format (medbft.scenario) and unit parsing (medbft.units).
 
 Researchers only ever see these modules through error messages, so most tests pin down that a bad
 file yields a ScenarioError naming the file, the dotted field path and what is allowed.
@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sim.scenario import (
+from medbft.scenario import (
     CpuSpec,
     CrashFault,
     LatencySpec,
@@ -32,7 +32,7 @@ from sim.scenario import (
     scenario_hash,
     to_dict,
 )
-from sim.units import (
+from medbft.units import (
     format_bandwidth_bps,
     format_duration_ns,
     parse_bandwidth_bps,
@@ -609,7 +609,7 @@ def test_hash_changes_when_a_field_changes(change: Callable[[dict[str, Any]], No
 
 def test_hash_is_stable_across_processes(tmp_path: Path) -> None:
     path = write(tmp_path, BASELINE)
-    code = ("import sys; from sim.scenario import load_scenario, scenario_hash; "
+    code = ("import sys; from medbft.scenario import load_scenario, scenario_hash; "
             "print(scenario_hash(load_scenario(sys.argv[1])))")
     repo = Path(__file__).resolve().parents[1]
     hashes = set()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from medbft.scenario import load_scenario, parse_scenario
 from sim.run import run_scenario
-from sim.scenario import load_scenario, parse_scenario
 
 SCENARIOS = sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.yaml"))
 MS = 1_000_000

@@ -1,4 +1,4 @@
-"""`medbft sequence`: a run's messages step by step, narrated and drawn (sim/sequence.py)."""
+"""`medbft sequence`: a run's messages step by step, narrated and drawn (views/sequence.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
-from sim.sequence import load_sequence, narrate, request_window
+from medbft.cli import main
+from medbft.views.sequence import load_sequence, narrate, request_window
 
 ROOT = Path(__file__).parent.parent
 BASELINE = str(ROOT / "scenarios" / "baseline.yaml")

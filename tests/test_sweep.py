@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.fuzz import FuzzOutcome, fuzz_one, shrink
+from medbft.fuzz import FuzzOutcome, fuzz_one, shrink
 
 
 def _assert_ok(outcome: FuzzOutcome, n: int) -> None:

@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 import yaml
 
-from sim.cli import main
-from sim.plots.style import style
-from sim.plots.sweep_figures import axis_values, metric_figure, series
-from sim.scenario import load_scenario
-from sim.sweep import (
+from medbft.cli import main
+from medbft.scenario import load_scenario
+from medbft.sweep import (
     flatten_metrics,
     load_sweep,
     mean_ci95,
     read_results,
     t_quantile_975,
 )
+from medbft.views.style import style
+from medbft.views.sweep_figures import axis_values, metric_figure, series
 
 ROOT = Path(__file__).parent.parent
 BASELINE = ROOT / "scenarios" / "baseline.yaml"
@@ -86,7 +86,7 @@ def test_csv_round_trips_the_stored_runs(swept: Path) -> None:
 
 
 def test_the_scenario_of_each_row_is_the_grid_point(swept: Path) -> None:
-    from sim.scenario import scenario_hash
+    from medbft.scenario import scenario_hash
 
     row = read_results(swept / "results.csv")[-1]
     scenario = load_scenario(BASELINE, overrides=[
@@ -192,7 +192,7 @@ def test_seeds_and_default_plots() -> None:
 
 @pytest.mark.parametrize("name", ["scale", "batching", "latency", "loss", "view-change"])
 def test_shipped_sweeps_are_valid(name: str) -> None:
-    from sim.sweep import expand
+    from medbft.sweep import expand
 
     sweep = load_sweep(ROOT / "scenarios" / "sweeps" / f"{name}.yaml")
     points = expand(sweep)
@@ -218,7 +218,7 @@ def test_dask_cluster_gives_the_same_results_csv(swept: Path, tmp_path: Path) ->
 def test_unreachable_scheduler_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("distributed")
-    monkeypatch.setattr("sim.sweep.DASK_CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr("medbft.sweep.DASK_CONNECT_TIMEOUT", "1s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = main(["sweep", str(_sweep_file(tmp_path)), "--out", str(tmp_path / "o"),

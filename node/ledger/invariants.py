@@ -10,7 +10,7 @@ checks the table rows the block wrote (all rows at first and after a restore);
 digest by height in a registry shared by all replicas (B.4.1: honest replicas agree).
 
 Cost: O(what the block wrote) per block, plus O(state) after a restore; for tests and runs
-with `sim.ledgerrun.CHECK_INVARIANTS`, not for production.
+with `medbft.apps.CHECK_INVARIANTS`, not for production.
 """
 
 from __future__ import annotations

@@ -1,0 +1,56 @@
+"""The `medbft` command: one parser, one subcommand module each, one way to fail.
+
+Why this exists: researchers and teachers drive everything from here. Each subcommand lives in
+a module of this package (`run`, `cluster`, `sweep` ...) that defines `register(subparsers)`
+and a handler `(args, console, err) -> int`. This module only builds the parser from the
+modules listed in `COMMANDS` and turns bad input into a one-line message and exit code 2,
+never a traceback. Exit codes: 0 the run completed and its `expect:` holds; 1 an expectation
+failed or safety was violated; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from medbft.errors import EXIT_BAD_INPUT, UsageError
+from medbft.scenario import ScenarioError
+
+__all__ = ["COMMANDS", "main"]
+
+#: The subcommand modules, in the order `medbft --help` lists them.
+COMMANDS = ("run", "cluster", "fuzz", "keys", "ledger", "load", "node", "plot", "sequence",
+            "sweep")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medbft",
+        description="PBFT for a healthcare permissioned blockchain: simulate and measure.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"medbft.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return int(args.handler(args, console, err))
+    except (ScenarioError, UsageError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        err.print(f"error: {exc}", markup=False)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

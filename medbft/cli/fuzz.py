@@ -1,0 +1,104 @@
+"""`medbft fuzz`: swarm-test the protocol over many seeds (see medbft/fuzz.py)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from medbft.errors import UsageError
+from medbft.fuzz import Coverage, FuzzOutcome, draw_scenario, run_fuzz, shrink
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("fuzz", help="swarm testing: random fault schedules over many seeds")
+    p.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
+    p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seed", type=int, help="run this one seed only (reproduce a failure)")
+    p.add_argument("--n", type=int, default=4, help="replicas (default 4)")
+    p.add_argument("--faulty", type=int, help="faulty replicas at most (default f; more "
+                                              "explores beyond the bound)")
+    p.add_argument("--no-byzantine", action="store_true", help="crash and network faults only")
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--out", default="results/fuzz", help="where failing schedules are written")
+    p.add_argument("--no-shrink", action="store_true", help="do not shrink failing schedules")
+    p.set_defaults(handler=handle)
+
+
+def _command(args: argparse.Namespace, seed: int) -> str:
+    parts = ["medbft", "fuzz", "--n", str(args.n), "--seed", str(seed)]
+    if args.faulty is not None:
+        parts += ["--faulty", str(args.faulty)]
+    if args.no_byzantine:
+        parts.append("--no-byzantine")
+    return " ".join(parts)
+
+
+def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
+    if args.n < 4:
+        raise UsageError(f"--n: PBFT needs at least 4 replicas; got {args.n}")
+    if args.faulty is not None and not 0 <= args.faulty <= args.n:
+        raise UsageError(f"--faulty: expected 0..{args.n}; got {args.faulty}")
+    seeds = range(args.seed, args.seed + 1) if args.seed is not None else range(
+        args.start, args.start + args.seeds)
+    f = (args.n - 1) // 3
+    faulty = f if args.faulty is None else args.faulty
+    console.print(f"medbft fuzz: n={args.n} (f={f}), at most {faulty} faulty, seeds "
+                  f"{seeds.start}..{seeds.stop - 1}, {args.jobs} job(s)", markup=False)
+    started = time.perf_counter()
+    failures: list[FuzzOutcome] = []
+    coverage = Coverage()
+    # Without a terminal (a log file, CI) the bar is invisible: print a line every tenth.
+    step = max(1, len(seeds) // 10) if not console.is_terminal and len(seeds) >= 20 else 0
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("seeds", total=len(seeds))
+        for outcome in run_fuzz(seeds, args.n, args.faulty, not args.no_byzantine, args.jobs):
+            if not outcome.ok:
+                failures.append(outcome)
+                progress.console.print(f"seed {outcome.seed}: {outcome.failure} FAILED "
+                                       f"({_describe(outcome)}); reproduce: "
+                                       f"{_command(args, outcome.seed)}", markup=False)
+            progress.advance(task)
+            coverage.add(outcome)
+            if step and coverage.seeds % step == 0 and coverage.seeds < len(seeds):
+                progress.console.print(
+                    f"{coverage.seeds}/{len(seeds)} seeds, {len(failures)} failed, "
+                    f"{time.perf_counter() - started:.0f} s", markup=False)
+    elapsed = time.perf_counter() - started
+    for outcome in sorted(failures, key=lambda o: o.seed):
+        _write_failure(args, outcome, console)
+    console.print(f"{len(seeds) - len(failures)} passed, {len(failures)} failed "
+                  f"({len(seeds)} seeds in {elapsed:.1f} s)", markup=False)
+    if len(seeds) > 1:
+        for line in coverage.lines():
+            console.print(f"  {line}", markup=False)
+    return 1 if failures else 0
+
+
+def _describe(outcome: FuzzOutcome) -> str:
+    if not outcome.safety_ok:
+        v = outcome.violations[0] if outcome.violations else {}
+        return f"{v.get('kind', 'violation')} at seq {v.get('seq', '?')}"
+    return f"{outcome.unsettled} requests never settled after healing"
+
+
+def _write_failure(args: argparse.Namespace, outcome: FuzzOutcome, console: Console) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = draw_scenario(outcome.seed, args.n, args.faulty, not args.no_byzantine)
+    path = out / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    console.print(f"  schedule: {path} (medbft run {path})", markup=False)
+    if args.no_shrink:
+        return
+    small = shrink(raw, outcome.failure)
+    small_path = out / f"{small['name']}.yaml"
+    small_path.write_text(yaml.safe_dump(small, sort_keys=False))
+    console.print(f"  shrunk to {len(small['faults'])} of {len(raw['faults'])} faults: "
+                  f"{small_path} (medbft run {small_path})", markup=False)

@@ -1,0 +1,115 @@
+"""`medbft keys init`: write a network directory (genesis membership, private keys, settings).
+
+Why this exists: real nodes need their identities on disk before they can start; see
+`node.netdir` for the layout. Protocol parameters are network-wide (every replica must agree
+on them), so they are fixed here, with the scenario file's names: `--protocol
+view_change_timeout=300ms --protocol batch_size=64`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from medbft.errors import UsageError
+from node.ledger.roles import CLIENT_ROLES
+from node.netdir import DEFAULT_PROTOCOL, NetworkError, default_node_ids, init_network
+
+__all__ = ["parse_nodes", "parse_protocol", "register"]
+
+_DURATIONS = ("batch_timeout", "view_change_timeout", "client_timeout")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("keys", help="generate a real network's keys and genesis")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    init = keys_sub.add_parser("init", help="write a network directory")
+    init.add_argument("--out", required=True, type=Path, help="directory to create")
+    init.add_argument("--nodes", default="4", help="a count (roles rotate hospital, pharmacy, "
+                      "regulator) or role counts, e.g. hospital:2,pharmacy:1,regulator:1")
+    init.add_argument("--app", choices=("ledger", "kv"), default="ledger",
+                      help="the replicated state machine: the healthcare ledger (default) or "
+                           "the key-value placeholder protocol measurements use")
+    init.add_argument("--clients", type=int, help="client identities (default: one per ledger "
+                      "role, 7, with roles rotating through them; 4 for kv)")
+    init.add_argument("--host", default="127.0.0.1", help="host in every node's address "
+                      "(default 127.0.0.1; nodes listen there)")
+    init.add_argument("--base-port", type=int, default=7100,
+                      help="node i listens on base-port + i (default 7100)")
+    init.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL")
+    init.add_argument("--qos", type=int, default=0, choices=(0, 1, 2), help="MQTT QoS")
+    init.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
+                      help="protocol parameter, e.g. batch_size=64 or "
+                           "view_change_timeout=300ms (repeatable)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing network")
+    init.set_defaults(handler=handle)
+
+
+def parse_nodes(text: str) -> list[tuple[str, str]]:
+    """`4` or `hospital:2,pharmacy:1,regulator:1` -> [(id, role)]. Raises UsageError."""
+    if text.isdigit():
+        n = int(text)
+        if n < 1:
+            raise UsageError(f"--nodes: at least 1; got {n}")
+        return default_node_ids(n)
+    out: list[tuple[str, str]] = []
+    for part in text.split(","):
+        role, _, count = part.strip().partition(":")
+        if role not in ("hospital", "pharmacy", "regulator") or not count.isdigit():
+            raise UsageError(f"--nodes: expected a count or role:count pairs such as "
+                             f"hospital:2,pharmacy:1; got {part!r}")
+        out += [(f"{role}-{i + 1}", role) for i in range(int(count))]
+    return out
+
+
+def parse_protocol(items: list[str]) -> dict[str, float]:
+    """KEY=VALUE items -> the network.json protocol block (durations in ms)."""
+    from medbft.units import parse_duration_ns
+
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().removeprefix("protocol.")
+        if not sep:
+            raise UsageError(f"--protocol: expected KEY=VALUE; got {item!r}")
+        try:
+            if key in _DURATIONS:
+                out[f"{key}_ms"] = parse_duration_ns(value) / 1e6
+            elif f"{key}" in DEFAULT_PROTOCOL and not key.endswith("_ms"):
+                out[key] = int(value)
+            else:
+                known = [k.removesuffix("_ms") for k in DEFAULT_PROTOCOL]
+                raise UsageError(f"--protocol: unknown parameter {key!r}; known: "
+                                 f"{', '.join(known)}")
+        except ValueError as exc:
+            raise UsageError(f"--protocol {key}: {exc}") from exc
+    return out
+
+
+def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
+    nodes = parse_nodes(args.nodes)
+    if not 1 <= args.base_port <= 65535 - len(nodes):
+        raise UsageError(f"--base-port: expected 1..{65535 - len(nodes)}; got {args.base_port}")
+    clients = args.clients if args.clients is not None else (
+        len(CLIENT_ROLES) if args.app == "ledger" else 4)
+    try:
+        net = init_network(args.out, nodes, clients=clients, host=args.host,
+                           base_port=args.base_port, protocol=parse_protocol(args.protocol),
+                           state_machine=args.app, broker=args.broker, qos=args.qos,
+                           force=args.force)
+    except NetworkError as exc:
+        raise UsageError(str(exc)) from exc
+    console.print(f"wrote network {net.network_id} to {net.path}/: {len(nodes)} nodes "
+                  f"(f={net.membership.f}), {clients} clients, state machine {args.app}",
+                  markup=False)
+    for member in net.membership.nodes:
+        console.print(f"  {member.id:<14} {member.role:<10} {member.address}", markup=False)
+    if args.app == "ledger":
+        roles = ", ".join(f"{c.id} {c.role}" for c in net.membership.clients)
+        console.print(f"  clients: {roles}", markup=False)
+    console.print(f"start a node: medbft node --network {net.path} --id {nodes[0][0]} "
+                  f"--transport http", markup=False)
+    return 0

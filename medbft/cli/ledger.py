@@ -1,0 +1,152 @@
+"""`medbft ledger RESULTS_DIR QUERY`: questions about the ledger a run saved.
+
+Why this exists: after a run, a teacher or auditor asks the ledger what happened: where a
+unit went (`trace --serial`), who is exposed by a lot (`recall-exposure --lot`), who touched a
+patient's data (`access-log --patient`), which consents are in force (`consents --patient`),
+and whether the saved ledger, the replicas' digests and the off-chain documents all agree
+(`verify`, exit code 1 if not). `--json` prints machine-readable output. The same answers are
+a Python API: `node.ledger.load_ledger(dir)` with `trace`, `recall_exposure`, `access_log`,
+`active_consents`, and `medbft.apps.verify_results(dir)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from medbft.errors import UsageError
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ledger", help="query the final ledger saved by a run")
+    p.add_argument("results", help="a run's results directory (holds ledger.json)")
+    q = p.add_subparsers(dest="query", required=True)
+    t = q.add_parser("trace", help="the custody chain of one serialised unit")
+    t.add_argument("--serial", required=True, help="SGTIN EPC URI, urn:epc:id:sgtin:...")
+    r = q.add_parser("recall-exposure", help="stock per custodian and patients, for a lot")
+    r.add_argument("--lot", required=True)
+    a = q.add_parser("access-log", help="audit entries about a patient")
+    a.add_argument("--patient", required=True, help="patient id (patient-1) or pseudonym")
+    c = q.add_parser("consents", help="consents in force for a patient at the last block")
+    c.add_argument("--patient", required=True)
+    q.add_parser("verify", help="chain integrity, replica digests, off-chain documents")
+    for parser in (t, r, a, c, *q.choices.values()):
+        if not any(x.dest == "json" for x in parser._actions):
+            parser.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=handle)
+
+
+def _load(results: str) -> Any:
+    from node.ledger import load_ledger
+
+    path = Path(results)
+    if not (path / "ledger.json").exists():
+        raise UsageError(f"{results}: no ledger.json here (was it a ledger run? app: kv runs "
+                         f"save no ledger)")
+    try:
+        return load_ledger(path)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"{results}/ledger.json: malformed: {exc}") from None
+
+
+def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from medbft.apps import verify_results
+    from node.ledger import access_log, active_consents, recall_exposure, trace
+
+    if args.query == "verify":
+        if not Path(args.results, "ledger.json").exists():
+            _load(args.results)
+        report = verify_results(args.results)
+        _print(console, args, report, _verify_lines)
+        return 0 if report["ok"] else 1
+    ledger = _load(args.results)
+    if args.query == "trace":
+        answer = trace(ledger, args.serial)
+        if answer is None:
+            raise UsageError(f"serial {args.serial!r} is not on the ledger")
+        _print(console, args, answer, _trace_lines)
+    elif args.query == "recall-exposure":
+        answer = recall_exposure(ledger, args.lot)
+        if answer is None:
+            raise UsageError(f"lot {args.lot!r} is not on the ledger")
+        _print(console, args, answer, _exposure_lines)
+    elif args.query == "access-log":
+        _print(console, args, access_log(ledger, args.patient), _log_lines)
+    else:
+        _print(console, args, active_consents(ledger, args.patient), _consent_lines)
+    return 0
+
+
+def _print(console: Console, args: argparse.Namespace, answer: Any, lines: Any) -> None:
+    if args.json:
+        console.print(json.dumps(answer, indent=2), markup=False, highlight=False)
+        return
+    for line in lines(answer):
+        console.print(line, markup=False, highlight=False)
+
+
+def _trace_lines(t: dict[str, Any]) -> list[str]:
+    out = [f"{t['epc']}  gtin {t['gtin']}  lot {t['lot']}",
+           f"custodian {t['custodian']}, {t['disposition']}"
+           + (f" -> {t['in_transit_to']}" if t["in_transit_to"] else "")
+           + (f"  [{t['blocked'].upper()}]" if t["blocked"] else "")]
+    for e in t["events"]:
+        extra = e.get("to") or e.get("patient") or ""
+        out.append(f"  #{e['height']}.{e['index']}  {e['time']}  {e['event']:<24} "
+                   f"{e['by']:<12} {extra}")
+    for a in t["counterfeit_alerts"]:
+        out.append(f"  COUNTERFEIT SUSPECTED: duplicate commissioning by {a['by']} "
+                   f"(block {a['height']}, {a['incident']})")
+    return out
+
+
+def _exposure_lines(x: dict[str, Any]) -> list[str]:
+    recall = x["recall"]
+    out = [f"lot {x['lot']}  gtin {x['gtin']}  expiry {x['expiry']}  {x['units']} units  "
+           + (f"recall {recall['recall_id']} class {recall['class']} ({recall['status']})"
+              if recall else "not recalled")]
+    out += [f"  in stock at {org}: {n}" for org, n in x["in_stock"].items()]
+    out += [f"  in transit to {org}: {n}" for org, n in x["in_transit_to"].items()]
+    out += [f"  {what} at {org}: {n}" for what, by in x["used"].items()
+            for org, n in by.items()]
+    out.append(f"  patients who received a unit: {len(x['patients'])}")
+    out += [f"    {p['patient']}  {p['epc']}  by {p['by']}  {p['time']}" for p in x["patients"]]
+    return out
+
+
+def _log_lines(entries: list[dict[str, Any]]) -> list[str]:
+    if not entries:
+        return ["no audit entries"]
+    return [f"#{e['height']}.{e['index']}  {e['time']}  {e['actor']:<14} {e['action']:<18} "
+            f"{e['decision']:<8} {e['rule']}" for e in entries]
+
+
+def _consent_lines(consents: list[dict[str, Any]]) -> list[str]:
+    if not consents:
+        return ["no consent in force"]
+    return [f"{c['consent_id']}  {c['patient']} -> {c['grantee']}  {','.join(c['actions'])} "
+            f"for {','.join(c['purposes'])}  (granted in block {c['granted_height']})"
+            for c in consents]
+
+
+def _verify_lines(r: dict[str, Any]) -> list[str]:
+    out = [(f"{'OK' if r['ok'] else 'FAILED'}: {r['chain']['blocks']} blocks, "
+           f"{r['chain']['audit_entries']} audit entries, {r['chain']['events']} events")]
+    out += [f"  chain: {p}" for p in r["chain"]["problems"]]
+    d = r["digests"]
+    out.append(f"  replica digests: {'agree' if d['agree'] else 'DISAGREE'} at height "
+               f"{d['height']} ({', '.join(d['replicas'])}); saved ledger "
+               f"{'matches' if d['saved_matches'] else 'DOES NOT MATCH'}")
+    o = r["offchain"]
+    out.append(f"  off-chain records: {o['records_ok']} match, {o['records_superseded']} "
+               f"superseded, {o['records_not_anchored']} not anchored (rejected), "
+               f"{o['records_mismatch']} MISMATCH")
+    out.append(f"  off-chain EPCIS events: {o['events_ok']} hash correctly, "
+               f"{o['events_on_chain']} on the chain, {o['events_bad']} BAD")
+    return out

@@ -1,0 +1,41 @@
+"""Publishing a run folder: its data files, its figures and report.html, in one call.
+
+Why this exists: `medbft run` and `medbft plot DIR` must leave the same folder behind, so both
+go through here. It sits above `medbft.results` (which only reads and writes files) and the
+figure and report modules (which only read a `RunData`), so none of them imports another's
+caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medbft.results import load_run, save_run_data
+from medbft.scenario import Scenario
+
+__all__ = ["publish_run", "redraw_run"]
+
+
+def publish_run(out: Path, scenario: Scenario, result: Any, info: dict[str, Any],
+                plots: bool = True) -> list[Path]:
+    """Save the data files, draw the figures (unless `plots` is false) and write report.html.
+
+    Returns the figure files written. Everything after the run itself happens here, so
+    `medbft run` and `medbft plot` produce the same directory.
+    """
+    save_run_data(out, scenario, result, info)
+    return redraw_run(out, plots=plots)
+
+
+def redraw_run(out: Path, plots: bool = True,
+               formats: Sequence[str] | None = None) -> list[Path]:
+    """Redraw the figures of the run saved in `out` and rewrite its report.html."""
+    from medbft.views.report import write_report
+    from medbft.views.run_figures import draw_run  # matplotlib loads only when drawing
+
+    data = load_run(out)
+    written = draw_run(data, out / "plots", formats) if plots else []
+    write_report(data, out / "report.html", with_figures=plots)
+    return written
