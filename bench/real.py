@@ -96,7 +96,7 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str) -> d
             "throughput_tps": s["throughput_tps"], "latency_ms": s["latency_ms"],
             "messages_per_request": s["messages"]["per_committed_request"],
             "cpu_utilisation": s["cpu"]["utilisation"], "safety": s["safety"]["ok"],
-            "state_agreement": s["state_agreement"]["ok"]}
+            "state_agreement": s["safety"]["state_agreement"]["ok"]}
 
 
 def main() -> int:

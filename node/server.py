@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from node.crypto import Keyring
 from node.events import Persist, Trace
 from node.netdir import NetworkDir, NetworkError
 from node.realtime import RealClock, run, uvloop_available
-from node.replica import BENIGN_DROPS, Replica
+from node.replica import Replica
 from node.runtime import NodeRuntime
 from node.storage import Storage, StorageError
 from node.transport.http import HttpTransport
@@ -54,6 +55,9 @@ __all__ = ["NodeOptions", "NodeServer", "add_node_arguments", "main", "options_f
 log = logging.getLogger("medbft.node")
 
 TRANSPORTS = ("http", "mqtt")
+#: `/status` lists the views this node entered most recently, at most this many (a harness
+#: counts a run's view changes from the lists before and after it).
+MAX_VIEWS_LISTED = 256
 
 
 @dataclass
@@ -90,6 +94,7 @@ class NodeServer:
         self.started_ns = time.monotonic_ns()
         self.recovered = False
         self.trace_counts: dict[str, int] = {}
+        self.views_entered: collections.deque[int] = collections.deque(maxlen=MAX_VIEWS_LISTED)
         self.drops_bad: dict[str, int] = {}
         self.drops_benign: dict[str, int] = {}
         self.executed_requests = 0
@@ -217,9 +222,11 @@ class NodeServer:
         event = tr.event
         self.trace_counts[event] = self.trace_counts.get(event, 0) + 1
         fields = tr.fields
-        if event == "drop":
-            table = self.drops_benign if fields["reason"] in BENIGN_DROPS else self.drops_bad
+        if event == "drop":  # the replica says whether the sender misbehaved (`bad`)
+            table = self.drops_bad if fields.get("bad") else self.drops_benign
             table[fields["reason"]] = table.get(fields["reason"], 0) + 1
+        elif event == "enter-view":
+            self.views_entered.append(int(fields["view"]))
         elif event == "execute":
             self.executed_requests += len(fields["executed"])
             if self._waiters:
@@ -273,6 +280,7 @@ class NodeServer:
             "recovered_from_disk": self.recovered,
             "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
             "peers": self.transport.peer_status(),
+            "views_entered": list(self.views_entered),
             "counters": {
                 "messages_sent": stats.messages_sent, "bytes_sent": stats.bytes_sent,
                 "sent_by_kind": dict(sorted(stats.sent_by_kind.items())),

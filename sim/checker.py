@@ -53,6 +53,11 @@ class Checker:
                 self.violations.append({"kind": "executed a request no client submitted",
                                         "node": node, "request": key, "seq": seq})
 
+    def checked_seqs(self) -> int:
+        """How many sequence numbers some honest replica executed (what agreement covered)."""
+        return len({seq for node, seqs in self.executions.items() if node in self.honest
+                    for seq in seqs})
+
     def on_checkpoint(self, node: str, seq: int, digest: str) -> None:
         self.checkpoints.setdefault(node, {})[seq] = digest
 

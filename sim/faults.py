@@ -28,6 +28,7 @@ from medbft.scenario import (
     Scenario,
     SlowFault,
 )
+from medbft.targets import primary_of, resolve_target
 from node.replica import Replica
 from node.runtime import NodeRuntime
 from sim.byzantine import ByzantineShell, Coalition
@@ -61,7 +62,10 @@ class FaultInjector:
     network: Network
     checker: Checker
     rng: random.Random
+    """The run's fault stream (`medbft.targets.fault_rng(seed)`): `random:k` targets."""
     record: Callable[[dict[str, Any]], None]
+    seed: int
+    """The run's seed: each Byzantine replica's own stream is derived from it."""
     windows: list[FaultWindow] = field(default_factory=list)
     coalitions: dict[str, Coalition] = field(default_factory=dict)
     shells: dict[str, ByzantineShell] = field(default_factory=dict)
@@ -76,23 +80,16 @@ class FaultInjector:
     # -- targets ------------------------------------------------------------------------------
 
     def current_primary(self) -> str:
-        """The primary of the view most live, active replicas are in (ties: the higher)."""
-        views: dict[int, int] = {}
-        for nid, r in self.replicas.items():
-            if r.view_active and not self.runtimes[nid].crashed:
-                views[r.view] = views.get(r.view, 0) + 1
-        view = max(views, key=lambda v: (views[v], v)) if views else 0
-        return self.scenario.node_ids[view % self.scenario.n]
+        """The primary of the view most live, active replicas are in (medbft.targets)."""
+        return primary_of(self.scenario.node_ids, (
+            (r.view, r.view_active) for nid, r in self.replicas.items()
+            if not self.runtimes[nid].crashed))
 
     def resolve(self, target: str) -> list[str]:
-        ids = list(self.scenario.node_ids)
-        if target == "primary":
-            return [self.current_primary()]
-        if target.startswith("role:"):
-            return [nd.id for nd in self.scenario.nodes if nd.role == target[5:]]
-        if target.startswith("random:"):
-            return sorted(self.rng.sample(ids, int(target[7:])))
-        return [target]
+        """The replicas `target` names now, by the one rule both modes share."""
+        primary = self.current_primary() if target == "primary" else None
+        roles = {nd.id: nd.role for nd in self.scenario.nodes}
+        return resolve_target(target, self.scenario.node_ids, roles, primary, self.rng)
 
     # -- beginning and ending -----------------------------------------------------------------
 
@@ -216,7 +213,7 @@ class FaultInjector:
             if node in self.shells:
                 continue
             shell = ByzantineShell(self.replicas[node], behavior, coalition,
-                                   random.Random(f"byzantine:{self.scenario.seed}:{node}"))
+                                   random.Random(f"byzantine:{self.seed}:{node}"))
             self.shells[node] = shell
             self.byzantine_ever.add(node)
             self.checker.honest.discard(node)

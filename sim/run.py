@@ -15,17 +15,16 @@ import functools
 import gc
 import hashlib
 import json
-import operator
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 from medbft.apps import make_app
-from medbft.metrics import RequestRecord, Traffic, latency_stats
+from medbft.metrics import RequestRecord, Traffic
 from medbft.scenario import Scenario, scenario_hash
+from medbft.summary import Measured, build_summary, code_version
+from medbft.targets import fault_rng
 from medbft.traffic.workload import Workload
 from node.client import Client
 from node.crypto import Costs, Identity, Keyring, VerifyCache
@@ -40,13 +39,6 @@ from sim.loop import VirtualTimeLoop
 from sim.network import Network
 
 __all__ = ["RunResult", "SimTransport", "digest_summary", "run_scenario"]
-
-
-def code_version() -> str:
-    try:
-        return metadata.version("medbft")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
 
 
 @dataclass
@@ -147,7 +139,7 @@ class _Run:
             self.transport.endpoints[cid] = rt
         self.faults = FaultInjector(
             scenario, self.loop, self.runtimes, self.replicas, self.network, self.checker,
-            random.Random(f"medbft:{seed}:faults"), self._record)
+            fault_rng(seed), self._record, seed)
         self.workload = Workload(scenario.workload, clients, scenario.duration_ns,
                                  random.Random(f"medbft:{seed}:workload"),
                                  on_submit=self.checker.submitted.add,
@@ -234,67 +226,51 @@ def _assign_seqs(run: _Run) -> None:
 
 
 def _summarise(run: _Run, seed: int) -> dict[str, Any]:
+    """What the simulator saw, handed to the one summary builder (medbft.summary)."""
     sc = run.scenario
     w = run.workload
     now = run.loop.now_ns
-    latencies = [r.latency_ns for r in w.records.values() if r.latency_ns is not None]
-    in_window = sum(1 for r in w.records.values()
-                    if r.commit_ns is not None and r.commit_ns <= sc.duration_ns)
-    views_entered = sorted({row["view"] for row in run.events if row["event"] == "enter-view"})
-    active_views = [r.view for r in run.replicas.values() if r.view_active
-                    and not run.runtimes[r.id].crashed and r.id in run.checker.honest]
+    views_entered = {row["view"] for row in run.events if row["event"] == "enter-view"}
+    live = [r for r in run.replicas.values() if not run.runtimes[r.id].crashed]
+    active_views = [r.view for r in live if r.view_active and r.id in run.checker.honest]
     last_commit = max((r.commit_ns for r in w.records.values() if r.commit_ns), default=0)
     verdicts = run.checker.verdicts(
         w.settled, w.submitted,
         {"last_commit_s": round(last_commit / 1e9, 9)},
     )
     traffic = run.traffic
-    summary: dict[str, Any] = {
-        "scenario": sc.name,
-        "scenario_hash": scenario_hash(sc),
-        "version": code_version(),
-        "seed": seed,
-        "n": sc.n,
-        "f": sc.f,
-        "duration_s": sc.duration_ns / 1e9,
-        "sim_time_s": round(now / 1e9, 9),
-        "wall_time_s": None,
-        "requests": {"submitted": w.submitted, "committed": w.settled},
-        "throughput_tps": round(in_window / (sc.duration_ns / 1e9), 6),
-        "latency_ms": latency_stats(latencies),
-        "messages": {
+    return build_summary(Measured(
+        scenario=sc.name, scenario_hash=scenario_hash(sc), version=code_version(),
+        mode="sim", transport="sim", seed=seed, n=sc.n, f=sc.f,
+        duration_ns=sc.duration_ns, sim_time_ns=now,
+        records=list(w.records.values()), submitted=w.submitted, settled=w.settled,
+        messages={
             "total": traffic.total,
             "bytes": traffic.bytes,
             "lost": traffic.lost,
             "lost_by_reason": dict(sorted(run.network.lost_by_reason.items())),
             "duplicated": run.network.duplicated,
             "reordered": run.network.reordered,
-            "per_committed_request": (round(traffic.total / w.settled, 6)
-                                      if w.settled else None),
             "by_type": dict(sorted(traffic.by_type.items())),
             "bytes_by_type": dict(sorted(traffic.bytes_by_type.items())),
             "by_node": dict(sorted(traffic.by_node.items())),
             "bytes_by_node": dict(sorted(traffic.bytes_by_node.items())),
         },
-        "faults": [w.as_dict() for w in run.faults.windows],
-        "byzantine": sorted(run.faults.byzantine_ever),
-        "view_changes": len(views_entered),
-        "final_view": max(active_views, default=0),
-        "stable_checkpoint": max((r.h for r in run.replicas.values()), default=0),
-        "state_transfers": sum(1 for row in run.events if row["event"] == "state-transfer"),
-        "rejected_messages": {"total": sum(run.rejected.values()),
-                              "by_reason": dict(sorted(run.rejected.items()))},
-        "ignored_messages": {"total": sum(run.ignored.values()),
-                             "by_reason": dict(sorted(run.ignored.items()))},
-        "cpu": _cpu_summary(run, now),
-        "safety": {"ok": verdicts.safety_ok, "violations": verdicts.violations[:50]},
-        "liveness": verdicts.liveness,
-    }
-    ledger = run.app.summarise(run)
-    if ledger is not None:
-        summary["ledger"] = ledger
-    summary["expect"] = _check_expect(sc, summary)
-    return summary
+        faults=[w.as_dict() for w in run.faults.windows],
+        byzantine=sorted(run.faults.byzantine_ever),
+        views_entered=len(views_entered),
+        final_view=max(active_views, default=0),
+        stable_checkpoint=max((r.h for r in run.replicas.values()), default=0),
+        state_transfers=sum(1 for row in run.events if row["event"] == "state-transfer"),
+        rejected=run.rejected, ignored=run.ignored,
+        cpu=_cpu_summary(run, now),
+        nodes={r.id: {"view": r.view, "last_executed": r.last_executed,
+                      "stable_checkpoint": r.h} for r in live},
+        safety={"ok": verdicts.safety_ok, "violations": verdicts.violations[:50],
+                "checked_seqs": run.checker.checked_seqs()},
+        liveness=verdicts.liveness,
+        ledger=run.app.summarise(run),
+    ), sc.expect)
 
 
 def _cpu_summary(run: _Run, now_ns: int) -> dict[str, Any]:
@@ -303,50 +279,6 @@ def _cpu_summary(run: _Run, now_ns: int) -> dict[str, Any]:
     util = {nid: round(rt.busy_ns / now_ns, 6) if now_ns else 0.0
             for nid, rt in sorted(run.runtimes.items())}
     return {"model": "costs", "costs_ns": run.cpu.as_dict(), "utilisation": util}
-
-
-def _measured(summary: dict[str, Any]) -> dict[str, Any]:
-    requests = summary["requests"]
-    return {
-        "safety": summary["safety"]["ok"],
-        "liveness": summary["liveness"]["ok"],
-        "committed_fraction": (requests["committed"] / requests["submitted"]
-                               if requests["submitted"] else 1.0),
-        "latency_ms_p50": summary["latency_ms"]["p50"],
-        "latency_ms_p99": summary["latency_ms"]["p99"],
-        "throughput_tps": summary["throughput_tps"],
-        "view_changes": summary["view_changes"],
-        "rejected_messages": summary["rejected_messages"]["total"],
-        "state_transfers": summary["state_transfers"],
-        "final_view": summary["final_view"],
-    }
-
-
-def _check_expect(sc: Scenario, summary: dict[str, Any]) -> dict[str, Any]:
-    """Compare every asserted expectation with what was measured; name each failure."""
-    measured = _measured(summary)
-    failed: list[dict[str, Any]] = []
-
-    def check(name: str, key: str, expected: Any, ok: Callable[[Any], bool]) -> None:
-        value = measured[key]
-        if expected is not None and (value is None or not ok(value)):
-            failed.append({"name": name, "expected": expected, "measured": value})
-
-    exp = sc.expect
-    check("safety", "safety", exp.safety, lambda v: v == exp.safety)
-    check("liveness", "liveness", exp.liveness, lambda v: v == exp.liveness)
-    for name in ("committed_fraction_min", "latency_ms_p99_min", "throughput_tps_min",
-                 "rejected_messages_min", "state_transfers_min", "final_view_min"):
-        bound = getattr(exp, name)
-        check(name, name[: -len("_min")], bound, functools.partial(operator.le, bound))
-    for name in ("latency_ms_p50_max", "latency_ms_p99_max", "throughput_tps_max"):
-        bound = getattr(exp, name)
-        check(name, name[: -len("_max")], bound, functools.partial(operator.ge, bound))
-    if exp.view_changes is not None:
-        lo, hi = exp.view_changes.min, exp.view_changes.max
-        check("view_changes", "view_changes", exp.view_changes.model_dump(exclude_none=True),
-              lambda v: (lo is None or v >= lo) and (hi is None or v <= hi))
-    return {"ok": not failed, "failed": failed}
 
 
 def digest_summary(summary: dict[str, Any]) -> str:

@@ -194,14 +194,46 @@ def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: P
                  "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())
     assert code == 0, summary
-    assert [(f["event"], f["nodes"]) for f in summary["faults"]] == [
-        ("crash", ["regulator-1"]), ("recover", ["regulator-1"])]
-    assert summary["state_agreement"]["ok"] and len(summary["state_agreement"]["nodes"]) == 4
-    assert summary["exit_codes"] == {nid: 0 for nid in summary["exit_codes"]}
+    [window] = summary["faults"]
+    assert (window["kind"], window["target"]) == ("crash", "regulator-1")
+    assert 0.5 <= window["start_s"] < window["end_s"], window
+    agreement = summary["safety"]["state_agreement"]
+    assert agreement["ok"] and len(agreement["nodes"]) == 4
+    assert [n["exit_code"] for n in summary["nodes"].values()] == [0, 0, 0, 0]
     assert summary["requests"]["committed"] == summary["requests"]["submitted"] > 0
     rows = (out / "requests.csv").read_text().splitlines()
     assert rows[0].startswith("client,session,timestamp") and len(rows) > 1
     assert (out / "logs" / "regulator-1.log").read_text().count("ready") == 2
+    # the same keys, with the same meaning, as a simulated run of the same scenario
+    assert main(["run", str(scenario), "--out", str(tmp_path / "sim"), "--no-plots",
+                 "--quiet"]) == 0
+    simulated = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert list(summary) == list(simulated)
+    for section in ("requests", "latency_ms", "messages", "liveness"):
+        assert list(summary[section]) == list(simulated[section]), section
+    assert (summary["mode"], simulated["mode"]) == ("real", "sim")
+    assert summary["scenario_hash"] == simulated["scenario_hash"]
+    assert summary["sim_time_s"] is None and summary["wall_time_s"] > 0
+    assert summary["expect"] == {"ok": True, "failed": []}
+
+
+def test_cluster_command_exits_1_when_the_scenarios_expectations_fail(tmp_path: Path) -> None:
+    """A real run checks the scenario's `expect:` as `medbft run` does: a bound no run can
+    meet (every request under 1 µs at p50) fails it, with exit code 1."""
+    from medbft.cli import main
+
+    scenario = tmp_path / "strict.yaml"
+    scenario.write_text(
+        "name: real-strict\nduration: 1s\ndrain: 3s\nnodes: 4\n"
+        "workload: {app: kv, clients: 1, outstanding: 1}\n"
+        "expect: {safety: true, liveness: true, latency_ms_p50_max: 0.001}\n")
+    out = tmp_path / "out"
+    code = main(["cluster", "--scenario", str(scenario), "--transport", "http",
+                 "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 1, summary
+    assert [f["name"] for f in summary["expect"]["failed"]] == ["latency_ms_p50_max"]
+    assert summary["safety"]["ok"] and summary["liveness"]["ok"]
 
 
 # -- the healthcare ledger on real nodes -------------------------------------------------------

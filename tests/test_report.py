@@ -14,9 +14,10 @@ import yaml
 from medbft.cli import main
 from medbft.results import load_run, read_requests
 from medbft.scenario import load_scenario, parse_scenario, scenario_hash
+from medbft.summary import code_version
 from medbft.timeline import phase_rows
 from medbft.views.report import render_report
-from sim.run import code_version, run_scenario
+from sim.run import run_scenario
 
 ROOT = Path(__file__).parent.parent
 SCENARIO = str(ROOT / "scenarios" / "primary-crash.yaml")

@@ -6,8 +6,9 @@ scenario file (crash = SIGKILL; recover = a fresh process restoring from its SQL
 other fault kinds exist only in the simulator and are skipped with a warning. With
 `--emulate-latency` every party delays each frame it sends by the scenario's constant
 `network.latency` (a WAN emulated on one machine; the kernel's netem is not available
-here). Writes the same summary.json and requests.csv as a simulated run, plus `faults`,
-`state_agreement` and per-node CPU; logs in OUT/logs/. Every process it started is stopped
+here). Writes the summary.json (the same keys, with the same meanings, as a simulated run:
+medbft/summary.py; `safety` adds the final `state_agreement`) and requests.csv of a simulated
+run, and exits as `medbft run` does (1 when `expect:` fails); logs in OUT/logs/. Every process it started is stopped
 at the end, also on Ctrl-C.
 """
 
@@ -24,7 +25,8 @@ from rich.console import Console
 
 from medbft.cli.keys import parse_nodes, parse_protocol
 from medbft.cli.load import add_load_arguments, load_spec
-from medbft.errors import UsageError
+from medbft.errors import EXIT_FAILED, EXIT_OK, UsageError
+from medbft.summary import verdict
 
 __all__ = ["register", "spec_from_scenario"]
 
@@ -56,7 +58,7 @@ def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
     """A `ClusterSpec` from a scenario file; warns (returns) the fault kinds it skips."""
     from medbft.real.cluster import ClusterSpec, FaultAction
     from medbft.real.load import LoadSpec
-    from medbft.scenario import load_scenario
+    from medbft.scenario import load_scenario, scenario_hash
 
     sc = load_scenario(path)
     p = sc.protocol
@@ -70,7 +72,7 @@ def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
                     outstanding=w.outstanding, rate_per_s=w.rate_per_s,
                     op_size_bytes=w.op_size_bytes, transport=args.transport,
                     broker=args.broker, seed=sc.seed, name=sc.name, flow=w.flow, mix=w.mix,
-                    invalid=w.invalid)
+                    invalid=w.invalid, scenario_hash=scenario_hash(sc), expect=sc.expect)
     app = getattr(args, "app", None) or w.app
     faults, skipped = [], []
     for fault in sc.faults:
@@ -161,11 +163,25 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     summary = result.summary
     write_results(args.out, summary, result.requests, None)
     console.print(summary_table(summary))
-    for row in summary["faults"]:
-        console.print(f"  {row['t']:>7.3f} s  {row['event']:<8} {', '.join(row['nodes'])}",
-                      markup=False)
-    agree = summary["state_agreement"]
+    for w in summary["faults"]:
+        end = "" if w["end_s"] is None else f", restarted at {w['end_s']:.3f} s"
+        console.print(f"  {w['start_s']:>7.3f} s  {w['label']}{end}", markup=False)
+    agree = summary["safety"]["state_agreement"]
     console.print(f"state agreement: {'yes' if agree['ok'] else 'NO'} "
                   f"({len(agree['nodes'])} live nodes); results in {args.out}/", markup=False)
-    ok = summary["safety"]["ok"] and summary["liveness"]["ok"] and agree["ok"]
-    return 0 if ok else 1
+    return _exit_code(summary, spec.load.expect, console)
+
+
+def _exit_code(summary: dict[str, Any], expect: Any, console: Console) -> int:
+    """As `medbft run`: 1 when the scenario's `expect:` fails or safety is violated (a
+    scenario asserting `safety: false` expects the violation). The nodes' final states must
+    also agree. Without a scenario, a lost request fails the run too."""
+    ok = verdict(summary, None if expect is None else expect.safety)
+    ok = ok and summary["safety"]["state_agreement"]["ok"]
+    if expect is None:
+        ok = ok and summary["liveness"]["ok"]
+    for failure in summary["expect"]["failed"]:
+        console.print(f"  expectation {failure['name']} failed: expected "
+                      f"{failure['expected']}, measured {failure['measured']}", markup=False)
+    console.print(f"{'PASS' if ok else 'FAIL'}", markup=False)
+    return EXIT_OK if ok else EXIT_FAILED

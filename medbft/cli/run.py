@@ -18,6 +18,7 @@ from rich.console import Console
 from medbft.cli.tables import describe_violations, summary_table
 from medbft.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from medbft.scenario import ScenarioError, load_scenario
+from medbft.summary import verdict
 
 __all__ = ["register"]
 
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     _publish(args, out, scenario, seed, result)
     if not args.quiet:
         console.print(summary_table(summary))
-    ok = _verdict(summary, scenario.expect.safety)
+    ok = verdict(summary, scenario.expect.safety)
     safety = "held" if summary["safety"]["ok"] else "VIOLATED"
     line = (f"{'PASS' if ok else 'FAIL'}: safety {safety}"
             f", liveness {'held' if summary['liveness']['ok'] else 'lost'}; results in {out}/")
@@ -96,9 +97,3 @@ def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, resu
     info = {"command": reproduce_command(args.scenario, seed, args.set),
             "scenario_file": args.scenario, "overrides": list(args.set)}
     publish_run(out, scenario, result, info, plots=not args.no_plots)
-
-
-def _verdict(summary: dict[str, Any], expected_safety: bool | None) -> bool:
-    if not summary["expect"]["ok"]:
-        return False
-    return expected_safety is not None or summary["safety"]["ok"]

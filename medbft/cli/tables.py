@@ -55,8 +55,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
          f"VIOLATED ({len(summary['safety']['violations'])})"),
         ("liveness", "held" if summary["liveness"]["ok"] else
          f"lost ({summary['liveness']['unsettled']} unsettled)"),
-        ("simulated / wall time", f"{summary['sim_time_s']:.3f} s / {summary['wall_time_s']} s"),
     ]
+    if summary["sim_time_s"] is None:  # a real run has no virtual time
+        rows.append(("wall time", f"{summary['wall_time_s']} s"))
+    else:
+        rows.append(("simulated / wall time",
+                     f"{summary['sim_time_s']:.3f} s / {summary['wall_time_s']} s"))
     for k, v in rows:
         table.add_row(k, v)
     return table

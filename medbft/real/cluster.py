@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 
 from medbft.real.load import LoadResult, LoadSpec, fetch_json, run_load
+from medbft.targets import fault_rng, primary_of, resolve_target
 from node.ledger.roles import CLIENT_ROLES
 from node.netdir import NetworkDir, init_network
 from node.realtime import RealClock
@@ -195,39 +196,49 @@ class LocalCluster:
 
 async def _apply_fault(cluster: LocalCluster, session: aiohttp.ClientSession,
                        fault: FaultAction, rng: random.Random) -> list[str]:
+    """Crash (SIGKILL) or restart the replicas `fault.target` names now, chosen by the rule
+    the simulator uses (medbft.targets); returns the replicas it acted on."""
     ids = list(cluster.net.membership.node_ids)
-    crashing = fault.action == "crash"
-    candidates = [i for i in ids if cluster.alive(i) == crashing]
-    target = fault.target
-    if target == "primary":
-        views = [s["view"] for s in await asyncio.gather(
-            *(fetch_json(session, f"{cluster.net.url(i)}/status") for i in ids if cluster.alive(i)))
-            if s is not None]
-        chosen = [ids[max(views, default=0) % len(ids)]]
-    elif target.startswith("role:"):
-        chosen = [i for i in candidates if cluster.net.membership.role_of(i) == target[5:]]
-    elif target.startswith("random:"):
-        chosen = sorted(rng.sample(candidates, min(int(target[7:]), len(candidates))))
-    else:
-        chosen = [target]
+    primary = None
+    if fault.target == "primary":
+        live = [i for i in ids if cluster.alive(i)]
+        rows = await asyncio.gather(*(fetch_json(session, f"{cluster.net.url(i)}/status")
+                                      for i in live))
+        primary = primary_of(ids, ((row["view"], row["view_active"]) for row in rows
+                                   if row is not None))
+    roles = {i: cluster.net.membership.role_of(i) for i in ids}
+    chosen = resolve_target(fault.target, ids, roles, primary, rng)
+    acted = []
     for node_id in chosen:
-        if crashing:
+        if fault.action == "crash" and cluster.alive(node_id):
             cluster.kill(node_id)
-        elif not cluster.alive(node_id):
+            acted.append(node_id)
+        elif fault.action == "recover" and not cluster.alive(node_id):
             cluster.start(node_id)
-    return chosen
+            acted.append(node_id)
+    return acted
 
 
 async def _run_faults(cluster: LocalCluster, session: aiohttp.ClientSession, clock: RealClock,
-                      faults: list[FaultAction], applied: list[dict[str, Any]]) -> None:
-    rng = random.Random("medbft:real-faults")
+                      faults: list[FaultAction], seed: int,
+                      windows: list[dict[str, Any]]) -> None:
+    """Apply `faults` on time, recording crash windows as the simulator does (kind, target,
+    start_s, end_s, label: summary.json's `faults`)."""
+    rng = fault_rng(seed)
     for fault in sorted(faults, key=lambda f: f.at_ns):
         delay = fault.at_ns - clock.now_ns
         if delay > 0:
             await asyncio.sleep(delay / 1e9)
         nodes = await _apply_fault(cluster, session, fault, rng)
-        applied.append({"t": round(clock.now_ns / 1e9, 3), "event": fault.action,
-                        "nodes": nodes, "signal": "SIGKILL" if fault.action == "crash" else None})
+        now_s = clock.now_ns / 1e9
+        for node in nodes:
+            if fault.action == "crash":
+                windows.append({"kind": "crash", "target": node, "start_s": now_s,
+                                "end_s": None, "label": f"{node} crashed (SIGKILL)"})
+                continue
+            for window in windows:
+                if window["target"] == node and window["end_s"] is None:
+                    window["end_s"] = now_s
 
 
 async def converge(net: NetworkDir, session: aiohttp.ClientSession, node_ids: list[str],
@@ -251,8 +262,9 @@ async def converge(net: NetworkDir, session: aiohttp.ClientSession, node_ids: li
 async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None = None,
                       log: Any = lambda line: None) -> LoadResult:
     """Write a network under `spec.out/network`, start it, load it, apply the faults, check
-    agreement, stop it. The summary gains `faults`, `state_agreement`, `exit_codes` and
-    per-node CPU. `cluster_box` receives the cluster as soon as it exists (so a caller can
+    agreement, stop it. The summary's `faults` are the crash windows applied; `safety` gains
+    `state_agreement`, each of `nodes` its process's `exit_code`, `cpu` the CPU seconds of
+    each node. `cluster_box` receives the cluster as soon as it exists (so a caller can
     stop it from a `finally` on Ctrl-C)."""
     ports = free_ports(len(spec.nodes))
     clients = spec.load.clients or (len(CLIENT_ROLES) if spec.app == "ledger" else 1)
@@ -265,7 +277,7 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
                            sync=spec.sync, extra_args=spec.node_args)
     if cluster_box is not None:
         cluster_box.append(cluster)
-    applied: list[dict[str, Any]] = []
+    windows: list[dict[str, Any]] = []
     try:
         cluster.start_all()
         async with aiohttp.ClientSession() as session:
@@ -276,7 +288,8 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
             def on_start(clock: RealClock) -> None:
                 if spec.faults:
                     tasks.append(asyncio.create_task(
-                        _run_faults(cluster, session, clock, spec.faults, applied)))
+                        _run_faults(cluster, session, clock, spec.faults, spec.load.seed,
+                                    windows)))
 
             started = time.monotonic()
             result = await run_load(net, spec.load, on_start=on_start, log=log)
@@ -289,13 +302,15 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
     finally:
         codes = cluster.stop_all()
     cpu = cluster.cpu_seconds()
-    result.summary["faults"] = applied
-    result.summary["state_agreement"] = agreement
-    result.summary["exit_codes"] = codes
-    result.summary["cpu"] = {"model": "real", "cpu_seconds": {k: round(v, 3) for k, v in
-                                                              sorted(cpu.items())},
-                             "utilisation": {k: round(v / elapsed, 4) for k, v in
-                                             sorted(cpu.items())}}
+    summary = result.summary
+    summary["faults"] = windows
+    summary["safety"]["state_agreement"] = agreement
+    for node_id, code in codes.items():
+        summary["nodes"].setdefault(node_id, {})["exit_code"] = code
+    summary["cpu"] = {"model": "real", "cpu_seconds": {k: round(v, 3) for k, v in
+                                                       sorted(cpu.items())},
+                      "utilisation": {k: round(v / elapsed, 4) for k, v in
+                                      sorted(cpu.items())}}
     (spec.out / "network" / "ports.json").write_text(json.dumps(ports))
     return result
 

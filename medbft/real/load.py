@@ -33,7 +33,8 @@ from typing import Any
 
 import aiohttp
 
-from medbft.metrics import RequestRecord, latency_stats
+from medbft.metrics import RequestRecord
+from medbft.summary import Measured, build_summary, code_version
 from node.client import Client
 from node.crypto import Keyring
 from node.netdir import NetworkDir
@@ -69,6 +70,11 @@ class LoadSpec:
     """Ledger traffic (medbft/traffic/ledger.py): the kind mix, as a scenario's `workload.flow`."""
     mix: dict[str, float] | None = None
     invalid: float = 0.0
+    scenario_hash: str | None = None
+    """The scenario's hash when the load comes from a scenario file (`medbft cluster
+    --scenario`)."""
+    expect: Any = None
+    """The scenario's `expect:` block (an `ExpectSpec`), judged against the summary."""
 
 
 @dataclass
@@ -304,31 +310,39 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 def _traffic(parties: dict[str, _Party], before: dict[str, Any],
              after: dict[str, Any]) -> dict[str, Any]:
+    """Messages sent during the run by every node (counter differences) and every client.
+    `lost` counts what a sender's transport dropped (no route to the peer, or its queue full);
+    what the kernel or the broker lost is invisible here, and nothing duplicates or reorders
+    on purpose, so those two are None."""
     by_type: dict[str, int] = {}
     bytes_by_type: dict[str, int] = {}
     by_node: dict[str, int] = {}
     bytes_by_node: dict[str, int] = {}
-    lost = 0
-    sources: list[tuple[str, dict[str, int], dict[str, int], int]] = []
+    lost_by_reason = {"no-route": 0, "queue-full": 0}
+    sources: list[tuple[str, dict[str, int], dict[str, int], int, int]] = []
     for nid, row in after.items():
         c, b = row["counters"], before.get(nid, {}).get("counters", {})
         sources.append((nid, _delta(c["sent_by_kind"], b.get("sent_by_kind", {})),
                         _delta(c["sent_bytes_by_kind"], b.get("sent_bytes_by_kind", {})),
-                        (c["dropped_no_route"] + c["dropped_queue_full"])
-                        - (b.get("dropped_no_route", 0) + b.get("dropped_queue_full", 0))))
+                        c["dropped_no_route"] - b.get("dropped_no_route", 0),
+                        c["dropped_queue_full"] - b.get("dropped_queue_full", 0)))
     for cid, party in parties.items():
         st = party.transport.stats
         sources.append((cid, dict(st.sent_by_kind), dict(st.sent_bytes_by_kind),
-                        st.dropped_no_route + st.dropped_queue_full))
-    for party_id, kinds, kind_bytes, dropped in sources:
+                        st.dropped_no_route, st.dropped_queue_full))
+    for party_id, kinds, kind_bytes, no_route, queue_full in sources:
         for kind, count in kinds.items():
             by_type[kind] = by_type.get(kind, 0) + count
         for kind, nbytes in kind_bytes.items():
             bytes_by_type[kind] = bytes_by_type.get(kind, 0) + nbytes
         by_node[party_id] = sum(kinds.values())
         bytes_by_node[party_id] = sum(kind_bytes.values())
-        lost += dropped
-    return {"total": sum(by_type.values()), "bytes": sum(bytes_by_type.values()), "lost": lost,
+        lost_by_reason["no-route"] += no_route
+        lost_by_reason["queue-full"] += queue_full
+    return {"total": sum(by_type.values()), "bytes": sum(bytes_by_type.values()),
+            "lost": sum(lost_by_reason.values()),
+            "lost_by_reason": {k: v for k, v in lost_by_reason.items() if v},
+            "duplicated": None, "reordered": None,
             "by_type": dict(sorted(by_type.items())),
             "bytes_by_type": dict(sorted(bytes_by_type.items())),
             "by_node": dict(sorted(by_node.items())),
@@ -348,12 +362,9 @@ def _counter_sum(before: dict[str, Any], after: dict[str, Any], name: str) -> di
 async def _summarise(session: aiohttp.ClientSession, net: NetworkDir, spec: LoadSpec,
                      workload: Any, parties: dict[str, _Party], before: dict[str, Any],
                      after: dict[str, Any], now_ns: int, elapsed_s: float) -> dict[str, Any]:
-    from sim.run import code_version
-
+    """What the clients and the nodes' counters saw, handed to the one summary builder
+    (medbft.summary), so a real run's summary has a simulated run's keys and meanings."""
     records = list(workload.records.values())
-    latencies = [r.latency_ns for r in records if r.latency_ns is not None]
-    in_window = sum(1 for r in records if r.commit_ns is not None
-                    and r.commit_ns <= spec.duration_ns)
     start_seq = min((row["last_executed"] for row in before.values()), default=0) + 1
     end_seq = max((row["last_executed"] for row in after.values()), default=0)
     ledgers = await check_ledgers(session, net, start_seq, end_seq)
@@ -362,67 +373,67 @@ async def _summarise(session: aiohttp.ClientSession, net: NetworkDir, spec: Load
         seqs = await request_seqs(session, net, best, start_seq, end_seq)
         for r in records:
             r.seq = seqs.get(r.key)
-    traffic = _traffic(parties, before, after)
     events = _counter_sum(before, after, "events")
-    rejected = _counter_sum(before, after, "rejected")
-    ignored = _counter_sum(before, after, "ignored")
-    views_before = min((row["view"] for row in before.values()), default=0)
-    final_view = max((row["view"] for row in after.values() if row["view_active"]), default=0)
     last_commit = max((r.commit_ns for r in records if r.commit_ns), default=0)
     unsettled = workload.submitted - workload.settled
-    settled = workload.settled
-    traffic["per_committed_request"] = round(traffic["total"] / settled, 6) if settled else None
     ledger = await _ledger_summary(session, net, spec)
-    if ledger.get("ledger") and not ledger["ledger"]["heads_agree"]:
+    if ledger is not None and not ledger["heads_agree"]:
         ledgers["ok"] = False  # same height, different chain heads: execution diverged
-        ledgers["violations"].append({"ledger_heads": ledger["ledger"]["heads"]})
-    return {
-        "scenario": spec.name, "scenario_hash": None, "version": code_version(),
-        "mode": "real", "transport": spec.transport, "seed": spec.seed,
-        "n": net.membership.n, "f": net.membership.f,
-        "duration_s": spec.duration_ns / 1e9, "sim_time_s": round(now_ns / 1e9, 6),
-        "wall_time_s": round(elapsed_s, 3),
-        "requests": {"submitted": workload.submitted, "committed": settled},
-        "throughput_tps": round(in_window / (spec.duration_ns / 1e9), 6),
-        "latency_ms": latency_stats(latencies),
-        "messages": traffic,
-        "view_changes": max(0, final_view - views_before),
-        "final_view": final_view,
-        "stable_checkpoint": max((row["stable_checkpoint"] for row in after.values()),
-                                 default=0),
-        "state_transfers": events.get("state-transfer", 0),
-        "rejected_messages": {"total": sum(rejected.values()), "by_reason": rejected},
-        "ignored_messages": {"total": sum(ignored.values()), "by_reason": ignored},
-        "cpu": {"model": "real"},
-        "safety": {"ok": ledgers["ok"], "violations": ledgers["violations"],
-                   "checked_seqs": ledgers["checked_seqs"]},
-        "liveness": {"ok": unsettled == 0, "unsettled": unsettled,
-                     "last_commit_s": round(last_commit / 1e9, 9)},
-        "expect": {"ok": True, "failed": []},
-        "nodes": {nid: {"view": row["view"], "last_executed": row["last_executed"],
-                        "stable_checkpoint": row["stable_checkpoint"]}
-                  for nid, row in sorted(after.items())},
-    } | ledger
+        ledgers["violations"].append({"ledger_heads": ledger["heads"]})
+    summary = build_summary(Measured(
+        scenario=spec.name, scenario_hash=spec.scenario_hash, version=code_version(),
+        mode="real", transport=spec.transport, seed=spec.seed,
+        n=net.membership.n, f=net.membership.f,
+        duration_ns=spec.duration_ns, sim_time_ns=None,
+        records=records, submitted=workload.submitted, settled=workload.settled,
+        messages=_traffic(parties, before, after),
+        views_entered=len(_views_entered(before, after)),
+        final_view=max((row["view"] for row in after.values() if row["view_active"]),
+                       default=0),
+        stable_checkpoint=max((row["stable_checkpoint"] for row in after.values()), default=0),
+        state_transfers=events.get("state-transfer", 0),
+        rejected=_counter_sum(before, after, "rejected"),
+        ignored=_counter_sum(before, after, "ignored"),
+        cpu={"model": "real"},
+        nodes={nid: {"view": row["view"], "last_executed": row["last_executed"],
+                     "stable_checkpoint": row["stable_checkpoint"]}
+               for nid, row in after.items()},
+        safety={"ok": ledgers["ok"], "violations": ledgers["violations"],
+                "checked_seqs": ledgers["checked_seqs"]},
+        liveness={"ok": unsettled == 0, "submitted": workload.submitted,
+                  "settled": workload.settled, "unsettled": unsettled,
+                  "last_commit_s": round(last_commit / 1e9, 9)},
+        ledger=ledger,
+    ), spec.expect)
+    summary["wall_time_s"] = round(elapsed_s, 3)
+    return summary
+
+
+def _views_entered(before: dict[str, Any], after: dict[str, Any]) -> set[int]:
+    """The views some node entered during the run: what the nodes list in `/status`
+    (`views_entered`, their most recent ones) after the run and did not before."""
+    earlier = {v for row in before.values() for v in row.get("views_entered", ())}
+    return {v for row in after.values() for v in row.get("views_entered", ())} - earlier
 
 
 async def _ledger_summary(session: aiohttp.ClientSession, net: NetworkDir,
-                          spec: LoadSpec) -> dict[str, Any]:
-    """On a ledger network, `ledger`: the counts of the node with the longest chain (totals
-    since genesis, not only this run's), and every node's height and head; nodes at one
-    height must hold one head."""
+                          spec: LoadSpec) -> dict[str, Any] | None:
+    """On a ledger network, the summary's `ledger`: the counts of the node with the longest
+    chain (totals since genesis, not only this run's), and every node's height and head;
+    nodes at one height must hold one head. None on a key-value network."""
     if net.state_machine != "ledger":
-        return {}
+        return None
     ids = net.membership.node_ids
     rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/state") for i in ids))
     states = {i: row["ledger"] for i, row in zip(ids, rows, strict=True)
               if row is not None and "ledger" in row}
     if not states:
-        return {"ledger": None}
+        return None
     best = max(states, key=lambda i: (states[i]["blocks"], -ids.index(i)))
     heads = {i: {"blocks": st["blocks"], "head": st["head"]} for i, st in states.items()}
     by_height: dict[int, set[str]] = {}
     for st in states.values():
         by_height.setdefault(int(st["blocks"]), set()).add(str(st["head"]))
     counts = {k: v for k, v in states[best].items() if k != "head"}
-    return {"ledger": {"flow": spec.flow, "replica": best, **counts, "heads": heads,
-                       "heads_agree": all(len(h) == 1 for h in by_height.values())}}
+    return {"flow": spec.flow, "replica": best, **counts, "heads": heads,
+            "heads_agree": all(len(h) == 1 for h in by_height.values())}
