@@ -623,6 +623,42 @@ def test_hash_is_stable_across_processes(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Package layout
+
+#: The package's modules, each importing only modules before it (errors at the bottom).
+LAYERS = ("errors", "fields", "base", "specs", "faults", "model", "loading", "canonical")
+
+
+def test_package_exports_exactly_the_names_importers_use() -> None:
+    import medbft.scenario as package
+
+    assert package.__all__ == [
+        "BEHAVIORS", "ByzantineFault", "CpuSpec", "CrashFault", "FaultSpec", "HealFault",
+        "IsolateFault", "LatencySpec", "LinkFault", "PartitionFault", "RecoverFault", "Scenario",
+        "ScenarioError", "SlowFault", "apply_overrides", "load_scenario", "parse_scenario",
+        "scenario_hash", "to_dict",
+    ]
+    assert all(hasattr(package, name) for name in package.__all__)
+
+
+def test_package_modules_import_only_modules_below_them() -> None:
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "medbft" / "scenario"
+    assert sorted(p.stem for p in folder.glob("*.py")) == sorted(("__init__", *LAYERS))
+    for rank, name in enumerate(LAYERS):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{name}.py opens without a docstring"
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        inside = {m.removeprefix("medbft.scenario.") for m in imported
+                  if m == "medbft.scenario" or m.startswith("medbft.scenario.")}
+        assert inside <= set(LAYERS[:rank]), f"{name}.py imports {sorted(inside)}"
+
+
+# ---------------------------------------------------------------------------------------------
 # Units
 
 
