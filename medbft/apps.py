@@ -10,7 +10,7 @@ one honest replica with its genesis; `ledger_digests.json`: every replica's fina
 digest; `offchain.json`: the EPCIS/FHIR documents behind the commitments).
 
 Tests set `CHECK_INVARIANTS = True` to wrap every replica's ledger in `CheckedLedger`
-(healthcare.md B.4 after every block) and get the violations in the summary.
+(docs/ledger.md#invariants after every block) and get the violations in the summary.
 """
 
 from __future__ import annotations

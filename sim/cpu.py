@@ -2,7 +2,7 @@
 
 Why this exists: in a real deployment a replica's CPU is a queue. Signature checks, MACs over
 O(n) authenticators and per-message handling decide throughput long before the network does
-(OSDI '99 §7; the per-node load formulas in shared/reference/pbft.md §4.1). The simulator
+(OSDI '99 §7; the per-node load formulas in docs/design.md#per-node-load). The simulator
 charges each step of a replica by the operations the core counted while taking it
 (`node.crypto.Costs`): messages handled, bytes received, signatures, verifications, MACs and
 digests, each at a per-operation cost.

@@ -2,7 +2,7 @@
 
 Why this exists: the permission-matrix, rules and query tests build ledgers by hand, one
 transaction per block, without PBFT in the way (signatures are the replica's job; the ledger
-trusts `Request.client`). Every block is checked against the B.4 invariants as it lands.
+trusts `Request.client`). Every block is checked against the ledger's invariants as it lands.
 """
 
 from __future__ import annotations

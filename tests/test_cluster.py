@@ -25,7 +25,7 @@ def assert_agreement(c: InMemoryCluster) -> None:
 
 
 @pytest.mark.parametrize("n", [4, 5, 7, 10])
-def test_normal_case_message_counts_match_pbft_md_4_1(n: int) -> None:
+def test_normal_case_message_counts_match_the_expected_numbers(n: int) -> None:
     c = InMemoryCluster(n=n)
     c.submit(b"put a 1")
     c.deliver_all()
@@ -37,7 +37,7 @@ def test_normal_case_message_counts_match_pbft_md_4_1(n: int) -> None:
     assert sum(c.sent_kinds().values()) == 2 * n * n - n + 1
 
 
-def test_with_f_silent_backups_messages_match_pbft_md_4_1() -> None:
+def test_with_f_silent_backups_messages_match_the_expected_numbers() -> None:
     c = InMemoryCluster(n=4)
     c.crash("r3")
     c.submit(b"put a 1")

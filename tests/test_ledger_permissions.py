@@ -1,7 +1,7 @@
-"""Every cell of the permission matrix (healthcare.md B.3): each role submits each kind, in a
-world where the transaction would succeed if the role were allowed. Allowed cells must
-succeed; denied cells must be rejected as `role-not-permitted` (an ACCESS_REQUEST from a
-denied role is an audited `deny:role-not-permitted` decision). The conditions behind the
+"""Every cell of the permission matrix (docs/ledger.md#permission-matrix): each role submits
+each kind, in a world where the transaction would succeed if the role were allowed. Allowed
+cells must succeed; denied cells must be rejected as `role-not-permitted` (an ACCESS_REQUEST
+from a denied role is an audited `deny:role-not-permitted` decision). The conditions behind the
 "own" and "C" cells are tested in test_ledger_rules.py."""
 
 from __future__ import annotations

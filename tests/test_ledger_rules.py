@@ -1,4 +1,4 @@
-"""The ledger's rules and invariants (healthcare.md B.4), on hand-built ledgers: a flow with
+"""The ledger's rules and invariants (docs/ledger.md#invariants), on hand-built ledgers: a flow with
 an exact custody trace and recall exposure, custody, lifecycle, recall and quarantine,
 counterfeits, consent at block time (and the order inside one block), no personal data,
 the audit chain, blocks, determinism and tamper evidence. Every block of every test is
@@ -304,7 +304,7 @@ def test_tampering_is_detected_b4_7() -> None:
 
 
 def test_the_invariant_checker_catches_a_broken_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The B.4 checks are independent of the rules: break one rule and they object."""
+    """The invariant checks are independent of the rules: break one rule and they object."""
     h = hand_built_flow()
     monkeypatch.setattr(rules, "blocked_reason", lambda *args: None)
     with pytest.raises(AssertionError, match="recall: EPCIS_SHIP"):

@@ -1,7 +1,7 @@
-"""The ledger inside whole simulated runs: healthcare.md B.4 checked on every replica after
-every block (`CheckedLedger`, via medbft.apps.CHECK_INVARIANTS), honest replicas ending
-with identical state digests, the four teaching scenarios telling their stories, and the
-key-value app still selectable for protocol measurements."""
+"""The ledger inside whole simulated runs: its invariants (docs/ledger.md#invariants) checked
+on every replica after every block (`CheckedLedger`, via medbft.apps.CHECK_INVARIANTS), honest
+replicas ending with identical state digests, the four teaching scenarios telling their
+stories, and the key-value app still selectable for protocol measurements."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Layer 3: whole simulated runs from scenario files, checked against pbft.md's formulas and
-the shipped scenarios' own `expect:` blocks."""
+"""Layer 3: whole simulated runs from scenario files, checked against the expected numbers of
+docs/design.md#expected-numbers and the shipped scenarios' own `expect:` blocks."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_latency_is_exactly_five_one_way_delays(n: int) -> None:
 
 
 @pytest.mark.parametrize("n", [4, 7, 10])
-def test_messages_per_request_by_type_match_pbft_md_4_1(n: int) -> None:
+def test_messages_per_request_by_type_match_the_expected_numbers(n: int) -> None:
     # No checkpoint within the run, so the counts are exactly the per-request formulas.
     sc = scenario(nodes=n, protocol={"checkpoint_interval": 1000, "watermark_window": 2000})
     summary = run_scenario(sc).summary
@@ -72,7 +72,7 @@ def test_primary_crash_commits_everything_after_one_view_change() -> None:
     assert summary["view_changes"] == 1 and summary["final_view"] == 1
     assert summary["requests"]["committed"] == summary["requests"]["submitted"]
     assert summary["safety"]["ok"] and summary["liveness"]["ok"]
-    # stall ~ T_client + T_view_change + a few one-way delays (pbft.md 4.4)
+    # stall ~ T_client + T_view_change + 6 one-way delays (docs/design.md#view-change-stall)
     assert 1500 <= summary["latency_ms"]["max"] <= 1500 + 8 * 10
     assert summary["state_transfers"] >= 1, "the restarted primary caught up"
 
@@ -91,7 +91,7 @@ def test_f_plus_1_crashed_ends_on_time_commits_nothing_more_safety_held() -> Non
 
 def test_batching_reduces_messages_per_request_and_lifts_cpu_bound_throughput() -> None:
     # With the CPU model on, 200 requests in flight over 1 ms links saturate the primary's CPU
-    # at b = 1 (pbft.md 4.1: X_max ~ b / ((2b + 4(n-1)) c_m)).
+    # at b = 1 (docs/design.md#per-node-load: X_max ~ b / ((2b + 4(n-1)) c_m)).
     def run(batch: int) -> dict[str, Any]:
         return run_scenario(scenario(
             cpu="default", duration="500ms", network={"latency": "1ms"},

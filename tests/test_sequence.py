@@ -1,4 +1,5 @@
-"""`medbft sequence`: a run's messages step by step, narrated and drawn (views/sequence.py)."""
+"""`medbft sequence`: a run's messages step by step, narrated and drawn
+(medbft/views/sequence.py)."""
 
 from __future__ import annotations
 

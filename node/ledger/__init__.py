@@ -12,7 +12,8 @@ Public surface (everything else is private to the package):
 - `KINDS`, `PERMISSIONS`, `CLIENT_ROLES`: the transaction kinds and the permission matrix;
 - queries: `trace`, `recall_exposure`, `access_log`, `active_consents`, `audit_entries`,
   `verify_record`, `verify_chain`; results files: `save_ledger`, `load_ledger`;
-- `CheckedLedger`, `check_ledger`: the B.4 invariants, after every block.
+- `CheckedLedger`, `check_ledger`: the invariants of docs/ledger.md#invariants, after every
+  block.
 """
 
 from node.ledger.genesis import LedgerGenesis, Party

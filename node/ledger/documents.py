@@ -1,5 +1,6 @@
 """Off-chain documents: EPCIS 2.0 ObjectEvents and FHIR R4 resources, shaped as the standards'
-own examples (healthcare.md C.1-C.3), whose hashes or salted commitments go on the chain.
+own examples (docs/ledger.md#off-chain-formats), whose hashes or salted commitments go on
+the chain.
 
 Why this exists: clients (the simulated workload, `medbft load`) must produce the documents a
 real hospital or wholesaler would, so that what the chain commits to is realistic and a
@@ -128,7 +129,7 @@ def fhir_medication_dispense(record_id: str, patient_ref: str, epc: str, gtin: s
 
 def fhir_consent(consent_id: str, patient_ref: str, custodian: str, grantee: str,
                  start: str, end: str, calendar_ns: int) -> dict[str, Any]:
-    """FHIR R4 Consent, patient-privacy scope, OPTIN, one permit provision (healthcare.md C.3)."""
+    """FHIR R4 Consent: patient-privacy scope, OPTIN, one permit provision."""
     code = "http://terminology.hl7.org/CodeSystem/"
     return {
         "resourceType": "Consent", "id": consent_id, "status": "active",

@@ -12,7 +12,8 @@ Affiliation rule (documented in docs/ledger.md): clinicians and patients belong 
 pharmacists to pharmacies (else hospitals), inspectors and auditors to regulators, each
 round-robin in node order; manufacturer k and distributor k get their own trading-partner
 orgs `mfr-k` and `dist-k` (they run no replica). Every patient has one pseudonym per hospital
-and pharmacy (healthcare.md C.4: one per custodian, so orgs cannot link patients).
+and pharmacy (one per custodian, so orgs cannot link patients; docs/ledger.md, Identities
+and roles).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["DEFAULT_EPOCH_NS", "LedgerGenesis", "Party", "pseudonym_for"]
 #: Block timestamps in the simulator count from 0; block calendar time is epoch + timestamp.
 DEFAULT_EPOCH_NS = int(datetime(2025, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
 
-_FIRST_PREFIX = 614141  # GS1 example company prefix (healthcare.md C.1)
+_FIRST_PREFIX = 614141  # the example company prefix of GS1's standards (EPCIS 2.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
-"""The invariants of healthcare.md B.4, checked from outside the rules, and a wrapper that
-checks them on a replica after every block.
+"""The invariants of docs/ledger.md#invariants, checked from outside the rules, and a wrapper
+that checks them on a replica after every block.
 
 Why this exists: the rules (rules.py) are written to keep these properties; this module states
 them independently, reading only the ledger's state and logs, so a bug in a rule shows up as a
@@ -7,7 +7,7 @@ violation instead of as a plausible ledger. `InvariantChecker.after_block` is in
 the logs (it replays new events through the unit lifecycle and checks new audit entries) and
 checks the table rows the block wrote (all rows at first and after a restore);
 `CheckedLedger` runs it after every `execute` and records each block's state
-digest by height in a registry shared by all replicas (B.4.1: honest replicas agree).
+digest by height in a registry shared by all replicas (invariant 1: honest replicas agree).
 
 Cost: O(what the block wrote) per block, plus O(state) after a restore; for tests and runs
 with `medbft.apps.CHECK_INVARIANTS`, not for production.
@@ -28,7 +28,7 @@ __all__ = ["CheckedLedger", "InvariantChecker", "check_ledger"]
 
 DISPOSITIONS = frozenset({"active", "in_transit", "in_progress", "dispensed", "administered",
                           "destroyed"})
-#: event kind -> (dispositions it may start from, disposition it leads to); B.4.3
+#: event kind -> (dispositions it may start from, disposition it leads to); invariant 3
 LIFECYCLE: dict[str, tuple[frozenset[str | None], str]] = {
     "EPCIS_COMMISSION": (frozenset({None}), "active"),
     "EPCIS_SHIP": (frozenset({"active", "in_progress"}), "in_transit"),
@@ -78,7 +78,7 @@ class InvariantChecker:
         self.full_scan = False
         st.dirty = set()
 
-    # -- B.4.2 / B.4.3 / B.4.4: custody, lifecycle, quarantine and recall -------------------
+    # -- invariants 2, 3, 4: custody, lifecycle, quarantine and recall ---------------------
 
     def _check_events(self) -> None:
         st = self.ledger.state
@@ -124,7 +124,7 @@ class InvariantChecker:
             if lot not in st.tables["lots"]:
                 self._fail(f"custody: {epc} names unknown lot {lot}")
 
-    # -- B.4.5 / B.4.7: consent behind every permit; append-only, one entry per decision ----
+    # -- invariants 5, 7: consent behind every permit; append-only, one entry per decision -
 
     def _check_audit(self) -> None:
         st = self.ledger.state
@@ -186,7 +186,7 @@ class InvariantChecker:
             if pos[0] <= len(st.blocks.entries) else None
         return now is None or row[5] <= now < row[6]
 
-    # -- B.4.6: nothing personal in the state ----------------------------------------------
+    # -- invariant 6: nothing personal in the state ----------------------------------------
 
     def _check_no_phi(self, rows: set[tuple[str, str]] | None) -> None:
         tables = self.ledger.state.tables
@@ -225,7 +225,7 @@ def check_ledger(ledger: Ledger) -> list[str]:
 
 
 class CheckedLedger:
-    """A Ledger that checks B.4 after every block (for tests and simulated runs).
+    """A Ledger that checks the invariants after every block (for tests and simulated runs).
 
     `registry[height][name]` collects each replica's state digest after that block, so a test
     can assert that every honest replica computed the same digest at every height.

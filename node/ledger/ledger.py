@@ -1,4 +1,4 @@
-"""`Ledger`: the healthcare state machine behind the replica (node/statemachine.StateMachine).
+"""`Ledger`: the healthcare state machine behind the replica (node.statemachine.StateMachine).
 
 Why this exists: a committed PBFT batch becomes a block here. For each request, in the agreed
 order: decode and shape-check the transaction (txs.py), look up the signer's registered
@@ -172,7 +172,7 @@ class Ledger:
 
     def _counterfeit(self, req: Request, tx: dict[str, object], height: int,
                      index: int) -> bytes:
-        """A second commissioning of a known serial: reject it and raise the alarm (B.4.2)."""
+        """A second commissioning of a known serial: reject it and raise the alarm (invariant 2)."""
         st = self.state
         duplicate = commission_duplicates(st, tx)[0]
         st.add_audit((height, index, req.client, "COUNTERFEIT_SUSPECTED", duplicate,

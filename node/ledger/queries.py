@@ -1,4 +1,5 @@
-"""Read-only questions about a ledger (healthcare.md B.5), and saving/loading a final ledger.
+"""Read-only questions about a ledger (the queries of docs/ledger.md), and saving/loading a
+final ledger.
 
 Why this exists: the point of the shared ledger is the answers: where a serialised unit has
 been (trace), who is exposed when a lot is recalled (units in stock per custodian, patients
@@ -135,9 +136,10 @@ def access_log(ledger: Ledger, patient: str) -> list[dict[str, Any]]:
 
 
 def audit_entries(ledger: Ledger, reader: str) -> list[dict[str, Any]]:
-    """The audit log as `reader` may read it (B.3 last row): regulator inspectors and
-    auditors read all of it; everyone else reads their own entries (patients: also those
-    about them). Unknown readers read nothing."""
+    """The audit log as `reader` may read it (the last row of
+    docs/ledger.md#permission-matrix): regulator inspectors and auditors read all of it;
+    everyone else reads their own entries (patients: also those about them). Unknown readers
+    read nothing."""
     party = ledger.genesis.parties.get(reader)
     st = ledger.state
     if party is None:

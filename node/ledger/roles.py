@@ -1,5 +1,5 @@
 """Who may do what: client roles, organisation types, transaction kinds and the permission
-matrix of healthcare.md B.3.
+matrix (docs/ledger.md#permission-matrix).
 
 Why this exists: the matrix is the ledger's first rule ("deny by default") and also what the
 tests, the docs and the workload generator read, so it lives here once, as data. A cell says
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 #: Client roles, in the order the workload's population rotation uses.
-#: `inspector` is healthcare.md's `regulator_inspector`.
+#: A genesis file may call `inspector` `regulator_inspector` (`ROLE_ALIASES`).
 CLIENT_ROLES: tuple[str, ...] = (
     "manufacturer", "distributor", "pharmacist", "clinician", "patient", "inspector", "auditor",
 )
@@ -46,7 +46,7 @@ _TRADING_AND_REGULATOR = _TRADING | {"inspector"}
 _REGULATOR = frozenset({"inspector"})
 
 #: Transaction kind -> roles that may submit it (every other role is denied).
-#: Comments give the B.3 cell; "own" and "C" conditions are enforced in rules.py.
+#: Comments give the matrix cell; "own" and "C" conditions are enforced in rules.py.
 PERMISSIONS: dict[str, frozenset[str]] = {
     # consent and access (FHIR Consent semantics)
     "CONSENT_GRANT": frozenset({"patient"}),                     # ✓ own

@@ -1,14 +1,14 @@
 """The rules: one handler per transaction kind, each checking everything before it changes
 anything (a rejected transaction leaves no trace in the tables, only an audit entry).
 
-Why this exists: this is where healthcare.md B.4 holds. Custody is a function (a unit has one
-custodian and one disposition); the lifecycle is commissioned -> (shipped -> received)* ->
-dispensed | administered | destroyed, and nothing follows a terminal state; a recalled or
-quarantined unit is never shipped, dispensed or administered; an access is permitted only by
-ownership, custodianship, an active consent at block time, or break-glass (always audited);
-the regulator sees metadata only. A handler gets a `Ctx` (state, genesis, the signer's
-registered party, the decoded tx, its position and the block's calendar time) and returns the
-result bytes, or raises `Reject(reason)`.
+Why this exists: this is where the invariants of docs/ledger.md#invariants hold. Custody is a
+function (a unit has one custodian and one disposition); the lifecycle is commissioned ->
+(shipped -> received)* -> dispensed | administered | destroyed, and nothing follows a terminal
+state; a recalled or quarantined unit is never shipped, dispensed or administered; an access is
+permitted only by ownership, custodianship, an active consent at block time, or break-glass
+(always audited); the regulator sees metadata only. A handler gets a `Ctx` (state, genesis, the
+signer's registered party, the decoded tx, its position and the block's calendar time) and
+returns the result bytes, or raises `Reject(reason)`.
 
 Must not know: the wall clock, randomness, the network. Block time is the agreed timestamp.
 """
@@ -164,7 +164,7 @@ def _active_consent(ctx: Ctx, pseudonym: str, purpose: str, resource: str | None
 
 
 def decide_access(ctx: Ctx) -> tuple[str, str]:
-    """(decision, rule) for an ACCESS_REQUEST: deny by default (healthcare.md B.2)."""
+    """(decision, rule) for an ACCESS_REQUEST: deny by default (docs/ledger.md#transactions)."""
     tx, party = ctx.tx, ctx.party
     owner = ctx.g.pseudonyms.get(tx["patient"])
     if owner is None:
@@ -268,7 +268,7 @@ def gtin_register(ctx: Ctx) -> bytes:
 
 
 def commission_duplicates(st: State, tx: dict[str, Any]) -> list[str]:
-    """Serials in a commissioning that already exist: the counterfeit signal (B.4.2)."""
+    """Serials in a commissioning that already exist: the counterfeit signal (invariant 2)."""
     units = st.tables["units"]
     return [e for e in tx["epcs"] if type(e) is str and e in units]
 

@@ -1,13 +1,13 @@
 """Transactions on the wire: canonical JSON, the per-kind schema, the no-PHI guard, and the
 commitment formats that stand in for off-chain documents.
 
-Why this exists: a transaction is signed bytes, so it must have exactly one encoding
-(canonical JSON: sorted keys, no whitespace, ASCII), and nothing may reach the rules before
-its shape is known. The guard runs first and rejects any field that would carry personal data
-(healthcare.md B.4.6) or a raw biometric vector; then the schema rejects unknown fields and
-wrong types. Off-chain documents (FHIR R4 resources, EPCIS 2.0 events) appear on the chain
-only as commitments: `sha256:<hex>` of salt + canonical JSON for records, and an EPCIS event
-hash `ni:///sha-256;<hex>?ver=CBV2.0` for events.
+Why this exists: a transaction is signed bytes, so it must have exactly one encoding (canonical
+JSON: sorted keys, no whitespace, ASCII), and nothing may reach the rules before its shape is
+known. The guard runs first and rejects any field that would carry personal data or a raw
+biometric vector (invariant 6 of docs/ledger.md#invariants); then the schema rejects unknown
+fields and wrong types. Off-chain documents (FHIR R4 resources, EPCIS 2.0 events) appear on the
+chain only as commitments: `sha256:<hex>` of salt + canonical JSON for records, and an EPCIS
+event hash `ni:///sha-256;<hex>?ver=CBV2.0` for events.
 
 Must not know: roles, state or time. Every check here is a pure function of the bytes.
 """
@@ -179,7 +179,7 @@ def is_event_hash(value: object) -> bool:
 def commitment(resource: dict[str, Any], salt: bytes) -> str:
     """The salted commitment of an off-chain document: sha256(salt || canonical JSON).
 
-    A fresh random salt per record (healthcare.md D.1) stops brute-forcing low-entropy fields.
+    A fresh random salt per record stops brute-forcing low-entropy fields.
     """
     return "sha256:" + hashlib.sha256(salt + canonical(resource).encode()).hexdigest()
 
