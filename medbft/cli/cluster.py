@@ -8,8 +8,8 @@ other fault kinds exist only in the simulator and are skipped with a warning. Wi
 `network.latency` (a WAN emulated on one machine; the kernel's netem is not available
 here). Writes the summary.json (the same keys, with the same meanings, as a simulated run:
 medbft/summary.py; `safety` adds the final `state_agreement`) and requests.csv of a simulated
-run, and exits as `medbft run` does (1 when `expect:` fails); logs in OUT/logs/. Every process it started is stopped
-at the end, also on Ctrl-C.
+run, and exits as `medbft run` does (1 when `expect:` fails); logs in OUT/logs/. Every
+process it started is stopped at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
