@@ -22,9 +22,10 @@ from typing import Any
 
 from medbft.metrics import latency_stats
 from medbft.traffic.ledger import LedgerTraffic
+from node.apps import STATE_MACHINES, make_state_machine
 from node.ledger import CheckedLedger, Ledger, LedgerGenesis, recall_exposure, save_ledger
 from node.membership import Membership
-from node.statemachine import KeyValueStore
+from node.statemachine import StateMachine
 
 __all__ = ["CHECK_INVARIANTS", "KvApp", "LedgerApp", "make_app", "write_ledger_results"]
 
@@ -39,8 +40,11 @@ class KvApp:
 
     traffic = None
 
-    def state_machine(self, node_id: str) -> KeyValueStore:
-        return KeyValueStore()
+    def __init__(self, scenario: Any, membership: Membership, seed: int) -> None:
+        self.membership = membership
+
+    def state_machine(self, node_id: str) -> StateMachine:
+        return make_state_machine("kv", self.membership)
 
     def gateway(self, runtimes: dict[str, Any]) -> None:
         return None
@@ -67,6 +71,7 @@ class LedgerApp:
         self.home_gateway = w.home_gateway or w.flow == "regulator-crash"
 
     def state_machine(self, node_id: str) -> Any:
+        # node.apps.healthcare_ledger, with the genesis the traffic also reads (built once)
         ledger = Ledger(self.genesis)
         machine: Any = (CheckedLedger(ledger, node_id, self.registry) if CHECK_INVARIANTS
                         else ledger)
@@ -196,10 +201,14 @@ class LedgerApp:
                 "offchain": self.traffic.offchain}
 
 
+#: The run side of each state machine in node/apps.py's list (the one list of them).
+RUN_APPS: dict[str, type[LedgerApp] | type[KvApp]] = {"ledger": LedgerApp, "kv": KvApp}
+assert set(RUN_APPS) == set(STATE_MACHINES), "every state machine needs its run side"
+
+
 def make_app(scenario: Any, membership: Membership, seed: int) -> LedgerApp | KvApp:
-    if scenario.workload.app == "kv":
-        return KvApp()
-    return LedgerApp(scenario, membership, seed)
+    """The run side of the scenario's `workload.app`."""
+    return RUN_APPS[scenario.workload.app](scenario, membership, seed)
 
 
 def write_ledger_results(out: str | Path, result: Any) -> None:

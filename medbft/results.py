@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from medbft.scenario import Scenario, to_dict
-from medbft.timeline import FaultWindow, PhaseRow, ViewRow, fault_windows, phase_rows, view_rows
+from medbft.timeline import FaultRow, PhaseRow, ViewRow, fault_rows, phase_rows, view_rows
 
 __all__ = ["RequestRow", "RunData", "load_run", "read_requests", "reproduce_command",
            "save_run_data", "trace_digest", "write_results"]
@@ -66,7 +66,7 @@ class RunData:
     run_info: dict[str, Any] = field(default_factory=dict)
     phases: list[PhaseRow] | None = None
     views: list[ViewRow] | None = None
-    faults: list[FaultWindow] | None = None
+    faults: list[FaultRow] | None = None
 
 
 def reproduce_command(scenario_path: str, seed: int, overrides: Sequence[str]) -> str:
@@ -108,7 +108,7 @@ def save_run_data(out: Path, scenario: Scenario, result: Any, info: dict[str, An
     views = view_rows(result.events, scenario.node_ids)
     _write_csv(out / VIEWS, VIEW_COLUMNS, (
         (v.view, v.primary, _fmt(v.view_change_s), _fmt(v.entered_s)) for v in views))
-    faults = fault_windows(result.summary, result.events)
+    faults = fault_rows(result.summary, result.events)
     _write_csv(out / FAULTS, FAULT_COLUMNS, (
         (w.kind, w.target, _fmt(w.start_s), _fmt(w.end_s), w.label) for w in faults))
 
@@ -192,6 +192,6 @@ def load_run(path: Path) -> RunData:
                               _opt_float(r["entered_s"])) for r in views]
     faults = _read_csv(path / FAULTS)
     if faults is not None:
-        data.faults = [FaultWindow(r["kind"], r["target"], float(r["start_s"]),
+        data.faults = [FaultRow(r["kind"], r["target"], float(r["start_s"]),
                                    _opt_float(r["end_s"]), r["label"]) for r in faults]
     return data

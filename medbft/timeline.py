@@ -35,7 +35,7 @@ from typing import Any
 from medbft.metrics import RequestRecord
 from node.quorum import faults_tolerated, quorum
 
-__all__ = ["PHASES", "FaultWindow", "PhaseRow", "ViewRow", "fault_windows", "phase_rows",
+__all__ = ["PHASES", "FaultRow", "PhaseRow", "ViewRow", "fault_rows", "phase_rows",
            "stall_ms", "view_rows"]
 
 #: The four phases of a request, in order, each ending at the next boundary.
@@ -76,8 +76,10 @@ class ViewRow:
 
 
 @dataclass(frozen=True, slots=True)
-class FaultWindow:
-    """A fault active from `start_s` to `end_s` (None: until the end of the run)."""
+class FaultRow:
+    """One row of faults.csv: a fault active from `start_s` to `end_s` in seconds (None:
+    until the end of the run). The simulator records its windows in nanoseconds
+    (`sim.faults.FaultWindow`); this is what the figures read back."""
 
     kind: str
     target: str
@@ -180,25 +182,25 @@ def view_rows(events: Iterable[Mapping[str, Any]], node_ids: Sequence[str]) -> l
                     entered[v] / _NS if v in entered else None) for v in views]
 
 
-def fault_windows(summary: Mapping[str, Any],
-                  events: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:
+def fault_rows(summary: Mapping[str, Any],
+                  events: Iterable[Mapping[str, Any]]) -> list[FaultRow]:
     """Fault windows: `summary['faults']` when the run recorded it, else crash -> recover
     pairs from the events (a crash never recovered lasts to the end of the run)."""
     if summary.get("faults") is not None:
-        return [FaultWindow(str(w["kind"]), str(w["target"]), float(w["start_s"]),
+        return [FaultRow(str(w["kind"]), str(w["target"]), float(w["start_s"]),
                             None if w.get("end_s") is None else float(w["end_s"]),
                             str(w.get("label") or f"{w['kind']} {w['target']}"))
                 for w in summary["faults"]]
     open_at: dict[str, int] = {}
-    out: list[FaultWindow] = []
+    out: list[FaultRow] = []
     for ev in events:
         if ev["event"] == "crash":
             open_at.setdefault(ev["node"], ev["t"])
         elif ev["event"] == "recover" and ev["node"] in open_at:
             start = open_at.pop(ev["node"])
-            out.append(FaultWindow("crash", ev["node"], start / _NS, ev["t"] / _NS,
+            out.append(FaultRow("crash", ev["node"], start / _NS, ev["t"] / _NS,
                                    f"crash {ev['node']}"))
-    out += [FaultWindow("crash", node, start / _NS, None, f"crash {node}")
+    out += [FaultRow("crash", node, start / _NS, None, f"crash {node}")
             for node, start in open_at.items()]
     return sorted(out, key=lambda w: (w.start_s, w.target))
 

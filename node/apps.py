@@ -33,34 +33,39 @@ STATE_MACHINES: dict[str, str] = {
     "kv": "node.apps:key_value_store",
 }
 """name -> "module:factory", a callable taking the genesis `Membership` (the ledger derives
-its genesis state, e.g. organisations and roles, from it: `LedgerGenesis.from_membership`)."""
+its genesis state, e.g. organisations and roles, from it: `LedgerGenesis.from_membership`)
+and the calendar epoch. The one list of state machines: a scenario's `workload.app`, a
+network directory's `state_machine` and the simulator's run-side apps (medbft/apps.py) all
+name one of these."""
 
 DEFAULT_STATE_MACHINE = "ledger"
 
 
-def key_value_store(membership: Membership) -> StateMachine:
-    """The key-value placeholder (ignores the membership)."""
+def key_value_store(membership: Membership, epoch_ns: int = 0) -> StateMachine:
+    """The key-value placeholder (ignores the membership and the calendar)."""
     return KeyValueStore()
 
 
-def healthcare_ledger(membership: Membership) -> StateMachine:
+def healthcare_ledger(membership: Membership, epoch_ns: int = 0) -> StateMachine:
     """The healthcare ledger, its genesis derived from the membership (client roles become
-    ledger parties), on the Unix-epoch calendar real replicas stamp batches with."""
+    ledger parties). `epoch_ns` is the calendar time of timestamp 0: 0 for real replicas,
+    which stamp batches with Unix-epoch nanoseconds; the simulator's own epoch for virtual
+    time."""
     from node.ledger.genesis import LedgerGenesis
     from node.ledger.ledger import Ledger
 
-    return Ledger(LedgerGenesis.from_membership(membership, epoch_ns=0))
+    return Ledger(LedgerGenesis.from_membership(membership, epoch_ns=epoch_ns))
 
 
-def make_state_machine(name: str, membership: Membership) -> StateMachine:
-    """A fresh state machine of kind `name` for a network of `membership`. Raises ValueError
-    for an unknown name."""
+def make_state_machine(name: str, membership: Membership, epoch_ns: int = 0) -> StateMachine:
+    """A fresh state machine of kind `name` for a network of `membership` (`epoch_ns`: see
+    `healthcare_ledger`). Raises ValueError for an unknown name."""
     target = STATE_MACHINES.get(name)
     if target is None:
         raise ValueError(f"unknown state machine {name!r}; known: {', '.join(STATE_MACHINES)}")
     module, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    return factory(membership)  # type: ignore[no-any-return]
+    return factory(membership, epoch_ns)  # type: ignore[no-any-return]
 
 
 def query_state(sm: StateMachine, key: str) -> tuple[bool, Any]:

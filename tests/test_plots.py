@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from medbft.cli import main
 from medbft.metrics import percentile
 from medbft.results import RunData, load_run
-from medbft.timeline import PHASES, FaultWindow, ViewRow
+from medbft.timeline import PHASES, FaultRow, ViewRow
 from medbft.views import run_figures as rf
 from medbft.views.style import style
 
@@ -210,7 +210,7 @@ def test_cpu_figure_only_with_the_cpu_model(tmp_path: Path, crash: RunData) -> N
 def test_network_marks_roles_crashed_and_byzantine(crash: RunData) -> None:
     data = RunData(crash.path, {**crash.summary, "byzantine": ["pharmacy-1"]}, crash.requests,
                    scenario=crash.scenario, views=[ViewRow(1, "hospital-2", 1.0, 1.1)],
-                   faults=[FaultWindow("crash", "hospital-1", 1.0, None, "hospital-1 crashed")])
+                   faults=[FaultRow("crash", "hospital-1", 1.0, None, "hospital-1 crashed")])
     fig = _draw(rf.network, data)
     honest = _by_gid(fig, "nodes-o")
     byz = _by_gid(fig, "nodes-byzantine")

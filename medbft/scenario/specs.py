@@ -41,6 +41,7 @@ from medbft.scenario.fields import (
     _leaf,
 )
 from medbft.units import parse_duration_ns
+from node.apps import STATE_MACHINES
 
 __all__ = [
     "APPS",
@@ -307,8 +308,9 @@ def _population(value: Any) -> dict[str, int]:
     return {role: int(value[role]) for role in CLIENT_ROLES if value.get(role)}
 
 
-#: Applications a run can execute: the healthcare ledger, or the key-value placeholder.
-APPS: tuple[str, ...] = ("ledger", "kv")
+#: Applications a run can execute: the healthcare ledger, or the key-value placeholder
+#: (node/apps.py holds the one list).
+APPS: tuple[str, ...] = tuple(STATE_MACHINES)
 _LEDGER_ONLY = ("flow", "mix", "invalid", "population", "event_at", "home_gateway")
 
 

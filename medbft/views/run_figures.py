@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 
 from medbft.metrics import percentile
 from medbft.results import RunData
-from medbft.timeline import PHASES, FaultWindow, ViewRow
+from medbft.timeline import PHASES, FaultRow, ViewRow
 from medbft.views.style import (
     DEFAULT_FORMATS,
     FAULT_COLOURS,
@@ -87,7 +87,7 @@ def _duration_label(step_s: float) -> str:
     return f"{step_s * 1e3:g} ms" if step_s < 1 else f"{step_s:g} s"
 
 
-def _fault_groups(faults: Sequence[FaultWindow]) -> list[tuple[str, float, float | None, str]]:
+def _fault_groups(faults: Sequence[FaultRow]) -> list[tuple[str, float, float | None, str]]:
     """Windows with the same kind and interval merged into one label."""
     groups: dict[tuple[str, float, float | None], list[str]] = {}
     for w in faults:
@@ -96,7 +96,7 @@ def _fault_groups(faults: Sequence[FaultWindow]) -> list[tuple[str, float, float
             for (kind, start, end), labels in groups.items()]
 
 
-def shade_faults(ax: Axes, faults: Sequence[FaultWindow] | None, end_s: float) -> list[Patch]:
+def shade_faults(ax: Axes, faults: Sequence[FaultRow] | None, end_s: float) -> list[Patch]:
     """Shade each fault window and label it at the top; return legend handles by kind."""
     kinds: dict[str, Patch] = {}
     for row, (kind, start, end, label) in enumerate(_fault_groups(faults or ())):

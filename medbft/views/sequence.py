@@ -24,7 +24,7 @@ __all__ = [
     "EVENT_NOTES",
     "MESSAGE_NOTES",
     "Excerpt",
-    "Message",
+    "Sent",
     "Step",
     "TraceError",
     "load_sequence",
@@ -80,7 +80,10 @@ class TraceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Message:
+class Sent:
+    """One message as the trace recorded its sending: who sent what kind to whom, when, and
+    when its copies arrived (not a protocol message: node.messages has those)."""
+
     t_ns: int
     src: str
     dst: str
@@ -108,7 +111,7 @@ class Excerpt:
     end_ns: int
     lanes: list[str]
     roles: dict[str, str]
-    messages: list[Message]
+    messages: list[Sent]
     steps: list[Step]
     truncated: int = 0  # messages left out beyond the cap
     down: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
@@ -188,7 +191,7 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
         raise TraceError(f"the window ends ({end_ns / 1e6:g} ms) before it starts "
                          f"({start_ns / 1e6:g} ms)")
     wanted = set(nodes) if nodes else None
-    messages: list[Message] = []
+    messages: list[Sent] = []
     steps: list[Step] = []
     truncated = 0
     crashed_at: dict[str, int] = {}
@@ -219,7 +222,7 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
                                  f"sends carry no arrival times; run the scenario again with "
                                  f"--trace")
             arrive = tuple(int(a) for a in row.get("arrive", ()))
-            messages.append(Message(t, src, dst, str(row["kind"]), arrive))
+            messages.append(Sent(t, src, dst, str(row["kind"]), arrive))
         elif row["event"] in EVENT_NOTES and row.get("node") not in (None, "*"):
             node = str(row["node"])
             if wanted is None or node in wanted:
@@ -260,7 +263,7 @@ def _fields(step: Step) -> str:
     return " ".join(parts)
 
 
-def _rounds(sent: list[Message]) -> int:
+def _rounds(sent: list[Sent]) -> int:
     """How many multicasts the messages of one kind a party sent at one instant make (after a
     NEW-VIEW that carries 29 batches, a backup sends 29 rounds of PREPAREs at once)."""
     per_dst: dict[str, int] = {}
@@ -291,7 +294,7 @@ def _step_lines(steps: list[Step]) -> list[tuple[int, str, str]]:
 def narrate(ex: Excerpt, explain: bool = True) -> list[str]:
     """One line per multicast (messages of one kind a party sent at one instant) and per
     protocol event, in time order; with `explain`, each kind is explained the first time."""
-    groups: dict[tuple[int, str, str], list[Message]] = {}
+    groups: dict[tuple[int, str, str], list[Sent]] = {}
     for msg in ex.messages:
         groups.setdefault((msg.t_ns, msg.src, msg.kind), []).append(msg)
     # (t, 0 for an event / 1 for a send, order, text, what it is): at one instant a party's
