@@ -28,7 +28,7 @@ from medbft.scenario import (
     Scenario,
     SlowFault,
 )
-from node.replica import Replica
+from node.pbft import Replica
 from node.runtime import NodeRuntime
 from sim.byzantine import ByzantineShell, Coalition
 from sim.checker import Checker
