@@ -50,8 +50,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.config import Config
 from node.crypto import SIGNATURE_BYTES, Keyring
-from node.replica import Config
 from sim.cpu import DEFAULT_COSTS_NS
 from sim.memnet import InMemoryCluster
 

@@ -2,9 +2,9 @@
 status and Prometheus metrics.
 
 Why this exists: operators, dashboards and applications that are not PBFT clients need to
-talk to a node over plain HTTP. The API is a thin shell around `node.server.NodeServer`; it
-never changes protocol state except by handing a checked request to the replica, exactly as
-if it had arrived over the network.
+talk to a node over plain HTTP. The API is a thin shell around a running node (a
+`NodeBackend`: `node.server.NodeServer`, passed in); it never changes protocol state except by
+handing a checked request to the replica, exactly as if it had arrived over the network.
 
 Endpoints (JSON unless noted):
 - `POST /tx` submit a signed request: body `application/octet-stream` with the encoded
@@ -30,17 +30,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from node import messages as m
 from node.apps import query_state
+from node.netdir import NetworkDir
+from node.pbft import Replica
+from node.storage import Storage
 
-if TYPE_CHECKING:
-    from node.server import NodeServer
-
-__all__ = ["MAX_BODY_BYTES", "build_app", "check_submission"]
+__all__ = ["MAX_BODY_BYTES", "NodeBackend", "build_app", "check_submission"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
@@ -48,6 +48,26 @@ MAX_LEDGER_LIMIT = 1000
 MAX_DIGEST_LIMIT = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NodeBackend(Protocol):
+    """What the API serves: one running node. `node.server.NodeServer` is one; the API does
+    not import it (the server imports the API)."""
+
+    id: str
+    net: NetworkDir
+    replica: Replica
+    storage: Storage
+
+    def submit(self, envelope: bytes) -> None:
+        """Hand a checked client request envelope to the replica."""
+
+    async def wait_executed(self, key: str, timeout_s: float) -> int | None:
+        """The seq at which request `key` executes here, or None after `timeout_s`."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def block_json(self, seq: int, raw: bytes) -> dict[str, Any]: ...
 
 
 class ApiError(Exception):
@@ -78,7 +98,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.status, exc.reason)
 
 
-def build_app(server: NodeServer) -> web.Application:
+def build_app(server: NodeBackend) -> web.Application:
     """The aiohttp application serving `server`'s API."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     api = _Api(server)
@@ -92,7 +112,7 @@ def build_app(server: NodeServer) -> web.Application:
     return app
 
 
-def check_submission(server: NodeServer, raw: bytes) -> tuple[bytes, m.Request]:
+def check_submission(server: NodeBackend, raw: bytes) -> tuple[bytes, m.Request]:
     """Decode and check a submitted request; return (envelope bytes, request). Raises
     ApiError (400 malformed, 403 unknown client or bad signature)."""
     try:
@@ -117,7 +137,7 @@ def check_submission(server: NodeServer, raw: bytes) -> tuple[bytes, m.Request]:
 
 
 class _Api:
-    def __init__(self, server: NodeServer) -> None:
+    def __init__(self, server: NodeBackend) -> None:
         self.server = server
 
     async def index(self, request: web.Request) -> web.Response:

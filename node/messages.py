@@ -468,7 +468,7 @@ class ViewChange(Message):
     `prepared` is P: for each seq above `stable_seq` prepared here, the highest view and
     digest. `preprepared` is Q: for each such seq, the (digest, latest view) pairs
     pre-prepared here. Prepares are MAC'd, not signed, so P and Q are claims vouched for by
-    this message's signature; the NEW-VIEW decision procedure (replica.decide_new_view) only
+    this message's signature; the NEW-VIEW decision procedure (node.pbft.decide_new_view) only
     trusts a claim that a quorum does not contradict and f+1 replicas back, which keeps
     safety without signing every PREPARE.
     """

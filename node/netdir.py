@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from node.apps import DEFAULT_STATE_MACHINE, STATE_MACHINES
+from node.config import Config
 from node.crypto import Identity
 from node.ledger.roles import rotating_client_roles
 from node.membership import Member, Membership
-from node.replica import Config
 
 __all__ = [
     "DEFAULT_PROTOCOL",

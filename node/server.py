@@ -39,12 +39,13 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from node import messages as m
+from node.api import build_app
 from node.apps import make_state_machine
 from node.crypto import Keyring
 from node.events import Persist, Trace
 from node.netdir import NetworkDir, NetworkError
+from node.pbft import Replica
 from node.realtime import RealClock, run, uvloop_available
-from node.replica import Replica
 from node.runtime import NodeRuntime
 from node.storage import Storage, StorageError
 from node.transport.http import HttpTransport
@@ -165,8 +166,6 @@ class NodeServer:
         return f"{self.opts.listen or host}:{port}"
 
     async def _serve_api(self) -> None:
-        from node.api import build_app
-
         app = build_app(self)
         if isinstance(self.transport, HttpTransport):
             self.transport.attach(app)

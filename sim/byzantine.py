@@ -42,7 +42,7 @@ from typing import Any
 from node import messages as m
 from node.events import Effect, Event, Receive, Send, SetTimer, Timeout, Trace
 from node.messages import DecodeError
-from node.replica import Replica
+from node.pbft import Replica
 
 __all__ = ["ByzantineShell", "Coalition"]
 

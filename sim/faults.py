@@ -29,7 +29,7 @@ from medbft.scenario import (
     SlowFault,
 )
 from medbft.targets import primary_of, resolve_target
-from node.replica import Replica
+from node.pbft import Replica
 from node.runtime import NodeRuntime
 from sim.byzantine import ByzantineShell, Coalition
 from sim.checker import Checker

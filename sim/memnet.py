@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.client import Accepted, Client
+from node.config import Config
 from node.crypto import Costs, Identity, Keyring, VerifyCache
 from node.events import CancelTimer, Persist, Receive, Send, SetTimer, Start, Timeout, Trace
 from node.membership import Member, Membership
-from node.replica import Config, Replica
+from node.pbft import Replica
 from node.statemachine import KeyValueStore
 
 __all__ = ["InMemoryCluster", "Packet", "make_membership"]

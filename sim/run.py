@@ -27,10 +27,11 @@ from medbft.summary import Measured, build_summary, code_version
 from medbft.targets import fault_rng
 from medbft.traffic.workload import Workload
 from node.client import Client
+from node.config import Config
 from node.crypto import Costs, Identity, Keyring, VerifyCache
 from node.events import Trace
 from node.membership import Member, Membership
-from node.replica import Config, Replica
+from node.pbft import Replica
 from node.runtime import NodeRuntime
 from sim.checker import Checker
 from sim.cpu import CpuCosts, cost_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node import messages as m
-from node.replica import Config
+from node.config import Config
 from sim.memnet import InMemoryCluster, Packet
 
 SECOND = 1_000_000_000
@@ -69,8 +69,8 @@ def test_prepared_request_survives_view_change_4_4() -> None:
     c.crash("r3")
     c.submit(b"put a 1")
     c.deliver_all()
-    digests = {c.replicas[r].log[1].digest for r in ("r1", "r2")}
-    assert all(c.replicas[r].log[1].prepared for r in ("r1", "r2"))
+    digests = {c.replicas[r].log.slots[1].digest for r in ("r1", "r2")}
+    assert all(c.replicas[r].log.slots[1].prepared for r in ("r1", "r2"))
     c.crash("r0")
     c.recover("r3")
     c.advance(3 * SECOND)
@@ -90,9 +90,9 @@ def test_log_stays_bounded_by_checkpoints_4_3() -> None:
     assert len(c.accepted) == 40
     for r in c.replicas.values():
         assert r.h == 40
-        assert len(r.log) <= cfg.watermark_window
-        assert len(r.executed) <= cfg.watermark_window
-        assert all(s > r.h for s in r.checkpoints)
+        assert len(r.log.slots) <= cfg.watermark_window
+        assert len(r.log.executed) <= cfg.watermark_window
+        assert all(s > r.h for s in r.checkpoints.votes)
 
 
 def test_restarted_replica_catches_up_by_state_transfer() -> None:
@@ -182,13 +182,13 @@ def test_restart_from_disk_keeps_votes_and_state() -> None:
     c.intercept = lambda p: [] if p.kind == "COMMIT" else [p]  # seq 11 prepares, never commits
     c.submit(b"put k 10")
     c.deliver_all()
-    pinned = c.replicas["r3"].log[11].digest
+    pinned = c.replicas["r3"].log.slots[11].digest
     c.crash("r3")
     before = c.replicas["r3"].sm.snapshot()
     r3 = c.restart_from_disk("r3")
     assert r3.last_executed == 10 and r3.sm.snapshot() == before
-    assert r3.log[11].pre_prepared and r3.log[11].digest == pinned
-    assert 11 in r3.prepared_info
+    assert r3.log.slots[11].pre_prepared and r3.log.slots[11].digest == pinned
+    assert 11 in r3.log.prepared
     c.intercept = None
     c.advance(3 * SECOND)
     assert_agreement(c)

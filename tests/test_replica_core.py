@@ -10,9 +10,10 @@ import dataclasses
 import pytest
 
 from node import messages as m
+from node.config import Config
 from node.crypto import Costs, Keyring, VerifyCache
 from node.events import Receive, Send, SetTimer, Start, Timeout, Trace
-from node.replica import NULL_DIGEST, Config, Replica, decide_new_view
+from node.pbft import NULL_DIGEST, Replica, decide_new_view
 from node.statemachine import KeyValueStore
 from sim.memnet import make_membership
 
@@ -448,10 +449,10 @@ def test_checkpoint_becomes_stable_on_2f_plus_1_matching_and_collects_garbage_4_
     assert h.replica.h == 0
     h.deliver("r3", _signed_checkpoint(h, "r3", 1, own.digest))
     assert h.replica.h == 0, "own + r3 = 2 matching, 2f+1 = 3 needed"
-    assert 1 in h.replica.log
+    assert 1 in h.replica.log.slots
     h.deliver("r0", _signed_checkpoint(h, "r0", 1, own.digest))
-    assert h.replica.h == 1 and 1 not in h.replica.log
-    assert len(h.replica.stable_proof) == 3
+    assert h.replica.h == 1 and 1 not in h.replica.log.slots
+    assert len(h.replica.checkpoints.stable_proof) == 3
 
 
 def test_forged_checkpoint_is_rejected() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from node.config import Config
 from node.crypto import Costs, Keyring
-from node.replica import Config, Replica
+from node.pbft import Replica
 from node.statemachine import KeyValueStore
 from node.storage import Storage, StorageError
 from sim.memnet import InMemoryCluster

@@ -1,0 +1,214 @@
+"""Checkpoints and garbage collection (OSDI '99 §4.3).
+
+Why this exists: the log must stay within the watermark window however long a run lasts. A
+replica takes a checkpoint every `checkpoint_interval` executed sequence numbers (a snapshot of
+the state machine and the reply cache), signs its digest and multicasts a CHECKPOINT; q
+matching signed CHECKPOINTs make it stable, which moves the low watermark and lets everything
+at or below it go. The proof (those q messages) is what VIEW-CHANGEs, NEW-VIEWs and state
+transfer carry, so its check lives here too, as does the snapshot format.
+
+What it must not know: how batches are agreed on or executed, view changes, how state is
+fetched. What it needs from the rest of the replica is `CheckpointHost`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
+from node import messages as m
+from node.config import Config
+from node.crypto import Keyring
+from node.pbft import durable
+from node.pbft.log import Log
+from node.pbft.outbox import Outbox
+from node.quorum import primary_of
+from node.statemachine import StateMachine
+
+__all__ = ["CachedReply", "CheckpointHost", "Checkpoints", "read_snapshot", "snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedReply:
+    """The last reply to one client session: part of the replicated (checkpointed) state, so
+    it holds nothing replica-specific. Replies carry the sender's current view (§4.1: so
+    clients learn the primary), not the view of execution, which replicas may disagree on."""
+
+    timestamp: int
+    result: bytes
+
+
+def snapshot(sm: StateMachine, replies: dict[tuple[str, int], CachedReply]) -> bytes:
+    """Canonical snapshot: the state machine's plus the reply cache (exactly-once state)."""
+    rows = sorted([c, s, r.timestamp, r.result.hex()] for (c, s), r in replies.items())
+    state = sm.snapshot()
+    return (len(state).to_bytes(8, "big") + state
+            + json.dumps(rows, separators=(",", ":")).encode())
+
+
+def read_snapshot(data: bytes) -> tuple[bytes, dict[tuple[str, int], CachedReply]]:
+    """(state machine snapshot, reply cache) of a `snapshot`; ValueError if malformed."""
+    size = int.from_bytes(data[:8], "big")
+    state, rest = data[8:8 + size], data[8 + size:]
+    try:
+        rows = json.loads(rest)
+        replies = {(str(c), int(s)): CachedReply(int(t), bytes.fromhex(r))
+                   for c, s, t, r in rows}
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed reply cache in snapshot: {exc}") from exc
+    return state, replies
+
+
+class CheckpointHost(Protocol):
+    """What checkpointing asks of the rest of the replica."""
+
+    def fetch_state(self) -> None:
+        """We are behind (or our state differs): get the stable state from others."""
+
+    def replay_future(self) -> None:
+        """The window moved: buffered messages may be acceptable now."""
+
+    def maybe_propose(self) -> None:
+        """The window moved: a primary may propose again."""
+
+    def collect_garbage(self) -> None:
+        """Discard everything at or below the new low watermark, in every part."""
+
+
+class Checkpoints:
+    """Signed CHECKPOINTs by seq and sender, our own snapshots, and the stable checkpoint
+    (its proof and, when we have it, its snapshot)."""
+
+    def __init__(self, host: CheckpointHost, out: Outbox, log: Log, keys: Keyring,
+                 ids: tuple[str, ...], me: int, q: int, config: Config) -> None:
+        self.host = host
+        self.out = out
+        self.log = log
+        self.keys = keys
+        self.costs = keys.costs
+        self.ids = ids
+        self.me = me
+        self.n = len(ids)
+        self.q = q
+        self.interval = config.checkpoint_interval
+        self.keep = config.watermark_window // config.checkpoint_interval + 2
+        self.durable = config.durable
+        self.votes: dict[int, dict[int, m.Checkpoint]] = {}
+        self.own: dict[int, bytes] = {}
+        self.stable_proof: tuple[m.Checkpoint, ...] = ()
+        self.stable_snapshot: bytes | None = None
+
+    def take(self, seq: int, snap: bytes) -> None:
+        """After executing `seq` (a multiple of the interval): sign and multicast our
+        CHECKPOINT for the state `snap`."""
+        self.costs.digest += 1
+        digest = m.digest_of(snap)
+        self.own[seq] = snap
+        unsigned = m.Checkpoint(seq, digest, self.me, b"")
+        cp = dataclasses.replace(unsigned, signature=self.keys.sign(m.encode(unsigned)))
+        self.votes.setdefault(seq, {})[self.me] = cp
+        self.out.bcast(cp)
+        self.out.trace("checkpoint", seq=seq, digest=digest.hex())
+        self.maybe_stable(seq)
+
+    def valid_checkpoint(self, cp: m.Checkpoint) -> bool:
+        if not 0 <= cp.replica < self.n or len(cp.digest) != 32:
+            return False
+        return self.keys.verify(self.ids[cp.replica], cp.unsigned(), cp.signature)
+
+    def valid_proof(self, seq: int, proof: tuple[m.Checkpoint, ...]) -> bool:
+        """`proof` shows the checkpoint at `seq` stable: q matching CHECKPOINTs, signed by
+        distinct replicas (seq 0, the initial state, needs none)."""
+        if seq == 0:
+            return not proof
+        if seq % self.interval:
+            return False
+        signers = {cp.replica for cp in proof}
+        if len(signers) != len(proof) or len(proof) < self.q:
+            return False
+        digest = proof[0].digest
+        return all(
+            cp.seq == seq and cp.digest == digest and self.valid_checkpoint(cp) for cp in proof
+        )
+
+    def on_checkpoint(self, sender: int, cp: m.Checkpoint) -> None:
+        if cp.seq <= self.log.h:
+            return  # old news; not an error
+        if cp.seq % self.interval != 0:
+            self.out.drop("checkpoint at a non-checkpoint sequence number", self.ids[sender],
+                          cp.KIND)
+            return
+        if not self.valid_checkpoint(cp):
+            self.out.drop("bad checkpoint signature", self.ids[sender], cp.KIND)
+            return
+        self.votes.setdefault(cp.seq, {}).setdefault(sender, cp)
+        self._bound(sender)
+        self.maybe_stable(cp.seq)
+
+    def _bound(self, sender: int) -> None:
+        """Each sender's CHECKPOINTs above h: at most as many as the window holds (+2)."""
+        seqs = sorted(s for s, by in self.votes.items() if sender in by)
+        for s in seqs[:-self.keep]:
+            del self.votes[s][sender]
+
+    def maybe_stable(self, seq: int) -> None:
+        """A checkpoint is stable on q (2f+1) matching signed CHECKPOINTs (§4.3)."""
+        log = self.log
+        if seq <= log.h:
+            return
+        proof = matching_quorum(self.votes.get(seq, {}), self.q)
+        if proof is None:
+            return
+        digest = proof[0].digest
+        own = self.own.get(seq)
+        if own is not None and m.digest_of(own) == digest:
+            self.make_stable(seq, proof, own)
+        elif log.last_executed < seq:
+            self.out.trace("behind", seq=seq, last_executed=log.last_executed)
+            self.host.fetch_state()
+        else:
+            self.out.trace("checkpoint mismatch", seq=seq)
+            self.host.fetch_state()
+
+    def make_stable(self, seq: int, proof: tuple[m.Checkpoint, ...], snap: bytes) -> None:
+        """Adopt a stable checkpoint whose state we hold; then carry on with what waited for
+        the window to move."""
+        self.advance_stable(seq, proof, snap)
+        self.host.replay_future()
+        log = self.log
+        if primary_of(log.view, self.n) == self.me and log.view_active:
+            self.host.maybe_propose()
+
+    def advance_stable(
+        self, seq: int, proof: tuple[m.Checkpoint, ...], snap: bytes | None
+    ) -> None:
+        """Move the low watermark to a proven checkpoint and collect garbage; no other side
+        effects (callers decide whether buffered messages and proposals may follow)."""
+        self.log.move_window(seq)
+        self.stable_proof = proof
+        self.stable_snapshot = snap
+        self.host.collect_garbage()
+        if self.durable and snap is not None:
+            self.out.persist("checkpoint", durable.checkpoint_record(
+                seq, proof, snap, self.log.view, self.me))
+        self.out.trace("stable", seq=seq, digest=proof[0].digest.hex())
+
+    def collect_garbage(self, h: int) -> None:
+        for table in (self.own, self.votes):
+            for seq in [s for s in table if s <= h]:
+                del table[seq]  # type: ignore[attr-defined]
+
+
+def matching_quorum(by_replica: dict[int, m.Checkpoint],
+                    q: int) -> tuple[m.Checkpoint, ...] | None:
+    """q CHECKPOINTs with one digest (the smallest such digest), in replica order; or None."""
+    groups: dict[bytes, list[m.Checkpoint]] = {}
+    for r in sorted(by_replica):
+        cp = by_replica[r]
+        groups.setdefault(cp.digest, []).append(cp)
+    for digest in sorted(groups):
+        if len(groups[digest]) >= q:
+            return tuple(groups[digest][:q])
+    return None

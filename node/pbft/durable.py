@@ -1,0 +1,118 @@
+"""Durable state (real mode): the records a replica persists, and rebuilding it from them.
+
+Why this exists: a replica that restarts after a crash must not contradict what it said
+before. With `Config(durable=True)` it emits `Persist` effects, first in each step's output so
+they are on disk before anything the step sends:
+- `votes`: the view and every (seq, digest, view) it pre-prepared or prepared above the stable
+  checkpoint. Without it a restarted replica could vote for a different digest at a
+  (view, seq) it already voted on, which is what a faulty replica does.
+- `checkpoint`: the stable checkpoint's snapshot with its proof (a STATE-DATA message).
+- `block`: each executed batch (a COMMITTED-BATCH message), replayed in order on restart.
+`restore` rebuilds a freshly constructed replica from them (node.storage keeps them).
+
+What it must not know: storage (files, SQLite), the runtime, or how the records are used
+beyond rebuilding state: the replica then starts recovering and fetches what it missed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Protocol
+
+from node import messages as m
+from node.pbft.log import Log
+
+__all__ = ["block_record", "checkpoint_record", "restore", "votes_record"]
+
+
+def votes_record(log: Log) -> bytes:
+    """The `votes` record: view, whether it is installed, h, and the votes above h."""
+    h = log.h
+    prepared = [[e.seq, e.digest.hex(), e.view] for s, e in sorted(log.prepared.items())
+                if s > h]
+    preprepared = [[s, d.hex(), v] for s in sorted(log.preprepared) if s > h
+                   for d, v in sorted(log.preprepared[s].items())]
+    return json.dumps({"view": log.view, "active": log.view_active, "h": h,
+                       "prepared": prepared, "preprepared": preprepared},
+                      separators=(",", ":")).encode()
+
+
+def checkpoint_record(seq: int, proof: tuple[m.Checkpoint, ...], snapshot: bytes, view: int,
+                      me: int) -> bytes:
+    """The `checkpoint` record: a stable checkpoint's snapshot and its proof."""
+    return m.encode(m.StateData(seq, proof, snapshot, (), view, b"", me))
+
+
+def block_record(cb: m.CommittedBatch) -> bytes:
+    """The `block` record of one executed batch."""
+    return m.encode(cb)
+
+
+class StableState(Protocol):
+    """Where the stable checkpoint goes (node.pbft.checkpoint.Checkpoints)."""
+
+    stable_proof: tuple[m.Checkpoint, ...]
+    stable_snapshot: bytes | None
+    own: dict[int, bytes]
+
+    def valid_proof(self, seq: int, proof: tuple[m.Checkpoint, ...]) -> bool: ...
+
+
+class Executor(Protocol):
+    """What runs the replicated state (node.pbft.normal_case.NormalCase)."""
+
+    def restore_snapshot(self, snapshot: bytes) -> None: ...
+
+    def execute(self, seq: int, view: int, digest: bytes, batch: m.Batch) -> None: ...
+
+
+def restore(log: Log, checkpoints: StableState, executor: Executor, votes: bytes | None,
+            checkpoint: bytes | None, blocks: Iterable[bytes]) -> None:
+    """Rebuild from the records: the stable checkpoint (verified against its proof), the
+    batches executed after it (our own record, replayed in order), then the votes. Raises
+    ValueError if the records are malformed or do not verify. The caller discards the
+    effects replaying produces."""
+    if checkpoint:
+        record = m.decode(checkpoint)
+        if type(record) is not m.StateData or not checkpoints.valid_proof(
+                record.stable_seq, record.checkpoint_proof):
+            raise ValueError("stored checkpoint does not verify")
+        if m.digest_of(record.snapshot) != record.checkpoint_proof[0].digest:
+            raise ValueError("stored snapshot does not match its proof")
+        executor.restore_snapshot(record.snapshot)
+        log.last_executed = record.stable_seq
+        log.move_window(record.stable_seq)
+        checkpoints.stable_proof = record.checkpoint_proof
+        checkpoints.stable_snapshot = record.snapshot
+        checkpoints.own[record.stable_seq] = record.snapshot
+    for raw in blocks:
+        cb = m.decode(raw)
+        if type(cb) is not m.CommittedBatch:
+            raise ValueError("stored block is not a committed batch")
+        if cb.seq == log.last_executed + 1:
+            executor.execute(cb.seq, cb.view, cb.batch.digest(), cb.batch)
+    if votes:
+        _restore_votes(log, votes)
+    log.next_seq = max([log.next_seq, log.last_executed + 1]
+                       + [s + 1 for s, by in log.preprepared.items() if log.view in by.values()])
+
+
+def _restore_votes(log: Log, votes: bytes) -> None:
+    try:
+        data = json.loads(votes)
+        log.view = int(data["view"])
+        log.view_active = bool(data["active"])
+        for seq, digest, view in data["prepared"]:
+            if seq > log.h:
+                log.prepared[seq] = m.SeqDigest(seq, bytes.fromhex(digest), view)
+        for seq, digest, view in data["preprepared"]:
+            if seq > log.h:
+                log.note_preprepared(seq, bytes.fromhex(digest), view)
+                if view == log.view:
+                    # Re-pin the digest we voted for in this view: a conflicting
+                    # PRE-PREPARE for this (view, seq) will now be refused.
+                    slot = log.slot(seq)
+                    slot.digest, slot.pre_prepared = bytes.fromhex(digest), True
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"malformed votes record: {exc}") from exc

@@ -1,0 +1,94 @@
+"""How a replica's decisions leave it: the effects of one step, in order.
+
+Why this exists: every part of the replica sends, traces, drops messages and sets timers. This
+is the one place that turns those decisions into `Effect`s (each message sealed in an envelope
+with a MAC for its receiver), that counts dropped messages by reason (`dropped`, read by
+metrics) and that remembers which timers are set.
+
+What it must not know: any protocol rule. It never decides whether to send, only how.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node import messages as m
+from node.crypto import Keyring
+from node.events import CancelTimer, Effect, Persist, Send, SetTimer, Trace
+from node.messages import Message
+
+__all__ = ["BENIGN_DROPS", "Outbox"]
+
+# Timer names (a Timeout event carries one back).
+T_BATCH = "batch"
+T_VIEW_CHANGE = "view-change"
+T_FETCH = "fetch"
+T_CATCH_UP = "catch-up"
+T_RETRANSMIT = "retransmit"
+
+BENIGN_DROPS = frozenset({
+    "old view", "below low watermark", "buffered", "buffer full", "duplicate pre-prepare",
+    "request older than last reply", "old view-change", "old new-view", "pending requests full",
+    "checkpoint at a non-checkpoint sequence number",
+})
+"""Drop reasons that honest traffic produces (late, duplicate or early messages)."""
+
+
+class Outbox:
+    """The effects of the step in progress (`effects`, replaced by the replica at each step),
+    the `Persist` records that go before them, the timers set and the drop counters."""
+
+    def __init__(self, replica_id: str, me: int, ids: tuple[str, ...], keys: Keyring) -> None:
+        self.me = me
+        self.ids = ids
+        self.keys = keys
+        self.effects: list[Effect] = []
+        self.persisted: list[Effect] = []
+        self.timers: set[str] = set()
+        self.dropped: dict[str, int] = {}
+        self.now_ns = 0
+        """The time of the event being processed (a proposal's timestamp reads it)."""
+        self._env_prefix = m.envelope_prefix(replica_id)
+        self._mac_prefix = replica_id.encode() + b"\x00"
+
+    def trace(self, event: str, **fields: Any) -> None:
+        self.effects.append(Trace(event, fields))
+
+    def drop(self, reason: str, sender: str = "", kind: str = "") -> None:
+        """Count and trace an ignored message. `bad` marks reasons only a faulty or forged
+        message can have; the rest (stale, duplicate, early) happen to honest traffic too."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.effects.append(Trace("drop", {"reason": reason, "from": sender, "kind": kind,
+                                           "bad": reason not in BENIGN_DROPS}))
+
+    def _envelope(self, to: str, payload: bytes) -> bytes:
+        mac = self.keys.mac(to, self._mac_prefix + payload)
+        return m.seal_envelope(self._env_prefix, payload, mac)
+
+    def send(self, to: int | str, msg: Message) -> None:
+        """To a replica (by index) or a client (by id)."""
+        to_id = self.ids[to] if isinstance(to, int) else to
+        self.effects.append(Send(to_id, self._envelope(to_id, m.encode(msg)), msg.KIND))
+
+    def bcast(self, msg: Message) -> None:
+        """Multicast to every other replica (point-to-point sends, one MAC each)."""
+        payload = m.encode(msg)
+        kind = msg.KIND
+        out = self.effects
+        for i, to_id in enumerate(self.ids):
+            if i != self.me:
+                out.append(Send(to_id, self._envelope(to_id, payload), kind))
+
+    def set_timer(self, key: str, delay_ns: int) -> None:
+        self.timers.add(key)
+        self.effects.append(SetTimer(key, delay_ns))
+
+    def cancel_timer(self, key: str) -> None:
+        if key in self.timers:
+            self.timers.discard(key)
+            self.effects.append(CancelTimer(key))
+
+    def persist(self, key: str, data: bytes) -> None:
+        """A durable record (real mode): it goes first in the step's output, so it is on disk
+        before anything the step sends (node.pbft.durable describes the records)."""
+        self.persisted.append(Persist(key, data))

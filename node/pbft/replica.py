@@ -1,0 +1,306 @@
+"""The replica: `Replica.step(event, now_ns) -> [Effect]`, a coordinator over the parts of
+node.pbft.
+
+Why this exists: runtimes (the simulator on virtual time, the real node on asyncio) need one
+object to feed events to. It authenticates what arrives, hands each message to the part that
+handles its type (a table: message type -> handler) and each timer to its part, returns the
+step's effects with the durable records first, and is the one place the parts reach each other
+through when a step crosses from one sub-protocol into another (`CheckpointHost`,
+`TransferHost`, `ViewChangeHost`).
+
+What it must not know: any protocol rule beyond authentication (who may send what is checked
+here; whether a message is acceptable is for its handler to say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from node import messages as m
+from node.config import Config
+from node.crypto import Keyring
+from node.events import Effect, Event, Persist, Receive, Start, Timeout
+from node.membership import Membership
+from node.messages import DecodeError, Message
+from node.pbft import durable
+from node.pbft.checkpoint import CachedReply, Checkpoints, snapshot
+from node.pbft.log import Future, Log, Slot
+from node.pbft.normal_case import NormalCase
+from node.pbft.outbox import T_BATCH, T_CATCH_UP, T_FETCH, T_RETRANSMIT, T_VIEW_CHANGE, Outbox
+from node.pbft.transfer import StateTransfer
+from node.pbft.view_change import ViewChanges
+from node.quorum import primary_of
+from node.statemachine import StateMachine
+
+__all__ = ["Replica"]
+
+
+class Replica:
+    """One PBFT replica. Construct it, feed `step`, carry out the effects it returns."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        replica_id: str,
+        keyring: Keyring,
+        state_machine: StateMachine,
+        config: Config | None = None,
+    ) -> None:
+        index = membership.index_of(replica_id)
+        if index is None:
+            raise ValueError(f"{replica_id!r} is not a replica of this membership")
+        assert keyring.id == replica_id
+        self.membership = membership
+        self.config = cfg = config or Config()
+        self.keys = keyring
+        self.costs = keyring.costs
+        self.sm = state_machine
+        self.id = replica_id
+        self.me = index
+        self.n = membership.n
+        self.f = membership.f
+        self.q = membership.q
+        self.ids = ids = membership.node_ids
+        self.client_ids = frozenset(c.id for c in membership.clients)
+        # the parts
+        self.out = out = Outbox(replica_id, index, ids, keyring)
+        self.dropped = out.dropped  # drop counters by reason (read by metrics and tests)
+        self.timers = out.timers
+        self.log = log = Log(cfg.watermark_window)
+        self.future = Future(cfg.max_buffered_messages, self.n)
+        self.checkpoints = Checkpoints(self, out, log, keyring, ids, index, self.q, cfg)
+        self.transfer = StateTransfer(self, out, log, self.checkpoints, self.costs, ids, index,
+                                      self.f, cfg)
+        self.views = ViewChanges(self, out, log, self.checkpoints, self.transfer, keyring, ids,
+                                 index, self.f, self.q, cfg)
+        self.normal = NormalCase(out, log, self.future, self.checkpoints, self.transfer,
+                                 self.views, keyring, state_machine, self.client_ids, ids, index,
+                                 self.f, self.q, cfg)
+        self.checkpoints.stable_snapshot = snapshot(state_machine, self.normal.replies)
+        self._handlers: dict[type[Message], Callable[[int, Any], None]] = {
+            m.PrePrepare: self.normal.on_pre_prepare,
+            m.Prepare: self.normal.on_prepare,
+            m.Commit: self.normal.on_commit,
+            m.Checkpoint: self.checkpoints.on_checkpoint,
+            m.ViewChange: self.views.on_view_change,
+            m.NewView: self.views.on_new_view,
+            m.FetchBatch: self.transfer.on_fetch_batch,
+            m.BatchData: self.transfer.on_batch_data,
+            m.FetchState: self.transfer.on_fetch_state,
+            m.StateData: self.transfer.on_state_data,
+        }
+        self._timer_handlers: dict[str, Callable[[], None]] = {
+            T_BATCH: self.normal.on_batch_timeout,
+            T_VIEW_CHANGE: self.normal.on_view_change_timeout,
+            T_FETCH: self.transfer.on_fetch_timeout,
+            T_RETRANSMIT: self.normal.on_retransmit_timeout,
+            T_CATCH_UP: self.normal.on_catch_up_timeout,
+        }
+
+    # =========================================================================================
+    # Entry point
+
+    def step(self, event: Event, now_ns: int) -> list[Effect]:
+        """Feed one event at time `now_ns`; return the effects to carry out, in order."""
+        out = self.out
+        out.now_ns = now_ns
+        effects: list[Effect] = []
+        out.effects = effects
+        if type(event) is Receive:
+            self._on_receive(event.data)
+        elif type(event) is Timeout:
+            self.timers.discard(event.key)
+            handler = self._timer_handlers.get(event.key)
+            if handler is not None:
+                handler()
+        elif type(event) is Start:
+            self._on_start(event.recovering)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        out.effects = []
+        if self.config.durable:
+            if self.log.votes_dirty:
+                out.persisted.append(Persist("votes", durable.votes_record(self.log)))
+                self.log.votes_dirty = False
+            if out.persisted:
+                effects[:0] = out.persisted
+                out.persisted = []
+        return effects
+
+    # What observers (metrics, the API, tests) read.
+
+    @property
+    def view(self) -> int:
+        return self.log.view
+
+    @property
+    def view_active(self) -> bool:
+        """False while a view change is under way (VIEW-CHANGE sent, no NEW-VIEW yet)."""
+        return self.log.view_active
+
+    @property
+    def h(self) -> int:
+        """The stable checkpoint: the low watermark."""
+        return self.log.h
+
+    @property
+    def last_executed(self) -> int:
+        return self.log.last_executed
+
+    @property
+    def next_seq(self) -> int:
+        return self.log.next_seq
+
+    @property
+    def pending(self) -> dict[tuple[str, int, int], m.Request]:
+        return self.normal.pending
+
+    @property
+    def replies(self) -> dict[tuple[str, int], CachedReply]:
+        return self.normal.replies
+
+    @property
+    def primary(self) -> int:
+        return primary_of(self.log.view, self.n)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.primary == self.me
+
+    # =========================================================================================
+    # Receiving: decode, authenticate, dispatch
+
+    def _on_receive(self, data: bytes) -> None:
+        self.costs.messages += 1
+        self.costs.bytes += len(data)
+        try:
+            sender, payload, mac = m.open_envelope(data)
+            msg = m.decode(payload)
+        except DecodeError:
+            self.out.drop("malformed")
+            return
+        if type(msg) is m.Request:
+            self._on_request_envelope(sender, payload, mac, msg)
+            return
+        index = self.membership.index_of(sender)
+        if index is None or index == self.me:
+            self.out.drop("unknown sender", sender, msg.KIND)
+            return
+        if not self.keys.check_mac(sender, sender.encode() + b"\x00" + payload, mac):
+            self.out.drop("bad MAC", sender, msg.KIND)
+            return
+        claimed = getattr(msg, "replica", index)
+        if claimed != index and type(msg) is not m.NewView:
+            self.out.drop("replica field does not match sender", sender, msg.KIND)
+            return
+        self._dispatch(index, msg)
+
+    def _dispatch(self, sender: int, msg: Message) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self.out.drop("unexpected message type", self.ids[sender], msg.KIND)
+            return
+        handler(sender, msg)
+
+    def _on_request_envelope(self, sender: str, payload: bytes, mac: bytes,
+                             req: m.Request) -> None:
+        from_client = sender in self.client_ids
+        if from_client:
+            if req.client != sender:
+                self.out.drop("request client does not match sender", sender, req.KIND)
+                return
+        else:
+            index = self.membership.index_of(sender)
+            if index is None or index == self.me:
+                self.out.drop("unknown sender", sender, req.KIND)
+                return
+            if not self.keys.check_mac(sender, sender.encode() + b"\x00" + payload, mac):
+                self.out.drop("bad MAC", sender, req.KIND)
+                return
+        self.normal.on_request(req, from_client)
+
+    def _on_start(self, recovering: bool) -> None:
+        self.timers.clear()
+        if recovering:
+            self.out.trace("recovering", last_executed=self.log.last_executed,
+                           view=self.log.view)
+            self.transfer.fetch_state()
+        self.normal.restart_view_change_timer()
+        self.views.maybe_arm_new_view_timer()
+        if self.is_primary and self.log.view_active:
+            self.normal.maybe_propose()
+
+    def replay_future(self) -> None:
+        """Hand buffered messages to their handlers again (the view or window moved); those
+        of views we have left are dropped."""
+        if not self.future.messages:
+            return
+        for sender, msg in self.future.take():
+            if getattr(msg, "view", 0) < self.log.view:
+                continue
+            self._dispatch(sender, msg)
+
+    # =========================================================================================
+    # Where one part reaches another (CheckpointHost, TransferHost, ViewChangeHost)
+
+    def fetch_state(self) -> None:
+        self.transfer.fetch_state()
+
+    def maybe_propose(self) -> None:
+        self.normal.maybe_propose()
+
+    def collect_garbage(self) -> None:
+        """Discard everything at or below the stable checkpoint (§4.3): the log stays within
+        the watermark window however long the run."""
+        h = self.log.h
+        self.log.collect_garbage()
+        self.checkpoints.collect_garbage(h)
+        self.transfer.collect_garbage(h)
+
+    @property
+    def latest_new_view(self) -> m.NewView | None:
+        return self.views.latest_new_view
+
+    def valid_request(self, req: m.Request) -> bool:
+        return self.normal.valid_request(req)
+
+    def execute(self, seq: int, view: int, digest: bytes, batch: m.Batch) -> None:
+        self.normal.execute(seq, view, digest, batch)
+
+    def maybe_execute(self) -> None:
+        self.normal.maybe_execute()
+
+    def restore_snapshot(self, snapshot: bytes) -> None:
+        self.normal.restore_snapshot(snapshot)
+
+    def forget_answered(self) -> None:
+        self.normal.forget_answered()
+
+    def accept_new_view(self, nv: m.NewView) -> None:
+        self.views.accept_new_view(nv)
+
+    def requeue_dropped_proposals(self, assigned: dict[int, bytes]) -> None:
+        self.normal.requeue_dropped_proposals(assigned)
+
+    def maybe_prepared(self, seq: int, slot: Slot) -> bool:
+        return self.normal.maybe_prepared(seq, slot)
+
+    def restart_view_change_timer(self) -> None:
+        self.normal.restart_view_change_timer()
+
+    def forget_commit_progress(self) -> None:
+        self.normal.forget_commit_progress()
+
+    # =========================================================================================
+    # Durability (real mode)
+
+    def restore_durable(self, votes: bytes | None, checkpoint: bytes | None,
+                        blocks: Iterable[bytes]) -> None:
+        """Rebuild a freshly constructed replica from what it persisted before a crash
+        (node.pbft.durable). Call before Start(recovering). Raises ValueError if the records
+        are malformed or do not verify."""
+        self.out.effects = []
+        durable.restore(self.log, self.checkpoints, self.normal, votes, checkpoint, blocks)
+        self.out.effects = []
+        self.out.persisted = []
