@@ -643,7 +643,7 @@ def _app(value: Any) -> str:
 
 
 def _flow(value: Any) -> str:
-    from medbft.traffic.ledger import FLOWS
+    from medbft.traffic import FLOWS
 
     if not isinstance(value, str) or value not in FLOWS:
         raise ValueError(f"expected a flow, one of: {', '.join(FLOWS)}; got {_show(value)}")
