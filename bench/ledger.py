@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from medbft.traffic.ledger import LedgerTraffic
+from medbft.traffic import LedgerTraffic
 from node.ledger import (
     Ledger,
     LedgerGenesis,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medbft.metrics import latency_stats
-from medbft.traffic.ledger import LedgerTraffic
+from medbft.traffic import LedgerTraffic
 from node.apps import STATE_MACHINES, make_state_machine
 from node.ledger import CheckedLedger, Ledger, LedgerGenesis, recall_exposure, save_ledger
 from node.membership import Membership

@@ -218,7 +218,7 @@ def test_dask_cluster_gives_the_same_results_csv(swept: Path, tmp_path: Path) ->
 def test_unreachable_scheduler_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("distributed")
-    monkeypatch.setattr("medbft.sweep.DASK_CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr("medbft.sweep.execute.DASK_CONNECT_TIMEOUT", "1s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = main(["sweep", str(_sweep_file(tmp_path)), "--out", str(tmp_path / "o"),

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from medbft.errors import UsageError
-from medbft.traffic.ledger import FLOWS
+from medbft.traffic import FLOWS
 from node.netdir import NetworkDir, NetworkError
 
 __all__ = ["add_load_arguments", "load_spec", "register"]

@@ -170,7 +170,7 @@ def _ledger_traffic(net: NetworkDir, spec: LoadSpec) -> Any:
     genesis epoch is 0, node/apps.py), so lots it commissions expire in the future there."""
     if net.state_machine != "ledger":
         return None
-    from medbft.traffic.ledger import LedgerTraffic
+    from medbft.traffic import LedgerTraffic
     from node.ledger.genesis import LedgerGenesis
 
     genesis = LedgerGenesis.from_membership(net.membership, epoch_ns=time.time_ns())

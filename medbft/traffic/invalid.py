@@ -1,0 +1,80 @@
+"""Deliberately invalid transactions: unauthorised, carrying personal data, naming unknown
+serials, non-canonical.
+
+Why this exists: a ledger is also measured by what it refuses. A share `workload.invalid`
+of the traffic is bad on purpose: a role submitting a kind it is not permitted
+(node/ledger/roles.py), a request carrying personal data (a birth date), a shipment of a
+serial nobody commissioned, JSON that is not in canonical form.
+
+What it must not know: the world model beyond the genesis (an invalid transaction teaches
+the clients nothing, so its `Pending` has no callbacks).
+"""
+
+from __future__ import annotations
+
+from node.ledger.roles import PERMISSIONS
+from node.ledger.txs import commitment, encode_tx, epcis_event_hash
+
+from .world import Pending, TrafficState
+
+__all__ = ["MAX_INVALID_KIND", "InvalidTxs"]
+
+#: Each role -> a kind it is not permitted to submit.
+MAX_INVALID_KIND = {"manufacturer": "BREAK_GLASS", "distributor": "RECORD_ANCHOR",
+                    "pharmacist": "RECALL_CLOSE", "clinician": "GTIN_REGISTER",
+                    "patient": "EPCIS_SHIP", "inspector": "CONSENT_GRANT"}
+
+
+class InvalidTxs:
+    """Builds a bad transaction for an identity, on the shared traffic state."""
+
+    def __init__(self, state: TrafficState) -> None:
+        self.s = state
+
+    def build(self, cid: str) -> Pending | None:
+        """A bad transaction of `cid` (None: the auditor submits none)."""
+        s = self.s
+        party = s.g.parties[cid]
+        menu = ["phi", "non-canonical"]
+        if party.role in MAX_INVALID_KIND:
+            menu.append("unauthorised")
+        if party.role in ("manufacturer", "distributor", "pharmacist", "clinician"):
+            menu.append("unknown-serial")
+        if party.role == "auditor":
+            return None
+        choice = s.pick(menu)
+        pseudonym = (min(s.g.pseudonyms) if s.g.pseudonyms else "pp:none")
+        if choice == "phi":
+            op = encode_tx("ACCESS_REQUEST", patient=pseudonym, purpose="TREAT",
+                           birthDate="1974-12-25")
+        elif choice == "non-canonical":
+            op = b'{"kind": "PRODUCT_VERIFY", "epc": "x", "lot": "x", "expiry": "x"}'
+        elif choice == "unknown-serial":
+            op = encode_tx("EPCIS_SHIP", epcs=["urn:epc:id:sgtin:9999999.000001.0"],
+                           to=s.custodians[0] if s.custodians else "none",
+                           event_hash=epcis_event_hash({"bogus": s.ids}))
+        else:
+            op = self.unauthorised(party.role, pseudonym)
+        return Pending(op, "invalid", valid=False)
+
+    def unauthorised(self, role: str, pseudonym: str) -> bytes:
+        kind = MAX_INVALID_KIND[role]
+        assert role not in PERMISSIONS[kind]
+        if kind == "BREAK_GLASS":
+            return encode_tx(kind, patient=pseudonym, reason_code="ETREAT")
+        if kind == "RECORD_ANCHOR":
+            return encode_tx(kind, record_id=self.s.new_id("x"), patient=pseudonym,
+                             resource_type="Observation", fhir_version="4.0.1",
+                             commitment=commitment({"x": 1}, b""))
+        if kind == "RECALL_CLOSE":
+            return encode_tx(kind, recall_id="recall-0")
+        if kind == "GTIN_REGISTER":
+            return encode_tx(kind, gtin="00614141000012")
+        if kind == "EPCIS_SHIP":
+            return encode_tx(kind, epcs=["urn:epc:id:sgtin:0614141.000001.1"], to="x",
+                             event_hash=epcis_event_hash({"x": 1}))
+        return encode_tx(kind, consent_id=self.s.new_id("x"), patient=pseudonym, grantee="x",
+                         actions=["access"], purposes=["TREAT"],
+                         period={"start": "2025-01-01T00:00:00Z",
+                                 "end": "2026-01-01T00:00:00Z"},
+                         doc_commitment=commitment({"x": 1}, b""))

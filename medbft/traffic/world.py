@@ -1,0 +1,112 @@
+"""The world as the simulated clients know it, and what every kind of ledger traffic shares.
+
+Why this exists: clients only learn from results. A lot is theirs to ship once its
+EPCIS_COMMISSION is accepted, a consent theirs to revoke once its grant is; until then a
+transaction is `Pending`, carrying what the world learns if it is accepted (or undoes if it
+is not). `World` holds those facts; `TrafficState` holds them with the one seeded
+`random.Random`, the clock, the id counter and the off-chain documents, and the helpers the
+domain modules (supply, care, consent, invalid, stories) build transactions with.
+
+What it must not know: which transactions exist or who may submit them (the domain modules
+and the coordinator, medbft/traffic/ledger.py). Determinism: one rng, drawn only through
+this state, and every choice iterates sorted collections.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.ledger.genesis import LedgerGenesis
+from node.ledger.txs import commitment, epcis_event_hash
+
+__all__ = ["Build", "Pending", "TrafficState", "World"]
+
+
+@dataclass
+class Pending:
+    """A transaction on its way: its bytes, and what the world learns if it is accepted."""
+
+    op: bytes
+    kind: str
+    on_ok: Callable[[bytes], None] = lambda result: None
+    on_fail: Callable[[bytes], None] = lambda result: None
+    valid: bool = True
+
+
+Build = Callable[[], Pending]
+
+
+@dataclass
+class World:
+    """The facts the clients have learnt from accepted results (and their own reservations)."""
+
+    gtin: dict[str, str] = field(default_factory=dict)              # mfr org -> gtin (done)
+    gtin_pending: set[str] = field(default_factory=set)
+    lots: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # lot -> gtin, exp, org
+    lot_of: dict[str, str] = field(default_factory=dict)             # epc -> lot
+    stock: dict[str, list[str]] = field(default_factory=dict)        # org -> movable epcs
+    inbound: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    held: dict[str, list[str]] = field(default_factory=dict)         # org -> dispensed epcs
+    recalled: set[str] = field(default_factory=set)
+    recalls: dict[str, tuple[tuple[str, ...], set[str], set[str]]] = field(default_factory=dict)
+    exposure: dict[str, set[str]] = field(default_factory=dict)      # lot -> orgs that held it
+    administered: dict[str, int] = field(default_factory=dict)       # lot -> doses given
+    records: dict[str, list[list[str]]] = field(default_factory=dict)  # org -> [id, pp, commit]
+    consents: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    reviews: list[str] = field(default_factory=list)
+    suspects: list[tuple[str, str]] = field(default_factory=list)     # (field, value)
+    biometrics: dict[str, int] = field(default_factory=dict)          # pseudonym -> version>0
+    known_epcs: list[str] = field(default_factory=list)
+
+
+class TrafficState:
+    """The genesis, the world, the rng, the clock and ids, and what a run keeps besides.
+
+    `offchain` keeps the EPCIS events and FHIR resources (with their salts) behind the hashes
+    and commitments, so a run can save them and `medbft ledger verify` can check them; `story`
+    records what the scripted flows did; `followups` queues (identity, transaction) pairs that
+    a result made due (the workload submits them).
+    """
+
+    def __init__(self, genesis: LedgerGenesis, rng: random.Random, *,
+                 keep_documents: int = 20_000) -> None:
+        self.g = genesis
+        self.rng = rng
+        self.w = World()
+        self.now_ns = 0
+        self.ids = 0
+        self.offchain: dict[str, Any] = {"records": {}, "events": {}}
+        self.keep_documents = keep_documents
+        self.story: dict[str, Any] = {}
+        self.followups: list[tuple[str, Pending]] = []
+        self.patients = sorted(p for p, party in genesis.parties.items()
+                               if party.role == "patient")
+        self.custodians = genesis.orgs_of_type("hospital", "pharmacy")
+
+    @property
+    def calendar_ns(self) -> int:
+        return self.g.epoch_ns + self.now_ns
+
+    def new_id(self, prefix: str) -> str:
+        self.ids += 1
+        return f"{prefix}-{self.ids}"
+
+    def pick(self, items: list[Any]) -> Any:
+        return items[self.rng.randrange(len(items))]
+
+    def salted(self, resource: dict[str, Any], key: str) -> str:
+        """The salted commitment to an off-chain resource (kept in `offchain`, up to a bound)."""
+        salt = self.rng.randbytes(16)
+        if len(self.offchain["records"]) < self.keep_documents:
+            self.offchain["records"][key] = {"resource": resource, "salt": salt.hex()}
+        return commitment(resource, salt)
+
+    def event_hash(self, event: dict[str, Any]) -> str:
+        """The hash of an EPCIS event (kept in `offchain`, up to a bound)."""
+        value = epcis_event_hash(event)
+        if len(self.offchain["events"]) < self.keep_documents:
+            self.offchain["events"][value] = event
+        return value
