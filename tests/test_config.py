@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from medbft.scenario import ProtocolSpec
+from medbft.scenario.specs import ProtocolSpec
 from node.config import BY_ATTR, BY_NAME, PARAMETERS, Config
 from node.netdir import DEFAULT_PROTOCOL
 

@@ -137,7 +137,7 @@ def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, scheduler: str | None =
     `progress(total_todo, reused)` is called once before the runs start, `on_advance()` after
     each finished run. Figures are drawn by the caller (`medbft.views.sweep_figures`).
     """
-    from sim.run import code_version
+    from medbft.summary import code_version
 
     version = code_version()
     points = expand(sweep)
