@@ -22,7 +22,7 @@ The keys, in order (docs/results.md defines each measurement):
   replicas' own enter-view events in both modes), `final_view`, `stable_checkpoint`,
   `state_transfers`;
 - `rejected_messages`, `ignored_messages` (drops, classified by the replica itself: see
-  `node.replica.BENIGN_DROPS`);
+  `node.pbft.BENIGN_DROPS`);
 - `cpu`, `nodes` (each replica's final view, last executed and stable checkpoint);
 - `safety`, `liveness`, then `ledger` on a ledger run, then `expect`.
 What it must not know: how the parts were measured.
