@@ -44,7 +44,15 @@ Design
 * Simulator bugs must surface: the loop installs an exception handler that records the
   first exception reported by a callback (or an orphaned task/future), stops the loop and
   re-raises it from the ``run_*`` method.  Running with nothing ready, no timers and no
-  deadline is a deadlock and raises ``DeadlockError`` instead of hanging.
+  deadline is a deadlock and raises ``DeadlockError`` instead of hanging.  The opposite
+  failure, a livelock, is caught too: callbacks that keep scheduling more work at the same
+  instant (zero-delay messages answered by zero-delay messages) would spin for ever without
+  the clock moving.  More than ``livelock_rounds`` loop iterations (default
+  ``LIVELOCK_ROUNDS`` = 1,000) at one virtual instant raise ``LivelockError``.  A healthy
+  simulation moves a whole instant's due timers into one iteration and needs only a few
+  more for the ``call_soon`` chains of tasks and futures (at most 3 in every shipped
+  scenario, n = 4 to 16), so the bound is far above any honest instant while a livelock
+  reaches it within seconds of wall time.
 
 Caveats: timer handles made by this loop do not record creation tracebacks in asyncio
 debug mode.  ``close()`` cancels leftover tasks (in creation order) and runs them to
@@ -66,7 +74,7 @@ from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
-__all__ = ["DeadlockError", "VirtualTimeLoop", "run_until"]
+__all__ = ["LIVELOCK_ROUNDS", "DeadlockError", "LivelockError", "VirtualTimeLoop", "run_until"]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -75,6 +83,8 @@ _NS_PER_S = 1_000_000_000
 #: Rebuild the timer heap when it holds more than this many cancelled entries and they
 #: make up more than half of it (same policy as asyncio).
 _COMPACT_MIN_CANCELLED = 100
+#: Loop iterations allowed at one virtual instant before the run counts as a livelock.
+LIVELOCK_ROUNDS = 1_000
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
@@ -84,6 +94,10 @@ _Handle = asyncio.Handle
 
 class DeadlockError(RuntimeError):
     """The loop must keep running, but nothing is ready and no timer is scheduled."""
+
+
+class LivelockError(RuntimeError):
+    """Callbacks keep scheduling work at one virtual instant: the clock can never advance."""
 
 
 class _VTimerHandle(asyncio.TimerHandle):
@@ -124,9 +138,12 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         def _check_thread(self) -> None: ...
         def _check_callback(self, callback: Callable[..., object], method: str) -> None: ...
 
-    def __init__(self, start_ns: int = 0) -> None:
+    def __init__(self, start_ns: int = 0, livelock_rounds: int = LIVELOCK_ROUNDS) -> None:
         super().__init__()
         self._now_ns: int = operator.index(start_ns)
+        self._livelock_rounds = livelock_rounds
+        self._rounds_at_now = 0
+        self._rounds_at_ns = self._now_ns
         self._heap: list[tuple[int, int, _VTimerHandle]] = []
         self._seq = itertools.count()
         self._cancelled_count = 0
@@ -326,6 +343,16 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
                 return
             self._now_ns = max(self._now_ns, when)
         now = self._now_ns
+        if now == self._rounds_at_ns:
+            self._rounds_at_now += 1
+            if self._rounds_at_now > self._livelock_rounds:
+                raise LivelockError(
+                    f"livelock at virtual time {now} ns: more than {self._livelock_rounds:,} "
+                    "loop iterations without the clock advancing (work keeps scheduling more "
+                    "work at the same instant, e.g. zero-latency links with no CPU cost)")
+        else:
+            self._rounds_at_ns = now
+            self._rounds_at_now = 0
         while heap and heap[0][0] <= now:
             handle = _heappop(heap)[2]
             handle._scheduled = False

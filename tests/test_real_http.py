@@ -183,7 +183,7 @@ def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: P
 
     scenario = tmp_path / "crash.yaml"
     scenario.write_text(
-        "name: real-crash\nduration: 2s\ndrain: 5s\nnodes: 4\n"
+        "name: real-crash\nduration: 2s\ndrain: 5s\nnodes: 4\nnetwork: {latency: 1ms}\n"
         "protocol: {view_change_timeout: 300ms, client_timeout: 300ms,"
         " checkpoint_interval: 16, watermark_window: 64}\n"
         "workload: {clients: 1, outstanding: 2}\n"
@@ -224,7 +224,7 @@ def test_cluster_command_exits_1_when_the_scenarios_expectations_fail(tmp_path: 
 
     scenario = tmp_path / "strict.yaml"
     scenario.write_text(
-        "name: real-strict\nduration: 1s\ndrain: 3s\nnodes: 4\n"
+        "name: real-strict\nduration: 1s\ndrain: 3s\nnodes: 4\nnetwork: {latency: 1ms}\n"
         "workload: {app: kv, clients: 1, outstanding: 1}\n"
         "expect: {safety: true, liveness: true, latency_ms_p50_max: 0.001}\n")
     out = tmp_path / "out"

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from medbft.cli.tables import describe_violations, summary_table
-from medbft.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from medbft.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from medbft.scenario import ScenarioError, load_scenario
 from medbft.summary import verdict
 
@@ -57,6 +57,7 @@ def _validate(paths: list[str], console: Console, err: Console) -> int:
 def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.apps import write_ledger_results
     from medbft.results import write_results
+    from sim.loop import LivelockError
     from sim.run import run_scenario  # imported here so `validate` and errors stay fast
 
     scenario = load_scenario(args.scenario, overrides=args.set)
@@ -64,7 +65,11 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     out = Path(args.out) if args.out else Path("results") / scenario.name
     console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "
                   f"n={scenario.n}, f={scenario.f}", markup=False)
-    result = run_scenario(scenario, seed=seed, trace=args.trace)
+    try:
+        result = run_scenario(scenario, seed=seed, trace=args.trace)
+    except LivelockError as exc:
+        raise UsageError(f"{args.scenario}: {exc}; give the links a latency (network.latency) "
+                         "or the replicas a CPU model (cpu:)") from None
     summary = result.summary
     write_results(out, summary, result.requests, result.trace if args.trace else None)
     write_ledger_results(out, result)  # ledger.json, ledger_digests.json, offchain.json

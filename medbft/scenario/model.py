@@ -220,6 +220,22 @@ class Scenario(_Spec):
         return tuple(sorted(faults, key=lambda fault: fault.at_ns))
 
     @model_validator(mode="after")
+    def _check_time_advances(self) -> Scenario:
+        """Zero-delay links with no CPU cost and no bandwidth let every message arrive at the
+        instant it is sent: a closed-loop client then commits for ever at time 0."""
+        net = self.network
+        zero = net.latency.dist == "constant" and not net.latency.value_ns
+        if (zero and self.cpu is None and net.bandwidth_bps is None
+                and not any(link.latency is not None or link.bandwidth_bps is not None
+                            for link in net.links)):
+            _fail((("network", "latency"),
+                   "is 0 while cpu is none and no bandwidth is set, so messages arrive the "
+                   "instant they are sent and virtual time never advances; give the links a "
+                   "latency (e.g. network: {latency: 1ms}) or the replicas a CPU model "
+                   "(cpu: default)"))
+        return self
+
+    @model_validator(mode="after")
     def _check_links(self) -> Scenario:
         ids = self.node_ids
         known = f"known nodes: {_names(ids)}; clients: " + (
