@@ -346,6 +346,13 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         if now == self._rounds_at_ns:
             self._rounds_at_now += 1
             if self._rounds_at_now > self._livelock_rounds:
+                # Drop the spinning work so that close() can still finalize the tasks.
+                ready.clear()
+                for entry in heap:
+                    entry[2]._scheduled = False
+                heap.clear()
+                self._cancelled_count = 0
+                self._rounds_at_now = 0
                 raise LivelockError(
                     f"livelock at virtual time {now} ns: more than {self._livelock_rounds:,} "
                     "loop iterations without the clock advancing (work keeps scheduling more "

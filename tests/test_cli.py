@@ -87,3 +87,19 @@ def test_validate_checks_every_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     captured = capsys.readouterr()
     assert "ok:" in captured.out and "bad.yaml" in captured.err and "nodes" in captured.err
     assert main(["validate", *map(str, sorted((ROOT / "scenarios").glob("*.yaml")))]) == 0
+
+
+def test_a_scenario_whose_virtual_time_cannot_advance_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Zero latency, no CPU model, no bandwidth: every message would arrive the instant it is
+    sent and the run would never end. validate and run both refuse it, naming the field."""
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text("name: minimal\nduration: 1s\nnodes: 4\n")
+    for argv in (["validate", str(minimal)], ["run", str(minimal), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{minimal}: network.latency: is 0 while cpu is none" in err, err
+    assert not (tmp_path / "o").exists()
+    assert main(["run", str(minimal), "--set", "network.latency=1ms", "--out",
+                 str(tmp_path / "ok"), "--no-plots", "--quiet"]) == 0
+

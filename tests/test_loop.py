@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sim.loop import DeadlockError, VirtualTimeLoop, run_until
+from sim.loop import DeadlockError, LivelockError, VirtualTimeLoop, run_until
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -325,6 +325,43 @@ def test_deadlock_raises_instead_of_hanging(vloop: VirtualTimeLoop) -> None:
     with pytest.raises(DeadlockError):
         vloop.run_forever()
     # close() (fixture) cancels the stuck task cleanly.
+
+
+def test_livelock_at_one_instant_raises_instead_of_growing() -> None:
+    """Callbacks that keep scheduling work at the same instant never let the clock move: the
+    loop stops after its bound of iterations at one instant, naming the instant."""
+    loop = VirtualTimeLoop(livelock_rounds=50)
+    rounds = [0]
+
+    def again() -> None:
+        rounds[0] += 1
+        loop.call_soon(again)
+
+    loop.call_later_ns(7, again)
+    try:
+        with pytest.raises(LivelockError, match="livelock at virtual time 7 ns"):
+            loop.run_until_ns(10 * S)
+        assert rounds[0] == 51 and loop.now_ns == 7
+    finally:
+        loop.close()
+
+
+def test_many_iterations_spread_over_time_are_not_a_livelock() -> None:
+    loop = VirtualTimeLoop(livelock_rounds=50)
+    ticks = [0]
+
+    def tick() -> None:
+        ticks[0] += 1
+        for _ in range(3):  # a few same-instant hops, then time moves on
+            loop.call_soon(lambda: None)
+        loop.call_later_ns(1, tick)
+
+    loop.call_soon(tick)
+    try:
+        loop.run_until_ns(1_000)
+        assert ticks[0] == 1_001
+    finally:
+        loop.close()
 
 
 def test_run_until_idle_with_nothing_to_do(vloop: VirtualTimeLoop) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 from medbft.cli.tables import describe_violations, summary_table
 from medbft.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from medbft.scenario import ScenarioError, load_scenario
+from medbft.scenario.model import simulation_problems
 from medbft.summary import verdict
 
 __all__ = ["register"]
@@ -49,6 +50,11 @@ def _validate(paths: list[str], console: Console, err: Console) -> int:
             err.print(f"error: {exc}", markup=False, soft_wrap=True)
             status = EXIT_BAD_INPUT
             continue
+        if problems := simulation_problems(sc):
+            err.print(f"error: {ScenarioError.from_problems(path, problems)}", markup=False,
+                      soft_wrap=True)
+            status = EXIT_BAD_INPUT
+            continue
         console.print(f"ok: {path} ({sc.name}: n={sc.n}, f={sc.f}, "
                       f"{len(sc.faults)} faults)", markup=False)
     return status
@@ -61,6 +67,8 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     from sim.run import run_scenario  # imported here so `validate` and errors stay fast
 
     scenario = load_scenario(args.scenario, overrides=args.set)
+    if problems := simulation_problems(scenario):
+        raise ScenarioError.from_problems(args.scenario, problems)
     seed = scenario.seed if args.seed is None else args.seed
     out = Path(args.out) if args.out else Path("results") / scenario.name
     console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from medbft.scenario.base import _Spec
-from medbft.scenario.errors import Loc, _fail, _names, _show
+from medbft.scenario.errors import Loc, Problem, _fail, _names, _show
 from medbft.scenario.faults import AnyFault, FaultSpec, _check_fault_entries, _is_node_id
 from medbft.scenario.fields import (
     CLIENT_ID_RE,
@@ -37,7 +37,7 @@ from medbft.scenario.specs import (
 )
 from medbft.units import format_duration_ns
 
-__all__ = ["MAX_NODES", "Scenario", "expand_nodes"]
+__all__ = ["MAX_NODES", "Scenario", "expand_nodes", "simulation_problems"]
 
 #: Upper bound for the count forms of ``nodes`` (guards against typos like ``nodes: 40000000``).
 MAX_NODES = 10_000
@@ -220,22 +220,6 @@ class Scenario(_Spec):
         return tuple(sorted(faults, key=lambda fault: fault.at_ns))
 
     @model_validator(mode="after")
-    def _check_time_advances(self) -> Scenario:
-        """Zero-delay links with no CPU cost and no bandwidth let every message arrive at the
-        instant it is sent: a closed-loop client then commits for ever at time 0."""
-        net = self.network
-        zero = net.latency.dist == "constant" and not net.latency.value_ns
-        if (zero and self.cpu is None and net.bandwidth_bps is None
-                and not any(link.latency is not None or link.bandwidth_bps is not None
-                            for link in net.links)):
-            _fail((("network", "latency"),
-                   "is 0 while cpu is none and no bandwidth is set, so messages arrive the "
-                   "instant they are sent and virtual time never advances; give the links a "
-                   "latency (e.g. network: {latency: 1ms}) or the replicas a CPU model "
-                   "(cpu: default)"))
-        return self
-
-    @model_validator(mode="after")
     def _check_links(self) -> Scenario:
         ids = self.node_ids
         known = f"known nodes: {_names(ids)}; clients: " + (
@@ -257,3 +241,23 @@ class Scenario(_Spec):
         if problems:
             _fail(*problems)
         return self
+
+
+def simulation_problems(scenario: Scenario) -> list[Problem]:
+    """What stops ``scenario`` from running in the simulator, though it is a valid network.
+
+    Zero-delay links with no CPU cost and no bandwidth limit let every message arrive at the
+    instant it is sent: a closed-loop client then commits for ever at virtual time 0 and the
+    run never ends. (A real cluster has no such problem: its links take real time.)
+    """
+    net = scenario.network
+    zero = net.latency.dist == "constant" and not net.latency.value_ns
+    if (zero and scenario.cpu is None and net.bandwidth_bps is None
+            and not any(link.latency is not None or link.bandwidth_bps is not None
+                        for link in net.links)):
+        return [Problem("network.latency",
+                        "is 0 while cpu is none and no bandwidth is set, so in the simulator "
+                        "messages arrive the instant they are sent and virtual time never "
+                        "advances; give the links a latency (e.g. network: {latency: 1ms}) or "
+                        "the replicas a CPU model (cpu: default)")]
+    return []

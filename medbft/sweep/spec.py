@@ -35,6 +35,7 @@ import yaml
 
 from medbft.errors import UsageError
 from medbft.scenario import ScenarioError, load_scenario, scenario_hash, to_dict
+from medbft.scenario.model import simulation_problems
 
 __all__ = ["DEFAULT_METRICS", "Sweep", "SweepPoint", "default_plots", "expand", "load_sweep",
            "value_text"]
@@ -192,6 +193,8 @@ def expand(sweep: Sweep) -> list[SweepPoint]:
         overrides = (*sweep.fixed, *(f"{k}={value_text(v)}" for k, v in params.items()))
         try:
             scenario = load_scenario(sweep.base, overrides=overrides)
+            if problems := simulation_problems(scenario):
+                raise ScenarioError.from_problems(str(sweep.base), problems)
         except ScenarioError as exc:
             raise UsageError(f"{sweep.source}: point {params}: {exc}") from None
         points.append(SweepPoint(params, overrides, to_dict(scenario), scenario_hash(scenario)))
