@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["BY_ATTR", "BY_NAME", "PARAMETERS", "Config", "Parameter"]
+__all__ = ["BY_ATTR", "BY_NAME", "PARAMETERS", "SCENARIO_PARAMETERS", "Config", "Parameter"]
 
 _MAX_LIST_ITEMS = 1 << 16
 """The wire format's limit on the items of one list (node.messages): a batch carries at most
@@ -41,7 +41,23 @@ class Parameter:
     side: Literal["replica", "client"] = "replica"
     """Which core reads it: `Config` holds the replica-side parameters only."""
     scenario: bool = True
-    """Settable in a scenario's `protocol:` block today (the others are fixed per runtime)."""
+    """Settable in a scenario's `protocol:` block, and with it in a network directory's
+    network.json and the `--protocol` options of `medbft keys init` and `medbft cluster` (the
+    others are fixed per runtime). A parameter added with this set appears in all of them."""
+
+    def check(self, value: object) -> None:
+        """Raise ValueError naming this parameter and the bound `value` breaks (or its type)."""
+        if self.unit == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.attr} must be true or false; got {value!r}")
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{self.attr} must be an integer"
+                             f"{' (ns)' if self.unit == 'ns' else ''}; got {value!r}")
+        if self.low is not None and value < self.low:
+            raise ValueError(f"{self.attr} must be >= {self.low}; got {value}")
+        if self.high is not None and value > self.high:
+            raise ValueError(f"{self.attr} must be <= {self.high}; got {value}")
 
 
 PARAMETERS: tuple[Parameter, ...] = (
@@ -82,6 +98,8 @@ PARAMETERS: tuple[Parameter, ...] = (
 
 BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 BY_ATTR: dict[str, Parameter] = {p.attr: p for p in PARAMETERS}
+SCENARIO_PARAMETERS: tuple[Parameter, ...] = tuple(p for p in PARAMETERS if p.scenario)
+"""The ones a scenario's `protocol:` block, network.json and `--protocol` options set."""
 
 
 def _default(attr: str) -> Any:
@@ -107,7 +125,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for p in _REPLICA_SIDE:
-            _check(p, getattr(self, p.attr))
+            p.check(getattr(self, p.attr))
         if self.watermark_window < self.checkpoint_interval:
             raise ValueError(f"watermark_window must be >= checkpoint_interval "
                              f"({self.checkpoint_interval}); got {self.watermark_window}")
@@ -116,12 +134,15 @@ class Config:
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:
         """A Config from values by attribute name (`batch_timeout_ns`, ...), e.g. a scenario's
         protocol block as parsed; absent ones take their defaults. Client-side parameters
-        (`client_timeout_ns`) are skipped: they configure the client. Raises ValueError for an
-        unknown name or a value out of bounds."""
+        (`client_timeout_ns`) are checked, then skipped: they configure the client. Raises
+        ValueError for an unknown name or a value out of bounds."""
         unknown = sorted(k for k in values if k not in BY_ATTR)
         if unknown:
             raise ValueError(f"unknown protocol parameter(s) {', '.join(unknown)}; known: "
                              f"{', '.join(p.attr for p in PARAMETERS)}")
+        for k, v in values.items():
+            if BY_ATTR[k].side == "client":
+                BY_ATTR[k].check(v)
         return cls(**{k: v for k, v in values.items() if BY_ATTR[k].side == "replica"})
 
 
@@ -129,16 +150,3 @@ _REPLICA_SIDE = tuple(p for p in PARAMETERS if p.side == "replica")
 assert [f.name for f in fields(Config)] == [p.attr for p in _REPLICA_SIDE], \
     "Config's fields must be the replica-side PARAMETERS, in order"
 
-
-def _check(p: Parameter, value: object) -> None:
-    if p.unit == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"{p.attr} must be true or false; got {value!r}")
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{p.attr} must be an integer{' (ns)' if p.unit == 'ns' else ''}; "
-                         f"got {value!r}")
-    if p.low is not None and value < p.low:
-        raise ValueError(f"{p.attr} must be >= {p.low}; got {value}")
-    if p.high is not None and value > p.high:
-        raise ValueError(f"{p.attr} must be <= {p.high}; got {value}")

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.apps import DEFAULT_STATE_MACHINE, STATE_MACHINES
-from node.config import Config
+from node.config import SCENARIO_PARAMETERS, Config, Parameter
 from node.crypto import Identity
 from node.ledger.roles import rotating_client_roles
 from node.membership import Member, Membership
@@ -38,20 +39,49 @@ __all__ = [
     "NetworkError",
     "default_node_ids",
     "init_network",
+    "network_key",
+    "protocol_block",
 ]
 
 ROLES = ("hospital", "pharmacy", "regulator")
 
-DEFAULT_PROTOCOL: dict[str, float] = {
-    "batch_size": 1,
-    "batch_timeout_ms": 0,
-    "max_in_flight": 16,
-    "checkpoint_interval": 128,
-    "watermark_window": 256,
-    "view_change_timeout_ms": 500,
-    "client_timeout_ms": 1000,
-}
-"""Protocol parameters (names as in a scenario's `protocol:` block, durations in ms)."""
+
+
+def network_key(p: Parameter) -> str:
+    """`p`'s key in network.json's protocol block: its scenario name, `_ms` added for a
+    duration (`batch_timeout_ms`)."""
+    return f"{p.name}_ms" if p.unit == "ns" else p.name
+
+
+def _ms(ns: int) -> float:
+    return ns // 1_000_000 if ns % 1_000_000 == 0 else ns / 1e6
+
+
+def protocol_block(values: Mapping[str, Any]) -> dict[str, float]:
+    """network.json's protocol block from values by attribute name, durations in ns (a
+    scenario's parsed `protocol:` block, `ProtocolSpec.model_dump()`). Parameters absent from
+    `values` are left out; names that are not network parameters are ignored."""
+    return {network_key(p): _ms(values[p.attr]) if p.unit == "ns" else values[p.attr]
+            for p in SCENARIO_PARAMETERS if p.attr in values}
+
+
+def _from_block(p: Parameter, value: Any) -> Any:
+    """A network.json value as `Config` takes it (durations ms -> ns); bounds are left to
+    `Parameter.check`."""
+    if p.unit == "bool":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        unit = " of milliseconds" if p.unit == "ns" else ""
+        raise ValueError(f"{network_key(p)} must be a number{unit}; got {value!r}")
+    if p.unit == "ns":
+        return round(float(value) * 1e6)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+DEFAULT_PROTOCOL: dict[str, float] = protocol_block(
+    {p.attr: p.default for p in SCENARIO_PARAMETERS})
+"""Protocol parameters (names as in a scenario's `protocol:` block, durations in ms), from
+`node.config.SCENARIO_PARAMETERS`."""
 
 
 class NetworkError(ValueError):
@@ -187,9 +217,13 @@ class NetworkDir:
         for key in ("network_id", "state_machine", "protocol", "mqtt"):
             if key not in s:
                 raise NetworkError(f"{self.path / 'network.json'}: missing {key!r}")
+        if not isinstance(s["protocol"], dict):
+            raise NetworkError(f"{self.path / 'network.json'}: protocol must be a mapping of "
+                               f"parameters such as {{\"batch_size\": 1}}; got "
+                               f"{s['protocol']!r}")
         try:
             self.config()
-        except (AssertionError, TypeError, ValueError) as exc:
+        except ValueError as exc:
             raise NetworkError(f"{self.path / 'network.json'}: bad protocol block: {exc}") \
                 from exc
 
@@ -214,22 +248,20 @@ class NetworkDir:
         netem is not available; absent in production networks)."""
         return float(self.settings.get("emulation", {}).get("link_delay_ms", 0)) / 1e3
 
+    def protocol_values(self) -> dict[str, Any]:
+        """The protocol block by attribute name (`batch_timeout_ns`, ...), durations in ns,
+        defaults filled in. Raises ValueError for a value that is not a number."""
+        p = self.protocol
+        return {q.attr: _from_block(q, p[network_key(q)]) for q in SCENARIO_PARAMETERS}
+
     @property
     def client_timeout_ns(self) -> int:
-        return round(float(self.protocol["client_timeout_ms"]) * 1e6)
+        return int(self.protocol_values()["client_timeout_ns"])
 
     def config(self, durable: bool = True) -> Config:
-        """The replica `Config` every node of this network uses."""
-        p = self.protocol
-        return Config(
-            batch_size=int(p["batch_size"]),
-            batch_timeout_ns=round(float(p["batch_timeout_ms"]) * 1e6),
-            max_in_flight=int(p["max_in_flight"]),
-            checkpoint_interval=int(p["checkpoint_interval"]),
-            watermark_window=int(p["watermark_window"]),
-            view_change_timeout_ns=round(float(p["view_change_timeout_ms"]) * 1e6),
-            durable=durable,
-        )
+        """The replica `Config` every node of this network uses. Raises ValueError naming a
+        parameter out of bounds (client-side ones are checked too)."""
+        return Config.from_mapping({**self.protocol_values(), "durable": durable})
 
     def address(self, node_id: str) -> str:
         """host:port of a node's HTTP endpoint (API, and WebSocket peers in http mode)."""

@@ -113,11 +113,7 @@ class _Run:
         self.cpu = CpuCosts.from_spec(scenario.cpu)
         model = cost_model(self.cpu) if self.cpu is not None else None
         p = scenario.protocol
-        config = Config(
-            batch_size=p.batch_size, batch_timeout_ns=p.batch_timeout_ns,
-            max_in_flight=p.max_in_flight, checkpoint_interval=p.checkpoint_interval,
-            watermark_window=p.watermark_window, view_change_timeout_ns=p.view_change_timeout_ns,
-        )
+        config = Config.from_mapping(p.model_dump())
         cache = VerifyCache()
         pubs = self.membership.public_keys()
         self.replicas: dict[str, Replica] = {}

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from medbft.cli.keys import parse_nodes, parse_protocol
+from medbft.cli.keys import PROTOCOL_HELP, parse_nodes, parse_protocol
 from medbft.cli.load import add_load_arguments, load_spec
 from medbft.errors import EXIT_FAILED, EXIT_OK, UsageError
 from medbft.summary import verdict
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--scenario", help="take nodes, protocol, workload, duration and crash/"
                                       "recover faults from this scenario file")
     p.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
-                   help="protocol parameter, e.g. batch_size=64 (repeatable)")
+                   help=PROTOCOL_HELP + "; with --scenario, overrides its protocol: block")
     p.add_argument("--app", choices=("ledger", "kv"),
                    help="the state machine the nodes run (default: the scenario's "
                         "workload.app, else ledger)")
@@ -59,14 +59,10 @@ def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
     from medbft.real.cluster import ClusterSpec, FaultAction
     from medbft.real.load import LoadSpec
     from medbft.scenario import load_scenario, scenario_hash
+    from node.netdir import protocol_block
 
     sc = load_scenario(path)
-    p = sc.protocol
-    protocol = {"batch_size": p.batch_size, "batch_timeout_ms": p.batch_timeout_ns / 1e6,
-                "max_in_flight": p.max_in_flight, "checkpoint_interval": p.checkpoint_interval,
-                "watermark_window": p.watermark_window,
-                "view_change_timeout_ms": p.view_change_timeout_ns / 1e6,
-                "client_timeout_ms": p.client_timeout_ns / 1e6}
+    protocol = protocol_block(sc.protocol.model_dump())
     w = sc.workload
     load = LoadSpec(duration_ns=sc.duration_ns, drain_ns=sc.drain_ns, clients=w.clients,
                     outstanding=w.outstanding, rate_per_s=w.rate_per_s,

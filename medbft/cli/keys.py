@@ -15,12 +15,15 @@ from typing import Any
 from rich.console import Console
 
 from medbft.errors import UsageError
+from node.config import SCENARIO_PARAMETERS
 from node.ledger.roles import CLIENT_ROLES
-from node.netdir import DEFAULT_PROTOCOL, NetworkError, default_node_ids, init_network
+from node.netdir import NetworkError, default_node_ids, init_network, protocol_block
 
-__all__ = ["parse_nodes", "parse_protocol", "register"]
+__all__ = ["PROTOCOL_HELP", "parse_nodes", "parse_protocol", "register"]
 
-_DURATIONS = ("batch_timeout", "view_change_timeout", "client_timeout")
+PROTOCOL_HELP = ("protocol parameter, e.g. batch_size=64 or view_change_timeout=300ms "
+                 "(repeatable; names as in a scenario's protocol: block: "
+                 f"{', '.join(p.name for p in SCENARIO_PARAMETERS)})")
 
 
 def register(sub: Any) -> None:
@@ -42,8 +45,7 @@ def register(sub: Any) -> None:
     init.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL")
     init.add_argument("--qos", type=int, default=0, choices=(0, 1, 2), help="MQTT QoS")
     init.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
-                      help="protocol parameter, e.g. batch_size=64 or "
-                           "view_change_timeout=300ms (repeatable)")
+                      help=PROTOCOL_HELP)
     init.add_argument("--force", action="store_true", help="overwrite an existing network")
     init.set_defaults(handler=handle)
 
@@ -66,27 +68,34 @@ def parse_nodes(text: str) -> list[tuple[str, str]]:
 
 
 def parse_protocol(items: list[str]) -> dict[str, float]:
-    """KEY=VALUE items -> the network.json protocol block (durations in ms)."""
+    """KEY=VALUE items -> the network.json protocol block (durations in ms). The keys are the
+    names of `node.config.SCENARIO_PARAMETERS`; values are checked against their bounds.
+    Raises UsageError."""
     from medbft.units import parse_duration_ns
 
-    out: dict[str, float] = {}
+    by_name = {p.name: p for p in SCENARIO_PARAMETERS}
+    values: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().removeprefix("protocol.")
         if not sep:
             raise UsageError(f"--protocol: expected KEY=VALUE; got {item!r}")
+        p = by_name.get(key)
+        if p is None:
+            raise UsageError(f"--protocol: unknown parameter {key!r}; known: "
+                             f"{', '.join(by_name)}")
         try:
-            if key in _DURATIONS:
-                out[f"{key}_ms"] = parse_duration_ns(value) / 1e6
-            elif f"{key}" in DEFAULT_PROTOCOL and not key.endswith("_ms"):
-                out[key] = int(value)
+            if p.unit == "ns":
+                parsed: Any = parse_duration_ns(value)
+            elif p.unit == "bool":
+                parsed = {"true": True, "false": False}.get(value.strip().lower(), value)
             else:
-                known = [k.removesuffix("_ms") for k in DEFAULT_PROTOCOL]
-                raise UsageError(f"--protocol: unknown parameter {key!r}; known: "
-                                 f"{', '.join(known)}")
+                parsed = int(value)
+            p.check(parsed)
         except ValueError as exc:
             raise UsageError(f"--protocol {key}: {exc}") from exc
-    return out
+        values[p.attr] = parsed
+    return protocol_block(values)
 
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:

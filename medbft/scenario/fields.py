@@ -88,12 +88,24 @@ def _leaf(parse: Callable[[Any], Any]) -> BeforeValidator:
     return BeforeValidator(run)
 
 
-def _positive_duration(value: Any) -> int:
-    ns = parse_duration_ns(value)
-    if ns <= 0:
-        raise ValueError(f"must be greater than 0; expected a duration such as 500ms; "
-                         f"got {_show(value)}")
-    return ns
+def _duration_within(low: int, high: int | None) -> Callable[[Any], int]:
+    """A duration parser for [low, high] ns (high None: no upper bound)."""
+
+    def parse(value: Any) -> int:
+        ns = parse_duration_ns(value)
+        if ns < low:
+            need = "greater than 0" if low == 1 else f"at least {format_duration_ns(low)}"
+            raise ValueError(f"must be {need}; expected a duration such as 500ms; "
+                             f"got {_show(value)}")
+        if high is not None and ns > high:
+            raise ValueError(f"must be at most {format_duration_ns(high)}; expected a duration "
+                             f"such as 500ms; got {_show(value)}")
+        return ns
+
+    return parse
+
+
+_positive_duration = _duration_within(1, None)
 
 
 def _probability(value: Any) -> float:
@@ -115,12 +127,16 @@ def _probability(value: Any) -> float:
     return p
 
 
-def _int_at_least(low: int, example: str) -> Callable[[Any], int]:
+def _int_at_least(low: int, example: str, high: int | None = None) -> Callable[[Any], int]:
+    """A whole-number parser for [low, high] (high None: no upper bound)."""
+    bound = f">= {low}" if high is None else f">= {low} and <= {high}"
+
     def parse(value: Any) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"expected a whole number >= {low}, e.g. {example}; "
+        if (isinstance(value, bool) or not isinstance(value, int) or value < low
+                or (high is not None and value > high)):
+            raise ValueError(f"expected a whole number {bound}, e.g. {example}; "
                              f"got {_show(value)}")
         return value
 

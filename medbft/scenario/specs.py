@@ -12,9 +12,9 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from medbft.scenario.base import _Spec
 from medbft.scenario.errors import Loc, _fail, _show
@@ -30,18 +30,20 @@ from medbft.scenario.fields import (
     Fraction,
     NodeId,
     NonNegative,
-    PositiveDurationNs,
     Probability,
     RatePerS,
     RoleField,
     SizeBytes,
     Whole,
+    _as_duration,
+    _duration_within,
     _endpoint_problem,
     _int_at_least,
     _leaf,
 )
 from medbft.units import parse_duration_ns
 from node.apps import STATE_MACHINES
+from node.config import SCENARIO_PARAMETERS, Parameter
 
 __all__ = [
     "APPS",
@@ -207,19 +209,16 @@ class NetworkSpec(_Spec):
         return value
 
 
-class ProtocolSpec(_Spec):
-    """PBFT parameters."""
+class _ProtocolFields(_Spec):
+    """PBFT parameters: one field per `node.config.SCENARIO_PARAMETERS` entry (`ProtocolSpec`
+    adds them), written by the parameter's name, held by its attribute name (`batch_timeout:
+    10ms` -> `batch_timeout_ns`), with its default and bounds."""
 
-    batch_size: Count = 1
-    batch_timeout_ns: DurationNs = Field(0, alias="batch_timeout")
-    max_in_flight: Count = 16
-    checkpoint_interval: Count = 128
-    watermark_window: Count = 256
-    view_change_timeout_ns: PositiveDurationNs = Field(500_000_000, alias="view_change_timeout")
-    client_timeout_ns: PositiveDurationNs = Field(1_000_000_000, alias="client_timeout")
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
 
     @model_validator(mode="after")
-    def _check_window(self) -> ProtocolSpec:
+    def _check_window(self) -> _ProtocolFields:
         if self.watermark_window < self.checkpoint_interval:
             _fail((("watermark_window",),
                    f"must be >= checkpoint_interval ({self.checkpoint_interval}), or replicas "
@@ -227,6 +226,31 @@ class ProtocolSpec(_Spec):
                    f"{2 * self.checkpoint_interval} (2x checkpoint_interval) is recommended; "
                    f"got {self.watermark_window}"))
         return self
+
+
+def _parameter_field(p: Parameter) -> tuple[Any, Any]:
+    """(type, FieldInfo) of one protocol parameter: its unit's parser bounded by p.low and
+    p.high, whose errors name the allowed range and give an example."""
+    low = p.low if p.low is not None else 0
+    kind: Any
+    if p.unit == "bool":
+        kind = Flag
+    elif p.unit == "ns":
+        kind = Annotated[int, _leaf(_duration_within(low, p.high)), _as_duration]
+    else:
+        example = 16 if low <= 16 and (p.high is None or p.high >= 16) else p.default
+        kind = Annotated[int, _leaf(_int_at_least(low, str(example), p.high))]
+    return kind, Field(p.default, alias=p.name if p.name != p.attr else None,
+                       description=p.doc)
+
+
+if TYPE_CHECKING:
+    ProtocolSpec = _ProtocolFields
+else:
+    ProtocolSpec = create_model(
+        "ProtocolSpec", __base__=_ProtocolFields, __module__=__name__,
+        __doc__=_ProtocolFields.__doc__,
+        **{p.attr: _parameter_field(p) for p in SCENARIO_PARAMETERS})
 
 
 class CpuSpec(_Spec):

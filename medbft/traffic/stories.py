@@ -16,19 +16,54 @@ What it must not know: how transactions are submitted (medbft/traffic/workload.p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from node.ledger import documents as doc
+from node.ledger.genesis import LedgerGenesis
 from node.ledger.txs import encode_tx
 
-from .world import Pending
+from .consent import Consent
+from .supply import SupplyChain
+from .world import Pending, World
 
-if TYPE_CHECKING:
-    from .ledger import LedgerTraffic
-
-__all__ = ["Script", "Stories"]
+__all__ = ["Script", "Stories", "StoryTraffic"]
 
 Script = Callable[[], list[tuple[str, Pending]]]
+
+
+class StoryTraffic(Protocol):
+    """What the stories read and write of the ledger traffic (medbft/traffic/ledger.py's
+    `LedgerTraffic` is one): the genesis and world, the flow and its clock, the builders of
+    recalls and consents, and where results go (`story`, `followups`)."""
+
+    @property
+    def g(self) -> LedgerGenesis: ...
+    @property
+    def w(self) -> World: ...
+    @property
+    def flow(self) -> str: ...
+    @property
+    def event_at_ns(self) -> int: ...
+    @property
+    def duration_ns(self) -> int: ...
+    @property
+    def now_ns(self) -> int: ...
+    @property
+    def calendar_ns(self) -> int: ...
+    @property
+    def patients(self) -> list[str]: ...
+    @property
+    def custodians(self) -> list[str]: ...
+    @property
+    def supply(self) -> SupplyChain: ...
+    @property
+    def consent(self) -> Consent: ...
+    @property
+    def story(self) -> dict[str, Any]: ...
+    @property
+    def followups(self) -> list[tuple[str, Pending]]: ...
+    def new_id(self, prefix: str) -> str: ...
+    def event_hash(self, event: dict[str, Any]) -> str: ...
 
 
 class Stories:
@@ -42,7 +77,7 @@ class Stories:
 
     RACE_EVERY_NS = 400_000_000
 
-    def __init__(self, traffic: LedgerTraffic) -> None:
+    def __init__(self, traffic: StoryTraffic) -> None:
         self.t = traffic
         self.g = traffic.g
 
