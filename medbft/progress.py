@@ -118,23 +118,29 @@ class Reporter:
             from rich.progress import BarColumn, Progress, TextColumn
 
             console = Console(file=self.stream, force_terminal=True, highlight=False)
+            # What a command prints to stdout meanwhile goes above the bar when stdout is the
+            # same terminal; never when stdout is a pipe (rich would divert it to our stream).
+            isatty = getattr(sys.stdout, "isatty", None)
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[detail]}"), console=console,
-                                 transient=True)
+                                 transient=True,
+                                 redirect_stdout=bool(isatty and isatty()))
             self._task = self._bar.add_task(self.label, total=None, detail="")
             self._bar.start()
         return self._bar
 
 
 def run_detail(reporter: Reporter, now_ns: int, duration_ns: int, drain_ns: int,
-               committed: int, what: str = "simulated") -> str:
+               committed: int, real: bool = False) -> str:
     """`3.2/10.0 s simulated, 812 committed, 254 tx/s, ETA 12 s` (throughput over the time
-    so far; past the duration the run drains: `+1.3/5.0 s drain`, no ETA)."""
+    so far; past the duration the run drains: `+1.3/5.0 s drain`, no ETA). `real`: the time
+    is wall time (`elapsed`, a real network's load), so the ETA is simply what is left."""
     now_s, duration_s = now_ns / 1e9, duration_ns / 1e9
     rate = committed / now_s if now_s > 0 else 0.0
+    what = "elapsed" if real else "simulated"
     if now_ns <= duration_ns:
         when = f"{now_s:.1f}/{duration_s:.1f} s {what}"
-        eta = format_eta(reporter.eta_s(now_s, duration_s))
+        eta = format_eta(duration_s - now_s if real else reporter.eta_s(now_s, duration_s))
     else:
         when = f"{duration_s:.1f} s {what} +{now_s - duration_s:.1f}/{drain_ns / 1e9:.1f} s drain"
         eta = "draining"
@@ -147,12 +153,12 @@ def count_detail(reporter: Reporter, done: int, total: int, unit: str, failed: i
 
 
 def sim_progress(reporter: Reporter, drain_ns: int,
-                 what: str = "simulated") -> Callable[[int, int, int, int], None]:
+                 real: bool = False) -> Callable[[int, int, int, int], None]:
     """A `progress(now_ns, duration_ns, committed, submitted)` callback for
-    `sim.run.run_scenario` (and `medbft.real.load.run_load`) that reports to `reporter`."""
+    `sim.run.run_scenario` (or, `real`, `medbft.real.load.run_load`) reporting to `reporter`."""
 
     def progress(now_ns: int, duration_ns: int, committed: int, submitted: int) -> None:
-        reporter.update(run_detail(reporter, now_ns, duration_ns, drain_ns, committed, what),
+        reporter.update(run_detail(reporter, now_ns, duration_ns, drain_ns, committed, real),
                         done=min(now_ns, duration_ns) / 1e9, total=duration_ns / 1e9)
 
     return progress
