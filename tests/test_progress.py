@@ -105,9 +105,13 @@ def test_slices_resumed_without_the_first_check_are_one_run() -> None:
     def drive(deadlines: list[int], check_first: bool) -> tuple[list[Any], int]:
         loop = VirtualTimeLoop()
         log: list[Any] = []
+
+        def fire(name: str) -> None:  # logs itself now and its call_soon follower next
+            log.append((name, loop.now_ns))
+            loop.call_soon(log.append, name + "'")
+
         for t, name in ((5, "a"), (10, "b"), (10, "c"), (17, "d"), (30, "e")):
-            loop.call_at_ns(t, lambda t=t, n=name: (log.append((n, loop.now_ns)),
-                                                     loop.call_soon(log.append, n + "'")))
+            loop.call_at_ns(t, fire, name)
 
         def done() -> bool:
             return loop.now_ns >= 12 and len(log) >= 6
