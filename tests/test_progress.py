@@ -169,3 +169,19 @@ def test_run_detail_and_eta() -> None:
         "3.0/10.0 s elapsed, 30 committed, 10 tx/s, ETA 7 s")
     assert [format_eta(s) for s in (None, 0.2, 59.6, 185, 3725)] == [
         "ETA ?", "ETA 0 s", "ETA 1 m 00 s", "ETA 3 m 05 s", "ETA 1 h 02 m"]
+
+
+def test_a_sweep_reports_runs_done_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(medbft.progress, "INTERVAL_S", 0.0)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(json.dumps({"name": "tiny", "base": BASELINE,
+                                "set": {"duration": "200ms", "drain": "1s"},
+                                "grid": {"protocol.batch_size": [1, 4]}, "seeds": 1}))
+    args = ["sweep", str(spec), "--jobs", "1", "--no-plots"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "sweep tiny: 2/2 runs, 0 failed, ETA 0 s" in captured.err
+    assert "runs, 0 failed" not in captured.out
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "sweep tiny:" not in capsys.readouterr().err
