@@ -85,8 +85,9 @@ class Reporter:
         if not self.enabled:
             return
         if self.terminal:
-            bar = self._start_bar()
-            bar.update(self._task, completed=done or 0, total=total, detail=detail)
+            if self._bar is None:
+                self._start_bar(total)
+            self._bar.update(self._task, completed=done or 0, total=total, detail=detail)
             return
         now = self.clock()
         if now - self._last_line >= self.interval_s:
@@ -112,7 +113,7 @@ class Reporter:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _start_bar(self) -> Any:
+    def _start_bar(self, total: float | None) -> None:
         if self._bar is None:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn
@@ -125,9 +126,8 @@ class Reporter:
                                  TextColumn("{task.fields[detail]}"), console=console,
                                  transient=True,
                                  redirect_stdout=bool(isatty and isatty()))
-            self._task = self._bar.add_task(self.label, total=None, detail="")
+            self._task = self._bar.add_task(self.label, total=total, detail="")
             self._bar.start()
-        return self._bar
 
 
 def run_detail(reporter: Reporter, now_ns: int, duration_ns: int, drain_ns: int,
