@@ -405,7 +405,8 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         super().run_forever()
         self._raise_recorded()
 
-    def run_until_ns(self, deadline_ns: int, stop_when: Callable[[], bool] | None = None) -> bool:
+    def run_until_ns(self, deadline_ns: int, stop_when: Callable[[], bool] | None = None, *,
+                     check_first: bool = True) -> bool:
         """Run callbacks until virtual time would pass ``deadline_ns``.
 
         Timers due at or before the deadline run; later ones stay scheduled and the clock
@@ -413,11 +414,19 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         starting and after each batch of ready callbacks; when it returns true the run
         stops early (clock left at the current instant) and ``True`` is returned.
         Returns ``False`` when the deadline was reached (or ``stop()`` was called).
+
+        Slicing: a run cut into consecutive calls (deadlines d1 < d2 < ... < D) executes
+        the same callbacks in the same order as one call up to ``D``, provided every call
+        after the first passes ``check_first=False``.  Every timer due at or before a slice's
+        deadline (and every ``call_soon`` chain it starts) runs within that slice; the clock
+        then rests at the deadline, where nothing runs.  Without ``check_first=False`` the
+        next slice would evaluate ``stop_when`` at that resting instant, which one call never
+        does, and could stop earlier than one call would.
         """
         deadline_ns = operator.index(deadline_ns)
         if deadline_ns < self._now_ns:
             raise ValueError(f"deadline {deadline_ns} ns is before now ({self._now_ns} ns)")
-        if stop_when is not None and stop_when():
+        if check_first and stop_when is not None and stop_when():
             return True
         self._deadline_ns = deadline_ns
         self._stop_when = stop_when

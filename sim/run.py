@@ -7,6 +7,12 @@ virtual-time loop to the end of the run, and hands the record to the checker and
 Determinism: every random stream is derived from the seed by name (network, workload), keys
 are derived from the seed, the loop breaks ties in scheduling order, and nothing here reads
 the wall clock except to report `wall_time_s` (kept out of every digest).
+
+Progress: `run_scenario(..., progress=fn)` runs the loop in slices of virtual time
+(`PROGRESS_SLICES` per duration) and calls `fn(sim_now_ns, duration_ns, committed, submitted)`
+between slices. Slicing changes nothing a run records (see `VirtualTimeLoop.run_until_ns`);
+`fn` only reads those numbers and must not touch the run. The wall clock and the rendering are
+the caller's (medbft/progress.py).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +46,15 @@ from sim.faults import FaultInjector
 from sim.loop import VirtualTimeLoop
 from sim.network import Network
 
-__all__ = ["RunResult", "SimTransport", "digest_summary", "run_scenario"]
+__all__ = ["PROGRESS_SLICES", "ProgressFn", "RunResult", "SimTransport", "digest_summary",
+           "run_scenario"]
+
+#: `progress(sim_now_ns, duration_ns, committed_so_far, submitted_so_far)`.
+ProgressFn = Callable[[int, int, int, int], None]
+#: With a progress callback the run goes in slices of duration / PROGRESS_SLICES of virtual
+#: time (at least `_MIN_SLICE_NS`), the drain after the duration in slices of the same length.
+PROGRESS_SLICES = 200
+_MIN_SLICE_NS = 1_000_000
 
 
 @dataclass
@@ -172,7 +187,7 @@ class _Run:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, progress: ProgressFn | None = None) -> None:
         self.faults.schedule()
         for nid in self.scenario.node_ids:
             self.runtimes[nid].start()
@@ -184,14 +199,34 @@ class _Run:
             return (self.loop.now_ns >= duration and w.settled == w.submitted
                     and t.in_flight == 0)
 
-        self.loop.run_until_ns(self.scenario.end_ns, stop_when=finished)
+        end = self.scenario.end_ns
+        if progress is None:
+            self.loop.run_until_ns(end, stop_when=finished)
+            return
+        step = max(_MIN_SLICE_NS, duration // PROGRESS_SLICES)
+        first = True
+        while True:
+            deadline = min(end, self.loop.now_ns + step)
+            # check_first=False after the first slice: the predicate is then evaluated only
+            # where one run_until_ns(end) call would evaluate it (after a batch of callbacks).
+            if self.loop.run_until_ns(deadline, stop_when=finished, check_first=first):
+                break
+            first = False
+            if self.loop.now_ns >= end:
+                break
+            progress(self.loop.now_ns, duration, w.settled, w.submitted)
+        progress(self.loop.now_ns, duration, w.settled, w.submitted)
 
     def close(self) -> None:
         self.loop.close()
 
 
-def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = False) -> RunResult:
-    """Run `scenario` (with `seed` instead of its own, if given) and return its results."""
+def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = False,
+                 progress: ProgressFn | None = None) -> RunResult:
+    """Run `scenario` (with `seed` instead of its own, if given) and return its results.
+
+    `progress`, if given, is called between slices of virtual time and once at the end (see
+    the module docstring); it does not change the results."""
     seed = scenario.seed if seed is None else seed
     wall_start = time.perf_counter()
     run = _Run(scenario, seed, trace)
@@ -200,7 +235,7 @@ def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = F
     thresholds = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     try:
-        run.run()
+        run.run(progress)
         summary = _summarise(run, seed)
     finally:
         gc.set_threshold(*thresholds)

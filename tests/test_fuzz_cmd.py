@@ -40,11 +40,15 @@ def test_coverage_counts_what_the_seeds_went_through() -> None:
 
 
 def test_fuzz_prints_progress_lines_without_a_terminal(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("medbft.progress.INTERVAL_S", 0.0)  # a line per seed, not per 5 s
     assert main(["fuzz", "--seeds", "20", "--start", "900"]) == 0
-    out = capsys.readouterr().out
-    assert "10/20 seeds, 0 failed" in out
-    assert "seeds with a view change:" in out
+    captured = capsys.readouterr()
+    assert "fuzz: 10/20 seeds, 0 failed, ETA " in captured.err  # progress: stderr
+    assert "seeds with a view change:" in captured.out
+    assert "seeds, 0 failed" not in captured.out
+    assert main(["fuzz", "--seeds", "2", "--start", "900", "--quiet"]) == 0
+    assert "seeds," not in capsys.readouterr().err
 
 
 def test_failing_seed_prints_reproduction_and_writes_shrunk_schedule(

@@ -123,6 +123,7 @@ async def _interruptible(main: Coroutine[Any, Any, T]) -> T:
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.cli.tables import summary_table
+    from medbft.progress import Reporter, sim_progress
     from medbft.real.cluster import LocalCluster, run_cluster
     from medbft.results import write_results
     from node.realtime import run
@@ -145,15 +146,18 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                   f"{spec.load.duration_ns / 1e9:g} s, {len(spec.faults)} fault action(s); "
                   f"out {args.out}/", markup=False)
     box: list[LocalCluster] = []
+    reporter = Reporter("cluster", enabled=not args.quiet)
     try:
         result = run(_interruptible(run_cluster(
-            spec, box, log=lambda line: console.print(line, markup=False))))
+            spec, box, log=lambda line: console.print(line, markup=False),
+            progress=sim_progress(reporter, spec.load.drain_ns, real=True))))
     except RuntimeError as exc:
         raise UsageError(f"cluster failed: {exc}") from exc
     except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("interrupted: stopping the nodes", markup=False)
         return 130
     finally:
+        reporter.close()
         for cluster in box:
             cluster.stop_all()
     summary = result.summary

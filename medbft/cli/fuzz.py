@@ -9,10 +9,10 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from medbft.errors import UsageError
 from medbft.fuzz import Coverage, FuzzOutcome, draw_scenario, run_fuzz, shrink
+from medbft.progress import Reporter, count_detail
 
 
 def register(sub: Any) -> None:
@@ -27,6 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--out", default="results/fuzz", help="where failing schedules are written")
     p.add_argument("--no-shrink", action="store_true", help="do not shrink failing schedules")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=handle)
 
 
@@ -53,23 +54,19 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     started = time.perf_counter()
     failures: list[FuzzOutcome] = []
     coverage = Coverage()
-    # Without a terminal (a log file, CI) the bar is invisible: print a line every tenth.
-    step = max(1, len(seeds) // 10) if not console.is_terminal and len(seeds) >= 20 else 0
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("seeds", total=len(seeds))
+    # Seeds done / total and failures so far, on stderr (a bar on a terminal, else a line
+    # every few seconds); failures themselves are results and go to stdout.
+    with Reporter("fuzz", enabled=not args.quiet) as reporter:
+        reporter.update(count_detail(reporter, 0, len(seeds), "seeds", 0), 0, len(seeds))
         for outcome in run_fuzz(seeds, args.n, args.faulty, not args.no_byzantine, args.jobs):
             if not outcome.ok:
                 failures.append(outcome)
-                progress.console.print(f"seed {outcome.seed}: {outcome.failure} FAILED "
-                                       f"({_describe(outcome)}); reproduce: "
-                                       f"{_command(args, outcome.seed)}", markup=False)
-            progress.advance(task)
+                console.print(f"seed {outcome.seed}: {outcome.failure} FAILED "
+                              f"({_describe(outcome)}); reproduce: "
+                              f"{_command(args, outcome.seed)}", markup=False)
             coverage.add(outcome)
-            if step and coverage.seeds % step == 0 and coverage.seeds < len(seeds):
-                progress.console.print(
-                    f"{coverage.seeds}/{len(seeds)} seeds, {len(failures)} failed, "
-                    f"{time.perf_counter() - started:.0f} s", markup=False)
+            reporter.update(count_detail(reporter, coverage.seeds, len(seeds), "seeds",
+                                         len(failures)), coverage.seeds, len(seeds))
     elapsed = time.perf_counter() - started
     for outcome in sorted(failures, key=lambda o: o.seed):
         _write_failure(args, outcome, console)

@@ -46,6 +46,7 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transport", choices=("http", "mqtt"), default="http")
     p.add_argument("--broker", metavar="URL", help="MQTT broker (default: network.json)")
     p.add_argument("--seed", type=int, default=1, help="seed of the request mix and arrivals")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def load_spec(args: argparse.Namespace, name: str = "load") -> Any:
@@ -76,6 +77,7 @@ def load_spec(args: argparse.Namespace, name: str = "load") -> Any:
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.cli.tables import summary_table
+    from medbft.progress import Reporter, sim_progress
     from medbft.real.load import client_ids, run_load
     from medbft.results import write_results
     from node.realtime import run
@@ -95,7 +97,9 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                   f"{net.state_machine}, {len(clients)} client(s), {shape}, {args.duration}",
                   markup=False)
     try:
-        result = run(run_load(net, spec, log=lambda line: err.print(line, markup=False)))
+        with Reporter("load", enabled=not args.quiet) as reporter:
+            result = run(run_load(net, spec, log=lambda line: err.print(line, markup=False),
+                                  progress=sim_progress(reporter, spec.drain_ns, real=True)))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     write_results(args.out, result.summary, result.requests, None)

@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
     run.add_argument("--trace", action="store_true", help="also write trace.jsonl")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario field by dotted path, e.g. protocol.batch_size=10")
-    run.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    run.add_argument("--quiet", action="store_true",
+                     help="print only the verdict line (and no progress on stderr)")
     run.add_argument("--no-plots", action="store_true",
                      help="skip the figures (DIR/plots/); report.html is still written")
     run.set_defaults(handler=_run)
@@ -62,6 +63,7 @@ def _validate(paths: list[str], console: Console, err: Console) -> int:
 
 def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.apps import write_ledger_results
+    from medbft.progress import Reporter, sim_progress
     from medbft.results import write_results
     from sim.loop import LivelockError
     from sim.run import run_scenario  # imported here so `validate` and errors stay fast
@@ -74,7 +76,10 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "
                   f"n={scenario.n}, f={scenario.f}", markup=False)
     try:
-        result = run_scenario(scenario, seed=seed, trace=args.trace)
+        with Reporter(f"run {scenario.name}", enabled=not args.quiet) as reporter:
+            result = run_scenario(scenario, seed=seed, trace=args.trace,
+                                  progress=None if args.quiet
+                                  else sim_progress(reporter, scenario.drain_ns))
     except LivelockError as exc:
         raise UsageError(f"{args.scenario}: {exc}; give the links a latency (network.latency) "
                          "or the replicas a CPU model (cpu:)") from None

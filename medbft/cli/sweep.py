@@ -10,18 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from medbft.errors import UsageError
+from medbft.progress import Reporter, count_detail
 from medbft.views import FORMATS
 
 
@@ -37,23 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-plots", action="store_true", help="write results.csv only")
     p.add_argument("--formats", default="png,svg", help=f"figure formats, from "
                                                         f"{','.join(FORMATS)} (default png,svg)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=handle)
-
-
-class TimeLeftColumn(ProgressColumn):
-    """Time left = elapsed / runs done x runs left: the mean rate since the start.
-
-    rich's own column divides by the rate over its last few updates, which is wildly high when
-    several workers finish together (two runs a millisecond apart read as 1000 runs/s).
-    """
-
-    def render(self, task: Task) -> Text:
-        if not task.completed or task.total is None or task.elapsed is None:
-            return Text("left -:--:--", style="progress.remaining")
-        left = task.elapsed / task.completed * (task.total - task.completed)
-        minutes, seconds = divmod(int(left + 0.5), 60)
-        hours, minutes = divmod(minutes, 60)
-        return Text(f"left {hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -80,20 +56,25 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                   f"({_grid_size(sweep.grid)} points x {len(sweep.seeds)} seeds) on {where}",
                   markup=False)
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeLeftColumn(),
-                  console=console) as bar:
-        task = bar.add_task("runs", total=None)
+    # Points done / to do and the time left (at the mean rate: see Reporter.eta_s) on stderr.
+    with Reporter(f"sweep {sweep.name}", enabled=not args.quiet) as reporter:
+        count = {"todo": 0, "done": 0}
 
         def begin(todo: int, reused: int) -> None:
             if reused:
-                bar.console.print(f"{reused} run(s) already done in {out}/runs/: skipped",
-                                  markup=False)
-            bar.update(task, total=todo)
+                console.print(f"{reused} run(s) already done in {out}/runs/: skipped",
+                              markup=False)
+            count["todo"] = todo
+            reporter.update(count_detail(reporter, 0, todo, "runs", 0), 0, todo)
+
+        def advance(failed: int) -> None:
+            count["done"] += 1
+            done, todo = count["done"], count["todo"]
+            reporter.update(count_detail(reporter, done, todo, "runs", failed), done, todo)
 
         try:
             outcome = run_sweep(sweep, out, jobs=args.jobs, scheduler=args.scheduler,
-                                progress=begin, on_advance=lambda: bar.advance(task))
+                                progress=begin, on_advance=advance)
         except KeyboardInterrupt:
             err.print(f"interrupted: finished runs are kept in {out}/runs/ and "
                       f"{out}/results.csv; run the same command again to resume", markup=False)

@@ -260,12 +260,12 @@ async def converge(net: NetworkDir, session: aiohttp.ClientSession, node_ids: li
 
 
 async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None = None,
-                      log: Any = lambda line: None) -> LoadResult:
+                      log: Any = lambda line: None, progress: Any = None) -> LoadResult:
     """Write a network under `spec.out/network`, start it, load it, apply the faults, check
     agreement, stop it. The summary's `faults` are the crash windows applied; `safety` gains
     `state_agreement`, each of `nodes` its process's `exit_code`, `cpu` the CPU seconds of
     each node. `cluster_box` receives the cluster as soon as it exists (so a caller can
-    stop it from a `finally` on Ctrl-C)."""
+    stop it from a `finally` on Ctrl-C). `progress` is handed to `run_load`."""
     ports = free_ports(len(spec.nodes))
     clients = spec.load.clients or (len(CLIENT_ROLES) if spec.app == "ledger" else 1)
     net = init_network(spec.out / "network", spec.nodes, clients=clients,
@@ -292,7 +292,8 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
                                     windows)))
 
             started = time.monotonic()
-            result = await run_load(net, spec.load, on_start=on_start, log=log)
+            result = await run_load(net, spec.load, on_start=on_start, log=log,
+                                    progress=progress)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

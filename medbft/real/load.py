@@ -246,10 +246,13 @@ async def _wait_connected(parties: dict[str, _Party], reachable: set[str],
 
 async def run_load(net: NetworkDir, spec: LoadSpec,
                    on_start: Callable[[RealClock], None] | None = None,
-                   log: Callable[[str], None] = lambda line: None) -> LoadResult:
+                   log: Callable[[str], None] = lambda line: None,
+                   progress: Callable[[int, int, int, int], None] | None = None) -> LoadResult:
     """Offer `spec`'s load to the running network `net` and measure it. `on_start(clock)`
     runs when the first request is about to be submitted (the cluster schedules its faults
-    on that clock). Raises ValueError for an impossible spec."""
+    on that clock). `progress(elapsed_ns, duration_ns, committed, submitted)`, if given, is
+    called as the load runs (every poll, ~50 times a second: the caller throttles, see
+    medbft/progress.py) and once at the end. Raises ValueError for an impossible spec."""
     from medbft.traffic.workload import Workload
 
     loop = asyncio.get_running_loop()
@@ -276,7 +279,7 @@ async def run_load(net: NetworkDir, spec: LoadSpec,
             if on_start is not None:
                 on_start(clock)
             workload.start()
-            await _until_settled(workload, clock, spec)
+            await _until_settled(workload, clock, spec, progress)
             elapsed_s = time.perf_counter() - wall_start
         finally:
             for party in parties.values():
@@ -289,11 +292,14 @@ async def run_load(net: NetworkDir, spec: LoadSpec,
     return LoadResult(summary, records, before, after)
 
 
-async def _until_settled(workload: Any, clock: RealClock, spec: LoadSpec) -> None:
+async def _until_settled(workload: Any, clock: RealClock, spec: LoadSpec,
+                         progress: Callable[[int, int, int, int], None] | None = None) -> None:
     end_ns = spec.duration_ns + spec.drain_ns
     while True:
         await asyncio.sleep(0.02)
         now = clock.now_ns
+        if progress is not None:
+            progress(now, spec.duration_ns, workload.settled, workload.submitted)
         if now >= spec.duration_ns and workload.settled == workload.submitted:
             return
         if now >= end_ns:

@@ -131,11 +131,12 @@ def _check(result: Mapping[str, Any], point: SweepPoint, version: str) -> str | 
 
 def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, scheduler: str | None = None,
               progress: Callable[[int, int], Any] | None = None,
-              on_advance: Callable[[], Any] | None = None) -> SweepOutcome:
+              on_advance: Callable[[int], Any] | None = None) -> SweepOutcome:
     """Run every (point, seed) of `sweep` not already in out/runs/, write results.csv.
 
-    `progress(total_todo, reused)` is called once before the runs start, `on_advance()` after
-    each finished run. Figures are drawn by the caller (`medbft.views.sweep_figures`).
+    `progress(total_todo, reused)` is called once before the runs start, `on_advance(failed)`
+    after each finished run, with the number of runs failed so far. Figures are drawn by the
+    caller (`medbft.views.sweep_figures`).
     """
     from medbft.summary import code_version
 
@@ -168,7 +169,7 @@ def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, scheduler: str | None =
             else:
                 outcome.failed.append((point.params, seed, problem))
             if on_advance is not None:
-                on_advance()
+                on_advance(len(outcome.failed))
     finally:
         outcome.rows = collect_rows(points, sweep.seeds, runs, version)
         write_results_csv(out / RESULTS, list(sweep.grid), outcome.rows)
