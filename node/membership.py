@@ -8,7 +8,7 @@ real mode and generated from the seed in simulation.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from node.quorum import faults_tolerated, quorum
 
@@ -29,11 +29,14 @@ class Membership:
 
     nodes: tuple[Member, ...]
     clients: tuple[Member, ...] = ()
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = [m.id for m in self.nodes] + [m.id for m in self.clients]
         if len(set(ids)) != len(ids):
             raise ValueError("membership ids must be unique")
+        # index_of runs for every message received: a dict, not a scan of n members.
+        object.__setattr__(self, "_index", {m.id: i for i, m in enumerate(self.nodes)})
 
     @property
     def n(self) -> int:
@@ -52,10 +55,7 @@ class Membership:
         return tuple(m.id for m in self.nodes)
 
     def index_of(self, node_id: str) -> int | None:
-        for i, m in enumerate(self.nodes):
-            if m.id == node_id:
-                return i
-        return None
+        return self._index.get(node_id)
 
     def public_keys(self) -> dict[str, bytes]:
         return {m.id: m.public_key for m in self.nodes + self.clients}

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "NULL_BATCH",
+    "SHARED_DECODES",
     "Batch",
     "BatchData",
     "Checkpoint",
@@ -47,9 +48,11 @@ __all__ = [
     "StateData",
     "ViewChange",
     "decode",
+    "decode_authenticated",
     "digest_of",
     "encode",
     "kind_of",
+    "message_class",
     "open_envelope",
     "seal_envelope",
 ]
@@ -572,6 +575,34 @@ def seal_envelope(prefix: bytes, payload: bytes, mac: bytes) -> bytes:
     """encode(Envelope(sender, payload, mac)) given `envelope_prefix(sender)`: the hot path
     of every send, without building the dataclass."""
     return b"".join((prefix, _U32.pack(len(payload)), payload, _U32.pack(len(mac)), mac))
+
+
+def message_class(tag: int) -> type[Message] | None:
+    """The message class registered under `tag`, if any."""
+    return _BY_TAG.get(tag)
+
+
+#: How many authenticated payloads `decode_authenticated` remembers (oldest forgotten first).
+SHARED_DECODES = 4096
+_shared: dict[bytes, Message] = {}
+
+
+def decode_authenticated(payload: bytes) -> Message:
+    """decode(payload), remembered for the next receiver of the same bytes.
+
+    A multicast carries the same payload to n - 1 receivers; in the simulator they share one
+    process, so each payload is decoded once, not n - 1 times. Only call this after the
+    payload's MAC or signature was checked: unauthenticated bytes must never fill the memo.
+    Messages are frozen and hold only tuples, so sharing one object is safe; the memo changes
+    speed, never results (decode is a pure function of the bytes).
+    """
+    msg = _shared.get(payload)
+    if msg is None:
+        msg = decode(payload)
+        if len(_shared) >= SHARED_DECODES:
+            del _shared[next(iter(_shared))]
+        _shared[payload] = msg
+    return msg
 
 
 def open_envelope(data: bytes) -> tuple[str, bytes, bytes]:
