@@ -268,6 +268,8 @@ class NormalCase:
         distinct backups (§4.2). The primary sends none, so it never counts."""
         if slot.prepared or not slot.pre_prepared:
             return False
+        if len(slot.prepares) < self.q - 1:
+            return False  # too few votes of any kind: skip the count
         primary = primary_of(slot.view, self.n)
         votes = sum(1 for r, d in slot.prepares.items() if d == slot.digest and r != primary)
         if votes < self.q - 1:
@@ -302,7 +304,7 @@ class NormalCase:
 
     def _maybe_committed(self, seq: int, slot: Slot) -> None:
         """committed-local: prepared plus q (2f+1) matching COMMITs, own included (§4.2)."""
-        if slot.committed or not slot.prepared:
+        if slot.committed or not slot.prepared or len(slot.commits) < self.q:
             return
         votes = sum(1 for d in slot.commits.values() if d == slot.digest)
         if votes < self.q:
