@@ -8,7 +8,7 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--sweep-seeds", type=int, default=100,
-                     help="number of seeds per swarm in tests/test_sweep.py (default 100)")
+                     help="number of seeds per swarm in tests/test_fuzz_swarm.py (default 100)")
     parser.addoption("--sweep-start", type=int, default=0,
                      help="first seed of the sweep (default 0)")
 
