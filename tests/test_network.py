@@ -18,7 +18,9 @@ C1, C2 = "client-1", "client-2"
 
 
 def scenario(network: dict[str, Any] | None = None, clients: int = 2) -> Scenario:
-    raw: dict[str, Any] = {"name": "net", "duration": "1s", "nodes": 4,
+    # cpu: default lets a link have zero latency (cpu none would refuse it: time would stand
+    # still); the network model itself never looks at the CPU.
+    raw: dict[str, Any] = {"name": "net", "duration": "1s", "nodes": 4, "cpu": "default",
                            "workload": {"clients": clients}}
     if network is not None:
         raw["network"] = network
