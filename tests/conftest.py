@@ -1,14 +1,17 @@
 """Shared pytest options. `--sweep-seeds N` sets how many seeds the fault-schedule sweep
-runs per swarm (default 100; 10000 for a long swarm)."""
+runs per swarm (default 100; 10000 for a long swarm). The first `QUICK_SEEDS` seeds of each
+swarm stay in the quick loop (`pytest -m "not slow"`); the rest are marked `slow`."""
 
 from __future__ import annotations
 
 import pytest
 
+QUICK_SEEDS = 5
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--sweep-seeds", type=int, default=100,
-                     help="number of seeds per swarm in tests/test_sweep.py (default 100)")
+                     help="number of seeds per swarm in tests/test_fuzz_swarm.py (default 100)")
     parser.addoption("--sweep-start", type=int, default=0,
                      help="first seed of the sweep (default 0)")
 
@@ -17,4 +20,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "sweep_seed" in metafunc.fixturenames:
         start = metafunc.config.getoption("--sweep-start")
         count = metafunc.config.getoption("--sweep-seeds")
-        metafunc.parametrize("sweep_seed", range(start, start + count))
+        metafunc.parametrize("sweep_seed", [
+            seed if seed < start + QUICK_SEEDS else pytest.param(seed, marks=pytest.mark.slow)
+            for seed in range(start, start + count)])

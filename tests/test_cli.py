@@ -14,6 +14,7 @@ ROOT = Path(__file__).parent.parent
 BASELINE = str(ROOT / "scenarios" / "baseline.yaml")
 
 
+@pytest.mark.slow
 def test_run_writes_summary_requests_and_trace(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", BASELINE, "--out", str(tmp_path), "--trace", "--set", "duration=1s"])

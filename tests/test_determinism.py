@@ -17,7 +17,8 @@ from sim.run import digest_summary, run_scenario
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.mark.parametrize("name", ["seven-nodes", "primary-crash"])
+@pytest.mark.parametrize("name", [pytest.param("seven-nodes", marks=pytest.mark.slow),
+                                  "primary-crash"])
 def test_same_seed_twice_gives_identical_summary_and_trace(name: str) -> None:
     sc = load_scenario(ROOT / "scenarios" / f"{name}.yaml", overrides=["duration=3s"])
     a = run_scenario(sc, trace=True)
@@ -47,6 +48,7 @@ def _run_cli(tmp: Path, hashseed: str) -> tuple[dict, bytes]:  # type: ignore[ty
     return summary, (out / "trace.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_identical_under_two_pythonhashseeds(tmp_path: Path) -> None:
     s1, t1 = _run_cli(tmp_path, "1")
     s2, t2 = _run_cli(tmp_path, "4242")

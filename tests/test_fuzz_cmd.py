@@ -39,6 +39,7 @@ def test_coverage_counts_what_the_seeds_went_through() -> None:
     assert "byzantine:censor 1, crash 1" in text
 
 
+@pytest.mark.slow
 def test_fuzz_prints_progress_lines_without_a_terminal(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("medbft.progress.INTERVAL_S", 0.0)  # a line per seed, not per 5 s

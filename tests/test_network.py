@@ -18,7 +18,9 @@ C1, C2 = "client-1", "client-2"
 
 
 def scenario(network: dict[str, Any] | None = None, clients: int = 2) -> Scenario:
-    raw: dict[str, Any] = {"name": "net", "duration": "1s", "nodes": 4,
+    # cpu: default lets a link have zero latency (cpu none would refuse it: time would stand
+    # still); the network model itself never looks at the CPU.
+    raw: dict[str, Any] = {"name": "net", "duration": "1s", "nodes": 4, "cpu": "default",
                            "workload": {"clients": clients}}
     if network is not None:
         raw["network"] = network
@@ -273,8 +275,8 @@ def test_normal_latency() -> None:
 def test_normal_latency_is_truncated_at_zero() -> None:
     nw = network({"latency": {"dist": "normal", "mean": "1ms", "std": "2ms"}}, seed=23)
     sample = delays(nw, H1, P1, 5000)
-    assert min(sample) == 0
-    assert all(d >= 0 for d in sample)
+    assert min(sample) == 0  # truncated, never negative
+    assert sum(1 for d in sample if d == 0) > len(sample) // 5  # P(N(1, 2) < 0) = 31%
 
 
 def test_lognormal_latency_mean_and_std_are_of_the_delay() -> None:
@@ -299,7 +301,7 @@ def test_lognormal_sampler_matches_spec_params() -> None:
 def test_exponential_latency() -> None:
     nw = network({"latency": {"dist": "exponential", "mean": "10ms"}}, seed=25)
     sample = delays(nw, H1, P1, N_DRAWS)
-    assert min(sample) >= 0
+    assert 0 <= min(sample) < MS // 10  # the mode of an exponential is 0
     _mean_within(sample, 10 * MS, 0.03)
     assert statistics.pstdev(sample) == pytest.approx(10 * MS, rel=0.05)
 

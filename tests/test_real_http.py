@@ -35,6 +35,8 @@ def _agree(net: NetworkDir, ids: list[str]) -> dict[str, dict[str, object]] | No
     return rows
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_four_nodes_commit_and_a_killed_backup_catches_up(tmp_path: Path) -> None:
     with real_cluster(tmp_path, "http") as cluster:
         net = cluster.net
@@ -69,6 +71,8 @@ async def _ledgers(net: NetworkDir, node: str, end: int) -> tuple[dict[str, Any]
                 await request_seqs(session, net, node, 1, end))
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_a_killed_primary_is_replaced_by_a_view_change(tmp_path: Path) -> None:
     with real_cluster(tmp_path, "http") as cluster:
         net = cluster.net
@@ -153,6 +157,7 @@ async def _unknown_party_is_refused(s: aiohttp.ClientSession, net: NetworkDir) -
         assert msg.extra == "unknown party"
 
 
+@pytest.mark.real
 def test_api_refuses_malformed_oversized_and_forged_bodies(tmp_path: Path) -> None:
     net = _one_node_network(tmp_path)
     asyncio.run(_api_checks(net, tmp_path))
@@ -178,6 +183,8 @@ def test_frames_carry_many_messages_and_refuse_malformed_ones() -> None:
         unpack_frame(b"\x00\x00\x00\x09abc")
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: Path) -> None:
     from medbft.cli import main
 
@@ -217,6 +224,8 @@ def test_cluster_command_applies_a_scenarios_crash_with_real_signals(tmp_path: P
     assert summary["expect"] == {"ok": True, "failed": []}
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_cluster_command_exits_1_when_the_scenarios_expectations_fail(tmp_path: Path) -> None:
     """A real run checks the scenario's `expect:` as `medbft run` does: a bound no run can
     meet (every request under 1 µs at p50) fails it, with exit code 1."""
@@ -253,6 +262,8 @@ def test_keys_init_gives_ledger_clients_their_roles_and_kv_clients_none(tmp_path
     assert {c.role for c in kv.membership.clients} == {"client"}
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_a_real_cluster_runs_the_ledger_and_rejects_bad_transactions_with_reasons(
         tmp_path: Path) -> None:
     """Four node processes execute the simulator's ledger traffic from all seven roles, a

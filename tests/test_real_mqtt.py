@@ -1,23 +1,37 @@
 """Layer 5: real node processes talking through the Mosquitto broker on 127.0.0.1:1883.
 
 `.ci/run` starts a broker when none is listening; elsewhere `apt-get install mosquitto`.
+With no broker the MQTT cluster test is skipped, except under CI (`CI` set, as `.ci/run`
+sets it), where a missing broker is a failure: CI must not pass by testing nothing.
 Thin on purpose: a 4-node cluster commits requests over MQTT, and a backup killed with
 SIGKILL restarts from disk and catches up to the same state.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from realnet import broker_listening, load, poll, real_cluster, statuses, wait_ready
+import realnet
+from realnet import load, poll, real_cluster, statuses, wait_ready
 
 from node.netdir import NetworkDir
 from node.transport.mqtt import BrokerSettings
 
-needs_broker = pytest.mark.skipif(not broker_listening(),
-                                  reason="no MQTT broker on 127.0.0.1:1883 (.ci/run starts one)")
+NO_BROKER = ("no MQTT broker on 127.0.0.1:1883; start Mosquitto (`apt-get install mosquitto "
+             "&& mosquitto -d`, or run .ci/run, which starts one)")
+
+
+def require_broker() -> None:
+    """Skip without a broker; under CI (the `CI` environment variable set) fail instead."""
+    if realnet.broker_listening():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{NO_BROKER}; CI is set, so a missing broker fails rather than skips",
+                    pytrace=False)
+    pytest.skip(NO_BROKER)
 
 
 def _caught_up(net: NetworkDir, ids: list[str]) -> dict[str, Any] | None:
@@ -27,8 +41,10 @@ def _caught_up(net: NetworkDir, ids: list[str]) -> dict[str, Any] | None:
     return None
 
 
-@needs_broker
+@pytest.mark.real
+@pytest.mark.slow
 def test_four_nodes_commit_over_mqtt_and_a_killed_backup_catches_up(tmp_path: Path) -> None:
+    require_broker()
     with real_cluster(tmp_path, "mqtt") as cluster:
         net = cluster.net
         ids = list(net.membership.node_ids)
@@ -57,3 +73,19 @@ def test_broker_urls() -> None:
     assert BrokerSettings.from_url("mqtts://h").port == 8883
     with pytest.raises(ValueError, match="mqtt://"):
         BrokerSettings.from_url("http://h")
+
+
+def test_a_missing_broker_skips_outside_ci_and_fails_in_ci(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(realnet, "broker_listening", lambda: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="start Mosquitto"):
+        require_broker()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        require_broker()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set, so a missing broker fails"):
+        require_broker()
+    monkeypatch.setattr(realnet, "broker_listening", lambda: True)
+    require_broker()  # a broker: neither

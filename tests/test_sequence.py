@@ -119,6 +119,7 @@ def test_a_run_without_a_trace_or_with_a_broken_one_exits_2(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_traced_run_has_the_chart_in_its_figures_and_report(tmp_path: Path) -> None:
     traced, plain = tmp_path / "traced", tmp_path / "plain"
     assert main(["run", BASELINE, "--out", str(traced), "--trace", "--quiet",

@@ -200,6 +200,7 @@ def test_shipped_sweeps_are_valid(name: str) -> None:
     assert len(sweep.seeds) >= 3
 
 
+@pytest.mark.real  # a Dask scheduler and worker on loopback
 def test_dask_cluster_gives_the_same_results_csv(swept: Path, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     out = tmp_path / "dask"

@@ -12,6 +12,7 @@ from medbft.scenario import load_scenario, parse_scenario
 from sim.run import run_scenario
 
 SCENARIOS = sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.yaml"))
+SLOW_SCENARIOS = {"restart-under-load", "seven-nodes", "vaccine-recall"}  # > 2 s each
 MS = 1_000_000
 
 
@@ -27,7 +28,9 @@ def scenario(**over: Any) -> Any:
     return parse_scenario(base, "<test>")
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW_SCENARIOS else [])
+    for p in SCENARIOS])
 def test_shipped_scenario_meets_its_expectations(path: Path) -> None:
     sc = load_scenario(path)
     assert sc.description.strip(), "every shipped scenario teaches something"
@@ -89,6 +92,7 @@ def test_f_plus_1_crashed_ends_on_time_commits_nothing_more_safety_held() -> Non
     assert s["liveness"]["unsettled"] == 1
 
 
+@pytest.mark.slow
 def test_batching_reduces_messages_per_request_and_lifts_cpu_bound_throughput() -> None:
     # With the CPU model on, 200 requests in flight over 1 ms links saturate the primary's CPU
     # at b = 1 (docs/design.md#per-node-load: X_max ~ b / ((2b + 4(n-1)) c_m)).

@@ -2,7 +2,8 @@
 their schedule (crashes, partitions, isolation, lossy/duplicating/reordering links, Byzantine
 behaviours on at most f replicas), then heals; safety must hold on every seed and every
 request must settle after healing. 100 seeds at n = 4 and 100 at n = 7 run by default;
-`--sweep-seeds 10000` runs a long swarm (or use `medbft fuzz --seeds 10000 --jobs 2`)."""
+`--sweep-seeds 10000` runs a long swarm (or use `medbft fuzz --seeds 10000 --jobs 2`).
+`-m "not slow"` keeps the first seeds of each swarm and the regressions (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def test_swarm_regressions(n: int, seed: int) -> None:
     _assert_ok(fuzz_one(seed, n=n), n)
 
 
+@pytest.mark.slow
 def test_beyond_f_the_swarm_finds_a_fork_and_shrinks_it() -> None:
     """With f+1 = 2 faulty replicas at n = 4 some seed breaks safety (the checker must catch
     it), and shrinking keeps the failure with fewer faults."""

@@ -1,0 +1,120 @@
+"""sim/cpu.py: the per-node CPU model. Each operation a core counted costs its per-operation
+price; `cpu: none` charges nothing; a busy CPU delays what comes after (checked end to end in
+short simulated runs; the queue itself is tested in tests/test_runtime.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from medbft.scenario import parse_scenario
+from node.crypto import Costs
+from sim.cpu import DEFAULT_COSTS_NS, CpuCosts, cost_model
+from sim.run import RunResult, run_scenario
+
+ZERO = (0, 0, 0, 0, 0, 0)
+
+
+def test_default_costs_are_the_documented_measurements() -> None:
+    assert DEFAULT_COSTS_NS == {"message": 20_000.0, "byte": 0.5, "sign": 17_500.0,
+                                "verify": 42_200.0, "mac": 1_430.0, "digest": 320.0}
+
+
+@pytest.mark.parametrize(("index", "name"), list(enumerate(DEFAULT_COSTS_NS)))
+def test_each_operation_is_charged_its_own_price(index: int, name: str) -> None:
+    charge = cost_model(CpuCosts(message=1, byte=2, sign=30, verify=400, mac=5_000,
+                                 digest=60_000))
+    prices = {"message": 1, "byte": 2, "sign": 30, "verify": 400, "mac": 5_000,
+              "digest": 60_000}
+    after = tuple(3 if k == index else 0 for k in range(6))
+    assert charge(ZERO, after) == 3 * prices[name]
+
+
+def test_a_step_is_charged_for_the_operations_between_two_snapshots() -> None:
+    charge = cost_model(CpuCosts(**DEFAULT_COSTS_NS))
+    costs = Costs(messages=10, bytes=1000, sign=1, verify=5, mac=2, digest=7)
+    before = costs.snapshot()
+    costs.messages += 1
+    costs.bytes += 300
+    costs.verify += 2
+    costs.mac += 3
+    costs.digest += 1
+    # 20 us + 300 x 0.5 ns + 2 x 42.2 us + 3 x 1.43 us + 320 ns; nothing for the old counts
+    assert charge(before, costs.snapshot()) == 20_000 + 150 + 84_400 + 4_290 + 320
+    assert charge(before, before) == 0
+
+
+def test_fractional_costs_round_to_whole_nanoseconds() -> None:
+    charge = cost_model(CpuCosts(**DEFAULT_COSTS_NS))
+    assert charge(ZERO, (0, 3, 0, 0, 0, 0)) == 2  # 1.5 ns
+    assert charge(ZERO, (0, 7, 0, 0, 0, 0)) == 4  # 3.5 ns
+
+
+def test_snapshots_must_have_six_counters() -> None:
+    charge = cost_model(CpuCosts(**DEFAULT_COSTS_NS))
+    with pytest.raises(ValueError):
+        charge((0, 0), (1, 1))
+
+
+def test_from_spec_none_is_no_model_and_unset_fields_take_the_defaults() -> None:
+    assert CpuCosts.from_spec(None) is None
+    spec = parse_scenario(_data({"sign": "16us", "byte": "2ns"}), "<test>").cpu
+    costs = CpuCosts.from_spec(spec)
+    assert costs is not None
+    assert costs.as_dict() == {**DEFAULT_COSTS_NS, "sign": 16_000.0, "byte": 2.0}
+    assert CpuCosts.from_spec(parse_scenario(_data("default"), "<t>").cpu) == \
+        CpuCosts(**DEFAULT_COSTS_NS)
+    assert parse_scenario(_data("none"), "<test>").cpu is None
+
+
+# -- in a run ------------------------------------------------------------------------------------
+
+
+def _data(cpu: Any, **workload: Any) -> dict[str, Any]:
+    return {"name": "cpu", "seed": 1, "duration": "1s", "nodes": 4,
+            "network": {"latency": "10ms"}, "cpu": cpu,
+            "workload": {"app": "kv", "clients": 1, "outstanding": 1, **workload}}
+
+
+def _run(cpu: Any, **workload: Any) -> RunResult:
+    result = run_scenario(parse_scenario(_data(cpu, **workload), "<test>"))
+    s = result.summary
+    assert s["safety"]["ok"] and s["liveness"]["ok"], (s["safety"], s["liveness"])
+    return result
+
+
+def test_cpu_none_charges_nothing_latency_is_pure_network() -> None:
+    s = _run("none").summary
+    assert s["cpu"] == {"model": "none"}
+    assert s["latency_ms"]["p50"] == s["latency_ms"]["max"] == 50.0  # 5 one-way delays
+
+
+def test_a_model_with_zero_prices_is_the_same_as_none() -> None:
+    free = {k: "0ns" for k in DEFAULT_COSTS_NS}
+    s = _run(free).summary
+    assert s["cpu"]["model"] == "costs"
+    assert set(s["cpu"]["utilisation"].values()) == {0.0}
+    assert s["latency_ms"]["max"] == 50.0
+
+
+def test_message_handling_cost_adds_to_latency_and_utilisation() -> None:
+    only_messages = {k: "0ns" for k in DEFAULT_COSTS_NS} | {"message": "1ms"}
+    s = _run(only_messages).summary
+    # On the critical path: the primary handles the REQUEST, a backup the PRE-PREPARE, one
+    # other PREPARE (2f = 2 with its own) and two COMMITs (2f+1 = 3): 5 ms on top of 50 ms.
+    assert s["latency_ms"]["p50"] == s["latency_ms"]["max"] == 55.0
+    util = s["cpu"]["utilisation"]
+    # Per request the primary handles 7 messages (REQUEST, 3 PREPAREs, 3 COMMITs) and each
+    # backup 6 (PRE-PREPARE, 2 PREPAREs, 3 COMMITs).
+    backups = {util["hospital-2"], util["pharmacy-1"], util["regulator-1"]}
+    assert len(backups) == 1 and backups.pop() > 0
+    assert util["hospital-1"] / util["hospital-2"] == pytest.approx(7 / 6, rel=1e-3)
+
+
+def test_a_busy_cpu_queues_work_so_latency_grows_with_load() -> None:
+    only_messages = {k: "0ns" for k in DEFAULT_COSTS_NS} | {"message": "1ms"}
+    light = _run(only_messages, outstanding=1).summary
+    heavy = _run(only_messages, outstanding=8).summary
+    assert heavy["latency_ms"]["p50"] > light["latency_ms"]["p50"] + 5.0
+    assert heavy["cpu"]["utilisation"]["hospital-1"] > light["cpu"]["utilisation"]["hospital-1"]

@@ -1,0 +1,278 @@
+"""node/runtime.py: the shell that feeds events to a core and carries out its effects (sends,
+timers, traces, anything else), with and without a CPU model, on the virtual-time loop and on
+a plain asyncio loop. The core here is a scripted stand-in, so every effect is known."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from node.crypto import Costs
+from node.events import (
+    CancelTimer,
+    Persist,
+    Receive,
+    Send,
+    SetTimer,
+    Start,
+    Timeout,
+    Trace,
+)
+from node.runtime import NodeRuntime, call_later_ns, loop_now_ns
+from sim.loop import VirtualTimeLoop
+
+MS = 1_000_000
+
+
+class ScriptedCore:
+    """Answers each event with the effects scripted for it; each step counts one message."""
+
+    def __init__(self, script: dict[Any, Sequence[object]] | None = None) -> None:
+        self.id = "r1"
+        self.costs = Costs()
+        self.script = dict(script or {})
+        self.seen: list[tuple[object, int]] = []
+
+    def step(self, event: Any, now_ns: int) -> Sequence[object]:
+        self.seen.append((event, now_ns))
+        self.costs.messages += 1
+        return list(self.script.get(event, ()))
+
+
+class RecordingTransport:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sent: list[tuple[int, str, str, bytes, str]] = []
+
+    def send(self, src: str, to: str, data: bytes, kind: str) -> None:
+        self.sent.append((loop_now_ns(self.loop), src, to, data, kind))
+
+
+@pytest.fixture
+def vloop() -> Iterator[VirtualTimeLoop]:
+    loop = VirtualTimeLoop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def per_message(ns: int):  # type: ignore[no-untyped-def]
+    """A cost model charging `ns` per message the core counted."""
+    return lambda before, after: ns * (after[0] - before[0])
+
+
+def make(vloop: VirtualTimeLoop, script: dict[Any, Sequence[object]] | None = None,
+         **kw: Any) -> tuple[ScriptedCore, RecordingTransport, NodeRuntime]:
+    core = ScriptedCore(script)
+    transport = RecordingTransport(vloop)
+    return core, transport, NodeRuntime(core, transport, vloop, **kw)
+
+
+# -- without a CPU model: effects take place at once --------------------------------------------
+
+
+def test_start_and_receive_reach_the_core_with_the_current_time(vloop: VirtualTimeLoop) -> None:
+    core, _, rt = make(vloop)
+    rt.start()
+    vloop.call_later_ns(7 * MS, rt.receive, b"hello")
+    vloop.run_until_idle()
+    assert core.seen == [(Start(False), 0), (Receive(b"hello"), 7 * MS)]
+    assert rt.id == "r1"
+
+
+def test_sends_go_to_the_transport_in_order_with_the_cores_id(vloop: VirtualTimeLoop) -> None:
+    _, transport, rt = make(vloop, {Start(False): [Send("r2", b"a", "PREPARE"),
+                                                   Send("r3", b"b", "COMMIT")]})
+    rt.start()
+    assert transport.sent == [(0, "r1", "r2", b"a", "PREPARE"), (0, "r1", "r3", b"b", "COMMIT")]
+
+
+def test_a_timer_fires_as_a_timeout_after_its_delay(vloop: VirtualTimeLoop) -> None:
+    core, _, rt = make(vloop, {Start(False): [SetTimer("vc", 5 * MS)]})
+    rt.start()
+    vloop.run_until_idle()
+    assert core.seen == [(Start(False), 0), (Timeout("vc"), 5 * MS)]
+
+
+def test_rearming_a_timer_replaces_it(vloop: VirtualTimeLoop) -> None:
+    core, _, rt = make(vloop, {Start(False): [SetTimer("vc", 5 * MS)],
+                               Receive(b"x"): [SetTimer("vc", 20 * MS)]})
+    rt.start()
+    vloop.call_later_ns(3 * MS, rt.receive, b"x")
+    vloop.run_until_idle()
+    assert [(e, t) for e, t in core.seen if type(e) is Timeout] == [(Timeout("vc"), 23 * MS)]
+
+
+def test_a_cancelled_timer_never_fires(vloop: VirtualTimeLoop) -> None:
+    core, _, rt = make(vloop, {Start(False): [SetTimer("vc", 5 * MS), SetTimer("b", 9 * MS)],
+                               Receive(b"x"): [CancelTimer("vc"), CancelTimer("never-set")]})
+    rt.start()
+    vloop.call_later_ns(1 * MS, rt.receive, b"x")
+    vloop.run_until_idle()
+    assert [e for e, _ in core.seen] == [Start(False), Receive(b"x"), Timeout("b")]
+
+
+def test_traces_go_to_the_sink_and_other_effects_to_on_other(vloop: VirtualTimeLoop) -> None:
+    trace = Trace("execute", {"seq": 1})
+    persist = Persist("votes", b"v")
+    other = object()
+    traced: list[tuple[str, int, Trace]] = []
+    others: list[object] = []
+    _, transport, rt = make(vloop, {Receive(b"x"): [trace, persist, other]},
+                            trace=lambda *row: traced.append(row), on_other=others.append)
+    vloop.call_later_ns(4 * MS, rt.receive, b"x")
+    vloop.run_until_idle()
+    assert traced == [("r1", 4 * MS, trace)]
+    assert others == [persist, other]
+    assert transport.sent == []
+
+
+def test_without_sinks_traces_and_other_effects_are_dropped(vloop: VirtualTimeLoop) -> None:
+    _, transport, rt = make(vloop, {Start(False): [Trace("t", {}), object(),
+                                                   Send("r0", b"s", "X")]})
+    rt.start()  # no trace sink, no on_other: nothing raises and the Send still happens
+    assert [row[2] for row in transport.sent] == ["r0"]
+
+
+def test_apply_carries_out_effects_made_outside_step(vloop: VirtualTimeLoop) -> None:
+    core, transport, rt = make(vloop)
+    rt.apply([Send("r0", b"req", "REQUEST"), SetTimer("retry:0", 2 * MS)])
+    vloop.run_until_idle()
+    assert transport.sent == [(0, "r1", "r0", b"req", "REQUEST")]
+    assert core.seen == [(Timeout("retry:0"), 2 * MS)]
+
+
+def test_a_crashed_runtime_takes_nothing_in_and_sends_nothing(vloop: VirtualTimeLoop) -> None:
+    core, transport, rt = make(vloop, {Start(False): [SetTimer("vc", 5 * MS)]})
+    rt.start()
+    rt.crash()
+    rt.receive(b"x")
+    rt.apply([Send("r0", b"s", "X")])
+    vloop.run_until_idle()
+    assert core.seen == [(Start(False), 0)], "no Receive, and the armed timer was cancelled"
+    assert transport.sent == []
+    assert vloop.now_ns == 0
+
+
+def test_recover_restarts_the_core_as_recovering(vloop: VirtualTimeLoop) -> None:
+    core, transport, rt = make(vloop, {Start(True): [Send("r0", b"fetch", "FETCH")]})
+    rt.start()
+    rt.crash()
+    rt.recover()
+    rt.receive(b"y")
+    assert rt.crashed is False
+    assert [e for e, _ in core.seen] == [Start(False), Start(True), Receive(b"y")]
+    assert [row[4] for row in transport.sent] == ["FETCH"]
+
+
+# -- with a CPU model: one busy CPU, effects when processing ends --------------------------------
+
+
+def test_effects_wait_for_the_processing_cost(vloop: VirtualTimeLoop) -> None:
+    _, transport, rt = make(vloop, {Receive(b"x"): [Send("r2", b"p", "PREPARE")]},
+                            cost_model=per_message(3 * MS))
+    rt.receive(b"x")
+    assert transport.sent == [], "still processing"
+    vloop.run_until_idle()
+    assert transport.sent == [(3 * MS, "r1", "r2", b"p", "PREPARE")]
+    assert rt.busy_ns == 3 * MS
+
+
+def test_a_busy_cpu_queues_events_in_arrival_order(vloop: VirtualTimeLoop) -> None:
+    core, transport, rt = make(vloop, {Receive(b"a"): [Send("r2", b"A", "X")],
+                                       Receive(b"b"): [Send("r2", b"B", "X")],
+                                       Receive(b"c"): [Send("r2", b"C", "X")]},
+                               cost_model=per_message(2 * MS))
+    rt.receive(b"a")
+    rt.receive(b"b")
+    vloop.call_later_ns(1 * MS, rt.receive, b"c")  # arrives while "a" is processing
+    vloop.run_until_idle()
+    assert core.seen == [(Receive(b"a"), 0), (Receive(b"b"), 2 * MS), (Receive(b"c"), 4 * MS)]
+    assert [(t, data) for t, _, _, data, _ in transport.sent] == [
+        (2 * MS, b"A"), (4 * MS, b"B"), (6 * MS, b"C")]
+    assert rt.busy_ns == 6 * MS
+
+
+def test_an_idle_cpu_starts_at_once(vloop: VirtualTimeLoop) -> None:
+    core, _, rt = make(vloop, cost_model=per_message(2 * MS))
+    rt.receive(b"a")
+    vloop.call_later_ns(10 * MS, rt.receive, b"b")  # long after "a" finished
+    vloop.run_until_idle()
+    assert core.seen == [(Receive(b"a"), 0), (Receive(b"b"), 10 * MS)]
+
+
+def test_slowdown_multiplies_the_cost(vloop: VirtualTimeLoop) -> None:
+    _, transport, rt = make(vloop, {Receive(b"x"): [Send("r2", b"p", "X")]},
+                            cost_model=per_message(2 * MS))
+    rt.slowdown = 2.5
+    rt.receive(b"x")
+    vloop.run_until_idle()
+    assert transport.sent[0][0] == 5 * MS
+    assert rt.busy_ns == 5 * MS
+
+
+def test_a_free_step_applies_its_effects_at_once(vloop: VirtualTimeLoop) -> None:
+    _, transport, rt = make(vloop, {Receive(b"x"): [Send("r2", b"p", "X")]},
+                            cost_model=lambda before, after: 0)
+    rt.receive(b"x")
+    assert transport.sent == [(0, "r1", "r2", b"p", "X")]
+    assert rt.busy_ns == 0
+
+
+def test_a_crash_while_processing_loses_the_pending_effects(vloop: VirtualTimeLoop) -> None:
+    core, transport, rt = make(vloop, {Receive(b"a"): [Send("r2", b"A", "X")]},
+                               cost_model=per_message(2 * MS))
+    rt.receive(b"a")
+    rt.receive(b"b")
+    vloop.call_later_ns(1 * MS, rt.crash)
+    vloop.run_until_idle()
+    assert transport.sent == []
+    assert [e for e, _ in core.seen] == [Receive(b"a")]
+    rt.recover()
+    vloop.run_until_idle()
+    assert [e for e, _ in core.seen] == [Receive(b"a"), Start(True)], "the queue was dropped"
+
+
+def test_a_timer_set_after_processing_counts_from_the_end_of_it(vloop: VirtualTimeLoop) -> None:
+    core, _, rt = make(vloop, {Receive(b"x"): [SetTimer("t", 10 * MS)]},
+                       cost_model=per_message(4 * MS))
+    rt.receive(b"x")
+    vloop.run_until_idle()
+    assert core.seen[-1] == (Timeout("t"), 14 * MS)
+
+
+# -- loop helpers ------------------------------------------------------------------------------
+
+
+def test_helpers_use_exact_nanoseconds_on_the_virtual_loop(vloop: VirtualTimeLoop) -> None:
+    fired: list[int] = []
+    vloop.call_later_ns(1, lambda: None)
+    vloop.run_until_idle()
+    call_later_ns(vloop, 333, lambda: fired.append(loop_now_ns(vloop)))
+    vloop.run_until_idle()
+    assert fired == [334]
+
+
+def test_on_a_plain_asyncio_loop_timers_fire_in_real_time() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        core = ScriptedCore({Start(False): [SetTimer("t", 2 * MS)]})
+        rt = NodeRuntime(core, RecordingTransport(loop), loop)
+        start = loop_now_ns(loop)
+        assert abs(start - round(loop.time() * 1e9)) < 1_000_000
+        rt.start()
+
+        async def wait() -> None:
+            while len(core.seen) < 2:
+                await asyncio.sleep(0.001)
+
+        loop.run_until_complete(asyncio.wait_for(wait(), 5))
+        (event, fired_at) = core.seen[1]
+        assert event == Timeout("t")
+        assert fired_at - start >= 2 * MS
+    finally:
+        loop.close()
