@@ -116,11 +116,8 @@ def test_key_value_app_is_still_selectable() -> None:
                         "workload": {"app": "kv", "flow": "mixed"}})
 
 
-LINKS = {"latency": "1ms"}  # with cpu none, zero-latency links are refused (time stands still)
-
-
 def test_population_names_clients_and_checks_its_fields() -> None:
-    sc = parse_scenario({"name": "p", "duration": "1s", "nodes": 4, "network": LINKS,
+    sc = parse_scenario({"name": "p", "duration": "1s", "nodes": 4,
                          "workload": {"population": {"patient": 2, "inspector": 1}}})
     assert sc.clients == ("patient-1", "patient-2", "inspector-1")
     assert sc.client_roles["inspector-1"] == "inspector"
@@ -129,6 +126,5 @@ def test_population_names_clients_and_checks_its_fields() -> None:
                        ({"mix": {"EPCIS_SHIPP": 1}}, "workload.mix"),
                        ({"flow": "chaos"}, "workload.flow")):
         with pytest.raises(ScenarioError) as info:
-            parse_scenario({"name": "p", "duration": "1s", "nodes": 4, "network": LINKS,
-                            "workload": bad})
+            parse_scenario({"name": "p", "duration": "1s", "nodes": 4, "workload": bad})
         assert field in [p.field for p in info.value.problems], str(info.value)

@@ -18,9 +18,7 @@ C1, C2 = "client-1", "client-2"
 
 
 def scenario(network: dict[str, Any] | None = None, clients: int = 2) -> Scenario:
-    # cpu: default lets a link have zero latency (cpu none would refuse it: time would stand
-    # still); the network model itself never looks at the CPU.
-    raw: dict[str, Any] = {"name": "net", "duration": "1s", "nodes": 4, "cpu": "default",
+    raw: dict[str, Any] = {"name": "net", "duration": "1s", "nodes": 4,
                            "workload": {"clients": clients}}
     if network is not None:
         raw["network"] = network
