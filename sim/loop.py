@@ -145,6 +145,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         self._rounds_at_now = 0
         self._rounds_at_ns = self._now_ns
         self._heap: list[tuple[int, int, _VTimerHandle]] = []
+        self._last_timer: asyncio.TimerHandle | None = None
         self._seq = itertools.count()
         self._cancelled_count = 0
         # Run-mode parameters, set only for the duration of one run_* call.
@@ -192,6 +193,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             self._check_callback(callback, "call_at_ns")
         timer = _VTimerHandle(when_ns / 1e9, callback, args, self, context)
         _heappush(self._heap, (when_ns, next(self._seq), timer))
+        self._last_timer = timer
         return timer
 
     def call_later_ns(
@@ -212,6 +214,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         when_ns = self._now_ns + delay_ns
         timer = _VTimerHandle(when_ns / 1e9, callback, args, self, context)
         _heappush(self._heap, (when_ns, next(self._seq), timer))
+        self._last_timer = timer
         return timer
 
     def call_at(  # type: ignore[override]
@@ -235,6 +238,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             return self._infinite_timer(when, callback, args, context)
         timer = _VTimerHandle(when, callback, args, self, context)
         _heappush(self._heap, (when_ns, next(self._seq), timer))
+        self._last_timer = timer
         return timer
 
     def call_later(  # type: ignore[override]
@@ -259,6 +263,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             return self._infinite_timer(delay, callback, args, context)
         timer = _VTimerHandle(when_ns / 1e9, callback, args, self, context)
         _heappush(self._heap, (when_ns, next(self._seq), timer))
+        self._last_timer = timer
         return timer
 
     def call_soon(  # type: ignore[override]
@@ -287,6 +292,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         if when < 0:
             timer = _VTimerHandle(self.time(), callback, args, self, context)
             _heappush(self._heap, (self._now_ns, next(self._seq), timer))
+            self._last_timer = timer
         else:
             timer = _VTimerHandle(when, callback, args, self, context)
             timer._scheduled = False
@@ -300,6 +306,17 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         task = super().create_task(coro, **kwargs)
         self._tasks_created[task] = None
         return task
+
+    def is_last_pending(self, timer: asyncio.TimerHandle) -> bool:
+        """True when `timer` is the most recently scheduled timer and still waits on the heap.
+
+        Then work appended to what `timer` will run keeps the exact order that scheduling it
+        as a new timer at the same instant would have: nothing was scheduled in between, so
+        no other timer can run between the two. (SimTransport groups a multicast's
+        deliveries that arrive at one instant into one timer this way.)
+        """
+        return (timer is self._last_timer and timer._scheduled  # type: ignore[attr-defined]
+                and not timer.cancelled())
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
         if handle._scheduled:  # type: ignore[attr-defined]
