@@ -4,6 +4,10 @@ Why this exists: the cores never touch sockets, clocks or timers. A runtime (the
 or the real asyncio node) feeds them events and carries out the effects they return, so the
 same protocol code runs in both modes and in tests that assert on effects directly.
 Time is an input: every `step` receives the current time in integer nanoseconds.
+
+Events and effects are slotted dataclasses but not frozen: one or two are made for every
+message, and a frozen dataclass costs three times as much to build. Treat them as read-only
+records all the same (they hash by value, like frozen ones).
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ __all__ = [
 # -- events -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Receive:
     """Bytes arrived from the network (an encoded `Envelope`; untrusted)."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Timeout:
     """A timer set earlier with `SetTimer(key, ...)` fired."""
 
@@ -55,7 +59,7 @@ Event = Receive | Timeout | Start
 # -- effects ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Send:
     """Send `data` (an encoded, authenticated Envelope) to party `to`. `kind` names the inner
     message type (e.g. 'PREPARE') for metrics."""
@@ -65,7 +69,7 @@ class Send:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SetTimer:
     """(Re)arm timer `key` to fire after `delay_ns`; replaces an armed timer of that key."""
 
@@ -73,12 +77,12 @@ class SetTimer:
     delay_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CancelTimer:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Trace:
     """Something worth recording happened. `event` names it; `fields` are JSON-able values.
 

@@ -50,7 +50,7 @@ TraceSink = Callable[[str, int, Trace], None]
 
 def loop_now_ns(loop: asyncio.AbstractEventLoop) -> int:
     now = getattr(loop, "now_ns", None)
-    return now if isinstance(now, int) else round(loop.time() * 1e9)
+    return now if type(now) is int else round(loop.time() * 1e9)
 
 
 def call_later_ns(
@@ -98,7 +98,11 @@ class NodeRuntime:
         self._submit(Start(recovering))
 
     def receive(self, data: bytes) -> None:
-        if not self.crashed:
+        if self.crashed:
+            return
+        if self.cost_model is None:  # the common path, once per message: no queue
+            self._apply(self.core.step(Receive(data), loop_now_ns(self.loop)))
+        else:
             self._submit(Receive(data))
 
     def crash(self) -> None:

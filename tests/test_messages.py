@@ -548,3 +548,26 @@ def mutated_encodings(draw: st.DrawFn) -> bytes:
 @given(mutated_encodings())
 def test_property_mutated_encodings(data: bytes) -> None:
     _check_decode(data)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(sender=st.text(max_size=8), payload=st.binary(max_size=40), mac=st.binary(max_size=40),
+       cut=st.integers(0, 120), flip=st.integers(0, 120), extra=st.binary(max_size=3))
+def test_open_envelope_agrees_with_decode_on_valid_and_damaged_bytes(
+        sender: str, payload: bytes, mac: bytes, cut: int, flip: int, extra: bytes) -> None:
+    """The hot-path envelope reader accepts exactly what decode() accepts as an Envelope,
+    with the same fields, for intact, truncated, bit-flipped and extended encodings."""
+    good = m.encode(m.Envelope(sender, payload, mac))
+    damaged = bytearray(good[:cut] if cut < len(good) else good + extra)
+    if damaged and flip < len(damaged):
+        damaged[flip] ^= 0x41
+    for data in (good, bytes(damaged)):
+        try:
+            expected: Any = m.decode(data)
+        except m.DecodeError:
+            expected = None
+        if not isinstance(expected, m.Envelope):
+            with pytest.raises(m.DecodeError):
+                m.open_envelope(data)
+        else:
+            assert m.open_envelope(data) == (expected.sender, expected.payload, expected.mac)

@@ -75,9 +75,12 @@ class Outbox:
         payload = m.encode(msg)
         kind = msg.KIND
         out = self.effects
+        authenticated = self._mac_prefix + payload  # what each receiver's MAC covers
+        mac = self.keys.mac
+        seal, prefix = m.seal_envelope, self._env_prefix
         for i, to_id in enumerate(self.ids):
             if i != self.me:
-                out.append(Send(to_id, self._envelope(to_id, payload), kind))
+                out.append(Send(to_id, seal(prefix, payload, mac(to_id, authenticated)), kind))
 
     def set_timer(self, key: str, delay_ns: int) -> None:
         self.timers.add(key)
