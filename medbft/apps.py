@@ -107,7 +107,7 @@ class LedgerApp:
     def digests(self, run: Any) -> dict[str, dict[str, Any]]:
         honest = getattr(run.checker, "honest", set(self.ledgers))
         return {nid: {"height": len(self._ledger(nid).state.block_hashes),
-                      "digest": self._ledger(nid).digest().hex(), "honest": nid in honest}
+                      "digest": self._ledger(nid).state_digest().hex(), "honest": nid in honest}
                 for nid in run.scenario.node_ids}
 
     def summarise(self, run: Any) -> dict[str, Any]:
@@ -124,7 +124,7 @@ class LedgerApp:
             "replica": chosen,
             **counts,
             "units": len(st.tables["units"]),
-            "state_digest": ledger.digest().hex(),
+            "state_digest": ledger.state_digest().hex(),
             "digests_agree": len(at_top) == 1,
             "latency_ms_by_role": self._latency_by_role(run),
             "story": self._story(run, ledger),
@@ -242,7 +242,8 @@ def verify_results(directory: str | Path) -> dict[str, Any]:
     at = {nid: d for nid, d in saved.items() if d.get("honest", True) and d["height"] == height}
     digests = {"height": height, "replicas": sorted(at),
                "agree": len({d["digest"] for d in at.values()}) == 1,
-               "saved_matches": ledger.digest().hex() in {d["digest"] for d in at.values()}}
+               "saved_matches": ledger.state_digest().hex()
+               in {d["digest"] for d in at.values()}}
     offchain = {"records_ok": 0, "records_superseded": 0, "records_not_anchored": 0,
                 "records_mismatch": 0, "events_ok": 0, "events_on_chain": 0, "events_bad": 0}
     docs_path = path / OFFCHAIN_FILE

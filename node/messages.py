@@ -520,9 +520,12 @@ class BatchData(Message):
 
 @_message(13, "FETCH-STATE")
 class FetchState(Message):
-    """State transfer request: 'I have executed up to `last_executed`'."""
+    """State transfer request: 'I have executed up to `last_executed`' (`stable_seq` 0), or
+    'send me chunk `chunk` of your stable checkpoint `stable_seq`'."""
 
     last_executed: int
+    stable_seq: int
+    chunk: int
     replica: int
 
 
@@ -537,13 +540,16 @@ class CommittedBatch(Message):
 
 @_message(15, "STATE-DATA")
 class StateData(Message):
-    """State transfer answer: the sender's stable checkpoint (proof and snapshot, when newer than
-    the asker's), the batches it executed after that point, its view and the NEW-VIEW that
-    started it (encoded; empty in view 0)."""
+    """State transfer answer: the sender's stable checkpoint (when newer than the asker's: its
+    proof, the hashes of its snapshot's chunks and one chunk with its index), the batches it
+    executed after that point, its view and the NEW-VIEW that started it (encoded; empty in
+    view 0). An answer to a chunk request carries no batches and no NEW-VIEW."""
 
     stable_seq: int
     checkpoint_proof: tuple[Checkpoint, ...]
-    snapshot: bytes
+    chunk_hashes: tuple[bytes, ...]
+    chunk_index: int
+    chunk: bytes
     committed: tuple[CommittedBatch, ...]
     view: int
     new_view: bytes

@@ -36,7 +36,7 @@ def test_run_saves_the_ledger_digests_and_offchain_documents(results: Path) -> N
     summary = json.loads((results / "summary.json").read_text())
     ledger = summary["ledger"]
     assert ledger["blocks"] > 0 and ledger["txs_by_kind"] and ledger["rejections_by_reason"]
-    assert load_ledger(results).digest().hex() == ledger["state_digest"]
+    assert load_ledger(results).state_digest().hex() == ledger["state_digest"]
 
 
 def test_trace_and_recall_exposure_queries(results: Path,

@@ -89,10 +89,12 @@ NEW_VIEW = NewView(3, VIEW_CHANGES, (SeqDigest(129, BATCH.digest(), 3),
                                       SeqDigest(130, NULL_BATCH.digest(), 3)), 3, b"\x33" * 64)
 FETCH_BATCH = FetchBatch(_d("missing"), 2)
 BATCH_DATA = BatchData(BATCH, 0)
-FETCH_STATE = FetchState(127, 3)
+FETCH_STATE = FetchState(127, 0, 0, 3)
+FETCH_CHUNK = FetchState(127, 256, 17, 3)
 COMMITTED = (CommittedBatch(129, 2, BATCH), CommittedBatch(130, 3, NULL_BATCH))
-STATE_DATA = StateData(128, CHECKPOINTS, b"snapshot-bytes" * 10, COMMITTED, 3, encode(NEW_VIEW), 1)
-STATE_DATA_EMPTY = StateData(0, (), b"", (), 0, b"", 0)
+STATE_DATA = StateData(128, CHECKPOINTS, (_d("chunk-0"), _d("chunk-1")), 0,
+                       b"snapshot-bytes" * 10, COMMITTED, 3, encode(NEW_VIEW), 1)
+STATE_DATA_EMPTY = StateData(0, (), (), 0, b"", (), 0, b"", 0)
 ENVELOPE = Envelope("hospital-1", encode(PRE_PREPARE), b"\x5a" * 32)
 ENVELOPE_CLIENT = Envelope("client-1", encode(REQ1), b"")
 
@@ -113,6 +115,7 @@ SAMPLES: dict[str, Message] = {
     "fetch-batch": FETCH_BATCH,
     "batch-data": BATCH_DATA,
     "fetch-state": FETCH_STATE,
+    "fetch-chunk": FETCH_CHUNK,
     "committed-batch": COMMITTED[0],
     "state-data": STATE_DATA,
     "state-data-empty": STATE_DATA_EMPTY,

@@ -22,7 +22,7 @@ from node.ledger.ledger import Ledger
 from node.ledger.state import _ENC
 from node.ledger.txs import MAX_VECTOR, PHI_FIELDS
 from node.messages import Request
-from node.statemachine import BlockInfo
+from node.statemachine import Accept, BlockInfo
 
 __all__ = ["CheckedLedger", "InvariantChecker", "check_ledger"]
 
@@ -255,7 +255,16 @@ class CheckedLedger:
     def snapshot(self) -> bytes:
         return self.ledger.snapshot()
 
-    def restore(self, snapshot: bytes) -> None:
-        self.ledger.restore(snapshot)
+    def checkpoint(self, seq: int) -> None:
+        self.ledger.checkpoint(seq)
+
+    def snapshot_at(self, seq: int) -> bytes:
+        return self.ledger.snapshot_at(seq)
+
+    def release(self, seq: int) -> None:
+        self.ledger.release(seq)
+
+    def restore(self, snapshot: bytes, accept: Accept | None = None) -> None:
+        self.ledger.restore(snapshot, accept)
         self.checker.reset()
         self.checker.after_block()

@@ -13,7 +13,9 @@ it: see `views`).
 Determinism: reads only its state, the request bytes and `BlockInfo`. Block time is
 genesis.epoch_ns + the agreed timestamp, clamped to never go back (a new primary's clock may
 lag the old one's). The replica has already verified each request's signature and removed
-duplicates. Cost: O(size of the transaction) per transaction; `snapshot` is O(state).
+duplicates. Cost: O(size of the transaction) per transaction; `digest` and `checkpoint` are
+O(1) (the stats aside, which are small); `snapshot` and `snapshot_at` are O(state), called
+only when a snapshot is needed (state transfer, durable stable checkpoints).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
 from node.ledger.state import _ENC, State
 from node.ledger.txs import TxError, decode_tx
 from node.messages import Request
-from node.statemachine import BlockInfo
+from node.statemachine import Accept, BlockInfo
 
 __all__ = ["Ledger", "merkle_root", "tx_leaf"]
 
@@ -90,7 +92,7 @@ class Ledger:
         results = [self._apply(req, height, i, now_ns, today) for i, req in enumerate(requests)]
         root = merkle_root([tx_leaf(r) for r in requests])
         prev = st.block_hashes[-1] if st.block_hashes else _ZERO
-        state_digest = self._state_digest()
+        state_digest = self.state_digest()
         header = (height, block.seq, ts, prev.hex(), root.hex(), state_digest.hex(), len(requests))
         block_hash = hashlib.sha256(_ENC.encode(header).encode()).digest()
         st.blocks.append((*header, block_hash.hex()))
@@ -99,8 +101,10 @@ class Ledger:
         return results
 
     def digest(self) -> bytes:
-        """Digest of the whole state, in O(1): tables (multiset hash) and the three log heads."""
-        return self._state_digest()
+        """Digest of the whole snapshotted state: the block headers' state digest (tables
+        as a multiset hash, the three log heads; O(1)) and the stats (small)."""
+        return hashlib.sha256(b"medbft-ledger/1" + self.state_digest()
+                              + self.state.stats_digest()).digest()
 
     def summary(self) -> dict[str, object]:
         """Counts anyone operating a node may see (no entry contents, no identities): blocks,
@@ -123,17 +127,34 @@ class Ledger:
         return (b'{"genesis":"' + self.genesis.digest.hex().encode() + b'","state":'
                 + self.state.to_json().encode() + b"}")
 
-    def restore(self, snapshot: bytes) -> None:
-        """Replace the state; raise ValueError if the snapshot is malformed or for another
-        genesis."""
+    def checkpoint(self, seq: int) -> None:
+        self.state.mark(seq)
+
+    def snapshot_at(self, seq: int) -> bytes:
+        """`snapshot()` of the state at remembered checkpoint `seq`."""
+        return (b'{"genesis":"' + self.genesis.digest.hex().encode() + b'","state":'
+                + self.state.to_json_at(seq).encode() + b"}")
+
+    def release(self, seq: int) -> None:
+        self.state.release(seq)
+
+    def restore(self, snapshot: bytes, accept: Accept | None = None) -> None:
+        """Replace the state; raise ValueError (state unchanged) if the snapshot is malformed,
+        for another genesis, or `accept` refuses its digest."""
         prefix = b'{"genesis":"' + self.genesis.digest.hex().encode() + b'","state":'
         if not snapshot.startswith(prefix) or not snapshot.endswith(b"}"):
             raise ValueError("ledger snapshot is malformed or belongs to another genesis")
+        old = self.state
         self.state = State.from_json(snapshot[len(prefix):-1])
+        if accept is not None and not accept(self.digest()):
+            self.state = old
+            raise ValueError("ledger snapshot does not match the expected digest")
 
     # -- one transaction ----------------------------------------------------------------------
 
-    def _state_digest(self) -> bytes:
+    def state_digest(self) -> bytes:
+        """The digest block headers carry: tables (multiset hash) and the three log heads,
+        O(1). `digest` adds the stats for checkpoints (everything a snapshot holds)."""
         return hashlib.sha256(b"medbft-ledger-state/1" + self.genesis.digest
                               + self.state.digest_parts()).digest()
 

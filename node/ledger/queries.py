@@ -215,7 +215,7 @@ def verify_chain(ledger: Ledger) -> dict[str, Any]:
         probe.blocks.head = st.blocks.recompute(len(st.blocks.entries) - 1)
         saved, ledger.state = ledger.state, probe
         try:
-            if ledger.digest().hex() != st.blocks.entries[-1][5]:
+            if ledger.state_digest().hex() != st.blocks.entries[-1][5]:
                 problems.append("last block: state digest does not match the state")
         finally:
             ledger.state = saved

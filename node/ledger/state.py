@@ -6,8 +6,11 @@ transaction), so hashing the whole state per block would make every transaction 
 Instead the tables are summed as a multiset hash: each row contributes
 H(table, key, value) mod 2^512 (AdHash, Bellare & Micciancio 1997), updated in O(1) on every
 write and independent of history; the append-only logs (supply-chain events, audit entries,
-blocks) are hash chains whose heads are part of the digest. Equal states give equal digests,
-and a full canonical snapshot (sorted, compact JSON) is what checkpoints hash.
+blocks) are hash chains whose heads are part of the digest. Equal states give equal digests.
+A checkpoint is remembered, not serialised (`mark`): the logs are append-only, so their
+lengths then suffice, the stats are small and copied, and each table row's old value is kept
+on its first write after the mark (node.statemachine.Versions). `to_json_at` builds the
+canonical snapshot (sorted, compact JSON) of that state only when it is asked for.
 
 Derived indexes (per-unit trace, units per lot, live consents per patient, audit entries per patient
 and actor, patients per lot) are functions of the hashed data, rebuilt on restore, and never
@@ -20,8 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections import defaultdict
 from typing import Any
+
+from node.statemachine import Versions
 
 __all__ = ["TABLES", "State", "freeze"]
 
@@ -82,6 +88,9 @@ class State:
                                                  "decisions": {}}
         # Rows written since an observer last cleared it (the invariant checker sets a set).
         self.dirty: set[tuple[str, str]] | None = None
+        self.versions = Versions()
+        # checkpoint seq -> (events, audit, blocks lengths, stats copy) at that checkpoint
+        self.marks: dict[int, tuple[int, int, int, dict[str, dict[str, int]]]] = {}
         self._reset_indexes()
 
     def _reset_indexes(self) -> None:
@@ -104,6 +113,7 @@ class State:
         acc = self.acc
         if self.dirty is not None:
             self.dirty.add((table, key))
+        self.versions.note((table, key), old)
         if old is not None:
             acc -= _row_hash(table, key, old)
         if value is None:
@@ -146,6 +156,10 @@ class State:
         return (self.acc.to_bytes(64, "big") + self.events.head + self.audit.head
                 + self.blocks.head)
 
+    def stats_digest(self) -> bytes:
+        """Digest of the stats (small: counts by kind, reason and decision)."""
+        return hashlib.sha256(_ENC.encode(self.stats).encode()).digest()
+
     def to_json(self) -> str:
         """The canonical snapshot text (sorted keys and rows, no whitespace)."""
         return _ENC.encode({
@@ -156,6 +170,40 @@ class State:
             "blocks": self.blocks.entries,
             "stats": self.stats,
         })
+
+    def mark(self, seq: int) -> None:
+        """Remember the current state as checkpoint `seq`: O(stats), not O(state)."""
+        self.versions.mark(seq)
+        self.marks[seq] = (len(self.events.entries), len(self.audit.entries),
+                           len(self.blocks.entries),
+                           {g: dict(c) for g, c in self.stats.items()})
+
+    def to_json_at(self, seq: int) -> str:
+        """`to_json()` of the state at remembered checkpoint `seq` (KeyError if forgotten)."""
+        events, audit, blocks, stats = self.marks[seq]
+        tables: dict[str, dict[str, tuple[Any, ...]]] = dict(self.tables)
+        for row, old in self.versions.overlay(seq).items():
+            table, key = typing.cast(tuple[str, str], row)
+            if tables[table] is self.tables[table]:
+                tables[table] = dict(tables[table])
+            if old is None:
+                tables[table].pop(key, None)
+            else:
+                tables[table][key] = old
+        return _ENC.encode({
+            "v": SNAPSHOT_VERSION,
+            "tables": {t: sorted(rows.items()) for t, rows in tables.items()},
+            "events": self.events.entries[:events],
+            "audit": self.audit.entries[:audit],
+            "blocks": self.blocks.entries[:blocks],
+            "stats": stats,
+        })
+
+    def release(self, seq: int) -> None:
+        """Forget the checkpoints below `seq`."""
+        self.versions.release(seq)
+        for s in [s for s in self.marks if s < seq]:
+            del self.marks[s]
 
     @classmethod
     def from_json(cls, text: str | bytes) -> State:

@@ -1,11 +1,21 @@
 """Checkpoints and garbage collection (OSDI '99 §4.3).
 
 Why this exists: the log must stay within the watermark window however long a run lasts. A
-replica takes a checkpoint every `checkpoint_interval` executed sequence numbers (a snapshot of
-the state machine and the reply cache), signs its digest and multicasts a CHECKPOINT; q
-matching signed CHECKPOINTs make it stable, which moves the low watermark and lets everything
-at or below it go. The proof (those q messages) is what VIEW-CHANGEs, NEW-VIEWs and state
-transfer carry, so its check lives here too, as does the snapshot format.
+replica takes a checkpoint every `checkpoint_interval` executed sequence numbers, signs its
+digest and multicasts a CHECKPOINT; q matching signed CHECKPOINTs make it stable, which moves
+the low watermark and lets everything at or below it go. The proof (those q messages) is what
+VIEW-CHANGEs, NEW-VIEWs and state transfer carry, so its check lives here too, as does the
+snapshot format.
+
+Cost linear in run length: a checkpoint's digest is H(state machine digest, reply cache
+digest) (`checkpoint_digest`); the state machine keeps its digest per write (O(1)) and the
+reply cache (one entry per client session) is hashed sorted. Taking a checkpoint serialises
+nothing: the state machine only remembers the state at `seq` (`StateMachine.checkpoint`, an
+undo log) and we keep a copy of the reply cache. The snapshot bytes of the stable checkpoint
+are built only when asked for (`stable_chunks`: a FETCH-STATE, or persisting it in durable
+mode), once per stable checkpoint, and cut into chunks of `CHUNK_BYTES` with their hashes.
+Remembered states below the stable checkpoint are released as it moves. Equal states give
+equal digests and equal snapshot bytes on every replica, whatever their histories.
 
 What it must not know: how batches are agreed on or executed, view changes, how state is
 fetched. What it needs from the rest of the replica is `CheckpointHost`.
@@ -14,6 +24,7 @@ fetched. What it needs from the rest of the replica is `CheckpointHost`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,7 +38,14 @@ from node.pbft.outbox import Outbox
 from node.quorum import primary_of
 from node.statemachine import StateMachine
 
-__all__ = ["CachedReply", "CheckpointHost", "Checkpoints", "read_snapshot", "snapshot"]
+__all__ = ["CHUNK_BYTES", "CachedReply", "CheckpointHost", "Checkpoints", "checkpoint_digest",
+           "read_snapshot", "snapshot_bytes"]
+
+CHUNK_BYTES = 1024 * 1024
+"""State transfer moves snapshots in chunks of at most this many bytes (one STATE-DATA each),
+so no state size is capped by node.messages.MAX_MESSAGE_BYTES."""
+
+Replies = dict[tuple[str, int], "CachedReply"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +58,20 @@ class CachedReply:
     result: bytes
 
 
-def snapshot(sm: StateMachine, replies: dict[tuple[str, int], CachedReply]) -> bytes:
-    """Canonical snapshot: the state machine's plus the reply cache (exactly-once state)."""
+def _reply_rows(replies: Replies) -> bytes:
     rows = sorted([c, s, r.timestamp, r.result.hex()] for (c, s), r in replies.items())
-    state = sm.snapshot()
-    return (len(state).to_bytes(8, "big") + state
-            + json.dumps(rows, separators=(",", ":")).encode())
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def checkpoint_digest(sm_digest: bytes, replies: Replies) -> bytes:
+    """The digest a CHECKPOINT carries: the state machine's digest and the reply cache's."""
+    return hashlib.sha256(b"medbft-checkpoint/1" + sm_digest
+                          + hashlib.sha256(_reply_rows(replies)).digest()).digest()
+
+
+def snapshot_bytes(state: bytes, replies: Replies) -> bytes:
+    """Canonical snapshot: the state machine's plus the reply cache (exactly-once state)."""
+    return len(state).to_bytes(8, "big") + state + _reply_rows(replies)
 
 
 def read_snapshot(data: bytes) -> tuple[bytes, dict[tuple[str, int], CachedReply]]:
@@ -78,12 +104,15 @@ class CheckpointHost(Protocol):
 
 
 class Checkpoints:
-    """Signed CHECKPOINTs by seq and sender, our own snapshots, and the stable checkpoint
-    (its proof and, when we have it, its snapshot)."""
+    """Signed CHECKPOINTs by seq and sender, our own checkpoints' digests (and reply caches),
+    and the stable checkpoint: its proof, whether we hold its state, and its chunks once
+    built."""
 
     def __init__(self, host: CheckpointHost, out: Outbox, log: Log, keys: Keyring,
-                 ids: tuple[str, ...], me: int, q: int, config: Config) -> None:
+                 sm: StateMachine, ids: tuple[str, ...], me: int, q: int,
+                 config: Config) -> None:
         self.host = host
+        self.sm = sm
         self.out = out
         self.log = log
         self.keys = keys
@@ -97,15 +126,27 @@ class Checkpoints:
         self.durable = config.durable
         self.votes: dict[int, dict[int, m.Checkpoint]] = {}
         self.own: dict[int, bytes] = {}
+        """Our checkpoints' digests by seq (the state machine remembers their states)."""
+        self.own_replies: dict[int, Replies] = {}
         self.stable_proof: tuple[m.Checkpoint, ...] = ()
-        self.stable_snapshot: bytes | None = None
+        self.stable_seq = 0
+        self.stable_replies: Replies | None = None
+        """The reply cache at the stable checkpoint; None when we do not hold its state."""
+        self._chunks: tuple[tuple[bytes, ...], tuple[bytes, ...]] | None = None
 
-    def take(self, seq: int, snap: bytes) -> None:
+    def remember(self, seq: int, replies: Replies) -> bytes:
+        """The current state is checkpoint `seq`: remember it; return its digest."""
+        self.sm.checkpoint(seq)
+        digest = checkpoint_digest(self.sm.digest(), replies)
+        self.own[seq] = digest
+        self.own_replies[seq] = dict(replies)
+        return digest
+
+    def take(self, seq: int, replies: Replies) -> None:
         """After executing `seq` (a multiple of the interval): sign and multicast our
-        CHECKPOINT for the state `snap`."""
+        CHECKPOINT for the current state, whose reply cache is `replies`."""
         self.costs.digest += 1
-        digest = m.digest_of(snap)
-        self.own[seq] = snap
+        digest = self.remember(seq, replies)
         unsigned = m.Checkpoint(seq, digest, self.me, b"")
         cp = dataclasses.replace(unsigned, signature=self.keys.sign(m.encode(unsigned)))
         self.votes.setdefault(seq, {})[self.me] = cp
@@ -162,9 +203,8 @@ class Checkpoints:
         if proof is None:
             return
         digest = proof[0].digest
-        own = self.own.get(seq)
-        if own is not None and m.digest_of(own) == digest:
-            self.make_stable(seq, proof, own)
+        if self.own.get(seq) == digest:
+            self.make_stable(seq, proof)
         elif log.last_executed < seq:
             self.out.trace("behind", seq=seq, last_executed=log.last_executed)
             self.host.fetch_state()
@@ -172,33 +212,61 @@ class Checkpoints:
             self.out.trace("checkpoint mismatch", seq=seq)
             self.host.fetch_state()
 
-    def make_stable(self, seq: int, proof: tuple[m.Checkpoint, ...], snap: bytes) -> None:
-        """Adopt a stable checkpoint whose state we hold; then carry on with what waited for
-        the window to move."""
-        self.advance_stable(seq, proof, snap)
+    def make_stable(self, seq: int, proof: tuple[m.Checkpoint, ...],
+                    snap: bytes | None = None) -> None:
+        """Adopt a stable checkpoint whose state we hold (`snap`: its snapshot bytes, if we
+        have them already); then carry on with what waited for the window to move."""
+        self.advance_stable(seq, proof, True, snap)
         self.host.replay_future()
         log = self.log
         if primary_of(log.view, self.n) == self.me and log.view_active:
             self.host.maybe_propose()
 
-    def advance_stable(
-        self, seq: int, proof: tuple[m.Checkpoint, ...], snap: bytes | None
-    ) -> None:
+    def advance_stable(self, seq: int, proof: tuple[m.Checkpoint, ...], held: bool,
+                       snap: bytes | None = None) -> None:
         """Move the low watermark to a proven checkpoint and collect garbage; no other side
-        effects (callers decide whether buffered messages and proposals may follow)."""
+        effects (callers decide whether buffered messages and proposals may follow). `held`:
+        we hold that checkpoint's state (remembered by the state machine)."""
         self.log.move_window(seq)
         self.stable_proof = proof
-        self.stable_snapshot = snap
+        self.stable_seq = seq
+        self.stable_replies = self.own_replies.get(seq) if held else None
+        self._chunks = None
+        self.sm.release(seq)
+        if snap is not None and self.stable_replies is not None:
+            self._chunks = _cut(snap)
         self.host.collect_garbage()
-        if self.durable and snap is not None:
+        if self.durable and self.stable_replies is not None:
             self.out.persist("checkpoint", durable.checkpoint_record(
-                seq, proof, snap, self.log.view, self.me))
+                seq, proof, self.stable_snapshot(), self.log.view, self.me))
         self.out.trace("stable", seq=seq, digest=proof[0].digest.hex())
 
+    @property
+    def holds_stable(self) -> bool:
+        """Do we hold the stable checkpoint's state (can we serve it)?"""
+        return self.stable_replies is not None
+
+    def stable_chunks(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """(chunks, their hashes) of the stable checkpoint's snapshot, built on first use."""
+        if self._chunks is None:
+            assert self.stable_replies is not None, "the stable state is not held"
+            self._chunks = _cut(snapshot_bytes(self.sm.snapshot_at(self.stable_seq),
+                                               self.stable_replies))
+            self.costs.digest += len(self._chunks[0])
+        return self._chunks
+
+    def stable_snapshot(self) -> bytes:
+        return b"".join(self.stable_chunks()[0])
+
     def collect_garbage(self, h: int) -> None:
-        for table in (self.own, self.votes):
+        for table in (self.own, self.own_replies, self.votes):
             for seq in [s for s in table if s <= h]:
                 del table[seq]  # type: ignore[attr-defined]
+
+
+def _cut(snap: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    chunks = tuple(snap[i:i + CHUNK_BYTES] for i in range(0, len(snap), CHUNK_BYTES)) or (b"",)
+    return chunks, tuple(m.digest_of(c) for c in chunks)
 
 
 def matching_quorum(by_replica: dict[int, m.Checkpoint],

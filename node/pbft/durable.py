@@ -6,7 +6,9 @@ they are on disk before anything the step sends:
 - `votes`: the view and every (seq, digest, view) it pre-prepared or prepared above the stable
   checkpoint. Without it a restarted replica could vote for a different digest at a
   (view, seq) it already voted on, which is what a faulty replica does.
-- `checkpoint`: the stable checkpoint's snapshot with its proof (a STATE-DATA message).
+- `checkpoint`: the stable checkpoint's snapshot with its proof (a STATE-DATA message holding
+  the whole snapshot as its one chunk). The snapshot is built for it only here, when a
+  checkpoint becomes stable in durable mode; a simulated run (not durable) never builds it.
 - `block`: each executed batch (a COMMITTED-BATCH message), replayed in order on restart.
 `restore` rebuilds a freshly constructed replica from them (node.storage keeps them).
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from node import messages as m
 from node.pbft.log import Log
@@ -41,7 +43,8 @@ def votes_record(log: Log) -> bytes:
 def checkpoint_record(seq: int, proof: tuple[m.Checkpoint, ...], snapshot: bytes, view: int,
                       me: int) -> bytes:
     """The `checkpoint` record: a stable checkpoint's snapshot and its proof."""
-    return m.encode(m.StateData(seq, proof, snapshot, (), view, b"", me))
+    return m.encode(m.StateData(seq, proof, (m.digest_of(snapshot),), 0, snapshot, (), view,
+                                b"", me))
 
 
 def block_record(cb: m.CommittedBatch) -> bytes:
@@ -52,17 +55,20 @@ def block_record(cb: m.CommittedBatch) -> bytes:
 class StableState(Protocol):
     """Where the stable checkpoint goes (node.pbft.checkpoint.Checkpoints)."""
 
-    stable_proof: tuple[m.Checkpoint, ...]
-    stable_snapshot: bytes | None
-    own: dict[int, bytes]
-
     def valid_proof(self, seq: int, proof: tuple[m.Checkpoint, ...]) -> bool: ...
+
+    def remember(self, seq: int, replies: dict[tuple[str, int], Any]) -> bytes: ...
+
+    def advance_stable(self, seq: int, proof: tuple[m.Checkpoint, ...], held: bool,
+                       snap: bytes | None = None) -> None: ...
 
 
 class Executor(Protocol):
     """What runs the replicated state (node.pbft.normal_case.NormalCase)."""
 
-    def restore_snapshot(self, snapshot: bytes) -> None: ...
+    replies: dict[tuple[str, int], Any]
+
+    def restore_snapshot(self, snapshot: bytes, digest: bytes) -> None: ...
 
     def execute(self, seq: int, view: int, digest: bytes, batch: m.Batch) -> None: ...
 
@@ -78,14 +84,14 @@ def restore(log: Log, checkpoints: StableState, executor: Executor, votes: bytes
         if type(record) is not m.StateData or not checkpoints.valid_proof(
                 record.stable_seq, record.checkpoint_proof):
             raise ValueError("stored checkpoint does not verify")
-        if m.digest_of(record.snapshot) != record.checkpoint_proof[0].digest:
-            raise ValueError("stored snapshot does not match its proof")
-        executor.restore_snapshot(record.snapshot)
+        try:
+            executor.restore_snapshot(record.chunk, record.checkpoint_proof[0].digest)
+        except ValueError as exc:
+            raise ValueError(f"stored snapshot does not match its proof: {exc}") from exc
         log.last_executed = record.stable_seq
-        log.move_window(record.stable_seq)
-        checkpoints.stable_proof = record.checkpoint_proof
-        checkpoints.stable_snapshot = record.snapshot
-        checkpoints.own[record.stable_seq] = record.snapshot
+        checkpoints.remember(record.stable_seq, executor.replies)
+        checkpoints.advance_stable(record.stable_seq, record.checkpoint_proof, True,
+                                   record.chunk)
     for raw in blocks:
         cb = m.decode(raw)
         if type(cb) is not m.CommittedBatch:

@@ -7,7 +7,8 @@ the primary is correct. The primary orders pending requests into batches within 
 a replica that holds a pre-prepare and 2f matching PREPAREs has prepared, one that holds 2f+1
 COMMITs has committed, and committed batches execute in sequence order against the state
 machine, whose results go back to the clients (once: the reply cache is replicated state). Every
-`checkpoint_interval` batches it hands a snapshot to node.pbft.checkpoint.
+`checkpoint_interval` batches it hands the state to node.pbft.checkpoint (which remembers it,
+serialising nothing).
 
 What it must not know: message authentication (node.pbft.replica checks MACs before anything
 reaches a handler), how a view change is decided (node.pbft.view_change), how state is
@@ -22,7 +23,7 @@ from node.config import Config
 from node.crypto import Keyring
 from node.messages import Message
 from node.pbft import durable
-from node.pbft.checkpoint import CachedReply, Checkpoints, read_snapshot, snapshot
+from node.pbft.checkpoint import CachedReply, Checkpoints, checkpoint_digest, read_snapshot
 from node.pbft.log import NULL_DIGEST, Future, Log, Slot, take_batch
 from node.pbft.outbox import T_BATCH, T_CATCH_UP, T_RETRANSMIT, T_VIEW_CHANGE, Outbox
 from node.pbft.transfer import StateTransfer
@@ -391,7 +392,7 @@ class NormalCase:
         if to_run and log.view_active:
             self.views.attempts = 0
         if seq % self.config.checkpoint_interval == 0:
-            self.checkpoints.take(seq, snapshot(self.sm, self.replies))
+            self.checkpoints.take(seq, self.replies)
         if self.timed_request is not None and self.timed_request not in self.waiting:
             # §4.4: the timer stops when the request it was started for executes, and starts
             # again for another request still waiting. Other requests executing do not reset
@@ -400,11 +401,11 @@ class NormalCase:
         if self.is_primary() and log.view_active:
             self.maybe_propose()
 
-    def restore_snapshot(self, snap: bytes) -> None:
-        """Replace the state machine and reply cache by a snapshot's (ValueError if it is
-        malformed)."""
+    def restore_snapshot(self, snap: bytes, digest: bytes) -> None:
+        """Replace the state machine and reply cache by a snapshot's whose checkpoint digest
+        is `digest` (ValueError, nothing replaced, if it is malformed or its digest differs)."""
         state, replies = read_snapshot(snap)
-        self.sm.restore(state)
+        self.sm.restore(state, lambda d: checkpoint_digest(d, replies) == digest)
         self.replies = replies
 
     # =========================================================================================

@@ -24,7 +24,7 @@ from node.events import Effect, Event, Persist, Receive, Start, Timeout
 from node.membership import Membership
 from node.messages import DecodeError, Message
 from node.pbft import durable
-from node.pbft.checkpoint import CachedReply, Checkpoints, snapshot
+from node.pbft.checkpoint import CachedReply, Checkpoints
 from node.pbft.log import Future, Log, Slot
 from node.pbft.normal_case import NormalCase
 from node.pbft.outbox import T_BATCH, T_CATCH_UP, T_FETCH, T_RETRANSMIT, T_VIEW_CHANGE, Outbox
@@ -70,7 +70,8 @@ class Replica:
         self.timers = out.timers
         self.log = log = Log(cfg.watermark_window)
         self.future = Future(cfg.max_buffered_messages, self.n)
-        self.checkpoints = Checkpoints(self, out, log, keyring, ids, index, self.q, cfg)
+        self.checkpoints = Checkpoints(self, out, log, keyring, state_machine, ids, index,
+                                       self.q, cfg)
         self.transfer = StateTransfer(self, out, log, self.checkpoints, self.costs, ids, index,
                                       self.f, cfg)
         self.views = ViewChanges(self, out, log, self.checkpoints, self.transfer, keyring, ids,
@@ -78,7 +79,9 @@ class Replica:
         self.normal = NormalCase(out, log, self.future, self.checkpoints, self.transfer,
                                  self.views, keyring, state_machine, self.client_ids, ids, index,
                                  self.f, self.q, cfg)
-        self.checkpoints.stable_snapshot = snapshot(state_machine, self.normal.replies)
+        # The initial state is checkpoint 0, stable by definition (it needs no proof).
+        self.checkpoints.remember(0, self.normal.replies)
+        self.checkpoints.stable_replies = self.checkpoints.own_replies[0]
         self._handlers: dict[type[Message], Callable[[int, Any], None]] = {
             m.PrePrepare: self.normal.on_pre_prepare,
             m.Prepare: self.normal.on_prepare,
@@ -275,8 +278,8 @@ class Replica:
     def maybe_execute(self) -> None:
         self.normal.maybe_execute()
 
-    def restore_snapshot(self, snapshot: bytes) -> None:
-        self.normal.restore_snapshot(snapshot)
+    def restore_snapshot(self, snapshot: bytes, digest: bytes) -> None:
+        self.normal.restore_snapshot(snapshot, digest)
 
     def forget_answered(self) -> None:
         self.normal.forget_answered()

@@ -5,8 +5,21 @@ Why this exists: a replica that lost messages (a partition, a crash, a restart) 
 without trusting any single peer. A missing batch body is checked against the digest that was
 agreed on; a snapshot against its stable-checkpoint proof; and batches executed after it are
 executed only once f+1 replicas vouch for the same digest at a seq, so at least one correct
-replica executed it. A STATE-DATA also carries the sender's latest NEW-VIEW, which proves
-itself, so a replica that missed a view change learns of it here.
+replica executed it.
+
+A snapshot travels in chunks of at most node.pbft.checkpoint.CHUNK_BYTES, one per STATE-DATA,
+so no state is too large for a message. Every STATE-DATA carrying state holds the checkpoint's
+proof, the list of its chunks' hashes and one chunk with its index (an answer to FETCH-STATE
+holds chunk 0: a small state arrives in one round trip, as before). A chunk that does not
+match its hash is dropped and counted. The checkpoint digest covers the state, not the
+snapshot bytes (those are built only when asked for), so a chunk list is trusted only when
+f+1 replicas sent the same one (one is correct, and correct replicas serialise equal states to
+equal bytes), or when it has a single chunk, checked whole; missing chunks are then asked of
+those replicas in turn, rotating on each fetch timeout. The assembled snapshot installs only if
+the state it restores has the digest the proof certifies, else nothing changes.
+
+A STATE-DATA also carries the sender's latest NEW-VIEW, which proves itself, so a replica that
+missed a view change learns of it here.
 
 What it must not know: how batches are agreed on or executed, how view changes are decided,
 message authentication. What it needs from the rest of the replica is `TransferHost`.
@@ -20,7 +33,7 @@ from node import messages as m
 from node.config import Config
 from node.crypto import Costs
 from node.messages import DecodeError
-from node.pbft.checkpoint import Checkpoints
+from node.pbft.checkpoint import CachedReply, Checkpoints
 from node.pbft.log import NULL_DIGEST, Log
 from node.pbft.outbox import T_FETCH, Outbox
 
@@ -41,8 +54,13 @@ class TransferHost(Protocol):
     def maybe_execute(self) -> None:
         """A batch body arrived: committed slots waiting for it may execute now."""
 
-    def restore_snapshot(self, snapshot: bytes) -> None:
-        """Replace the replicated state (ValueError if the snapshot is malformed)."""
+    @property
+    def replies(self) -> dict[tuple[str, int], CachedReply]:
+        """The reply cache (part of the replicated state)."""
+
+    def restore_snapshot(self, snapshot: bytes, digest: bytes) -> None:
+        """Replace the replicated state by a snapshot whose checkpoint digest is `digest`
+        (ValueError, nothing replaced, if it is malformed or has another digest)."""
 
     def forget_answered(self) -> None:
         """The state jumped: stop waiting for requests it answers."""
@@ -74,6 +92,16 @@ class StateTransfer:
         progress)."""
         self.votes: dict[int, dict[bytes, set[int]]] = {}
         self.bodies: dict[bytes, tuple[int, int, m.Batch]] = {}
+        # Snapshot chunks: the chunk list (seq, digest, hashes) each replica last sent us, its
+        # proof and first chunk, the list being assembled and the chunks we have of it.
+        self.claims: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
+        self.proofs: dict[tuple[int, bytes, tuple[bytes, ...]], tuple[m.Checkpoint, ...]] = {}
+        self.first: dict[tuple[int, bytes, tuple[bytes, ...]], bytes] = {}
+        self.assembling: tuple[int, bytes, tuple[bytes, ...]] | None = None
+        self.chunks: dict[int, bytes] = {}
+        self.attempt = 0
+        self.received = self.received_mark = 0
+        self.stalled = 0
 
     # -- batch bodies ------------------------------------------------------------------------
 
@@ -109,7 +137,7 @@ class StateTransfer:
         self.fetching = True
         self.fetch_mark = self.transferred
         last = self.log.last_executed
-        self.out.bcast(m.FetchState(last, self.me))
+        self.out.bcast(m.FetchState(last, 0, 0, self.me))
         self.out.trace("fetch-state", last_executed=last)
         if T_FETCH not in self.out.timers:
             self.out.set_timer(T_FETCH, self.timeout_ns)
@@ -120,16 +148,40 @@ class StateTransfer:
                 self.out.bcast(m.FetchBatch(digest, self.me))
         if self.fetching:
             log = self.log
-            if self.transferred != self.fetch_mark or log.h > log.last_executed:
+            if self.assembling is not None and self._chunks_still_coming():
+                self.attempt += 1
+                self._request_chunks()
+            elif self.transferred != self.fetch_mark or log.h > log.last_executed:
                 self.fetch_state()  # the last round brought something (or we are not there yet)
             else:
                 self.fetching = False
         if (self.missing_batches or self.fetching) and T_FETCH not in self.out.timers:
             self.out.set_timer(T_FETCH, self.timeout_ns)
 
+    def _chunks_still_coming(self) -> bool:
+        """Did chunks arrive since the last timeout (or has not every source had its turn
+        yet)? If not, give the assembly up: the sources moved on, or are faulty."""
+        if self.received != self.received_mark:
+            self.received_mark = self.received
+            self.stalled = 0
+            return True
+        self.stalled += 1
+        if self.stalled <= len(self._sources()):
+            return True
+        self.assembling, self.chunks = None, {}
+        return False
+
     def on_fetch_state(self, sender: int, fs: m.FetchState) -> None:
         log, cps = self.log, self.checkpoints
-        send_checkpoint = log.h > fs.last_executed and cps.stable_snapshot is not None
+        if fs.stable_seq:  # a chunk of our stable checkpoint
+            if fs.stable_seq == log.h and cps.holds_stable:
+                chunks, hashes = cps.stable_chunks()
+                if 0 <= fs.chunk < len(chunks):
+                    self.out.send(sender, m.StateData(log.h, cps.stable_proof, hashes, fs.chunk,
+                                                      chunks[fs.chunk], (), log.view, b"",
+                                                      self.me))
+            return
+        send_checkpoint = log.h > fs.last_executed and cps.holds_stable
         start = max(fs.last_executed, log.h if send_checkpoint else fs.last_executed)
         end = min(log.last_executed, start + self.window)
         committed = tuple(log.executed[s] for s in range(start + 1, end + 1)
@@ -138,10 +190,13 @@ class StateTransfer:
         if not send_checkpoint and not committed and latest is None:
             return
         nv = m.encode(latest) if latest is not None else b""
+        chunks, hashes = cps.stable_chunks() if send_checkpoint else ((b"",), ())
         data = m.StateData(
             log.h if send_checkpoint else 0,
             cps.stable_proof if send_checkpoint else (),
-            (cps.stable_snapshot or b"") if send_checkpoint else b"",
+            hashes,
+            0,
+            chunks[0],
             committed,
             log.view,
             nv,
@@ -155,7 +210,7 @@ class StateTransfer:
         if sd.new_view:
             self._maybe_adopt_new_view(sd.new_view)
         if sd.stable_seq > self.log.last_executed:
-            self._maybe_install_snapshot(sender, sd)
+            self._on_chunk(sender, sd)
         window_top = self.log.last_executed + self.window
         for cb in sd.committed:
             if self.log.last_executed < cb.seq <= window_top:
@@ -176,31 +231,97 @@ class StateTransfer:
         ):
             self.host.accept_new_view(nv)
 
-    def _maybe_install_snapshot(self, sender: int, sd: m.StateData) -> None:
-        cps = self.checkpoints
-        if not cps.valid_proof(sd.stable_seq, sd.checkpoint_proof) or sd.stable_seq == 0:
+    # -- chunks of a stable checkpoint's snapshot ----------------------------------------------
+
+    def _on_chunk(self, sender: int, sd: m.StateData) -> None:
+        """One chunk of a stable checkpoint's snapshot. It must match its hash in the list it
+        came with; the list is trusted once f+1 replicas sent it (one of them is correct, and
+        correct replicas build identical snapshots of identical states), or at once when the
+        snapshot is a single chunk (the whole snapshot is then checked on install). The
+        assembled snapshot must still restore to a state with the proof's digest."""
+        hashes = sd.chunk_hashes
+        if (not sd.checkpoint_proof or not 0 <= sd.chunk_index < len(hashes)
+                or any(len(h) != 32 for h in hashes)):
+            self.out.drop("malformed state data", self.ids[sender], sd.KIND)
+            return
+        key = (sd.stable_seq, sd.checkpoint_proof[0].digest, hashes)
+        if key != self.assembling and (
+            sd.stable_seq == 0
+            or not self.checkpoints.valid_proof(sd.stable_seq, sd.checkpoint_proof)
+        ):
             self.out.drop("bad checkpoint proof in state data", self.ids[sender], sd.KIND)
             return
         self.costs.digest += 1
-        if m.digest_of(sd.snapshot) != sd.checkpoint_proof[0].digest:
-            self.out.drop("snapshot does not match its proof", self.ids[sender], sd.KIND)
+        if m.digest_of(sd.chunk) != hashes[sd.chunk_index]:
+            self.out.drop("state chunk does not match its hash", self.ids[sender], sd.KIND)
             return
+        if key == self.assembling:
+            if sd.chunk_index not in self.chunks:
+                self.chunks[sd.chunk_index] = sd.chunk
+                self.received += 1
+        else:
+            self.claims[sender] = key
+            self.proofs[key] = sd.checkpoint_proof
+            if sd.chunk_index == 0:
+                self.first[key] = sd.chunk
+            for k in [k for k in self.proofs if k not in self.claims.values()]:
+                del self.proofs[k]
+                self.first.pop(k, None)
+            trusted = len(hashes) == 1 or len(self._sources(key)) > self.f
+            if trusted and (self.assembling is None or key[0] > self.assembling[0]):
+                self.assembling = key
+                self.chunks = {0: self.first[key]} if key in self.first else {}
+                self.attempt = self.stalled = 0
+                self._request_chunks()
+        if self.assembling is not None and len(self.chunks) == len(self.assembling[2]):
+            self._install()
+
+    def _sources(self, key: tuple[int, bytes, tuple[bytes, ...]] | None = None
+                  ) -> list[int]:
+        """The replicas that sent us `key`'s chunk list (default: the one being assembled)."""
+        key = key if key is not None else self.assembling
+        return sorted(r for r, k in self.claims.items() if k == key)
+
+    def _request_chunks(self) -> None:
+        """Ask for each missing chunk, spreading them over the sources, rotating per round."""
+        assert self.assembling is not None
+        seq, _, hashes = self.assembling
+        sources = self._sources()
+        for i in range(len(hashes)):
+            if i not in self.chunks and sources:
+                target = sources[(i + self.attempt) % len(sources)]
+                self.out.send(target, m.FetchState(self.log.last_executed, seq, i, self.me))
+
+    def _install(self) -> None:
+        assert self.assembling is not None
+        key = self.assembling
+        seq, digest, hashes = key
+        snap = b"".join(self.chunks[i] for i in range(len(hashes)))
+        proof = self.proofs[key]
+        sources = self._sources()
+        self.assembling, self.chunks = None, {}
         try:
-            self.host.restore_snapshot(sd.snapshot)
+            self.host.restore_snapshot(snap, digest)
         except ValueError:
-            self.out.drop("malformed snapshot", self.ids[sender], sd.KIND)
+            for r in sources:
+                self.out.drop("snapshot does not match its proof", self.ids[r], "STATE-DATA")
+                del self.claims[r]
             return
-        log = self.log
-        log.last_executed = sd.stable_seq
+        log, cps = self.log, self.checkpoints
+        log.last_executed = seq
         self.transferred += 1
         log.next_seq = max(log.next_seq, log.last_executed + 1)
         log.executed.clear()
-        cps.own[sd.stable_seq] = sd.snapshot
-        self.out.trace("state-transfer", seq=sd.stable_seq,
-                       digest=sd.checkpoint_proof[0].digest.hex())
+        cps.remember(seq, self.host.replies)
+        for r in [r for r, k in self.claims.items() if k[0] <= seq]:
+            del self.claims[r]
+        for k in [k for k in self.proofs if k[0] <= seq]:
+            del self.proofs[k]
+            self.first.pop(k, None)
+        self.out.trace("state-transfer", seq=seq, digest=digest.hex())
         self.host.forget_answered()
-        if sd.stable_seq >= log.h:
-            cps.make_stable(sd.stable_seq, sd.checkpoint_proof, sd.snapshot)
+        if seq >= log.h:
+            cps.make_stable(seq, proof, snap)
 
     def _execute_transferred(self) -> None:
         """Execute fetched batches in order once f+1 replicas vouch for the same digest at a

@@ -278,12 +278,11 @@ class ViewChanges:
 
     def _adopt_checkpoint(self, seq: int, proof: tuple[m.Checkpoint, ...]) -> None:
         cps = self.checkpoints
-        own = cps.own.get(seq)
-        if own is not None and m.digest_of(own) == proof[0].digest:
-            cps.advance_stable(seq, proof, own)
+        if cps.own.get(seq) == proof[0].digest:
+            cps.advance_stable(seq, proof, True)
             return
         # We have not reached that checkpoint: move the window, fetch the state.
-        cps.advance_stable(seq, proof, None)
+        cps.advance_stable(seq, proof, False)
         self.transfer.fetch_state()
 
     # -- replicas in different views ---------------------------------------------------------
