@@ -117,6 +117,10 @@ class VerifyCache:
 
     limit: int = 200_000
     results: dict[bytes, bool] = field(default_factory=dict)
+    session_keys: dict[tuple[tuple[bytes, str], tuple[bytes, str]], bytes] = field(
+        default_factory=dict)
+    """Pairwise MAC keys by the two ends' (public key, id), sorted: ECDH gives both ends the
+    same secret, so in one process each pair's key is derived once, not twice."""
 
     def get(self, key: bytes) -> bool | None:
         return self.results.get(key)
@@ -143,6 +147,7 @@ class Keyring:
         self._public: dict[str, ec.EllipticCurvePublicKey] = {}
         self._mac_keys: dict[str, bytes] = {}
         self._verify_cache = verify_cache
+        self._my_public = identity.public_bytes
 
     @property
     def id(self) -> str:
@@ -203,14 +208,21 @@ class Keyring:
             pub = self._public_bytes.get(party)
             if pub is None:
                 return None
-            try:
-                peer = public_key_from_bytes(pub)
-            except ValueError:
-                return None
-            shared = self.identity.private_key.exchange(ec.ECDH(), peer)
-            lo, hi = sorted((self.id, party))
-            info = b"medbft-session|" + lo.encode() + b"|" + hi.encode()
-            key = HKDF(hashes.SHA256(), 32, None, info).derive(shared)
+            cache = self._verify_cache
+            ends = ((pub, party), (self._my_public, self.id))
+            pair = (min(ends), max(ends))
+            key = cache.session_keys.get(pair) if cache is not None else None
+            if key is None:
+                try:
+                    peer = public_key_from_bytes(pub)
+                except ValueError:
+                    return None
+                shared = self.identity.private_key.exchange(ec.ECDH(), peer)
+                lo, hi = sorted((self.id, party))
+                info = b"medbft-session|" + lo.encode() + b"|" + hi.encode()
+                key = HKDF(hashes.SHA256(), 32, None, info).derive(shared)
+                if cache is not None:
+                    cache.session_keys[pair] = key
             self._mac_keys[party] = key
         return key
 

@@ -358,3 +358,19 @@ def test_verify_cache_bounded_in_use() -> None:
 def test_verify_cache_default_limit() -> None:
     assert VerifyCache().limit == 200_000
 
+
+
+def test_a_shared_cache_derives_each_session_key_once_and_the_same_key() -> None:
+    """Keyrings of one simulation share session keys: the pair's key is derived by whichever
+    end needs it first, is the key each end would derive alone, and MACs interoperate with a
+    keyring that has no cache (a real node)."""
+    cache = VerifyCache()
+    a, b = keyring("hospital-1", verify_cache=cache), keyring("pharmacy-1", verify_cache=cache)
+    tag = a.mac("pharmacy-1", b"prepare")
+    assert len(cache.session_keys) == 1
+    assert b.check_mac("hospital-1", b"prepare", tag)
+    assert len(cache.session_keys) == 1  # b reused a's derivation
+    alone = keyring("pharmacy-1")
+    assert alone.check_mac("hospital-1", b"prepare", tag)
+    assert alone.mac("hospital-1", b"x") == b.mac("hospital-1", b"x")
+    assert not alone.check_mac("regulator-1", b"prepare", tag)  # another pair, another key
