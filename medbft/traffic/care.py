@@ -27,9 +27,8 @@ class Care:
     def __init__(self, state: TrafficState) -> None:
         self.s = state
 
-    def administer(self, cid: str, org: str, pool: list[str]) -> Pending:
+    def administer(self, cid: str, org: str, epc: str) -> Pending:
         s = self.s
-        epc = pool[0]
         source = s.w.held[org] if epc in s.w.held.get(org, []) else s.w.stock[org]
         source.remove(epc)
         patient = s.pick(s.patients)

@@ -28,6 +28,7 @@ options of a role are listed in a fixed order (the weighted pick depends on it).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 from node.ledger.genesis import LedgerGenesis
 
@@ -121,10 +122,21 @@ class LedgerTraffic(TrafficState):
         return Stories(self).script()
 
     # -- what each role can do now ------------------------------------------------------------
+    # Stock is read lazily: a request needs the first movable unit (or the first few of one
+    # lot), and scanning every unit an organisation ever held made each request cost O(run).
+
+    def _live(self, pool: list[str]) -> Iterator[str]:
+        """The units of `pool` that may still move (their lot is not recalled), in order."""
+        w = self.w
+        return (e for e in pool if w.lot_of[e] not in w.recalled)
+
+    def _first_live(self, pool: list[str]) -> str | None:
+        return next(self._live(pool), None)
 
     def _options(self, cid: str, role: str, org: str) -> list[tuple[str, Build]]:
         w, sc, out = self.w, self.supply, []
-        stock = [e for e in w.stock.get(org, []) if w.lot_of[e] not in w.recalled]
+        stock = w.stock.get(org, [])
+        first = self._first_live(stock)
         if role == "manufacturer":
             if org not in w.gtin:
                 if org not in w.gtin_pending:
@@ -134,8 +146,8 @@ class LedgerTraffic(TrafficState):
             if any(sc.own_lots(org)):
                 out.append(("RECALL_ISSUE", lambda: sc.recall(org)))
         if role in SUPPLY_ROLES:
-            if stock and role != "pharmacist" and role != "clinician":
-                out.append(("EPCIS_SHIP", lambda: sc.ship(org, stock)))
+            if first is not None and role != "pharmacist" and role != "clinician":
+                out.append(("EPCIS_SHIP", lambda: sc.ship(org, self._live(stock))))
             if w.inbound.get(org):
                 out.append(("EPCIS_RECEIVE", lambda: sc.receive(org)))
             if w.known_epcs:
@@ -145,7 +157,7 @@ class LedgerTraffic(TrafficState):
             if acks:
                 out.append(("RECALL_ACK", lambda: sc.recall_ack(org, acks[0])))
         if role in ("pharmacist", "clinician"):
-            out += self._care_options(cid, role, org, stock)
+            out += self._care_options(cid, role, org, first)
         if role == "patient":
             out += self._patient_options(cid)
         if role == "inspector":
@@ -153,14 +165,14 @@ class LedgerTraffic(TrafficState):
         return out
 
     def _care_options(self, cid: str, role: str, org: str,
-                      stock: list[str]) -> list[tuple[str, Build]]:
+                      first: str | None) -> list[tuple[str, Build]]:
         w, care, consent, out = self.w, self.care, self.consent, []
-        held = [e for e in w.held.get(org, []) if w.lot_of[e] not in w.recalled]
-        if stock:
-            out.append(("EPCIS_DISPENSE", lambda: self.supply.dispense(org, stock)))
-        if (stock or held) and self.patients:
-            out.append(("IMMUNIZATION_ADMINISTER",
-                        lambda: care.administer(cid, org, held or stock)))
+        held = self._first_live(w.held.get(org, []))
+        if first is not None:
+            out.append(("EPCIS_DISPENSE", lambda: self.supply.dispense(org, first)))
+        dose = held if held is not None else first
+        if dose is not None and self.patients:
+            out.append(("IMMUNIZATION_ADMINISTER", lambda: care.administer(cid, org, dose)))
         if self.patients and self.g.orgs.get(org) in ("hospital", "pharmacy"):
             out.append(("RECORD_ANCHOR", lambda: care.anchor(role, org)))
             if w.records.get(org):

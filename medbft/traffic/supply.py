@@ -16,6 +16,9 @@ medbft/traffic/ledger.py, asks by role). Off-chain EPCIS events go through
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 from node.ledger import documents as doc
 from node.ledger.txs import encode_tx, gtin_check_digit
 
@@ -73,14 +76,16 @@ class SupplyChain:
                                  expiry=expiry, event_hash=s.event_hash(event)),
                        "EPCIS_COMMISSION", ok)
 
-    def ship(self, org: str, stock: list[str]) -> Pending:
+    def ship(self, org: str, stock: Iterator[str]) -> Pending:
         s = self.s
         kinds = ("distributor", "pharmacy", "hospital") if s.g.orgs[org] == "manufacturer" \
             else ("pharmacy", "hospital")
         targets = [o for o in s.g.orgs_of_type(*kinds) if o != org]
         to = s.pick(targets)
-        lot = s.w.lot_of[stock[0]]
-        epcs = [e for e in stock if s.w.lot_of[e] == lot][:s.rng.randint(1, SHIP_MAX)]
+        first = next(stock)
+        lot = s.w.lot_of[first]
+        same_lot = (e for e in itertools.chain((first,), stock) if s.w.lot_of[e] == lot)
+        epcs = list(itertools.islice(same_lot, s.rng.randint(1, SHIP_MAX)))
         pool = s.w.stock[org]
         for e in epcs:
             pool.remove(e)
@@ -108,9 +113,8 @@ class SupplyChain:
                        "EPCIS_RECEIVE", ok,
                        lambda _: s.w.inbound[org].append(tuple(epcs)))
 
-    def dispense(self, org: str, stock: list[str]) -> Pending:
+    def dispense(self, org: str, epc: str) -> Pending:
         s = self.s
-        epc = stock[0]
         s.w.stock[org].remove(epc)
         event = doc.epcis_event("EPCIS_DISPENSE", s.g, org, [epc], s.calendar_ns)
         pool = s.w.held.setdefault(org, [])
