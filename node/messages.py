@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import struct
 import typing
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -590,7 +591,9 @@ def message_class(tag: int) -> type[Message] | None:
 
 #: How many authenticated payloads `decode_authenticated` remembers (oldest forgotten first).
 SHARED_DECODES = 4096
-_shared: dict[bytes, Message] = {}
+# An OrderedDict, because evicting the oldest key of a plain dict (`next(iter(d))`) walks
+# over every slot deleted before it: O(evictions so far), which made long runs slower.
+_shared: OrderedDict[bytes, Message] = OrderedDict()
 
 
 def decode_authenticated(payload: bytes) -> Message:
@@ -606,7 +609,7 @@ def decode_authenticated(payload: bytes) -> Message:
     if msg is None:
         msg = decode(payload)
         if len(_shared) >= SHARED_DECODES:
-            del _shared[next(iter(_shared))]
+            _shared.popitem(last=False)
         _shared[payload] = msg
     return msg
 

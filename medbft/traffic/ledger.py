@@ -143,7 +143,7 @@ class LedgerTraffic(TrafficState):
                     out.append(("GTIN_REGISTER", lambda: sc.gtin_register(org)))
                 return out
             out.append(("EPCIS_COMMISSION", lambda: sc.commission(org)))
-            if any(sc.own_lots(org)):
+            if sc.has_own_lot(org):
                 out.append(("RECALL_ISSUE", lambda: sc.recall(org)))
         if role in SUPPLY_ROLES:
             if first is not None and role != "pharmacist" and role != "clinician":

@@ -50,6 +50,11 @@ class SupplyChain:
         return Pending(encode_tx("GTIN_REGISTER", gtin=gtin), "GTIN_REGISTER", ok,
                        lambda _: s.w.gtin_pending.discard(org))
 
+    def has_own_lot(self, org: str) -> bool:
+        """Whether `org` made a lot that is not recalled (stops at the first: no sort)."""
+        w = self.s.w
+        return any(o == org and lot not in w.recalled for lot, (_, _, o) in w.lots.items())
+
     def own_lots(self, org: str) -> list[str]:
         w = self.s.w
         return [lot for lot, (_, _, o) in sorted(w.lots.items())
