@@ -68,6 +68,8 @@ class NormalCase:
         self.commit_progress: dict[int, int] = {}
         """The highest seq each peer sent a COMMIT for (are f+1 peers past a hole in ours?)."""
         self.catch_up_tried = False
+        self.catch_up_from = 0
+        """last_executed when the catch-up timer was armed."""
         self.timed_request: RequestKey | None = None
         self.timer_mark = 0
         self.stuck_seq = 0
@@ -296,6 +298,7 @@ class NormalCase:
             if T_CATCH_UP not in self.out.timers and self.behind_peers():
                 # f+1 replicas commit past a hole in our log: give the hole a moment to fill
                 # (messages may be on their way), then fetch what we missed.
+                self.catch_up_from = self.log.last_executed
                 self.out.set_timer(T_CATCH_UP, self.config.fetch_timeout_ns)
         slot = self.log.slot(c.seq)
         if slot.commits.setdefault(sender, c.digest) != c.digest:
@@ -473,8 +476,17 @@ class NormalCase:
         self.views.start_view_change(log.view + 1)
 
     def on_catch_up_timeout(self) -> None:
-        if self.behind_peers():
-            self.transfer.fetch_state()
+        """Fetch only when we made no progress while the timer ran. Under pipelining f+1
+        peers are nearly always a few COMMITs ahead of our next slot; that is not a hole
+        unless execution stood still for the whole period (it would otherwise fetch state
+        every period in fault-free runs)."""
+        if not self.behind_peers():
+            return
+        if self.log.last_executed > self.catch_up_from:
+            self.catch_up_from = self.log.last_executed
+            self.out.set_timer(T_CATCH_UP, self.config.fetch_timeout_ns)
+            return
+        self.transfer.fetch_state()
 
 
 def _key_str(key: RequestKey) -> str:
