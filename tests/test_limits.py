@@ -250,6 +250,11 @@ def test_slow_clients_are_disconnected_after_the_timeouts(tmp_path: Path) -> Non
             for w in (silent_w, loris_w, body_w):
                 w.close()
             assert _refused(await _metrics(net), "body-timeout") == 1
+            # a handler that takes longer than the header timeout is not cut off
+            async with aiohttp.ClientSession() as s, s.post(
+                    f"{net.url(NODE)}/tx?wait=1.2", data=_signed(net, b"put a 1"),
+                    headers={"Content-Type": "application/octet-stream"}) as r:
+                assert r.status == 504, await r.text()  # one node of four: never executes
 
     asyncio.run(go())
 
