@@ -229,7 +229,9 @@ class _Api:
                                 f"{req.client}", headers={"Retry-After": str(math.ceil(retry_s))})
         cached = self.server.replica.replies.get((req.client, req.session))
         if wait_s > 0 and cached is not None and cached.timestamp == req.timestamp:
-            # A replay of an executed request: the reply cache answers (seq not kept there).
+            # A replay of an executed request: the reply cache answers (seq not kept there),
+            # once what produced it is durable, as for a waited request.
+            self.server.storage.commit()
             return web.json_response({"key": key, "status": "executed", "seq": None,
                                       "replayed": True,
                                       "result": cached.result.decode(errors="replace"),
