@@ -22,11 +22,15 @@ Endpoints (JSON unless noted):
 
 Guards: bodies over `MAX_BODY_BYTES` get 413, malformed bodies 400, wrong content types 415,
 unknown clients and bad signatures 403, each with `{"error": "<reason>"}`. Nothing here
-trusts the body: it is decoded with the same bounded decoder the replica uses.
+trusts the body: it is decoded with the same bounded decoder the replica uses. The listener's
+limits (`node.limits`: JSON depth checked before parsing, body timeout 408, per-client rate
+limit 429 on `POST /tx`) run as middleware; every refusal is counted by reason in `/metrics`
+and logged as one line without payload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -36,6 +40,7 @@ from aiohttp import web
 
 from node import messages as m
 from node.apps import query_state
+from node.limits import Limits, Refusals, TokenBuckets, json_depth_ok, printable
 from node.netdir import NetworkDir
 from node.pbft import Replica
 from node.storage import Storage
@@ -70,38 +75,84 @@ class NodeBackend(Protocol):
     def block_json(self, seq: int, raw: bytes) -> dict[str, Any]: ...
 
 
-class ApiError(Exception):
-    """A request the API refuses: HTTP status and a one-line reason."""
+#: The refusal reason (`/metrics` `refused_total{reason=...}`) of an ApiError by status,
+#: unless it names one.
+REFUSAL_KINDS = {400: "bad-request", 403: "forbidden", 404: "not-found",
+                 405: "method-not-allowed", 408: "body-timeout", 413: "body-too-large",
+                 415: "unsupported-media-type", 429: "rate-limited", 504: "not-executed"}
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, a one-line reason, the refusal kind counted in
+    `/metrics` (by default from the status) and extra response headers."""
+
+    def __init__(self, status: int, reason: str, kind: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind or REFUSAL_KINDS.get(status, f"http-{status}")
+        self.headers = headers
 
 
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal as JSON with a reason (aiohttp's own 404/405/413 included)."""
-    try:
+def _errors(refusals: Refusals) -> Any:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every refusal as JSON with a reason (aiohttp's own 404/405/413 included), counted
+        and logged as one line (method, route, peer; never the body)."""
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            kind, resp = exc.kind, _error(exc.status, exc.reason, exc.headers)
+        except web.HTTPRequestEntityTooLarge:
+            kind, resp = "body-too-large", _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            kind = REFUSAL_KINDS.get(exc.status, f"http-{exc.status}")
+            resp = _error(exc.status, exc.reason)
+        if resp.status == 408:
+            resp.force_close()
+        refusals.refuse(kind, f"{resp.status} {request.method} {printable(request.path)} "
+                              f"from {request.remote}")
+        return resp
+
+    return errors
+
+
+def _guard(limits: Limits) -> Any:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Read any body within the body timeout, and bound a JSON body's nesting before
+        anything parses it (`request.read()` caches, so handlers read it again for free)."""
+        if request.body_exists:
+            try:
+                body = await asyncio.wait_for(request.read(), limits.body_timeout_s)
+            except TimeoutError as exc:
+                raise ApiError(408, f"body not received within {limits.body_timeout_s:g} s"
+                               ) from exc
+            if request.content_type == "application/json" and \
+                    not json_depth_ok(body, limits.max_json_depth):
+                raise ApiError(400, f"JSON nested deeper than {limits.max_json_depth}",
+                               "too-deep")
         return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.reason)
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason)
+
+    return guard
 
 
-def build_app(server: NodeBackend) -> web.Application:
-    """The aiohttp application serving `server`'s API."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
-    api = _Api(server)
+def build_app(server: NodeBackend, limits: Limits | None = None,
+              refusals: Refusals | None = None) -> web.Application:
+    """The aiohttp application serving `server`'s API, under `limits` (defaults if None);
+    refusals are counted in `refusals`."""
+    limits = limits or Limits()
+    refusals = refusals if refusals is not None else Refusals(lines_per_s=limits.log_per_s)
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[_errors(refusals), _guard(limits)])
+    api = _Api(server, limits)
     app.router.add_get("/", api.index)
     app.router.add_post("/tx", api.submit)
     app.router.add_get("/ledger", api.ledger)
@@ -137,8 +188,10 @@ def check_submission(server: NodeBackend, raw: bytes) -> tuple[bytes, m.Request]
 
 
 class _Api:
-    def __init__(self, server: NodeBackend) -> None:
+    def __init__(self, server: NodeBackend, limits: Limits) -> None:
         self.server = server
+        self.limits = limits
+        self.buckets = TokenBuckets(limits.rate_per_s, limits.rate_burst)
 
     async def index(self, request: web.Request) -> web.Response:
         return web.json_response({"node": self.server.id, "endpoints": [
@@ -155,8 +208,10 @@ class _Api:
                 if not isinstance(text, str):
                     raise TypeError("expected {\"envelope\": \"<hex>\"} or {\"request\": ...}")
                 return bytes.fromhex(text)
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise ApiError(400, f"malformed JSON body: {exc}") from exc
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+                raise ApiError(400, f"malformed JSON body: {type(exc).__name__}"
+                               if isinstance(exc, RecursionError) else
+                               f"malformed JSON body: {exc}") from exc
         if ctype not in ("application/octet-stream", ""):
             raise ApiError(415, f"content type {ctype!r}: send application/octet-stream or "
                                 f"application/json")
@@ -168,6 +223,19 @@ class _Api:
         wait_s = _float_param(request, "wait", 0.0, 0.0, MAX_WAIT_S)
         envelope, req = check_submission(self.server, await self._body(request))
         key = f"{req.client}/{req.session}/{req.timestamp}"
+        retry_s = self.buckets.take(req.client)
+        if retry_s > 0:
+            raise ApiError(429, f"over {self.limits.rate_per_s:g} requests/s for "
+                                f"{req.client}", headers={"Retry-After": str(math.ceil(retry_s))})
+        cached = self.server.replica.replies.get((req.client, req.session))
+        if wait_s > 0 and cached is not None and cached.timestamp == req.timestamp:
+            # A replay of an executed request: the reply cache answers (seq not kept there),
+            # once what produced it is durable, as for a waited request.
+            self.server.storage.commit()
+            return web.json_response({"key": key, "status": "executed", "seq": None,
+                                      "replayed": True,
+                                      "result": cached.result.decode(errors="replace"),
+                                      "result_hex": cached.result.hex()})
         if wait_s <= 0:
             self.server.submit(envelope)
             return web.json_response({"key": key, "status": "submitted"}, status=202)
@@ -308,6 +376,9 @@ def prometheus_text(status: dict[str, Any]) -> str:
     metric("rejected_messages_total", "counter",
            "Messages rejected as forged or malformed, by reason.",
            [({"reason": k}, v) for k, v in c["rejected"].items()])
+    metric("refused_total", "counter", "Connections, requests and hellos the listener "
+           "refused (limits, malformed input), by reason.",
+           [({"reason": k}, v) for k, v in c.get("refused", {}).items()])
     metric("ignored_messages_total", "counter", "Stale or duplicate messages, by reason.",
            [({"reason": k}, v) for k, v in c["ignored"].items()])
     metric("protocol_events_total", "counter", "Protocol trace events, by event.",

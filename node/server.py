@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,6 +43,7 @@ from node.api import build_app
 from node.apps import make_state_machine
 from node.crypto import Keyring
 from node.events import Persist, Trace
+from node.limits import ConnectionCap, Limits, Refusals, ServerLog
 from node.netdir import NetworkDir, NetworkError
 from node.pbft import Replica
 from node.realtime import RealClock, run, uvloop_available
@@ -78,6 +79,7 @@ class NodeOptions:
     data: Path | None = None
     sync: str = "normal"
     trace: Path | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 class NodeServer:
@@ -103,6 +105,9 @@ class NodeServer:
         self._waiters: dict[str, list[asyncio.Future[int]]] = {}
         self._trace_file: TextIO | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self.refusals = Refusals(logging.getLogger("medbft.limits"),
+                                 lines_per_s=opts.limits.log_per_s)
         self.failed = asyncio.Event()
         self.fatal: str | None = None
         self._stopping = False
@@ -130,7 +135,8 @@ class NodeServer:
             keys = Keyring(self.identity, net.membership.public_keys())
             peers = {p: net.url(p) for p in net.membership.node_ids if p != self.id}
             return HttpTransport(keys, net.membership, net.network_id, loop, dial=peers,
-                                 before_flush=self._commit, link_delay_s=net.link_delay_s)
+                                 before_flush=self._commit, link_delay_s=net.link_delay_s,
+                                 limits=opts.limits, refusals=self.refusals)
         mqtt = net.settings["mqtt"]
         broker = BrokerSettings.from_url(
             opts.broker or str(mqtt["broker"]), username=opts.broker_username,
@@ -166,14 +172,23 @@ class NodeServer:
         return f"{self.opts.listen or host}:{port}"
 
     async def _serve_api(self) -> None:
-        app = build_app(self)
+        limits = self.opts.limits
+        app = build_app(self, limits, self.refusals)
         if isinstance(self.transport, HttpTransport):
             self.transport.attach(app)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # keepalive_timeout: aiohttp closes a connection that has not delivered a complete
+        # request (headers) this long after opening or after its last response.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0,
+            keepalive_timeout=limits.header_timeout_s,
+            lingering_time=min(2.0, limits.body_timeout_s),
+            logger=ServerLog(logging.getLogger("aiohttp.server"), self.refusals))
         await self._runner.setup()
+        assert self._runner.server is not None
         host, _, port = self._listen_address().rpartition(":")
-        site = web.TCPSite(self._runner, host, int(port), reuse_address=True)
-        await site.start()
+        self._listener = await asyncio.get_running_loop().create_server(
+            ConnectionCap(self._runner.server, limits.max_connections, self.refusals),
+            host, int(port), reuse_address=True)
 
     async def stop(self) -> None:
         """Clean shutdown: no more protocol steps, flush and commit, close everything."""
@@ -185,6 +200,8 @@ class NodeServer:
             await self.transport.close()
         except Exception as exc:  # failed final commit
             log.error("closing the transport: %r", exc)
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
         try:
@@ -289,6 +306,7 @@ class NodeServer:
                 "dropped_no_route": stats.dropped_no_route,
                 "dropped_queue_full": stats.dropped_queue_full,
                 "rejected": dict(sorted(self.drops_bad.items())),
+                "refused": dict(sorted(self.refusals.counts.items())),
                 "ignored": dict(sorted(self.drops_benign.items())),
                 "events": dict(sorted(self.trace_counts.items())),
                 "executed_requests": self.executed_requests,
@@ -340,6 +358,19 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sync", choices=("normal", "full", "off"), default="normal",
                         help="SQLite durability: normal survives kill -9, full also power loss")
     parser.add_argument("--trace", type=Path, help="append protocol trace events (JSON lines)")
+    d = Limits()
+    parser.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                        metavar="S", help="close a connection that sends no complete request "
+                        "headers for S seconds (default %(default)g)")
+    parser.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="S",
+                        help="408 when a request body takes longer (default %(default)g)")
+    parser.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                        help="open connections at most; more get 503 (default %(default)d)")
+    parser.add_argument("--rate-limit", type=float, default=d.rate_per_s, metavar="R",
+                        help="POST /tx requests per second per client, 0 = off "
+                        "(default %(default)g)")
+    parser.add_argument("--rate-burst", type=int, default=d.rate_burst, metavar="N",
+                        help="requests a client may send at once (default %(default)d)")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -352,6 +383,9 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
         broker_password=args.broker_password, broker_ca=args.broker_ca,
         broker_insecure=args.broker_insecure, qos=args.qos, data=args.data, sync=args.sync,
         trace=args.trace,
+        limits=Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                      max_connections=args.max_connections, rate_per_s=args.rate_limit,
+                      rate_burst=args.rate_burst),
     )
 
 

@@ -36,6 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from node.crypto import Keyring
+from node.limits import Limits, Refusals, json_depth_ok
 from node.membership import Membership
 from node.transport import (
     MAX_FRAME_BYTES,
@@ -74,8 +75,11 @@ class HttpTransport:
         dial: dict[str, str],
         before_flush: Callable[[], None] | None = None,
         link_delay_s: float = 0.0,
+        limits: Limits | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
-        """`dial` maps party id -> base URL (http://host:port) of the parties to connect to."""
+        """`dial` maps party id -> base URL (http://host:port) of the parties to connect to.
+        Refused hellos are counted in `refusals` (reason `hello-...`)."""
         self.keys = keyring
         self.id = keyring.id
         self.membership = membership
@@ -97,6 +101,8 @@ class HttpTransport:
         self._closing = False
         self._served: set[web.WebSocketResponse] = set()
         self.rejected_hellos: dict[str, int] = {}
+        self.limits = limits or Limits()
+        self.refusals = refusals if refusals is not None else Refusals()
 
     # -- the runtime's interface --------------------------------------------------------------
 
@@ -238,7 +244,7 @@ class HttpTransport:
             return ws
         self._served.add(ws)
         try:
-            peer = await self._check_hello(ws)
+            peer = await self._check_hello(ws, request.remote or "?")
             if peer is None:
                 return ws
             self._inbound[peer] = self._inbound.get(peer, 0) + 1
@@ -264,18 +270,20 @@ class HttpTransport:
             if self._clients.get(client) is queue:
                 del self._clients[client]
 
-    async def _check_hello(self, ws: web.WebSocketResponse) -> str | None:
+    async def _check_hello(self, ws: web.WebSocketResponse, remote: str) -> str | None:
         nonce = os.urandom(16).hex()
         await ws.send_str(json.dumps({"nonce": nonce, "server": self.id}))
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
             reason, peer = self._hello_problem(msg, nonce)
-        except (TimeoutError, ValueError, KeyError, TypeError) as exc:
+        except (TimeoutError, ValueError, KeyError, TypeError, RecursionError) as exc:
             reason, peer = f"bad hello: {type(exc).__name__}", ""
         if reason is None:
             return peer
         self.rejected_hellos[reason] = self.rejected_hellos.get(reason, 0) + 1
-        log.warning("refused a connection (%s%s)", reason, f" from {peer}" if peer else "")
+        known = peer if peer and self.keys.knows(peer) else ""  # never log a claimed name
+        self.refusals.refuse("hello-" + reason.replace(":", "").replace(" ", "-").lower(),
+                             f"/ws from {remote}" + (f" ({known})" if known else ""))
         await ws.close(code=CLOSE_AUTH_FAILED, message=reason.encode()[:120])
         return None
 
@@ -283,7 +291,13 @@ class HttpTransport:
         """(why the hello is refused or None, claimed sender)."""
         if msg.type != aiohttp.WSMsgType.TEXT:
             return "no hello", ""
+        if len(msg.data) > self.limits.max_hello_bytes:
+            return "hello too large", ""
+        if not json_depth_ok(msg.data, self.limits.max_json_depth):
+            return "hello too deep", ""
         hello = json.loads(msg.data)
+        if not isinstance(hello, dict):
+            return "bad hello: not an object", ""
         peer = str(hello["from"])
         if hello.get("network") != self.network_id:
             return "other network", peer
@@ -296,3 +310,4 @@ class HttpTransport:
                                 signature):
             return "bad hello signature", peer
         return None, peer
+
