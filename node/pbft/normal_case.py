@@ -248,6 +248,10 @@ class NormalCase:
         if reason:
             if reason != "buffered":
                 self.out.drop(reason, self.ids[sender], pp.KIND)
+            if reason == "inadmissible request in batch":
+                # Proof enough that the primary is faulty (admission is deterministic, and an
+                # honest primary never proposes such a request): ask for a new view now.
+                self.views.start_view_change(self.log.view + 1)
             return
         log = self.log
         slot = log.slot(pp.seq)
