@@ -13,7 +13,8 @@ Endpoints (JSON unless noted):
   machine does not admit (personal data, free text: docs/security.md) gets 422 with the rule's
   name and goes no further (counted in `/status` as `refused_at_api`, logged without its
   content). 202 with the request key; with `?wait=SECONDS` (at most 30) 200 once this node
-  has executed it (its seq and this node's result; a client that needs the PBFT guarantee collects f+1 matching replies).
+  has executed it (its seq and this node's result; a client that needs the PBFT guarantee
+  collects f+1 matching replies).
 - `GET /ledger?start=SEQ&limit=N` this node's stored blocks (N at most 1000); with
   `&digests=1` only `[seq, batch digest]` pairs (N at most 10,000), for agreement checks.
 - `GET /state` last executed seq and the state digest, and on a ledger network the ledger's
