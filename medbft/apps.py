@@ -123,6 +123,9 @@ class LedgerApp:
             "flow": self.scenario.workload.flow,
             "replica": chosen,
             **counts,
+            # Refused at admission: never ordered, so in no block (rejections_by_reason
+            # counts only transactions that were ordered and rejected at execution).
+            "refused_at_admission": dict(sorted(self.traffic.refused.items())),
             "units": len(st.tables["units"]),
             "state_digest": ledger.state_digest().hex(),
             "digests_agree": len(at_top) == 1,

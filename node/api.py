@@ -9,9 +9,12 @@ handing a checked request to the replica, exactly as if it had arrived over the 
 Endpoints (JSON unless noted):
 - `POST /tx` submit a signed request: body `application/octet-stream` with the encoded
   Envelope(Request) a `node.client.Client` sends (or the bare encoded Request), or
-  `application/json` `{"envelope": "<hex>"}` / `{"request": "<hex>"}`. 202 with the request
-  key; with `?wait=SECONDS` (at most 30) 200 once this node has executed it (its seq and this
-  node's result; a client that needs the PBFT guarantee collects f+1 matching replies).
+  `application/json` `{"envelope": "<hex>"}` / `{"request": "<hex>"}`. A transaction the state
+  machine does not admit (personal data, free text: docs/security.md) gets 422 with the rule's
+  name and goes no further (counted in `/status` as `refused_at_api`, logged without its
+  content). 202 with the request key; with `?wait=SECONDS` (at most 30) 200 once this node
+  has executed it (its seq and this node's result; a client that needs the PBFT guarantee
+  collects f+1 matching replies).
 - `GET /ledger?start=SEQ&limit=N` this node's stored blocks (N at most 1000); with
   `&digests=1` only `[seq, batch digest]` pairs (N at most 10,000), for agreement checks.
 - `GET /state` last executed seq and the state digest, and on a ledger network the ledger's
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -46,6 +50,8 @@ from node.pbft import Replica
 from node.storage import Storage
 
 __all__ = ["MAX_BODY_BYTES", "NodeBackend", "build_app", "check_submission"]
+
+log = logging.getLogger("medbft.api")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
@@ -192,6 +198,8 @@ class _Api:
         self.server = server
         self.limits = limits
         self.buckets = TokenBuckets(limits.rate_per_s, limits.rate_burst)
+        self.refused: dict[str, int] = {}
+        """Submissions refused at admission, by rule."""
 
     async def index(self, request: web.Request) -> web.Response:
         return web.json_response({"node": self.server.id, "endpoints": [
@@ -236,6 +244,12 @@ class _Api:
                                       "replayed": True,
                                       "result": cached.result.decode(errors="replace"),
                                       "result_hex": cached.result.hex()})
+        rule = self.server.replica.sm.admissible(req.op)
+        if rule is not None:  # never reaches the replica, a block or a disk
+            self.refused[rule] = self.refused.get(rule, 0) + 1
+            log.info("refused %s at admission: %s", key, rule)
+            return web.json_response({"error": f"inadmissible transaction: {rule}",
+                                      "rule": rule, "key": key}, status=422)
         if wait_s <= 0:
             self.server.submit(envelope)
             return web.json_response({"key": key, "status": "submitted"}, status=202)
@@ -284,11 +298,16 @@ class _Api:
         return web.json_response({"key": key, "value": value,
                                   "last_executed": self.server.replica.last_executed})
 
+    def _status(self) -> dict[str, Any]:
+        status = self.server.status()
+        status["counters"]["refused_at_api"] = dict(sorted(self.refused.items()))
+        return status
+
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.server.status())
+        return web.json_response(self._status())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=prometheus_text(self.server.status()),
+        return web.Response(text=prometheus_text(self._status()),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Format": "prometheus-0.0.4"})
 
@@ -381,6 +400,9 @@ def prometheus_text(status: dict[str, Any]) -> str:
            [({"reason": k}, v) for k, v in c.get("refused", {}).items()])
     metric("ignored_messages_total", "counter", "Stale or duplicate messages, by reason.",
            [({"reason": k}, v) for k, v in c["ignored"].items()])
+    metric("refused_at_api_total", "counter",
+           "Submissions refused at admission by the API (never ordered), by rule.",
+           [({"rule": k}, v) for k, v in c.get("refused_at_api", {}).items()])
     metric("protocol_events_total", "counter", "Protocol trace events, by event.",
            [({"event": k}, v) for k, v in c["events"].items()])
     metric("storage_commits_total", "counter", "SQLite transactions committed.",

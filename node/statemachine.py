@@ -11,6 +11,10 @@ taken: `checkpoint(seq)` only remembers where the state was (`Versions`: the old
 key on its first write after the mark, an undo log), and `snapshot_at(seq)` serialises that
 state only when someone asks for it (a FETCH-STATE, a durable stable checkpoint).
 
+Admission: `admissible(op)` is asked before a request is ordered; what it refuses never
+enters a batch, so never a block or a disk (the ledger refuses personal data and free text
+this way; the key-value machine admits everything).
+
 Determinism rules for implementations: read only the state, the request and the `BlockInfo`
 agreed in consensus (never the wall clock or an unseeded random source); iterate in sorted
 order. `snapshot`/`snapshot_at` are canonical: equal states give equal bytes on every replica
@@ -43,6 +47,14 @@ class BlockInfo:
 
 
 class StateMachine(Protocol):
+    def admissible(self, op: bytes) -> str | None:
+        """None if `op` may be ordered, else the name of the rule that refuses it. A pure,
+        deterministic function of the bytes (and constant configuration such as a genesis),
+        never of the state: replicas run it when a request arrives and on every request of a
+        PRE-PREPARE, so a refused request is never ordered, executed or stored
+        (docs/security.md)."""
+        ...
+
     def execute(self, requests: list[Request], block: BlockInfo) -> list[bytes]:
         """Execute `requests` in order; return one result per request."""
         ...
@@ -137,6 +149,10 @@ class KeyValueStore:
         self.acc = 0
         self.versions = Versions()
         self.executed_at: dict[int, int] = {}
+
+    def admissible(self, op: bytes) -> str | None:
+        """Every op is admissible here (an unknown op is a no-op)."""
+        return None
 
     def execute(self, requests: list[Request], block: BlockInfo) -> list[bytes]:
         results = []

@@ -46,18 +46,19 @@ def world() -> bytes:
             src = "distributor-1"
         assert h.ship(src, [serial], org) == "ok"
     assert h.ship("manufacturer-1", [90], "pharmacy-1") == "ok"
-    assert h.tx("inspector-1", "RECALL_ISSUE", recall_id="R-setup", gtin=GTIN,
-                lots=["LOT-R"], reason="x", **{"class": "II"}) == "ok"
-    assert h.tx("inspector-1", "SUSPECT_FLAG", lot="LOT-S", basis="x") == "ok"
-    assert h.tx("inspector-1", "ILLEGITIMATE_NOTIFY", incident_id="inc-setup", lot="LOT-S",
+    assert h.tx("inspector-1", "RECALL_ISSUE", recall_id="recall-90", gtin=GTIN,
+                lots=["LOT-R"], reason="contamination", **{"class": "II"}) == "ok"
+    assert h.tx("inspector-1", "SUSPECT_FLAG", lot="LOT-S", basis="inspection") == "ok"
+    assert h.tx("inspector-1", "ILLEGITIMATE_NOTIFY", incident_id="inc-90", lot="LOT-S",
                 classification="diverted") == "ok"
-    assert h.anchor("clinician-1", "patient-1", "hospital-1", "r-h1") == "ok"
-    assert h.anchor("pharmacist-1", "patient-1", "pharmacy-1", "r-p1",
+    assert h.anchor("clinician-1", "patient-1", "hospital-1", "r-91") == "ok"
+    assert h.anchor("pharmacist-1", "patient-1", "pharmacy-1", "r-92",
                     "MedicationDispense") == "ok"
-    assert h.grant("patient-1", "hospital-1", "pharmacy-1", "c-setup") == "ok"
+    assert h.grant("patient-1", "hospital-1", "pharmacy-1", "c-89") == "ok"
     assert h.tx("clinician-1", "BREAK_GLASS", patient=P1H1,
                 reason_code="ETREAT").startswith("permit:break-glass:")
-    assert h.tx("inspector-1", "ORG_SUSPEND", org="hospital-2", reason="x") == "ok"
+    assert h.tx("inspector-1", "ORG_SUSPEND", org="hospital-2",
+                reason="compliance-investigation") == "ok"
     assert h.tx("patient-1", "BIOMETRIC_ENROLL", subject=P1H1, pi_commitment=sha("pi1"),
                 template_version=1, ad_ref_hash=sha("ad1")) == "ok"
     assert h.tx("patient-1", "BIOMETRIC_REVOKE", subject=P1H1) == "ok"
@@ -68,23 +69,23 @@ def body(kind: str, role: str) -> dict[str, Any]:
     """A transaction of `kind` that succeeds when `role` (acting for its org) may submit it."""
     org = ROLE_ORG[role]
     unit = epc(ORG_UNIT.get(org, 10))
-    record = "r-p1" if org == "pharmacy-1" else "r-h1"
+    record = "r-92" if org == "pharmacy-1" else "r-91"
     patient = pp("patient-1", org) if org in ("pharmacy-1", "hospital-1") else P1H1
     new_gtin_body = "0061414100002"
     return {
-        "CONSENT_GRANT": {"consent_id": "c-new", "patient": P1H1, "grantee": "hospital-2",
+        "CONSENT_GRANT": {"consent_id": "c-90", "patient": P1H1, "grantee": "hospital-2",
                               "actions": ["access"], "purposes": ["TREAT"],
                               "period": {"start": "2025-01-01T00:00:00Z",
                                       "end": "2026-01-01T00:00:00Z"},
-                              "doc_commitment": sha("c-new")},
-        "CONSENT_REVOKE": {"consent_id": "c-setup"},
-        "ACCESS_REQUEST": dict(patient=P1H1, purpose="TREAT", record_id="r-h1",
+                              "doc_commitment": sha("c-90")},
+        "CONSENT_REVOKE": {"consent_id": "c-89"},
+        "ACCESS_REQUEST": dict(patient=P1H1, purpose="TREAT", record_id="r-91",
                                **({"scope": "metadata"} if role == "inspector" else {})),
         "BREAK_GLASS": {"patient": P1H1, "reason_code": "ETREAT"},
         "BREAK_GLASS_REVIEW": {"review_id": review_id(), "outcome": "justified"},
-        "RECORD_ANCHOR": {"record_id": "r-new", "patient": patient,
+        "RECORD_ANCHOR": {"record_id": "r-93", "patient": patient,
                               "resource_type": "MedicationDispense" if role == "pharmacist"
-                              else "Observation", "commitment": sha("r-new"),
+                              else "Observation", "commitment": sha("r-93"),
                               "fhir_version": "4.0.1"},
         "RECORD_AMEND": {"record_id": record, "prev_commitment": sha(record),
                              "new_commitment": sha(record + "v2")},
@@ -97,20 +98,20 @@ def body(kind: str, role: str) -> dict[str, Any]:
         "EPCIS_DISPENSE": {"epcs": [unit], "event_hash": ev("disp")},
         "EPCIS_DESTROY": {"epcs": [unit], "event_hash": ev("dest"), "reason": "damaged"},
         "PRODUCT_VERIFY": {"epc": unit, "lot": "LOT-A1", "expiry": "2026-12-31"},
-        "IMMUNIZATION_ADMINISTER": {"record_id": "imm-new", "patient": patient, "epc": unit,
+        "IMMUNIZATION_ADMINISTER": {"record_id": "imm-93", "patient": patient, "epc": unit,
                                         "vaccine_code": "140", "commitment": sha("imm")},
         "ADVERSE_EVENT_REPORT": {"lot": "LOT-A1", "severity": "mild", "patient": P1H1,
                                      "report_commitment": sha("ae")},
         "SUSPECT_FLAG": {"lot": "LOT-A1", "basis": "inspection"},
         "SUSPECT_CLEAR": {"lot": "LOT-S"},
-        "ILLEGITIMATE_NOTIFY": {"incident_id": "inc-new", "lot": "LOT-S",
+        "ILLEGITIMATE_NOTIFY": {"incident_id": "inc-91", "lot": "LOT-S",
                                     "classification": "counterfeit"},
-        "NOTIFICATION_TERMINATE": {"incident_id": "inc-setup"},
-        "RECALL_ISSUE": dict(recall_id="R-new", gtin=GTIN, lots=["LOT-A1"], reason="x",
-                             **{"class": "I"}),
-        "RECALL_ACK": {"recall_id": "R-setup", "on_hand": 0},
-        "RECALL_CLOSE": {"recall_id": "R-setup"},
-        "ORG_SUSPEND": {"org": "dist-1", "reason": "licence"},
+        "NOTIFICATION_TERMINATE": {"incident_id": "inc-90"},
+        "RECALL_ISSUE": dict(recall_id="recall-91", gtin=GTIN, lots=["LOT-A1"],
+                             reason="contamination", **{"class": "I"}),
+        "RECALL_ACK": {"recall_id": "recall-90", "on_hand": 0},
+        "RECALL_CLOSE": {"recall_id": "recall-90"},
+        "ORG_SUSPEND": {"org": "dist-1", "reason": "license-revoked"},
         "ORG_REINSTATE": {"org": "hospital-2"},
         "BIOMETRIC_ENROLL": {"subject": P1H1, "pi_commitment": sha("pi2"), "template_version": 2,
                                  "ad_ref_hash": sha("ad2")},
@@ -168,7 +169,7 @@ def test_read_audit_log_row(role: str) -> None:
     h = fresh()
     h.tx("manufacturer-1", "ACCESS_REQUEST", patient=P1H1, purpose="TREAT")   # deny, audited
     h.tx("clinician-1", "ACCESS_REQUEST", patient=P1H1, purpose="TREAT")      # permit
-    h.tx("distributor-1", "RECALL_CLOSE", recall_id="R-setup")                 # rejected
+    h.tx("distributor-1", "RECALL_CLOSE", recall_id="recall-90")                 # rejected
     who = ROLE_ACTOR[role]
     seen = audit_entries(h.ledger, who)
     everything = len(h.ledger.state.audit.entries)

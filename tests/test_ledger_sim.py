@@ -42,7 +42,11 @@ def test_vaccine_recall_blocks_the_lot_and_lists_the_exposure() -> None:
     assert exposure["recall"]["status"] == "closed"
     assert exposure["patients"], "the lot reached patients: they are on the list"
     assert ledger["txs_by_kind"]["IMMUNIZATION_ADMINISTER"]["ok"] > 0
-    assert {"phi-field:birthDate", "role-not-permitted"} <= set(ledger["rejections_by_reason"])
+    assert "role-not-permitted" in ledger["rejections_by_reason"]
+    # Personal data is refused at admission: never ordered, so never rejected in a block.
+    refused = ledger["refused_at_admission"]
+    assert {"phi-field:birthDate", "not-a-code:reason"} & set(refused), refused
+    assert not any(r.startswith(("phi-", "not-a-code")) for r in ledger["rejections_by_reason"])
 
 
 def test_counterfeit_is_caught_flagged_and_notified() -> None:
@@ -77,7 +81,10 @@ def test_invariants_hold_through_primary_crash_and_loss() -> None:
     summary = run("primary-crash.yaml", "workload.clients=7", "network.loss=0.02",
                   "duration=5s")
     assert summary["view_changes"] >= 1
-    assert summary["ledger"]["transactions"] == summary["requests"]["committed"]
+    # Settled requests: those ordered (each a ledger transaction) and those refused at
+    # admission (answered, never ordered).
+    refused = sum(summary["ledger"]["refused_at_admission"].values())
+    assert summary["ledger"]["transactions"] == summary["requests"]["committed"] - refused
 
 
 def test_same_seed_same_ledger() -> None:

@@ -123,7 +123,10 @@ async def _api_checks(net: NetworkDir, tmp_path: Path) -> None:
             assert status == 400 and "envelope" in str(body["error"])
             status, body = await post(b"hello", "text/plain")
             assert status == 415
-            good = _signed_request(net, b"put a 1")
+            status, body = await post(_signed_request(net, b"put a 1"))
+            assert status == 422 and body["rule"] == "malformed", body  # not a ledger tx
+            from node.ledger import encode_tx
+            good = _signed_request(net, encode_tx("GTIN_REGISTER", gtin="00614141000012"))
             forged = bytearray(good)
             forged[-3] ^= 0xFF
             status, body = await post(bytes(forged))
@@ -280,7 +283,11 @@ def test_a_real_cluster_runs_the_ledger_and_rejects_bad_transactions_with_reason
     assert ledger["heads_agree"] and len(ledger["heads"]) == 4
     assert len({h["head"] for h in ledger["heads"].values()}) == 1
     committed = summary["requests"]["committed"]
-    assert committed > 0 and ledger["transactions"] == committed
+    # Personal data and non-canonical JSON are refused at admission: answered, never ordered.
+    refused = ledger["refused_at_admission"]
+    assert refused and set(refused) <= {"phi-field:birthDate", "not-a-code:reason",
+                                        "non-canonical"}, refused
+    assert committed > 0 and ledger["transactions"] == committed - sum(refused.values())
     rejected = sum(k["rejected"] for k in ledger["txs_by_kind"].values())
     assert rejected > 0 and sum(ledger["rejections_by_reason"].values()) == rejected
     assert "role-not-permitted" in ledger["rejections_by_reason"]
@@ -288,3 +295,64 @@ def test_a_real_cluster_runs_the_ledger_and_rejects_bad_transactions_with_reason
     assert {"GTIN_REGISTER", "EPCIS_COMMISSION"} <= kinds, "the manufacturer traded"
     assert kinds & {"ACCESS_REQUEST", "RECORD_ANCHOR", "CONSENT_GRANT"}, "clinical roles too"
     assert ledger["audit_entries"] >= rejected
+
+
+# -- personal data never reaches a disk ---------------------------------------------------------
+
+PHI_STRINGS = (b"Peter Chalmers", b"1974-12-25", b"MRN-48213", b"HIV")
+
+
+def _signed(net: NetworkDir, op: bytes, timestamp: int) -> bytes:
+    keys = Keyring(net.identity("client-1"), net.membership.public_keys())
+    unsigned = m.Request(op, timestamp, "client-1", 0, b"")
+    req = m.Request(op, timestamp, "client-1", 0, keys.sign(m.encode(unsigned)))
+    return m.encode(m.Envelope("client-1", m.encode(req), b""))
+
+
+async def _submit_phi(net: NetworkDir) -> None:
+    from node.ledger import encode_tx
+    from node.ledger.genesis import pseudonym_for
+
+    patient = pseudonym_for("client-2", "hospital-1")
+    anchor = encode_tx("RECORD_ANCHOR", record_id="rec-1", patient=patient,
+                       resource_type="Observation", commitment="sha256:" + "0" * 64,
+                       fhir_version="4.0.1", name="Peter Chalmers", birthDate="1974-12-25")
+    suspend = encode_tx("ORG_SUSPEND", org="pharmacy-1",
+                        reason="Peter Chalmers, born 1974-12-25, MRN-48213, HIV positive")
+    good = encode_tx("ORG_SUSPEND", org="pharmacy-1", reason="compliance-investigation")
+    async with aiohttp.ClientSession() as s:
+        async def post(node: str, body: bytes, query: str = "") -> tuple[int, Any]:
+            async with s.post(f"{net.url(node)}/tx{query}", data=body,
+                              headers={"Content-Type": "application/octet-stream"}) as r:
+                return r.status, await r.json()
+
+        for k, node in enumerate(net.membership.node_ids):
+            status, body = await post(node, _signed(net, anchor, 1 + k))
+            assert status == 422 and body["rule"] == "phi-field:birthDate", body
+            status, body = await post(node, _signed(net, suspend, 10 + k))
+            assert status == 422 and body["rule"] == "not-a-code:reason", body
+        # An admissible transaction of the same client is ordered and stored everywhere.
+        status, body = await post(net.membership.node_ids[0], _signed(net, good, 20), "?wait=20")
+        assert status == 200 and body["result"].startswith(("ok", "rejected:")), body
+        async with s.get(f"{net.url(net.membership.node_ids[0])}/status") as r:
+            counters = (await r.json())["counters"]
+        assert counters["refused_at_api"] == {"not-a-code:reason": 1,
+                                              "phi-field:birthDate": 1}
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_personal_data_is_refused_by_the_api_and_lands_on_no_disk(tmp_path: Path) -> None:
+    """A RECORD_ANCHOR with a name and a birth date, and a suspension whose reason tells a
+    patient's story, submitted to every node of a 4-node HTTP cluster: 422 with the rule's
+    name; afterwards no file under the network, data or log directories (SQLite files and
+    their journals included) holds any of the personal strings."""
+    with real_cluster(tmp_path, "http") as cluster:
+        net = cluster.net
+        asyncio.run(_submit_phi(net))
+        poll(lambda: _agree(net, list(net.membership.node_ids)), 20, "all nodes to execute")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in files) and any(p.suffix == ".log" for p in files)
+    leaks = {str(p.relative_to(tmp_path)): [s.decode() for s in PHI_STRINGS
+                                            if s in p.read_bytes()] for p in files}
+    assert {p: found for p, found in leaks.items() if found} == {}

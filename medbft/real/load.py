@@ -383,6 +383,9 @@ async def _summarise(session: aiohttp.ClientSession, net: NetworkDir, spec: Load
     last_commit = max((r.commit_ns for r in records if r.commit_ns), default=0)
     unsettled = workload.submitted - workload.settled
     ledger = await _ledger_summary(session, net, spec)
+    refused = getattr(workload.ops, "refused", None)
+    if ledger is not None and refused is not None:  # answered by the replicas, never ordered
+        ledger["refused_at_admission"] = dict(sorted(refused.items()))
     if ledger is not None and not ledger["heads_agree"]:
         ledgers["ok"] = False  # same height, different chain heads: execution diverged
         ledgers["violations"].append({"ledger_heads": ledger["heads"]})

@@ -78,6 +78,8 @@ class LedgerTraffic(TrafficState):
         self.event_at_ns = event_at_ns if event_at_ns is not None else duration_ns // 2
         self.duration_ns = duration_ns
         self.pending: dict[tuple[str, int], Pending] = {}
+        #: Requests the replicas refused at admission (never ordered), by rule.
+        self.refused: dict[str, int] = {}
         self.supply = SupplyChain(self)
         self.care = Care(self)
         self.consent = Consent(self)
@@ -108,6 +110,9 @@ class LedgerTraffic(TrafficState):
         pending = self.pending.pop((cid, session), None)
         if pending is None:
             return
+        if result.startswith(b"refused:"):
+            rule = result[8:].decode(errors="replace")
+            self.refused[rule] = self.refused.get(rule, 0) + 1
         if result.startswith((b"ok", b"permit")):
             pending.on_ok(result)
         else:

@@ -242,6 +242,9 @@ class CheckedLedger:
     def violations(self) -> list[str]:
         return self.checker.violations
 
+    def admissible(self, op: bytes) -> str | None:
+        return self.ledger.admissible(op)
+
     def execute(self, requests: list[Request], block: BlockInfo) -> list[bytes]:
         results = self.ledger.execute(requests, block)
         self.checker.after_block()

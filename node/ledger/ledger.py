@@ -4,7 +4,8 @@ Why this exists: a committed PBFT batch becomes a block here. For each request, 
 order: decode and shape-check the transaction (txs.py), look up the signer's registered
 party (its role comes from the genesis, never from the transaction), raise the counterfeit
 signal for a re-commissioned serial, apply deny-by-default (roles.py), then the kind's rules
-(rules.py). A rejection returns `rejected:<reason>` and writes one audit entry; an access
+(rules.py). A rejection returns `rejected:<reason>` and writes one audit entry that holds the
+transaction's digest and the reason, never its fields (docs/security.md); an access
 decision returns `permit:<rule>` or `deny:<rule>` and writes one audit entry. Then the block
 header is appended: height, view, seq, agreed timestamp, previous block hash, Merkle root of
 the transactions and the state digest after them (the view is kept beside the block, not in
@@ -27,7 +28,7 @@ from node.ledger.genesis import LedgerGenesis
 from node.ledger.roles import may_submit
 from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
 from node.ledger.state import _ENC, State
-from node.ledger.txs import TxError, decode_tx
+from node.ledger.txs import TxError, admissible, decode_tx
 from node.messages import Request
 from node.statemachine import Accept, BlockInfo
 
@@ -35,8 +36,6 @@ __all__ = ["Ledger", "merkle_root", "tx_leaf"]
 
 _EMPTY_ROOT = hashlib.sha256(b"").digest()
 _ZERO = bytes(32)
-_TARGET_FIELDS = ("patient", "subject", "epc", "record_id", "consent_id", "recall_id", "lot",
-                  "review_id", "incident_id", "gtin", "org")
 
 
 def tx_leaf(req: Request) -> bytes:
@@ -59,15 +58,6 @@ def merkle_root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
-def _target(tx: dict[str, object]) -> str:
-    for key in _TARGET_FIELDS:
-        value = tx.get(key)
-        if type(value) is str:
-            return value
-    epcs = tx.get("epcs")
-    return epcs[0] if type(epcs) is list and epcs and type(epcs[0]) is str else ""
-
-
 class Ledger:
     """The deterministic healthcare ledger; implements the StateMachine protocol."""
 
@@ -80,6 +70,25 @@ class Ledger:
         self.views: dict[int, int] = {}
 
     # -- StateMachine -------------------------------------------------------------------------
+
+    def admissible(self, op: bytes) -> str | None:
+        """None if `op` may be ordered, else the admission rule that refuses it: the shape,
+        personal-data, vocabulary and pattern checks of txs.decode_tx, and that an
+        organisation or grantee it names exists in the genesis. Depends on the bytes and the
+        genesis only, never on state: every honest replica gives the same answer at any time."""
+        reason = admissible(op)
+        if reason is not None:
+            return reason
+        tx = decode_tx(op)
+        g = self.genesis
+        for key in ("to", "org"):
+            if key in tx and tx[key] not in g.orgs:
+                return f"unknown-party:{key}"
+        grantee = tx.get("grantee")
+        if grantee is not None and not (grantee in g.orgs or grantee in g.parties
+                                        or grantee.startswith("role:")):
+            return "unknown-party:grantee"
+        return None
 
     def execute(self, requests: list[Request], block: BlockInfo) -> list[bytes]:
         """Apply `requests` in order as one block; return one result per request."""
@@ -177,16 +186,16 @@ class Ledger:
             result = HANDLERS[kind](Ctx(st, self.genesis, party, tx, height, index, now_ns,
                                         today))
         except TxError as exc:
-            return self._reject(req, kind, tx, exc.reason, height, index)
+            return self._reject(req, kind, exc.reason, height, index)
         st.count("ok", kind)
         return result
 
-    def _reject(self, req: Request, kind: str, tx: dict[str, object], reason: str,
+    def _reject(self, req: Request, kind: str, reason: str,
                 height: int, index: int) -> bytes:
         st = self.state
-        target = _target(tx)
-        st.add_audit((height, index, req.client, kind, target, "rejected", reason),
-                     target if target.startswith("pp:") else None)
+        # Digest and reason only: a rejected transaction's fields never enter the state.
+        target = "sha256:" + hashlib.sha256(req.op).hexdigest()
+        st.add_audit((height, index, req.client, kind, target, "rejected", reason), None)
         st.count("rejected", kind)
         st.count("reasons", reason)
         return b"rejected:" + reason.encode()

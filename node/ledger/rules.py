@@ -23,6 +23,13 @@ from typing import Any
 from node.ledger.genesis import LedgerGenesis, Party
 from node.ledger.state import State
 from node.ledger.txs import TxError, gtin_of, is_commitment, is_event_hash
+from node.ledger.vocab import (
+    CONSENT_ACTIONS,
+    ILLEGITIMATE_CLASSES,
+    PURPOSES,
+    RESOURCE_TYPES,
+    SEVERITIES,
+)
 
 __all__ = ["ACCESS_KINDS", "HANDLERS", "Ctx", "Reject", "blocked_reason", "decide_access"]
 
@@ -30,11 +37,6 @@ Reject = TxError
 
 NS_PER_DAY = 86_400 * 10**9
 NOTIFY_DEADLINE_NS = 86_400 * 10**9  # ILLEGITIMATE_NOTIFY within 24 h of the SUSPECT_FLAG
-RESOURCE_TYPES = frozenset({"Immunization", "Observation", "DocumentReference", "Condition",
-                            "DiagnosticReport", "AllergyIntolerance", "MedicationDispense",
-                            "MedicationRequest", "Procedure"})
-CONSENT_ACTIONS = frozenset({"access", "collect", "use", "disclose"})
-PURPOSES = frozenset({"TREAT", "ETREAT", "PUBHLTH", "HRESCH", "HPAYMT", "HOPERAT"})
 RECEIVERS = frozenset({"hospital", "pharmacy", "distributor", "manufacturer"})
 MOVABLE = ("active", "in_progress")            # may be shipped or destroyed
 HELD = ("in_progress", "dispensed")            # may be administered by its custodian
@@ -393,7 +395,7 @@ def immunization_administer(ctx: Ctx) -> bytes:
 def adverse_event_report(ctx: Ctx) -> bytes:
     tx = ctx.tx
     _need(ctx.st.get("lots", tx["lot"]) is not None, "unknown-lot")
-    _need(tx["severity"] in ("mild", "moderate", "severe", "death"), "bad-field:severity")
+    _need(tx["severity"] in SEVERITIES, "not-a-code:severity")
     _need(is_commitment(tx["report_commitment"]), "bad-commitment")
     patient = tx.get("patient")
     if ctx.party.role == "patient":
@@ -438,8 +440,7 @@ def illegitimate_notify(ctx: Ctx) -> bytes:
     flag = ctx.st.get("suspects", key)
     _need(flag is not None, "no-suspect-flag")
     assert flag is not None
-    _need(tx["classification"] in ("counterfeit", "diverted", "stolen", "adulterated",
-                                   "fraudulent", "unfit"), "bad-field:classification")
+    _need(tx["classification"] in ILLEGITIMATE_CLASSES, "not-a-code:classification")
     _need(ctx.st.get("incidents", tx["incident_id"]) is None, "duplicate-incident")
     compliant = ctx.now_ns - flag[3] <= NOTIFY_DEADLINE_NS
     ctx.st.put("incidents", tx["incident_id"], (key, tx["classification"], ctx.party.id,

@@ -5,9 +5,13 @@ Why this exists: a transaction is signed bytes, so it must have exactly one enco
 JSON: sorted keys, no whitespace, ASCII), and nothing may reach the rules before its shape is
 known. The guard runs first and rejects any field that would carry personal data or a raw
 biometric vector (invariant 6 of docs/ledger.md#invariants); then the schema rejects unknown
-fields and wrong types. Off-chain documents (FHIR R4 resources, EPCIS 2.0 events) appear on the
-chain only as commitments: `sha256:<hex>` of salt + canonical JSON for records, and an EPCIS
-event hash `ni:///sha-256;<hex>?ver=CBV2.0` for events.
+fields and wrong types; then every string must be a code of a closed vocabulary or match a
+strict identifier pattern (vocab.py), so no field can carry free text. `admissible(op)` is the
+same check as a yes/no answer: replicas run it before a request is ordered (admission,
+docs/security.md), so a refused transaction never reaches a block or a disk. Off-chain
+documents (FHIR R4 resources, EPCIS 2.0 events) appear on the chain only as commitments:
+`sha256:<hex>` of salt + canonical JSON for records, and an EPCIS event hash
+`ni:///sha-256;<hex>?ver=CBV2.0` for events.
 
 Must not know: roles, state or time. Every check here is a pure function of the bytes.
 """
@@ -19,12 +23,16 @@ import json
 import re
 from typing import Any
 
+from node.ledger.vocab import check_value
+
 __all__ = [
     "MAX_EPCS",
+    "MAX_INT",
     "MAX_TX_BYTES",
     "PHI_FIELDS",
     "SCHEMA",
     "TxError",
+    "admissible",
     "canonical",
     "commitment",
     "decode_tx",
@@ -40,6 +48,7 @@ MAX_TX_BYTES = 8192
 MAX_EPCS = 100
 MAX_TEXT = 128
 MAX_VECTOR = 16  # a list of more numbers than this looks like a raw biometric vector
+MAX_INT = 2**31 - 1  # integer fields (counts, versions) lie in [0, MAX_INT]
 
 #: Field names (compared lower-case, without '_' or '-') that would carry personal data.
 PHI_FIELDS = frozenset({
@@ -87,6 +96,11 @@ SCHEMA: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "BIOMETRIC_REVOKE": ({"subject": _S}, {}),
 }
 
+#: Every field name of every kind: the only names a rejection reason may echo (a reason is
+#: logged, counted and served; an unknown name is the submitter's free text).
+KNOWN_FIELDS = frozenset({key for req, opt in SCHEMA.values() for key in (*req, *opt)}
+                         | {"start", "end"})
+
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                             allow_nan=False)
 _COMMITMENT_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -115,7 +129,8 @@ def encode_tx(kind: str, **fields: Any) -> bytes:
 def decode_tx(op: bytes) -> dict[str, Any]:
     """Parse and check a transaction's shape; raise TxError with the reason if it is bad.
 
-    Order: size, JSON, canonical form, personal-data guard, kind, schema.
+    Order: size, JSON, canonical form, personal-data guard, kind, schema, values
+    (vocabularies and patterns).
     """
     if len(op) > MAX_TX_BYTES:
         raise TxError("too-large")
@@ -132,7 +147,56 @@ def decode_tx(op: bytes) -> dict[str, Any]:
     if schema is None:
         raise TxError("unknown-kind")
     _check_schema(tx, *schema)
+    _check_values(tx)
     return tx
+
+
+def admissible(op: bytes) -> str | None:
+    """None if `op` may be ordered, else the name of the rule that refuses it (the reason
+    decode_tx would give). A pure function of the bytes: every honest replica answers the same,
+    so it can refuse a request before ordering and a PRE-PREPARE that carries one."""
+    try:
+        decode_tx(op)
+    except TxError as exc:
+        return exc.reason
+    return None
+
+
+def _check_values(tx: dict[str, Any]) -> None:
+    """Every string (and list item, and the consent period's two times) against its rule."""
+    kind = tx["kind"]
+    for key, value in tx.items():
+        if key == "kind":
+            continue
+        kind_of = type(value)
+        if kind_of is str:
+            _check_string(kind, key, value)
+        elif kind_of is list:
+            if not all(type(item) is str for item in value):
+                raise TxError(f"bad-field:{key}")
+            if len(set(value)) != len(value):
+                raise TxError(f"bad-field:{key}")
+            for item in value:
+                _check_string(kind, key, item)
+        elif kind_of is dict:  # CONSENT_GRANT.period, the only dict field
+            if sorted(value) != ["end", "start"] or not all(
+                    type(v) is str for v in value.values()):
+                raise TxError("bad-period")
+            for sub in ("start", "end"):
+                if check_value(kind, sub, value[sub]) is not None:
+                    raise TxError("bad-period")
+        elif kind_of is int and not 0 <= value <= MAX_INT:
+            raise TxError(f"bad-field:{key}")
+
+
+def _check_string(kind: str, key: str, value: str) -> None:
+    broken = check_value(kind, key, value)
+    if broken is not None:
+        raise TxError(broken)
+    if key in ("epc", "epcs") and gtin_of(value) is None:
+        raise TxError(f"bad-field:{key}")
+    if key == "gtin" and gtin_check_digit(value[:13]) != value[13]:
+        raise TxError("bad-field:gtin")
 
 
 def _guard_phi(obj: dict[str, Any], depth: int) -> None:
@@ -146,7 +210,7 @@ def _guard_phi(obj: dict[str, Any], depth: int) -> None:
             _guard_phi(value, depth + 1)
         elif kind is list and len(value) > MAX_VECTOR and all(
                 type(v) in (int, float) for v in value):
-            raise TxError(f"phi-vector:{key}")
+            raise TxError(f"phi-vector:{key}" if key in KNOWN_FIELDS else "phi-vector")
 
 
 def _check_schema(tx: dict[str, Any], required: dict[str, type],
@@ -155,8 +219,8 @@ def _check_schema(tx: dict[str, Any], required: dict[str, type],
         if key == "kind":
             continue
         want = required.get(key) or optional.get(key)
-        if want is None:
-            raise TxError(f"unknown-field:{key}")
+        if want is None:  # the key itself is the submitter's text: never echo it
+            raise TxError(f"unknown-field:{key}" if key in KNOWN_FIELDS else "unknown-field")
         if type(value) is not want:
             raise TxError(f"bad-field:{key}")
         if want is str and not 0 < len(value) <= MAX_TEXT:  # type: ignore[arg-type]

@@ -10,6 +10,13 @@ machine, whose results go back to the clients (once: the reply cache is replicat
 `checkpoint_interval` batches it hands the state to node.pbft.checkpoint (which remembers it,
 serialising nothing).
 
+Admission (docs/security.md): a request the state machine refuses (`sm.admissible(op)`, a pure
+function of the bytes) is never put in `pending`, never ordered and never stored; every honest
+replica answers it at once with `refused:<rule>` (not cached: the reply cache is replicated
+state), the primary relays it so that f+1 replicas answer without waiting for the client to
+retransmit, and backups refuse a PRE-PREPARE that carries one, so a primary that proposes it
+is replaced by a view change.
+
 What it must not know: message authentication (node.pbft.replica checks MACs before anything
 reaches a handler), how a view change is decided (node.pbft.view_change), how state is
 fetched (node.pbft.transfer). It calls those parts directly; they call back through the
@@ -98,6 +105,10 @@ class NormalCase:
         if reason:
             self.out.drop(reason, req.client, req.KIND)
             return
+        refused = self.sm.admissible(req.op)
+        if refused is not None:
+            self._refuse(req, refused, from_client)
+            return
         cached = self.replies.get((req.client, req.session))
         if cached is not None and cached.timestamp == req.timestamp:
             # Already executed: answer again from the reply cache (exactly-once, §4.1).
@@ -122,6 +133,29 @@ class NormalCase:
             if log.view_active:
                 self.out.send(primary_of(log.view, self.n), req)
             self.wait_for(key)
+
+    def _refuse(self, req: m.Request, rule: str, from_client: bool) -> None:
+        """An inadmissible request: count it, answer `refused:<rule>` and forget it. The rule
+        is a name from a closed set (never the request's content). The primary relays it once
+        to the backups (they check it themselves) so the client gets f+1 matching answers."""
+        self.out.drop("inadmissible request", req.client, req.KIND)
+        self.out.trace("refused", client=req.client, session=req.session,
+                       timestamp=req.timestamp, rule=rule)
+        self.out.send(req.client, m.Reply(self.log.view, req.timestamp, req.client,
+                                          req.session, self.me, b"refused:" + rule.encode()))
+        if from_client and self.is_primary():
+            self.out.bcast(req)
+
+    def batch_refusal(self, requests: tuple[m.Request, ...]) -> str | None:
+        """Why a batch (of a PRE-PREPARE, or fetched) may not be accepted, or None: a request
+        whose client signature fails, or one the state machine does not admit."""
+        for req in requests:
+            if not self.valid_request(req):
+                return "bad request signature in batch"
+        for req in requests:
+            if self.sm.admissible(req.op) is not None:
+                return "inadmissible request in batch"
+        return None
 
     def _send_reply(self, client: str, session: int, cached: CachedReply) -> None:
         reply = m.Reply(self.log.view, cached.timestamp, client, session, self.me, cached.result)
@@ -214,6 +248,10 @@ class NormalCase:
         if reason:
             if reason != "buffered":
                 self.out.drop(reason, self.ids[sender], pp.KIND)
+            if reason == "inadmissible request in batch":
+                # Proof enough that the primary is faulty (admission is deterministic, and an
+                # honest primary never proposes such a request): ask for a new view now.
+                self.views.start_view_change(self.log.view + 1)
             return
         log = self.log
         slot = log.slot(pp.seq)
@@ -247,10 +285,7 @@ class NormalCase:
             return "empty pre-prepare"
         if len(pp.batch.requests) > self.config.batch_size:
             return "batch too large"
-        for req in pp.batch.requests:
-            if not self.valid_request(req):
-                return "bad request signature in batch"
-        return None
+        return self.batch_refusal(pp.batch.requests)
 
     def on_prepare(self, sender: int, p: m.Prepare) -> None:
         reason = self._ignore_normal(sender, p)

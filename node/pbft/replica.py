@@ -272,6 +272,9 @@ class Replica:
     def valid_request(self, req: m.Request) -> bool:
         return self.normal.valid_request(req)
 
+    def batch_refusal(self, requests: tuple[m.Request, ...]) -> str | None:
+        return self.normal.batch_refusal(requests)
+
     def execute(self, seq: int, view: int, digest: bytes, batch: m.Batch) -> None:
         self.normal.execute(seq, view, digest, batch)
 

@@ -49,6 +49,10 @@ class TransferHost(Protocol):
 
     def valid_request(self, req: m.Request) -> bool: ...
 
+    def batch_refusal(self, requests: tuple[m.Request, ...]) -> str | None:
+        """Why a fetched batch may not be accepted (a bad signature, an inadmissible request),
+        or None."""
+
     def execute(self, seq: int, view: int, digest: bytes, batch: m.Batch) -> None: ...
 
     def maybe_execute(self) -> None:
@@ -123,10 +127,10 @@ class StateTransfer:
         digest = bd.batch.digest()
         if digest not in self.missing_batches:
             return  # not asked for (or already have it): ignore quietly
-        for req in bd.batch.requests:
-            if not self.host.valid_request(req):
-                self.out.drop("bad request signature in batch", self.ids[sender], bd.KIND)
-                return
+        refused = self.host.batch_refusal(bd.batch.requests)
+        if refused is not None:
+            self.out.drop(refused, self.ids[sender], bd.KIND)
+            return
         del self.missing_batches[digest]
         self.log.batches[digest] = bd.batch
         self.host.maybe_execute()
