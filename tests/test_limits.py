@@ -28,8 +28,11 @@ NODE = "hospital-1"
 
 
 def _network(tmp_path: Path) -> NetworkDir:
+    """A key-value network: the limits are the transport's, whatever the app (a ledger node
+    would refuse `put a 1` at admission before any limit below is reached)."""
     return init_network(tmp_path / "net", default_node_ids(4), clients=1, ports=free_ports(4),
-                        protocol={"view_change_timeout_ms": 300, "client_timeout_ms": 300})
+                        protocol={"view_change_timeout_ms": 300, "client_timeout_ms": 300},
+                        state_machine="kv")
 
 
 def _signed(net: NetworkDir, op: bytes, timestamp: int = 1) -> bytes:
