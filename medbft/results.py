@@ -34,6 +34,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,7 @@ def clear_run_dir(out: Path) -> tuple[dict[str, Any] | None, set[str]]:
     return previous, set(_files(out))
 
 
-def write_manifest(out: Path, kept: set[str] = frozenset(), **extra: Any) -> list[str]:
+def write_manifest(out: Path, kept: AbstractSet[str] = frozenset(), **extra: Any) -> list[str]:
     """Add `files` (every file in `out` but `kept`, relative, sorted) and `extra` to run.json;
     the next run into `out` removes exactly these. Returns the list."""
     info: dict[str, Any] = {}
