@@ -160,12 +160,13 @@ def check_run_dir(out: Path, force: bool = False, flag: str = "--out") -> None:
                          f"pick another folder, or pass --force to write into it anyway")
 
 
-def _manifest(out: Path) -> list[str]:
+def _manifest(out: Path, key: str = "files") -> list[str]:
+    """run.json's `files` (what the run wrote) or `kept` (what it found and left alone)."""
     try:
         info = json.loads((out / RUN).read_text())
     except (OSError, ValueError):
         return []
-    files = info.get("files") if isinstance(info, dict) else None
+    files = info.get(key) if isinstance(info, dict) else None
     return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
@@ -174,11 +175,12 @@ def _files(out: Path) -> list[str]:
 
 
 def clear_run_dir(out: Path) -> tuple[dict[str, Any] | None, set[str]]:
-    """Remove what an earlier run wrote into `out`: its manifest's files, the files a run
-    writes and everything under plots/. Returns (the earlier run's summary or None, the
+    """Remove what an earlier run wrote into `out` (a run folder; nothing is removed from
+    any other folder): its manifest's files, the files a run writes and everything under
+    plots/ but the manifest's `kept` files. Returns (the earlier run's summary or None, the
     files left in place: not written by a run)."""
-    if not out.is_dir():
-        return None, set()
+    if not out.is_dir() or not is_run_dir(out):
+        return None, set(_files(out)) if out.is_dir() else set()
     previous = None
     if (out / SUMMARY).is_file():
         try:
@@ -186,36 +188,46 @@ def clear_run_dir(out: Path) -> tuple[dict[str, Any] | None, set[str]]:
         except ValueError:
             previous = {}
     resolved = out.resolve()
+    kept = {out / name for name in _manifest(out, "kept")}
+    emptied: set[Path] = set()
     for name in {*_manifest(out), *RUN_FILES}:
         path = out / name
         inside = path.parent.resolve() == resolved or resolved in path.parent.resolve().parents
         if inside and ".." not in Path(name).parts and (path.is_file() or path.is_symlink()):
             path.unlink()  # a symlink itself, never what it points to
+            emptied.update(p for p in path.parents if resolved in p.resolve().parents)
     plots = out / PLOTS
     if plots.is_symlink():
         plots.unlink()
     elif plots.is_dir():
         for path in sorted(plots.rglob("*"), reverse=True):
             if path.is_dir() and not path.is_symlink():
-                path.rmdir()
-            else:
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif path not in kept:
                 path.unlink()
-        plots.rmdir()
-    for path in sorted(out.rglob("*"), reverse=True):  # folders a manifest emptied
+        if not any(plots.iterdir()):
+            plots.rmdir()
+    for path in sorted(emptied, reverse=True):  # folders the manifest's files emptied
         if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
     return previous, set(_files(out))
 
 
 def write_manifest(out: Path, kept: AbstractSet[str] = frozenset(), **extra: Any) -> list[str]:
-    """Add `files` (every file in `out` but `kept`, relative, sorted) and `extra` to run.json;
-    the next run into `out` removes exactly these. Returns the list."""
+    """Add `files` (every file in `out` but `kept`, relative, sorted), `kept` (files found
+    there that no run wrote, when any) and `extra` to run.json; the next run into `out`
+    removes exactly `files`. Returns them."""
     info: dict[str, Any] = {}
     if (out / RUN).is_file():
         info = json.loads((out / RUN).read_text())
     info.update(extra)
     files = sorted({*(f for f in _files(out) if f not in kept), RUN})
     info["files"] = files
+    if kept:
+        info["kept"] = sorted(kept)
+    else:
+        info.pop("kept", None)
     (out / RUN).write_text(json.dumps(info, indent=2) + "\n")
     return files
 

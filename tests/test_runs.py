@@ -59,18 +59,23 @@ def test_a_non_empty_folder_no_run_wrote_is_refused_before_simulating(
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
+    (out / "plots").mkdir()
+    (out / "plots" / "mine.png").write_text("")
     assert main(["run", BASELINE, "--out", str(out), "--quiet", *SHORT]) == 2
     captured = capsys.readouterr()
     assert "not empty" in captured.err and "--force" in captured.err
     assert "medbft run" not in captured.out  # nothing started
-    assert files(out) == {"notes.txt"}
+    assert files(out) == {"notes.txt", "plots/mine.png"}
     assert main(["run", BASELINE, "--out", str(out), "--quiet", "--force", "--no-plots",
                  *SHORT]) == 0
     assert (out / "notes.txt").read_text() == "keep me"
     assert "notes.txt" not in json.loads((out / "run.json").read_text())["files"]
     # the next run removes its own files and keeps the foreign one
     assert main(["run", BASELINE, "--out", str(out), "--quiet", "--no-plots", *SHORT]) == 0
-    assert (out / "notes.txt").exists()
+    assert (out / "notes.txt").exists() and (out / "plots" / "mine.png").exists()
+    info = json.loads((out / "run.json").read_text())
+    assert info["kept"] == ["notes.txt", "plots/mine.png"]
+    assert not set(info["kept"]) & set(info["files"])
 
 
 def test_a_manifest_cannot_remove_files_outside_the_run_folder(tmp_path: Path) -> None:
@@ -79,10 +84,17 @@ def test_a_manifest_cannot_remove_files_outside_the_run_folder(tmp_path: Path) -
     out = tmp_path / "run"
     out.mkdir()
     (tmp_path / "precious.txt").write_text("x")
-    (out / "run.json").write_text(json.dumps({"files": ["../precious.txt", "a.csv"]}))
+    (out / "run.json").write_text(json.dumps({"files": ["../precious.txt", "a.csv",
+                                                         "sub/b.csv", str(tmp_path / "p2")]}))
+    (tmp_path / "p2").write_text("x")
     (out / "a.csv").write_text("x")
+    (out / "sub").mkdir()
+    (out / "sub" / "b.csv").write_text("x")
+    (out / "empty-but-mine").mkdir()
     clear_run_dir(out)
-    assert (tmp_path / "precious.txt").exists() and not (out / "a.csv").exists()
+    assert (tmp_path / "precious.txt").exists() and (tmp_path / "p2").exists()
+    assert not (out / "a.csv").exists() and not (out / "sub").exists()
+    assert (out / "empty-but-mine").is_dir() and out.is_dir()
 
 
 # -- 2. --out and the scenario name are checked before the run -------------------------------
