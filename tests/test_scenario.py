@@ -391,7 +391,7 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("unknown expectation", _set("expect.throughput", 100), "expect.throughput",
      "allowed: safety, liveness"),
     ("missing name", lambda d: d.pop("name"), "name", "missing required field"),
-    ("name not text", _set("name", 12), "name", "non-empty name"),
+    ("name not text", _set("name", 12), "name", "expected a name of 1-64 letters"),
 ]
 
 

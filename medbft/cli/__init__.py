@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="medbft",
         description="PBFT for a healthcare permissioned blockchain: simulate and measure.",
     )
+    from medbft.results import package_version
+
+    parser.add_argument("--version", action="version",
+                        version=f"medbft {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"medbft.cli.{name}").register(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="results/fuzz", help="where failing schedules are written")
     p.add_argument("--no-shrink", action="store_true", help="do not shrink failing schedules")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (seeds, passed, failed with repro commands) on "
+                        "stdout and nothing else")
     p.set_defaults(handler=handle)
 
 
@@ -41,6 +45,15 @@ def _command(args: argparse.Namespace, seed: int) -> str:
 
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
+    if args.json:  # everything but the one JSON object goes nowhere
+        console = Console(file=io.StringIO())
+    for flag, value in (("--seed", args.seed), ("--start", args.start)):
+        if value is not None and value < 0:
+            raise UsageError(f"{flag}: expected a whole number >= 0; got {value}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds: expected 1 or more; got {args.seeds}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs: expected 1 or more; got {args.jobs}")
     if args.n < 4:
         raise UsageError(f"--n: PBFT needs at least 4 replicas; got {args.n}")
     if args.faulty is not None and not 0 <= args.faulty <= args.n:
@@ -56,7 +69,7 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     coverage = Coverage()
     # Seeds done / total and failures so far, on stderr (a bar on a terminal, else a line
     # every few seconds); failures themselves are results and go to stdout.
-    with Reporter("fuzz", enabled=not args.quiet) as reporter:
+    with Reporter("fuzz", enabled=not (args.quiet or args.json)) as reporter:
         reporter.update(count_detail(reporter, 0, len(seeds), "seeds", 0), 0, len(seeds))
         for outcome in run_fuzz(seeds, args.n, args.faulty, not args.no_byzantine, args.jobs):
             if not outcome.ok:
@@ -68,8 +81,19 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
             reporter.update(count_detail(reporter, coverage.seeds, len(seeds), "seeds",
                                          len(failures)), coverage.seeds, len(seeds))
     elapsed = time.perf_counter() - started
-    for outcome in sorted(failures, key=lambda o: o.seed):
-        _write_failure(args, outcome, console)
+    written = {outcome.seed: _write_failure(args, outcome, console)
+               for outcome in sorted(failures, key=lambda o: o.seed)}
+    if args.json:
+        from medbft.cli.run import print_json
+
+        print_json({"ok": not failures, "seeds": {"first": seeds.start, "last": seeds.stop - 1,
+                                                  "count": len(seeds)},
+                    "passed": len(seeds) - len(failures), "elapsed_s": round(elapsed, 3),
+                    "failed": [{"seed": o.seed, "failure": o.failure,
+                                "description": _describe(o),
+                                "reproduce": _command(args, o.seed), **written[o.seed]}
+                               for o in sorted(failures, key=lambda o: o.seed)]})
+        return 1 if failures else 0
     console.print(f"{len(seeds) - len(failures)} passed, {len(failures)} failed "
                   f"({len(seeds)} seeds in {elapsed:.1f} s)", markup=False)
     if len(seeds) > 1:
@@ -85,17 +109,21 @@ def _describe(outcome: FuzzOutcome) -> str:
     return f"{outcome.unsettled} requests never settled after healing"
 
 
-def _write_failure(args: argparse.Namespace, outcome: FuzzOutcome, console: Console) -> None:
+def _write_failure(args: argparse.Namespace, outcome: FuzzOutcome,
+                   console: Console) -> dict[str, str]:
+    """Write the failing schedule (and its shrunk form); returns their paths and commands."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = draw_scenario(outcome.seed, args.n, args.faulty, not args.no_byzantine)
     path = out / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     console.print(f"  schedule: {path} (medbft run {path})", markup=False)
+    paths = {"schedule": str(path), "run": f"medbft run {path}"}
     if args.no_shrink:
-        return
+        return paths
     small = shrink(raw, outcome.failure)
     small_path = out / f"{small['name']}.yaml"
     small_path.write_text(yaml.safe_dump(small, sort_keys=False))
     console.print(f"  shrunk to {len(small['faults'])} of {len(raw['faults'])} faults: "
                   f"{small_path} (medbft run {small_path})", markup=False)
+    return {**paths, "shrunk": str(small_path), "run_shrunk": f"medbft run {small_path}"}

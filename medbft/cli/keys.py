@@ -17,7 +17,7 @@ from rich.console import Console
 from medbft.errors import UsageError
 from node.config import SCENARIO_PARAMETERS
 from node.ledger.roles import CLIENT_ROLES
-from node.netdir import NetworkError, default_node_ids, init_network, protocol_block
+from node.netdir import NetworkError, init_network, protocol_block
 
 __all__ = ["PROTOCOL_HELP", "parse_nodes", "parse_protocol", "register"]
 
@@ -51,20 +51,37 @@ def register(sub: Any) -> None:
 
 
 def parse_nodes(text: str) -> list[tuple[str, str]]:
-    """`4` or `hospital:2,pharmacy:1,regulator:1` -> [(id, role)]. Raises UsageError."""
+    """`4` or `hospital:2,pharmacy:1,regulator:1` -> [(id, role)], in the order and with the ids
+    a scenario's `nodes: 4` or `nodes: {hospital: 2, pharmacy: 1, regulator: 1}` gets (both
+    go through `medbft.scenario.model.expand_nodes`), so a real network started from
+    `keys init` has the same primary order as the simulated one. Raises UsageError."""
+    from pydantic_core import PydanticCustomError
+
+    from medbft.scenario.model import expand_nodes
+
+    form: int | dict[str, int]
+    text = text.strip()
     if text.isdigit():
-        n = int(text)
-        if n < 1:
-            raise UsageError(f"--nodes: at least 1; got {n}")
-        return default_node_ids(n)
-    out: list[tuple[str, str]] = []
-    for part in text.split(","):
-        role, _, count = part.strip().partition(":")
-        if role not in ("hospital", "pharmacy", "regulator") or not count.isdigit():
-            raise UsageError(f"--nodes: expected a count or role:count pairs such as "
-                             f"hospital:2,pharmacy:1; got {part!r}")
-        out += [(f"{role}-{i + 1}", role) for i in range(int(count))]
-    return out
+        form = int(text)
+        if form < 1:
+            raise UsageError(f"--nodes: at least 1; got {form}")
+    else:
+        form = {}
+        for part in text.split(","):
+            role, _, count = part.strip().partition(":")
+            role = role.strip()
+            if role not in ("hospital", "pharmacy", "regulator") or not count.strip().isdigit():
+                raise UsageError(f"--nodes: expected a count or role:count pairs such as "
+                                 f"hospital:2,pharmacy:1; got {part!r}")
+            if role in form:
+                raise UsageError(f"--nodes: {role} given twice; give each role once, e.g. "
+                                 f"hospital:2,pharmacy:1")
+            form[role] = int(count)
+    try:
+        nodes = expand_nodes(form)
+    except PydanticCustomError as exc:
+        raise UsageError(f"--nodes: {exc.message()}") from None
+    return [(node["id"], node["role"]) for node in nodes]
 
 
 def parse_protocol(items: list[str]) -> dict[str, float]:

@@ -9,7 +9,9 @@ prints the summary table and the verdict, and says how to reproduce a failing ru
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,14 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run a scenario in the deterministic simulator")
     run.add_argument("scenario", help="scenario YAML file")
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
-    run.add_argument("--out", help="results directory (default results/<name>/)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed (>= 0)")
+    run.add_argument("--out", help="results folder (default results/<name>/); the files an "
+                                   "earlier run wrote there are removed first")
+    run.add_argument("--force", action="store_true",
+                     help="write into a non-empty --out folder that no `medbft run` wrote")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object (verdict, headline figures, summary path) "
+                          "on stdout and nothing else")
     run.add_argument("--trace", action="store_true", help="also write trace.jsonl")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario field by dotted path, e.g. protocol.batch_size=10")
@@ -39,61 +47,125 @@ def register(sub: Any) -> None:
     run.set_defaults(handler=_run)
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("scenarios", nargs="+")
-    val.set_defaults(handler=lambda args, console, err: _validate(args.scenarios, console, err))
+    val.add_argument("--json", action="store_true",
+                     help="print one JSON object: per file ok and its problems (field, message)")
+    val.set_defaults(handler=lambda args, console, err: _validate(args.scenarios, console, err,
+                                                                  as_json=args.json))
 
 
-def _validate(paths: list[str], console: Console, err: Console) -> int:
+def _validate(paths: list[str], console: Console, err: Console, as_json: bool = False) -> int:
     status = EXIT_OK
+    files: list[dict[str, Any]] = []
     for path in paths:
         try:
             sc = load_scenario(path)
+            if problems := simulation_problems(sc):
+                raise ScenarioError.from_problems(path, problems)
         except ScenarioError as exc:
-            err.print(f"error: {exc}", markup=False, soft_wrap=True)
             status = EXIT_BAD_INPUT
+            files.append({"path": path, "ok": False, "problems": [
+                {"field": p.field, "message": p.message} for p in exc.problems]})
+            if not as_json:
+                err.print(f"error: {exc}", markup=False, soft_wrap=True)
             continue
-        if problems := simulation_problems(sc):
-            err.print(f"error: {ScenarioError.from_problems(path, problems)}", markup=False,
-                      soft_wrap=True)
-            status = EXIT_BAD_INPUT
-            continue
-        console.print(f"ok: {path} ({sc.name}: n={sc.n}, f={sc.f}, "
-                      f"{len(sc.faults)} faults)", markup=False)
+        files.append({"path": path, "ok": True, "name": sc.name, "n": sc.n, "f": sc.f,
+                      "faults": len(sc.faults), "problems": []})
+        if not as_json:
+            console.print(f"ok: {path} ({sc.name}: n={sc.n}, f={sc.f}, "
+                          f"{len(sc.faults)} faults)", markup=False)
+    if as_json:
+        print_json({"ok": status == EXIT_OK, "files": files})
     return status
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    """The one JSON object a --json command prints on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def verdict_line(summary: dict[str, Any], expect: Any, ok: bool) -> str:
+    """`PASS: safety held, liveness held` -- and for a planned fork or stall, `safety violated
+    as expected (expect: safety: false)` rather than a PASS next to `VIOLATED`."""
+    def part(what: str, held: bool, lost: str, expected: bool | None) -> str:
+        if held:
+            return f"{what} held"
+        if expected is False:
+            return f"{what} {lost.lower()} as expected (expect: {what}: false)"
+        return f"{what} {lost}"
+
+    return (f"{'PASS' if ok else 'FAIL'}: "
+            f"{part('safety', summary['safety']['ok'], 'VIOLATED', expect.safety)}, "
+            f"{part('liveness', summary['liveness']['ok'], 'lost', expect.liveness)}")
 
 
 def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.apps import write_ledger_results
     from medbft.progress import Reporter, sim_progress
-    from medbft.results import write_results
+    from medbft.results import (
+        append_index,
+        check_run_dir,
+        clear_run_dir,
+        code_commit,
+        headline,
+        index_path,
+        package_version,
+        reproduce_command,
+        write_manifest,
+        write_results,
+    )
     from sim.loop import LivelockError
     from sim.run import run_scenario  # imported here so `validate` and errors stay fast
 
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed: expected a whole number >= 0, as a scenario's seed: is; "
+                         f"got {args.seed}")
     scenario = load_scenario(args.scenario, overrides=args.set)
     if problems := simulation_problems(scenario):
         raise ScenarioError.from_problems(args.scenario, problems)
     seed = scenario.seed if args.seed is None else args.seed
     out = Path(args.out) if args.out else Path("results") / scenario.name
-    console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "
-                  f"n={scenario.n}, f={scenario.f}", markup=False)
+    check_run_dir(out, force=args.force)  # before simulating: fail fast, not at the end
+    quiet = args.quiet or args.json
+    if not args.json:
+        console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "
+                      f"n={scenario.n}, f={scenario.f}", markup=False)
     try:
-        with Reporter(f"run {scenario.name}", enabled=not args.quiet) as reporter:
+        with Reporter(f"run {scenario.name}", enabled=not quiet) as reporter:
             result = run_scenario(scenario, seed=seed, trace=args.trace,
-                                  progress=None if args.quiet
+                                  progress=None if quiet
                                   else sim_progress(reporter, scenario.drain_ns))
     except LivelockError as exc:
         raise UsageError(f"{args.scenario}: {exc}; give the links a latency (network.latency) "
                          "or the replicas a CPU model (cpu:)") from None
     summary = result.summary
+    previous, kept = clear_run_dir(out)
+    if previous is not None and not args.json and (
+            previous.get("scenario_hash") != summary.get("scenario_hash")
+            or previous.get("seed") != seed):
+        listed = index_path(out)
+        err.print(f"note: {out}/ held another run ({previous.get('scenario')}, seed "
+                  f"{previous.get('seed')}); its files were replaced"
+                  + (f" (every run is listed in {listed})" if listed else "")
+                  + "; use --out to keep runs side by side", markup=False)
     write_results(out, summary, result.requests, result.trace if args.trace else None)
     write_ledger_results(out, result)  # ledger.json, ledger_digests.json, offchain.json
     _publish(args, out, scenario, seed, result)
+    write_manifest(out, kept, version=package_version(), commit=code_commit())
+    ok = verdict(summary, scenario.expect.safety)
+    command = reproduce_command(args.scenario, seed, args.set)
+    index = append_index(out, summary, ok, command)
+    if args.json:
+        print_json({"ok": ok, "verdict": "pass" if ok else "fail", "scenario": scenario.name,
+                    "seed": seed, "dir": str(out), "summary": str(out / "summary.json"),
+                    **headline(summary), "expect_failed": summary["expect"]["failed"],
+                    "index": None if index is None else str(index),
+                    "reproduce": None if ok else command})
+        return EXIT_OK if ok else EXIT_FAILED
     if not args.quiet:
         console.print(summary_table(summary))
-    ok = verdict(summary, scenario.expect.safety)
-    safety = "held" if summary["safety"]["ok"] else "VIOLATED"
-    line = (f"{'PASS' if ok else 'FAIL'}: safety {safety}"
-            f", liveness {'held' if summary['liveness']['ok'] else 'lost'}; results in {out}/")
-    console.print(line, markup=False)
+    console.print(f"{verdict_line(summary, scenario.expect, ok)}; results in {out}/",
+                  markup=False)
     for text in describe_violations(summary["safety"]["violations"]):
         console.print(f"  {text}", markup=False)
     for failure in summary["expect"]["failed"]:

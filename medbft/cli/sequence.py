@@ -57,6 +57,38 @@ def _window(args: argparse.Namespace, directory: Path) -> tuple[int, int]:
         raise UsageError(f"--from/--to: {exc}") from exc
 
 
+def _parties(directory: Path) -> list[str] | None:
+    """The replicas (scenario.yaml) and clients (requests.csv) of the run in `directory`, or
+    None when the folder lacks scenario.yaml (an older run: nothing to check against)."""
+    import csv
+
+    import yaml
+
+    try:
+        scenario = yaml.safe_load((directory / "scenario.yaml").read_text())
+        nodes = [str(n["id"]) for n in scenario["nodes"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    clients: dict[str, None] = {}
+    try:
+        with (directory / "requests.csv").open(newline="") as fh:
+            clients = dict.fromkeys(row["client"] for row in csv.DictReader(fh))
+    except (OSError, KeyError):
+        pass
+    return [*nodes, *clients]
+
+
+def _check_parties(directory: Path, nodes: list[str]) -> None:
+    parties = _parties(directory)
+    if parties is None:
+        return
+    unknown = [n for n in nodes if n not in parties]
+    if unknown:
+        shown = ", ".join(parties[:12]) + (", ..." if len(parties) > 12 else "")
+        raise UsageError(f"--nodes: unknown part{'y' if len(unknown) == 1 else 'ies'} "
+                         f"{', '.join(unknown)}; this run's parties are {shown}")
+
+
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.views.sequence import TraceError, load_sequence, narrate
 
@@ -68,6 +100,8 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
         raise UsageError(f"--max-messages: at least 1; got {args.max_messages}")
     formats = parse_formats(args.formats)
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
+    if nodes:
+        _check_parties(directory, nodes)
     try:
         start, end = _window(args, directory)
         excerpt = load_sequence(directory, start, end, nodes, args.max_messages)

@@ -48,6 +48,7 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.jobs < 1:
         raise UsageError(f"--jobs: expected 1 or more; got {args.jobs}")
     formats = parse_formats(args.formats)
+    _refuse_scenario(args.sweep)
     sweep = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("results") / "sweeps" / sweep.name
     runs = len(sweep.seeds) * _grid_size(sweep.grid)
@@ -80,6 +81,21 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                       f"{out}/results.csv; run the same command again to resume", markup=False)
             return 130
     return _report(args, console, err, out, outcome, formats, time.perf_counter() - started)
+
+
+def _refuse_scenario(path: str) -> None:
+    """A scenario file given to `sweep` gets a pointer to `run`, not 'cpu: unknown field'."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return  # load_sweep words these
+    if isinstance(raw, dict) and "nodes" in raw and not {"base", "grid"} & set(raw):
+        raise UsageError(f"{path}: this is a scenario, not a sweep (it has nodes: and no base:"
+                         f" or grid:); run it with `medbft run {path}`, or write a sweep file "
+                         f"with base: {Path(path).name}, grid: and seeds: (see "
+                         f"scenarios/sweeps/)")
 
 
 def _grid_size(grid: dict[str, list[Any]]) -> int:

@@ -10,7 +10,13 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["describe_violations", "summary_table"]
+__all__ = ["describe_violations", "per_request", "summary_table"]
+
+
+def per_request(value: float | None) -> str:
+    """Messages per committed request as every table shows it: one decimal (summary.json keeps
+    six), '-' when nothing committed."""
+    return "-" if value is None else f"{value:.1f}"
 
 
 def describe_violations(violations: list[dict[str, Any]], limit: int = 3) -> list[str]:
@@ -47,7 +53,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
                                          f"{ms(lat['p99'])}"),
         ("latency mean / max (ms)", f"{ms(lat['mean'])} / {ms(lat['max'])}"),
         ("messages (bytes)", f"{summary['messages']['total']} ({summary['messages']['bytes']})"),
-        ("messages per committed request", str(summary["messages"]["per_committed_request"])),
+        ("messages per committed request",
+         per_request(summary["messages"]["per_committed_request"])),
         ("view changes (final view)", f"{summary['view_changes']} ({summary['final_view']})"),
         ("state transfers", str(summary["state_transfers"])),
         ("rejected messages", str(summary["rejected_messages"]["total"])),
@@ -56,7 +63,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("liveness", "held" if summary["liveness"]["ok"] else
          f"lost ({summary['liveness']['unsettled']} unsettled)"),
     ]
-    if summary["sim_time_s"] is None:  # a real run has no virtual time
+    if summary.get("sim_time_s") is None:  # a real run has no virtual time
         rows.append(("wall time", f"{summary['wall_time_s']} s"))
     else:
         rows.append(("simulated / wall time",

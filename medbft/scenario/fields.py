@@ -31,6 +31,7 @@ from medbft.units import (
 __all__ = [
     "CLIENT_ID_RE",
     "DISTRIBUTIONS",
+    "NAME_RE",
     "NODE_ID_RE",
     "ROLES",
     "BandwidthBps",
@@ -70,6 +71,8 @@ DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "exponential": (("mean",), "{dist: exponential, mean: 10ms}"),
 }
 
+#: A scenario name: it names the results folder, so it is a safe file-name slug.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NODE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 CLIENT_ID_RE = re.compile(r"client-([1-9][0-9]*)")
 
@@ -150,8 +153,11 @@ def _text(value: Any) -> str:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a non-empty name such as baseline; got {_show(value)}")
+    # The name becomes a folder (results/<name>/), so it must be a safe slug: no '/', no '..'
+    # climbing out of results/, no leading dot or dash, nothing a shell would mangle.
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ValueError("expected a name of 1-64 letters, digits, '.', '_' or '-', starting "
+                         f"with a letter or digit, such as baseline; got {_show(value)}")
     return value
 
 
