@@ -54,7 +54,7 @@ def test_the_first_request_of_the_normal_case_step_by_step(
 
 def test_a_view_change_after_the_primary_crashed(tmp_path: Path) -> None:
     out = _run(tmp_path, PRIMARY_CRASH, "duration=5s")
-    excerpt = load_sequence(out, 4_500_000_000, 4_560_000_000)
+    excerpt = load_sequence(out, 4_500_000_000, 4_600_000_000)
     assert "hospital-1" in excerpt.down, "the crashed primary's lane is marked down"
     text = "\n".join(narrate(excerpt, explain=False))
     assert "VIEW-CHANGE" in text and "hospital-2 -> hospital-1, pharmacy-1, regulator-1: NEW-VIEW" \
