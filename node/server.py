@@ -47,7 +47,7 @@ from node.netdir import NetworkDir, NetworkError
 from node.pbft import Replica
 from node.realtime import RealClock, run, uvloop_available
 from node.runtime import NodeRuntime
-from node.storage import Storage, StorageError
+from node.storage import ForeignStorage, Storage, StorageError
 from node.transport.http import HttpTransport
 from node.transport.mqtt import BrokerSettings, MqttTransport
 
@@ -78,6 +78,7 @@ class NodeOptions:
     data: Path | None = None
     sync: str = "normal"
     trace: Path | None = None
+    rebuild: bool = False
 
 
 class NodeServer:
@@ -116,7 +117,11 @@ class NodeServer:
         replica = Replica(net.membership, self.id, keyring, machine, net.config(durable=True))
         records = self.storage.load()
         if not records.empty:
-            replica.restore_durable(records.votes, records.checkpoint, records.blocks)
+            try:
+                replica.restore_durable(records.votes, records.checkpoint, records.blocks)
+            except ValueError as exc:
+                raise StorageError(f"{self.storage.path}: cannot rebuild the replica from it: "
+                                   f"{exc}") from exc
             self.recovered = True
             log.info("restored from %s: stable checkpoint %d, last executed %d, view %d",
                      self.storage.path, records.checkpoint_seq, replica.last_executed,
@@ -144,11 +149,10 @@ class NodeServer:
         """Open storage, rebuild the replica, connect, serve the API, start the protocol.
         Raises NetworkError/StorageError/OSError for bad setup (port taken, wrong database)."""
         loop = asyncio.get_running_loop()
-        self.storage = Storage(self.opts.data or self.net.data_path(self.id), owner=self.id,
-                               network_id=self.net.network_id, sync=self.opts.sync)
+        self._open_storage()
         if self.opts.trace is not None:
-            self._trace_file = self.opts.trace.open("a")
-        self.replica = self._build_replica()
+            fd = os.open(self.opts.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._trace_file = os.fdopen(fd, "a")
         self.transport = self._build_transport(loop)
         self.runtime = NodeRuntime(self.replica, self.transport,
                                    RealClock(loop),  # type: ignore[arg-type]
@@ -160,6 +164,29 @@ class NodeServer:
         log.info("node %s ready: %s transport, API on http://%s, %s", self.id,
                  self.opts.transport, self._listen_address(),
                  "recovering from disk" if self.recovered else "fresh start")
+
+    def _open_storage(self) -> None:
+        """Open and verify the database and rebuild the replica from it. A damaged store
+        (StorageError) stops the start, unless `--rebuild`: then the damaged files are moved
+        aside and the node starts empty and catches up by state transfer."""
+        path = self.opts.data or self.net.data_path(self.id)
+        opened: Storage | None = None
+        try:
+            opened = self.storage = Storage(path, owner=self.id,
+                                            network_id=self.net.network_id, sync=self.opts.sync)
+            self.replica = self._build_replica()
+            return
+        except StorageError as exc:
+            if opened is not None:
+                opened.abandon()
+            if not self.opts.rebuild or isinstance(exc, ForeignStorage):
+                raise
+            kept = Storage.discard(path)
+            log.warning("%s; --rebuild: kept it as %s, rebuilding by state transfer", exc, kept)
+        self.storage = Storage(path, owner=self.id, network_id=self.net.network_id,
+                               sync=self.opts.sync)
+        self.replica = self._build_replica()
+        self.recovered = True  # start recovering: fetch the state from the others
 
     def _listen_address(self) -> str:
         host, _, port = self.address.rpartition(":")
@@ -339,6 +366,10 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="SQLite file (default DIR/data/<id>.db)")
     parser.add_argument("--sync", choices=("normal", "full", "off"), default="normal",
                         help="SQLite durability: normal survives kill -9, full also power loss")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="if the local database is damaged (fails its checksums, truncated, "
+                        "empty), move it aside and rebuild the state from the other nodes "
+                        "instead of refusing to start")
     parser.add_argument("--trace", type=Path, help="append protocol trace events (JSON lines)")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument("--log-level", default="INFO",
@@ -351,7 +382,7 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
         listen=args.listen, broker=args.broker, broker_username=args.broker_username,
         broker_password=args.broker_password, broker_ca=args.broker_ca,
         broker_insecure=args.broker_insecure, qos=args.qos, data=args.data, sync=args.sync,
-        trace=args.trace,
+        trace=args.trace, rebuild=getattr(args, "rebuild", False),
     )
 
 
