@@ -179,8 +179,11 @@ class NodeServer:
         except StorageError as exc:
             if opened is not None:
                 opened.abandon()
-            if not self.opts.rebuild or isinstance(exc, ForeignStorage):
+            if isinstance(exc, ForeignStorage):
                 raise
+            if not self.opts.rebuild:
+                raise StorageError(f"{exc}; refusing to start (--rebuild moves it aside and "
+                                   "rebuilds the state from the other nodes)") from exc
             kept = Storage.discard(path)
             log.warning("%s; --rebuild: kept it as %s, rebuilding by state transfer", exc, kept)
         self.storage = Storage(path, owner=self.id, network_id=self.net.network_id,

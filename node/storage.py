@@ -84,6 +84,12 @@ class StorageError(RuntimeError):
     """The database belongs to another node or network, or a record cannot be read."""
 
 
+def _blob(value: object) -> bytes:
+    """A BLOB column's bytes; anything else (a damaged row's TEXT, NULL) as an impossible
+    value, so its checksum fails."""
+    return bytes(value) if isinstance(value, bytes | memoryview) else b"\xff<not a blob>"
+
+
 class ForeignStorage(StorageError):
     """The database belongs to another node or network (never discarded by `--rebuild`)."""
 
@@ -202,14 +208,15 @@ class Storage:
 
     def _check_block(self, seq: int, view: int, digest: bytes, data: bytes,
                      checksum: bytes | None) -> bytes:
-        data = bytes(data)
-        if checksum is None or block_sum(seq, view, bytes(digest), data) != bytes(checksum):
+        data, digest, checksum = _blob(data), _blob(digest), _blob(checksum)
+        if (not isinstance(seq, int) or not isinstance(view, int)
+                or block_sum(seq, view, digest, data) != checksum):
             raise StorageError(f"{self.path}: block {seq} fails its checksum (damaged on disk)")
         return data
 
     def _check_record(self, key: str, seq: int, data: bytes, checksum: bytes | None) -> bytes:
-        data = bytes(data)
-        if checksum is None or record_sum(key, seq, data) != bytes(checksum):
+        data, checksum = _blob(data), _blob(checksum)
+        if not isinstance(seq, int) or record_sum(str(key), seq, data) != checksum:
             raise StorageError(f"{self.path}: {key} record fails its checksum (damaged on disk)")
         return data
 
