@@ -13,6 +13,10 @@ transport. What real mode adds:
   `Start(recovering=True)`, which fetches what it missed by state transfer.
 - **Shutdown.** SIGTERM/SIGINT stop the runtime (timers off), flush and commit what is
   queued, close links and the database, and exit 0. SIGKILL loses nothing committed.
+- **Back-fill** (`node.backfill`): blocks a state transfer skipped are fetched from the
+  other nodes' APIs and stored once f+1 of them vouch for each one's digest.
+- **Damage** (`node.storage`): a store that fails its checksums, is truncated or empty stops
+  the start with one line, exit 2, unless `--rebuild` (moved aside, state fetched anew).
 - **API** (`node.api`): submit signed transactions, query the ledger and state, `/status`,
   `/metrics`. It listens where genesis.json says (127.0.0.1 by default) unless `--listen`.
 
@@ -41,6 +45,7 @@ from aiohttp import web
 from node import messages as m
 from node.api import build_app
 from node.apps import make_state_machine
+from node.backfill import Backfill
 from node.crypto import Keyring
 from node.events import Persist, Trace
 from node.netdir import NetworkDir, NetworkError
@@ -104,6 +109,7 @@ class NodeServer:
         self._waiters: dict[str, list[asyncio.Future[int]]] = {}
         self._trace_file: TextIO | None = None
         self._runner: web.AppRunner | None = None
+        self._backfill_task: asyncio.Future[None] | None = None
         self.failed = asyncio.Event()
         self.fatal: str | None = None
         self._stopping = False
@@ -161,6 +167,9 @@ class NodeServer:
         await self._serve_api()
         await self.transport.start()
         self.runtime.start(recovering=self.recovered)
+        peers = {p: self.net.url(p) for p in self.net.membership.node_ids if p != self.id}
+        self.backfill = Backfill(self.storage, peers, self.replica.f, lambda: self.replica.h)
+        self._backfill_task = asyncio.ensure_future(self.backfill.run())
         log.info("node %s ready: %s transport, API on http://%s, %s", self.id,
                  self.opts.transport, self._listen_address(),
                  "recovering from disk" if self.recovered else "fresh start")
@@ -210,6 +219,8 @@ class NodeServer:
         if self._stopping:
             return
         self._stopping = True
+        if self._backfill_task is not None:
+            self._backfill_task.cancel()
         self.runtime.crash()
         try:
             await self.transport.close()
@@ -323,6 +334,8 @@ class NodeServer:
                 "events": dict(sorted(self.trace_counts.items())),
                 "executed_requests": self.executed_requests,
                 "storage_commits": self.storage.commits,
+                "backfilled_blocks": self.backfill.filled if self._backfill_task else 0,
+                "backfill_refused": self.backfill.refused if self._backfill_task else 0,
             },
         }
 

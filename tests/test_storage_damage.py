@@ -173,3 +173,32 @@ def test_the_node_refuses_a_damaged_store_with_exit_2_and_rebuilds_on_request(
     assert proc.returncode == 0, err
     assert "--rebuild" in err and list(db.parent.glob("hospital-1.db.discarded-0")), err
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_back_fill_stores_only_blocks_whose_body_matches_the_vouched_digest(
+        tmp_path: Path) -> None:
+    from node import messages as m
+    from node.backfill import Backfill
+
+    source = tmp_path / "full.db"
+    _stored(source)
+    full = Storage(source, owner="r1", network_id="net-1")
+    raws = dict(full.blocks(1, 100))
+    digests = {seq: d.hex() for seq, d in full.digests()}
+    full.close()
+    store = Storage(tmp_path / "gap.db", owner="r1", network_id="net-1")
+    for seq in (1, 2, 3, 8, 9, 10):
+        store.stage("block", raws[seq])
+    store.commit()
+    assert store.missing(10) == [(4, 7)]
+    fill = Backfill(store, {}, f=1, stable=lambda: 8)
+    cb = m.decode(raws[5])
+    assert type(cb) is m.CommittedBatch
+    other = m.decode(raws[6])
+    assert type(other) is m.CommittedBatch
+    forged = m.encode(m.CommittedBatch(5, cb.view, other.batch))  # another body at seq 5
+    body = {"blocks": [{"seq": 4, "raw": raws[4].hex()}, {"seq": 5, "raw": forged.hex()},
+                       {"seq": 6, "raw": raws[6].hex()}, {"seq": 7, "raw": raws[7].hex()}]}
+    assert fill._store(body, {4: digests[4], 5: digests[5], 6: digests[6]}) == 2
+    assert fill.refused == 1 and store.missing(10) == [(5, 5), (7, 7)]
+    store.close()
