@@ -17,6 +17,9 @@ Endpoints (JSON unless noted):
   collects f+1 matching replies).
 - `GET /ledger?start=SEQ&limit=N` this node's stored blocks (N at most 1000); with
   `&digests=1` only `[seq, batch digest]` pairs (N at most 10,000), for agreement checks.
+  Both say which executed seqs this node holds no block for (`missing`: `[from, to]` ranges,
+  the history skipped by a state transfer, until `node.backfill` fetches it), so a gap is
+  never silent; `&raw=1` serves the encoded blocks (what back-filling peers fetch).
 - `GET /state` last executed seq and the state digest, and on a ledger network the ledger's
   counts (blocks, chain head, transactions by kind and outcome, rejections by reason: no entry
   contents); `GET /state/{key}` one entry of a key-value network.
@@ -269,16 +272,23 @@ class _Api:
         start = _int_param(request, "start", 1, 1, 2**62)
         server = self.server
         server.storage.commit()
+        last = server.replica.last_executed
+        missing = [list(r) for r in server.storage.missing(last)]
         if request.query.get("digests") in ("1", "true"):
             limit = _int_param(request, "limit", 1000, 1, MAX_DIGEST_LIMIT)
-            return web.json_response({"node": server.id, "last_executed":
-                                      server.replica.last_executed, "digests": [
+            return web.json_response({"node": server.id, "last_executed": last,
+                                      "missing": missing, "digests": [
                                           [seq, d.hex()] for seq, d in
                                           server.storage.digests(start, limit)]})
         limit = _int_param(request, "limit", 100, 1, MAX_LEDGER_LIMIT)
+        if request.query.get("raw") in ("1", "true"):  # encoded blocks, for back-filling peers
+            return web.json_response({"node": server.id, "last_executed": last,
+                                      "missing": missing, "blocks": [
+                                          {"seq": seq, "raw": raw.hex()} for seq, raw in
+                                          server.storage.blocks(start, limit)]})
         blocks = [server.block_json(seq, raw) for seq, raw in server.storage.blocks(start, limit)]
-        return web.json_response({"node": server.id, "last_executed":
-                                  server.replica.last_executed, "blocks": blocks})
+        return web.json_response({"node": server.id, "last_executed": last,
+                                  "missing": missing, "blocks": blocks})
 
     async def state(self, request: web.Request) -> web.Response:
         r = self.server.replica

@@ -13,6 +13,10 @@ transport. What real mode adds:
   `Start(recovering=True)`, which fetches what it missed by state transfer.
 - **Shutdown.** SIGTERM/SIGINT stop the runtime (timers off), flush and commit what is
   queued, close links and the database, and exit 0. SIGKILL loses nothing committed.
+- **Back-fill** (`node.backfill`): blocks a state transfer skipped are fetched from the
+  other nodes' APIs and stored once f+1 of them vouch for each one's digest.
+- **Damage** (`node.storage`): a store that fails its checksums, is truncated or empty stops
+  the start with one line, exit 2, unless `--rebuild` (moved aside, state fetched anew).
 - **API** (`node.api`): submit signed transactions, query the ledger and state, `/status`,
   `/metrics`. It listens where genesis.json says (127.0.0.1 by default) unless `--listen`.
 
@@ -41,6 +45,7 @@ from aiohttp import web
 from node import messages as m
 from node.api import build_app
 from node.apps import make_state_machine
+from node.backfill import Backfill
 from node.crypto import Keyring
 from node.events import Persist, Trace
 from node.limits import ConnectionCap, Limits, Refusals, ServerLog
@@ -48,7 +53,7 @@ from node.netdir import NetworkDir, NetworkError
 from node.pbft import Replica
 from node.realtime import RealClock, run, uvloop_available
 from node.runtime import NodeRuntime
-from node.storage import Storage, StorageError
+from node.storage import ForeignStorage, Storage, StorageError
 from node.transport.http import HttpTransport
 from node.transport.mqtt import BrokerSettings, MqttTransport
 
@@ -80,6 +85,7 @@ class NodeOptions:
     sync: str = "normal"
     trace: Path | None = None
     limits: Limits = field(default_factory=Limits)
+    rebuild: bool = False
 
 
 class NodeServer:
@@ -108,6 +114,7 @@ class NodeServer:
         self._listener: asyncio.AbstractServer | None = None
         self.refusals = Refusals(logging.getLogger("medbft.limits"),
                                  lines_per_s=opts.limits.log_per_s)
+        self._backfill_task: asyncio.Future[None] | None = None
         self.failed = asyncio.Event()
         self.fatal: str | None = None
         self._stopping = False
@@ -121,7 +128,11 @@ class NodeServer:
         replica = Replica(net.membership, self.id, keyring, machine, net.config(durable=True))
         records = self.storage.load()
         if not records.empty:
-            replica.restore_durable(records.votes, records.checkpoint, records.blocks)
+            try:
+                replica.restore_durable(records.votes, records.checkpoint, records.blocks)
+            except ValueError as exc:
+                raise StorageError(f"{self.storage.path}: cannot rebuild the replica from it: "
+                                   f"{exc}") from exc
             self.recovered = True
             log.info("restored from %s: stable checkpoint %d, last executed %d, view %d",
                      self.storage.path, records.checkpoint_seq, replica.last_executed,
@@ -150,11 +161,10 @@ class NodeServer:
         """Open storage, rebuild the replica, connect, serve the API, start the protocol.
         Raises NetworkError/StorageError/OSError for bad setup (port taken, wrong database)."""
         loop = asyncio.get_running_loop()
-        self.storage = Storage(self.opts.data or self.net.data_path(self.id), owner=self.id,
-                               network_id=self.net.network_id, sync=self.opts.sync)
+        self._open_storage()
         if self.opts.trace is not None:
-            self._trace_file = self.opts.trace.open("a")
-        self.replica = self._build_replica()
+            fd = os.open(self.opts.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._trace_file = os.fdopen(fd, "a")
         self.transport = self._build_transport(loop)
         self.runtime = NodeRuntime(self.replica, self.transport,
                                    RealClock(loop),  # type: ignore[arg-type]
@@ -163,9 +173,38 @@ class NodeServer:
         await self._serve_api()
         await self.transport.start()
         self.runtime.start(recovering=self.recovered)
+        peers = {p: self.net.url(p) for p in self.net.membership.node_ids if p != self.id}
+        self.backfill = Backfill(self.storage, peers, self.replica.f, lambda: self.replica.h)
+        self._backfill_task = asyncio.ensure_future(self.backfill.run())
         log.info("node %s ready: %s transport, API on http://%s, %s", self.id,
                  self.opts.transport, self._listen_address(),
                  "recovering from disk" if self.recovered else "fresh start")
+
+    def _open_storage(self) -> None:
+        """Open and verify the database and rebuild the replica from it. A damaged store
+        (StorageError) stops the start, unless `--rebuild`: then the damaged files are moved
+        aside and the node starts empty and catches up by state transfer."""
+        path = self.opts.data or self.net.data_path(self.id)
+        opened: Storage | None = None
+        try:
+            opened = self.storage = Storage(path, owner=self.id,
+                                            network_id=self.net.network_id, sync=self.opts.sync)
+            self.replica = self._build_replica()
+            return
+        except StorageError as exc:
+            if opened is not None:
+                opened.abandon()
+            if isinstance(exc, ForeignStorage):
+                raise
+            if not self.opts.rebuild:
+                raise StorageError(f"{exc}; refusing to start (--rebuild moves it aside and "
+                                   "rebuilds the state from the other nodes)") from exc
+            kept = Storage.discard(path)
+            log.warning("%s; --rebuild: kept it as %s, rebuilding by state transfer", exc, kept)
+        self.storage = Storage(path, owner=self.id, network_id=self.net.network_id,
+                               sync=self.opts.sync)
+        self.replica = self._build_replica()
+        self.recovered = True  # start recovering: fetch the state from the others
 
     def _listen_address(self) -> str:
         host, _, port = self.address.rpartition(":")
@@ -195,6 +234,8 @@ class NodeServer:
         if self._stopping:
             return
         self._stopping = True
+        if self._backfill_task is not None:
+            self._backfill_task.cancel()
         self.runtime.crash()
         try:
             await self.transport.close()
@@ -311,6 +352,8 @@ class NodeServer:
                 "events": dict(sorted(self.trace_counts.items())),
                 "executed_requests": self.executed_requests,
                 "storage_commits": self.storage.commits,
+                "backfilled_blocks": self.backfill.filled if self._backfill_task else 0,
+                "backfill_refused": self.backfill.refused if self._backfill_task else 0,
             },
         }
 
@@ -357,6 +400,10 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="SQLite file (default DIR/data/<id>.db)")
     parser.add_argument("--sync", choices=("normal", "full", "off"), default="normal",
                         help="SQLite durability: normal survives kill -9, full also power loss")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="if the local database is damaged (fails its checksums, truncated, "
+                        "empty), move it aside and rebuild the state from the other nodes "
+                        "instead of refusing to start")
     parser.add_argument("--trace", type=Path, help="append protocol trace events (JSON lines)")
     d = Limits()
     parser.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
@@ -382,7 +429,7 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
         listen=args.listen, broker=args.broker, broker_username=args.broker_username,
         broker_password=args.broker_password, broker_ca=args.broker_ca,
         broker_insecure=args.broker_insecure, qos=args.qos, data=args.data, sync=args.sync,
-        trace=args.trace,
+        trace=args.trace, rebuild=getattr(args, "rebuild", False),
         limits=Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
                       max_connections=args.max_connections, rate_per_s=args.rate_limit,
                       rate_burst=args.rate_burst),

@@ -24,33 +24,94 @@ survives power loss at the price of one fsync per loop iteration. PBFT masks up 
 that lose their disk, so `normal` is a reasonable default on a single machine; a consortium
 deployment should run `full`.
 
+Noticing damage: every row carries a checksum (SHA-256 of its seq, view, digest and bytes),
+checked when the database opens (all rows, plus SQLite's own `PRAGMA quick_check`) and again on
+every read. A flipped byte, a truncated file or an empty file where a store was expected raises
+`StorageError` naming the file and what is wrong; the node then refuses to start (exit 2)
+unless the operator asks to discard the local state (`medbft node --rebuild`, `discard()`),
+which keeps the damaged file aside and rebuilds by state transfer. Nothing damaged is ever
+served or replayed. Files are private: the directory it creates 0700, the database 0600 (SQLite
+gives its -wal and -shm files the database's mode).
+
 What it must not know: protocol rules. It decodes records only to index them by seq.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node import messages as m
 
-__all__ = ["DurableRecords", "Storage", "StorageError"]
+__all__ = ["DurableRecords", "ForeignStorage", "Storage", "StorageError"]
 
 SYNC_LEVELS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (seq INTEGER PRIMARY KEY, view INTEGER NOT NULL,
-                                   digest BLOB NOT NULL, data BLOB NOT NULL);
+                                   digest BLOB NOT NULL, data BLOB NOT NULL, sum BLOB);
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, seq INTEGER NOT NULL,
-                                    data BLOB NOT NULL);
+                                    data BLOB NOT NULL, sum BLOB);
 """
+
+#: Checksums are verified in pages of this many rows when the database opens.
+_VERIFY_PAGE = 1000
+
+
+def block_sum(seq: int, view: int, digest: bytes, data: bytes) -> bytes:
+    """The checksum of one `blocks` row: it covers every column, so a damaged digest (served by
+    `/ledger?digests=1` without decoding) is caught as well as a damaged block."""
+    h = hashlib.sha256(b"block\0%d\0%d\0" % (seq, view))
+    h.update(len(digest).to_bytes(4, "big") + digest)
+    h.update(data)
+    return h.digest()
+
+
+def record_sum(key: str, seq: int, data: bytes) -> bytes:
+    """The checksum of one `records` row (votes, checkpoint)."""
+    h = hashlib.sha256(b"record\0%s\0%d\0" % (key.encode(), seq))
+    h.update(data)
+    return h.digest()
 
 
 class StorageError(RuntimeError):
     """The database belongs to another node or network, or a record cannot be read."""
+
+
+def _blob(value: object) -> bytes:
+    """A BLOB column's bytes; anything else (a damaged row's TEXT, NULL) as an impossible
+    value, so its checksum fails."""
+    return bytes(value) if isinstance(value, bytes | memoryview) else b"\xff<not a blob>"
+
+
+class ForeignStorage(StorageError):
+    """The database belongs to another node or network (never discarded by `--rebuild`)."""
+
+
+def _private_file(path: Path) -> None:
+    """Create `path`'s directory 0700 (only if this creates it: never narrow an existing one)
+    and the database 0600; an existing database is narrowed to 0600. An existing empty file is
+    not a fresh start: something truncated the store (StorageError)."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        return
+    wal = Path(f"{path}-wal")
+    if size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+        raise StorageError(f"{path}: the database is empty (zero bytes); expected a store")
+    os.chmod(path, 0o600)
 
 
 @dataclass(frozen=True)
@@ -78,16 +139,86 @@ class Storage:
         if sync not in SYNC_LEVELS:
             raise ValueError(f"sync must be one of {', '.join(SYNC_LEVELS)}; got {sync!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={SYNC_LEVELS[sync]}")
-        self._db.executescript(_SCHEMA)
-        self._claim(owner, network_id)
-        self._blocks: list[tuple[int, int, bytes, bytes]] = []
+        _private_file(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot open the database: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={SYNC_LEVELS[sync]}")
+            self._check_pages()
+            self._db.executescript(_SCHEMA)
+            self._upgrade()
+            self._claim(owner, network_id)
+            self.verify()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StorageError(f"{self.path}: unreadable database ({exc})") from exc
+        except StorageError:
+            self._db.close()
+            raise
+        self._blocks: list[tuple[int, int, bytes, bytes, bytes]] = []
         self._records: dict[str, tuple[int, bytes]] = {}
         self.commits = 0
         self.blocks_written = 0
+
+    def _check_pages(self) -> None:
+        """SQLite's own consistency check: a truncated or overwritten file fails here."""
+        rows = [str(r[0]) for r in self._db.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            raise StorageError(f"{self.path}: damaged database ({'; '.join(rows[:3])})")
+
+    def _upgrade(self) -> None:
+        """Databases written before checksums existed: add the column and sum their rows
+        once, after checking each block against the digest stored beside it."""
+        for table in ("blocks", "records"):
+            cols = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
+            if "sum" not in cols:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN sum BLOB")
+        legacy = self._db.execute(
+            "SELECT seq, view, digest, data FROM blocks WHERE sum IS NULL").fetchall()
+        for seq, view, digest, data in legacy:
+            cb = self._decode(bytes(data), m.CommittedBatch)
+            assert type(cb) is m.CommittedBatch
+            if cb.seq != seq or cb.batch.digest() != bytes(digest):
+                raise StorageError(f"{self.path}: block {seq} does not match its digest")
+            self._db.execute("UPDATE blocks SET sum = ? WHERE seq = ?",
+                             (block_sum(seq, view, bytes(digest), bytes(data)), seq))
+        for key, seq, data in self._db.execute(
+                "SELECT key, seq, data FROM records WHERE sum IS NULL").fetchall():
+            self._db.execute("UPDATE records SET sum = ? WHERE key = ?",
+                             (record_sum(key, seq, bytes(data)), key))
+
+    def verify(self) -> None:
+        """Check every row's checksum (raises StorageError naming the first bad row)."""
+        last = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, view, digest, data, sum FROM blocks WHERE seq > ? ORDER BY seq "
+                "LIMIT ?", (last, _VERIFY_PAGE)).fetchall()
+            if not rows:
+                break
+            for row in rows:
+                self._check_block(*row)
+            last = rows[-1][0]
+        for key, seq, data, checksum in self._db.execute(
+                "SELECT key, seq, data, sum FROM records"):
+            self._check_record(key, seq, data, checksum)
+
+    def _check_block(self, seq: int, view: int, digest: bytes, data: bytes,
+                     checksum: bytes | None) -> bytes:
+        data, digest, checksum = _blob(data), _blob(digest), _blob(checksum)
+        if (not isinstance(seq, int) or not isinstance(view, int)
+                or block_sum(seq, view, digest, data) != checksum):
+            raise StorageError(f"{self.path}: block {seq} fails its checksum (damaged on disk)")
+        return data
+
+    def _check_record(self, key: str, seq: int, data: bytes, checksum: bytes | None) -> bytes:
+        data, checksum = _blob(data), _blob(checksum)
+        if not isinstance(seq, int) or record_sum(str(key), seq, data) != checksum:
+            raise StorageError(f"{self.path}: {key} record fails its checksum (damaged on disk)")
+        return data
 
     def _claim(self, owner: str, network_id: str) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -97,7 +228,7 @@ class Storage:
             return
         if rows.get("owner") != owner or rows.get("network") != network_id:
             self._db.close()
-            raise StorageError(
+            raise ForeignStorage(
                 f"{self.path} belongs to node {rows.get('owner')!r} of network "
                 f"{rows.get('network')!r}, not {owner!r} of {network_id!r}")
 
@@ -109,7 +240,9 @@ class Storage:
         if key == "block":
             cb = self._decode(data, m.CommittedBatch)
             assert type(cb) is m.CommittedBatch
-            self._blocks.append((cb.seq, cb.view, cb.batch.digest(), data))
+            digest = cb.batch.digest()
+            self._blocks.append((cb.seq, cb.view, digest, data,
+                                 block_sum(cb.seq, cb.view, digest, data)))
         elif key == "checkpoint":
             sd = self._decode(data, m.StateData)
             assert type(sd) is m.StateData
@@ -133,9 +266,10 @@ class Storage:
         db.execute("BEGIN")
         try:
             if blocks:
-                db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)", blocks)
+                db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", blocks)
             for key, (seq, data) in records.items():
-                db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (key, seq, data))
+                db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+                           (key, seq, data, record_sum(key, seq, data)))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -146,27 +280,52 @@ class Storage:
     # -- reading ------------------------------------------------------------------------------
 
     def load(self) -> DurableRecords:
-        """The records a restart needs: votes, the stable checkpoint, the blocks after it."""
-        records = {k: (s, d) for k, s, d in self._db.execute("SELECT key, seq, data FROM records")}
+        """The records a restart needs: votes, the stable checkpoint, the blocks after it
+        (each checked against its checksum; StorageError if one fails)."""
+        records = {k: (s, self._check_record(k, s, d, c)) for k, s, d, c in self._query(
+            "SELECT key, seq, data, sum FROM records")}
         checkpoint_seq, checkpoint = records.get("checkpoint", (0, None))
         votes = records.get("votes", (0, None))[1]
-        blocks = [bytes(d) for (d,) in self._db.execute(
-            "SELECT data FROM blocks WHERE seq > ? ORDER BY seq", (checkpoint_seq,))]
-        return DurableRecords(None if votes is None else bytes(votes),
-                              None if checkpoint is None else bytes(checkpoint),
-                              checkpoint_seq, blocks)
+        blocks = [self._check_block(*row) for row in self._query(
+            "SELECT seq, view, digest, data, sum FROM blocks WHERE seq > ? ORDER BY seq",
+            (checkpoint_seq,))]
+        return DurableRecords(votes, checkpoint, checkpoint_seq, blocks)
 
     def blocks(self, start: int = 1, limit: int = 100) -> Iterator[tuple[int, bytes]]:
-        """Stored blocks with seq >= `start`, in order, at most `limit`."""
-        yield from ((s, bytes(d)) for s, d in self._db.execute(
-            "SELECT seq, data FROM blocks WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)))
+        """Stored blocks with seq >= `start`, in order, at most `limit` (each checked against
+        its checksum: StorageError rather than a damaged block)."""
+        rows = self._query("SELECT seq, view, digest, data, sum FROM blocks WHERE seq >= ? "
+                           "ORDER BY seq LIMIT ?", (start, limit))
+        yield from ((row[0], self._check_block(*row)) for row in rows)
 
     def digests(self, start: int = 1, limit: int = 10_000) -> list[tuple[int, bytes]]:
         """(seq, batch digest) of stored blocks with seq >= `start`, in order, at most `limit`
-        (what replicas compare to check agreement, without decoding blocks)."""
-        return [(s, bytes(d)) for s, d in self._db.execute(
-            "SELECT seq, digest FROM blocks WHERE seq >= ? ORDER BY seq LIMIT ?",
-            (start, limit))]
+        (what replicas compare to check agreement, without decoding blocks; each row checked
+        against its checksum)."""
+        rows = self._query("SELECT seq, view, digest, data, sum FROM blocks WHERE seq >= ? "
+                           "ORDER BY seq LIMIT ?", (start, limit))
+        out = []
+        for row in rows:
+            self._check_block(*row)
+            out.append((row[0], bytes(row[2])))
+        return out
+
+    def missing(self, upto: int) -> list[tuple[int, int]]:
+        """The ranges [from, to] of seqs in 1..`upto` with no stored block: the history a node
+        skipped when it caught up by state transfer (its `/ledger` says so)."""
+        gaps = [(int(a), int(b)) for a, b in self._query(
+            "SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) "
+            "AS prev FROM blocks WHERE seq <= ?) WHERE seq > prev + 1", (upto,))]
+        top = int(self._query("SELECT MAX(seq) FROM blocks WHERE seq <= ?", (upto,))[0][0] or 0)
+        if top < upto:
+            gaps.append((top + 1, upto))
+        return gaps
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: unreadable database ({exc})") from exc
 
     def last_block_seq(self) -> int:
         row = self._db.execute("SELECT MAX(seq) FROM blocks").fetchone()
@@ -176,6 +335,28 @@ class Storage:
         """Commit anything staged and close the database."""
         self.commit()
         self._db.close()
+
+    def abandon(self) -> None:
+        """Close without committing anything staged (the store is being discarded)."""
+        self._blocks, self._records = [], {}
+        self._db.close()
+
+    @staticmethod
+    def discard(path: str | Path) -> Path | None:
+        """Move a damaged database (and its -wal/-shm files) aside, so the node starts empty
+        and rebuilds by state transfer; returns where the main file went (None if absent)."""
+        path = Path(path)
+        kept: Path | None = None
+        n = 0
+        while any(Path(f"{path}.discarded-{n}{sfx}").exists() for sfx in ("", "-wal", "-shm")):
+            n += 1
+        for sfx in ("", "-wal", "-shm"):
+            src = Path(f"{path}{sfx}")
+            if src.exists():
+                dst = Path(f"{path}.discarded-{n}{sfx}")
+                src.rename(dst)
+                kept = dst if sfx == "" else kept
+        return kept
 
     @staticmethod
     def _decode(data: bytes, cls: type[m.Message]) -> m.Message:

@@ -96,7 +96,9 @@ class LocalCluster:
         self.extra_args = list(extra_args or [])
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.cpu_s: dict[str, float] = {}
-        log_dir.mkdir(parents=True, exist_ok=True)
+        if not log_dir.exists():  # logs name clients and requests: private, like the data
+            log_dir.mkdir(parents=True, mode=0o700)
+            os.chmod(log_dir, 0o700)
 
     def command(self, node_id: str) -> list[str]:
         cmd = [sys.executable, "-m", "node.server", "--network", str(self.net.path),
@@ -110,7 +112,9 @@ class LocalCluster:
         old = self.procs.get(node_id)
         if old is not None and old.poll() is None:
             raise RuntimeError(f"{node_id} is already running (pid {old.pid})")
-        with (self.log_dir / f"{node_id}.log").open("ab") as log:
+        fd = os.open(self.log_dir / f"{node_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+        with os.fdopen(fd, "ab") as log:
             self.procs[node_id] = subprocess.Popen(
                 self.command(node_id), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})

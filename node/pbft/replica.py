@@ -232,7 +232,7 @@ class Replica:
         if recovering:
             self.out.trace("recovering", last_executed=self.log.last_executed,
                            view=self.log.view)
-            self.transfer.fetch_state()
+            self.transfer.fetch_state(persistent=True)
         self.normal.restart_view_change_timer()
         self.views.maybe_arm_new_view_timer()
         if self.is_primary and self.log.view_active:

@@ -18,6 +18,13 @@ equal bytes), or when it has a single chunk, checked whole; missing chunks are t
 those replicas in turn, rotating on each fetch timeout. The assembled snapshot installs only if
 the state it restores has the digest the proof certifies, else nothing changes.
 
+A replica that restarts (`fetch_state(persistent=True)`) does not give up after one silent
+round: nobody answers a FETCH-STATE while links are still coming up, and on an idle network no
+later message would show it is behind. It asks again with backoff in virtual time (the fetch
+timeout doubling up to BACKOFF_CAP times it) for up to PERSISTENT_IDLE_ROUNDS rounds that
+bring nothing; any progress resets the count. A STATE-DATA that arrives after its fetch ended
+is still used if it brings something newer than what we have (it reopens the fetch).
+
 A STATE-DATA also carries the sender's latest NEW-VIEW, which proves itself, so a replica that
 missed a view change learns of it here.
 
@@ -37,7 +44,13 @@ from node.pbft.checkpoint import CachedReply, Checkpoints
 from node.pbft.log import NULL_DIGEST, Log
 from node.pbft.outbox import T_FETCH, Outbox
 
-__all__ = ["StateTransfer", "TransferHost"]
+__all__ = ["BACKOFF_CAP", "PERSISTENT_IDLE_ROUNDS", "StateTransfer", "TransferHost"]
+
+#: A persistent fetch waits at most this many fetch timeouts between rounds.
+BACKOFF_CAP = 32
+#: A persistent fetch gives up after this many consecutive rounds that brought nothing
+#: (with the defaults: 100 ms doubling to 3.2 s, about 25 s in all).
+PERSISTENT_IDLE_ROUNDS = 12
 
 
 class TransferHost(Protocol):
@@ -106,6 +119,10 @@ class StateTransfer:
         self.attempt = 0
         self.received = self.received_mark = 0
         self.stalled = 0
+        self.asked = False
+        """A FETCH-STATE went out (late answers are considered only then)."""
+        self.persistent = False
+        self.idle_rounds = 0
 
     # -- batch bodies ------------------------------------------------------------------------
 
@@ -137,14 +154,25 @@ class StateTransfer:
 
     # -- state -------------------------------------------------------------------------------
 
-    def fetch_state(self) -> None:
+    def fetch_state(self, persistent: bool = False) -> None:
+        """Ask every replica for what we lack. `persistent` (a restart): keep asking, with
+        backoff, through rounds that bring nothing (see the module docstring)."""
+        if persistent and not self.persistent:
+            self.persistent, self.idle_rounds = True, 0
         self.fetching = True
+        self.asked = True
         self.fetch_mark = self.transferred
         last = self.log.last_executed
         self.out.bcast(m.FetchState(last, 0, 0, self.me))
         self.out.trace("fetch-state", last_executed=last)
         if T_FETCH not in self.out.timers:
-            self.out.set_timer(T_FETCH, self.timeout_ns)
+            self.out.set_timer(T_FETCH, self._delay())
+
+    def _delay(self) -> int:
+        """The next fetch timeout: doubling per idle round of a persistent fetch, capped."""
+        if not self.fetching or not self.idle_rounds:
+            return self.timeout_ns
+        return self.timeout_ns * min(BACKOFF_CAP, 2 ** self.idle_rounds)
 
     def on_fetch_timeout(self) -> None:
         if self.missing_batches:
@@ -156,11 +184,16 @@ class StateTransfer:
                 self.attempt += 1
                 self._request_chunks()
             elif self.transferred != self.fetch_mark or log.h > log.last_executed:
+                self.idle_rounds = 0
                 self.fetch_state()  # the last round brought something (or we are not there yet)
+            elif self.persistent and self.idle_rounds < PERSISTENT_IDLE_ROUNDS:
+                self.idle_rounds += 1  # nothing yet: ask again, later
+                self.fetch_state()
             else:
-                self.fetching = False
+                self.fetching = self.persistent = False
+                self.idle_rounds = 0
         if (self.missing_batches or self.fetching) and T_FETCH not in self.out.timers:
-            self.out.set_timer(T_FETCH, self.timeout_ns)
+            self.out.set_timer(T_FETCH, self._delay())
 
     def _chunks_still_coming(self) -> bool:
         """Did chunks arrive since the last timeout (or has not every source had its turn
@@ -210,7 +243,14 @@ class StateTransfer:
 
     def on_state_data(self, sender: int, sd: m.StateData) -> None:
         if not self.fetching:
-            return  # a late answer to a finished fetch: nothing to do
+            if not self.asked or not self._newer(sd):
+                return  # unasked for, or a late answer with nothing new: nothing to do
+            # A late answer to a fetch that gave up, with something newer: use it, and keep
+            # fetching from there.
+            self.fetching = True
+            self.fetch_mark = self.transferred
+            if T_FETCH not in self.out.timers:
+                self.out.set_timer(T_FETCH, self.timeout_ns)
         if sd.new_view:
             self._maybe_adopt_new_view(sd.new_view)
         if sd.stable_seq > self.log.last_executed:
@@ -223,6 +263,11 @@ class StateTransfer:
                 self.votes.setdefault(cb.seq, {}).setdefault(digest, set()).add(sender)
                 self.bodies[digest] = (cb.seq, cb.view, cb.batch)
         self._execute_transferred()
+
+    def _newer(self, sd: m.StateData) -> bool:
+        """Does `sd` bring a checkpoint or a batch beyond what we executed?"""
+        last = self.log.last_executed
+        return sd.stable_seq > last or any(cb.seq > last for cb in sd.committed)
 
     def _maybe_adopt_new_view(self, raw: bytes) -> None:
         try:
