@@ -23,8 +23,19 @@ Endpoints (JSON unless noted):
 - `GET /state` last executed seq and the state digest, and on a ledger network the ledger's
   counts (blocks, chain head, transactions by kind and outcome, rejections by reason: no entry
   contents); `GET /state/{key}` one entry of a key-value network.
+- `GET /query/{kind}?arg=...` (kinds `trace`, `recall-exposure`, `access-log`, `consents`;
+  `blocks?from=&to=`) a ledger query's answer with a receipt (node/reads.py,
+  node.ledger.receipts) signed by this node; `&wait=SECONDS` (at most 30) waits for a stable
+  checkpoint to cover the answer (503 otherwise).
+- `GET /checkpoint` the stable checkpoint and its q signed CHECKPOINTs.
 - `GET /status` view, primary, last executed, stable checkpoint, peers, counters.
 - `GET /metrics` Prometheus text format.
+
+Reads are signed (node/reads.py: headers `X-Medbft-Party`, `X-Medbft-Time`,
+`X-Medbft-Signature`) and checked against the read permissions (node.ledger.roles.READS):
+unsigned `/ledger`, `/state`, `/query`, `/checkpoint` get 401, a role that may not read them
+403. `/status` and `/metrics` stay open unless network.json says `"api": {"open_status":
+false}`.
 
 Guards: bodies over `MAX_BODY_BYTES` get 413, malformed bodies 400, wrong content types 415,
 unknown clients and bad signatures 403, each with `{"error": "<reason>"}`. Nothing here
@@ -47,9 +58,23 @@ from aiohttp import web
 
 from node import messages as m
 from node.apps import query_state
+from node.ledger.ledger import Ledger
 from node.limits import Limits, Refusals, TokenBuckets, json_depth_ok, printable
 from node.netdir import NetworkDir
 from node.pbft import Replica
+from node.pbft.checkpoint import replies_digest
+from node.reads import (
+    QUERY_KINDS,
+    ReadRefused,
+    Stable,
+    answer,
+    attest,
+    build_receipt,
+    check_read,
+    executed_requests,
+    permit,
+    reader_role,
+)
 from node.storage import Storage
 
 __all__ = ["MAX_BODY_BYTES", "NodeBackend", "build_app", "check_submission"]
@@ -86,9 +111,10 @@ class NodeBackend(Protocol):
 
 #: The refusal reason (`/metrics` `refused_total{reason=...}`) of an ApiError by status,
 #: unless it names one.
-REFUSAL_KINDS = {400: "bad-request", 403: "forbidden", 404: "not-found",
+REFUSAL_KINDS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
                  405: "method-not-allowed", 408: "body-timeout", 413: "body-too-large",
-                 415: "unsupported-media-type", 429: "rate-limited", 504: "not-executed"}
+                 415: "unsupported-media-type", 429: "rate-limited", 503: "unavailable",
+                 504: "not-executed"}
 
 
 class ApiError(Exception):
@@ -167,6 +193,8 @@ def build_app(server: NodeBackend, limits: Limits | None = None,
     app.router.add_get("/ledger", api.ledger)
     app.router.add_get("/state", api.state)
     app.router.add_get("/state/{key}", api.state_key)
+    app.router.add_get("/query/{kind}", api.query)
+    app.router.add_get("/checkpoint", api.checkpoint)
     app.router.add_get("/status", api.status)
     app.router.add_get("/metrics", api.metrics)
     return app
@@ -206,8 +234,23 @@ class _Api:
 
     async def index(self, request: web.Request) -> web.Response:
         return web.json_response({"node": self.server.id, "endpoints": [
-            "POST /tx", "GET /ledger", "GET /state", "GET /state/{key}", "GET /status",
-            "GET /metrics"]})
+            "POST /tx", "GET /ledger", "GET /state", "GET /state/{key}", "GET /query/{kind}",
+            "GET /checkpoint", "GET /status", "GET /metrics"]})
+
+    def _reader(self, request: web.Request, what: str) -> tuple[str, str]:
+        """The authenticated reader and role of a read of `what` (ApiError 401/403)."""
+        r = self.server.replica
+        try:
+            party = check_read(r.keys, request.headers, request.method, request.raw_path)
+            role = reader_role(self.server.net.membership, r.sm, party)
+            permit(role, what)
+        except ReadRefused as exc:
+            raise ApiError(exc.status, exc.reason) from None
+        return party, role
+
+    def _open(self, request: web.Request) -> None:
+        if not self.server.net.settings.get("api", {}).get("open_status", True):
+            self._reader(request, "state")
 
     async def _body(self, request: web.Request) -> bytes:
         body = await request.read()
@@ -269,6 +312,7 @@ class _Api:
                                   "result_hex": result.hex()})
 
     async def ledger(self, request: web.Request) -> web.Response:
+        self._reader(request, "ledger")
         start = _int_param(request, "start", 1, 1, 2**62)
         server = self.server
         server.storage.commit()
@@ -291,6 +335,7 @@ class _Api:
                                   "missing": missing, "blocks": blocks})
 
     async def state(self, request: web.Request) -> web.Response:
+        self._reader(request, "state")
         r = self.server.replica
         body: dict[str, object] = {"node": self.server.id, "last_executed": r.last_executed,
                                    "state_machine": self.server.net.state_machine,
@@ -301,6 +346,7 @@ class _Api:
         return web.json_response(body)
 
     async def state_key(self, request: web.Request) -> web.Response:
+        self._reader(request, "ledger")
         key = request.match_info["key"]
         found, value = query_state(self.server.replica.sm, key)
         if not found:
@@ -308,18 +354,76 @@ class _Api:
         return web.json_response({"key": key, "value": value,
                                   "last_executed": self.server.replica.last_executed})
 
+    async def checkpoint(self, request: web.Request) -> web.Response:
+        self._reader(request, "state")
+        cps = self.server.replica.checkpoints
+        return web.json_response({"node": self.server.id, "seq": cps.stable_seq,
+                                  "held": cps.holds_stable, "proof": [
+                                      {"seq": cp.seq, "digest": cp.digest.hex(),
+                                       "replica": cp.replica, "signature": cp.signature.hex()}
+                                      for cp in cps.stable_proof]})
+
+    def _block_txs(self, height: int) -> list[m.Request]:
+        ledger = self.server.replica.sm
+        assert isinstance(ledger, Ledger)
+        seq = ledger.state.blocks.entries[height - 1][1]
+        self.server.storage.commit()
+        for s, raw in self.server.storage.blocks(seq, 1):
+            if s == seq:
+                cb = m.decode(raw)
+                if type(cb) is m.CommittedBatch:
+                    return executed_requests(ledger, height, cb.batch)
+        raise ReadRefused(503, f"block {height} (seq {seq}) is not stored here (back-filling)")
+
+    async def query(self, request: web.Request) -> web.Response:
+        """A ledger query's answer with a receipt, signed by this node."""
+        kind = request.match_info["kind"]
+        party, role = self._reader(request, kind if kind in QUERY_KINDS else "blocks")
+        wait_s = _float_param(request, "wait", 0.0, 0.0, MAX_WAIT_S)
+        server = self.server
+        sm = server.replica.sm
+        if not isinstance(sm, Ledger):
+            raise ApiError(404, "this network runs no ledger")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            try:
+                q, ans = answer(sm, kind, dict(request.query), party, role, self._block_txs)
+                cps = server.replica.checkpoints
+                if cps.stable_replies is None:
+                    raise ReadRefused(503, "the stable checkpoint's state is not held here")
+                stable = Stable(cps.stable_seq, cps.stable_proof,
+                                replies_digest(cps.stable_replies))
+                receipt = build_receipt(sm, server.net.network_id, party, q, ans, stable,
+                                        self._block_txs)
+                break
+            except ReadRefused as exc:
+                if exc.status != 503 or loop.time() >= deadline:
+                    raise ApiError(exc.status, exc.reason) from None
+            await asyncio.sleep(0.1)
+        receipt["attestations"] = [attest(server.replica.keys, server.net.network_id, party,
+                                          q, ans)]
+        return web.json_response({"node": server.id, "receipt": receipt},
+                                 dumps=_dumps)
+
     def _status(self) -> dict[str, Any]:
         status = self.server.status()
         status["counters"]["refused_at_api"] = dict(sorted(self.refused.items()))
         return status
 
     async def status(self, request: web.Request) -> web.Response:
+        self._open(request)
         return web.json_response(self._status())
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self._open(request)
         return web.Response(text=prometheus_text(self._status()),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Format": "prometheus-0.0.4"})
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

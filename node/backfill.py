@@ -20,8 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from node import messages as m
+from node.crypto import Identity
+from node.reads import sign_read
 from node.storage import Storage
 
 __all__ = ["Backfill"]
@@ -37,8 +40,11 @@ class Backfill:
     """Fills `storage`'s missing ranges at or below `stable()` from `peers` (id -> API URL)."""
 
     def __init__(self, storage: Storage, peers: dict[str, str], f: int,
-                 stable: Callable[[], int], period_s: float = 1.0) -> None:
+                 stable: Callable[[], int], period_s: float = 1.0,
+                 signer: Identity | None = None) -> None:
         self.storage = storage
+        self.signer = signer
+        """Whom reads of peers' `/ledger` are signed as (node/reads.py): this node."""
         self.peers = dict(sorted(peers.items()))
         self.f = f
         self.stable = stable
@@ -73,7 +79,7 @@ class Backfill:
     async def _page(self, session: aiohttp.ClientSession, start: int, end: int) -> int:
         limit = end - start + 1
         rows = await asyncio.gather(*(
-            _get(session, f"{url}/ledger?digests=1&start={start}&limit={limit}")
+            _get(session, f"{url}/ledger?digests=1&start={start}&limit={limit}", self.signer)
             for url in self.peers.values()))
         votes: dict[int, Counter[str]] = {}
         for row in rows:
@@ -86,7 +92,8 @@ class Backfill:
         urls = list(self.peers.values())
         for i in range(len(urls)):
             url = urls[(self._turn + i) % len(urls)]
-            body = await _get(session, f"{url}/ledger?raw=1&start={start}&limit={limit}")
+            body = await _get(session, f"{url}/ledger?raw=1&start={start}&limit={limit}",
+                              self.signer)
             stored = self._store(body, agreed) if body else 0
             if stored:
                 self._turn += 1
@@ -118,9 +125,12 @@ class Backfill:
         return stored
 
 
-async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+async def _get(session: aiohttp.ClientSession, url: str,
+               signer: Identity | None) -> dict[str, Any] | None:
+    target = URL(url, encoded=True)
+    headers = {} if signer is None else sign_read(signer, "GET", target.raw_path_qs)
     try:
-        async with session.get(url) as resp:
+        async with session.get(target, headers=headers) as resp:
             if resp.status != 200:
                 return None
             body = await resp.json()

@@ -174,7 +174,8 @@ class NodeServer:
         await self.transport.start()
         self.runtime.start(recovering=self.recovered)
         peers = {p: self.net.url(p) for p in self.net.membership.node_ids if p != self.id}
-        self.backfill = Backfill(self.storage, peers, self.replica.f, lambda: self.replica.h)
+        self.backfill = Backfill(self.storage, peers, self.replica.f, lambda: self.replica.h,
+                                 signer=self.identity)
         self._backfill_task = asyncio.ensure_future(self.backfill.run())
         log.info("node %s ready: %s transport, API on http://%s, %s", self.id,
                  self.opts.transport, self._listen_address(),

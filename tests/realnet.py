@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from medbft.real.cluster import LocalCluster, free_ports
-from medbft.real.load import LoadResult, LoadSpec, fetch_json, run_load
+from medbft.real.load import LoadResult, LoadSpec, fetch_json, operator, run_load
 from node.netdir import NetworkDir, default_node_ids, init_network
 
 FAST_PROTOCOL = {
@@ -81,7 +81,7 @@ def load(net: NetworkDir, transport: str, seconds: float, outstanding: int = 4,
 def statuses(net: NetworkDir) -> dict[str, dict[str, Any]]:
     async def go() -> dict[str, dict[str, Any]]:
         async with aiohttp.ClientSession() as session:
-            rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/{path}")
+            rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/{path}", operator(net))
                                           for i in net.membership.node_ids
                                           for path in ("status", "state")))
         out = {}

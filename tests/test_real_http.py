@@ -18,7 +18,7 @@ import pytest
 from realnet import load, poll, real_cluster, statuses, wait_ready
 
 from medbft.real.cluster import free_ports
-from medbft.real.load import check_ledgers, request_seqs
+from medbft.real.load import check_ledgers, operator, request_seqs, signed_get
 from node import messages as m
 from node.crypto import Identity, Keyring
 from node.netdir import NetworkDir, default_node_ids, init_network
@@ -136,6 +136,8 @@ async def _api_checks(net: NetworkDir, tmp_path: Path) -> None:
             status, body = await post(good)
             assert status == 202 and body["key"] == "client-1/0/1"
             async with s.get(f"{base}/ledger?limit=0") as r:
+                assert r.status == 401  # an unsigned read
+            async with signed_get(s, f"{base}/ledger?limit=0", operator(net)) as r:
                 assert r.status == 400 and "limit" in (await r.json())["error"]
             async with s.get(f"{base}/nowhere") as r:
                 assert r.status == 404

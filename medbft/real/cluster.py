@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from medbft.real.load import LoadResult, LoadSpec, fetch_json, run_load
+from medbft.real.load import LoadResult, LoadSpec, fetch_json, operator, run_load
 from medbft.targets import fault_rng, primary_of, resolve_target
 from node.ledger.roles import CLIENT_ROLES
 from node.netdir import NetworkDir, init_network
@@ -250,7 +250,7 @@ async def converge(net: NetworkDir, session: aiohttp.ClientSession, node_ids: li
     """Wait until the given nodes have executed the same seq, then compare state digests."""
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/state")
+        rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/state", operator(net))
                                       for i in node_ids))
         states = {i: r for i, r in zip(node_ids, rows, strict=True) if r is not None}
         seqs = {r["last_executed"] for r in states.values()}

@@ -29,22 +29,25 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from medbft.metrics import RequestRecord
 from medbft.summary import Measured, build_summary, code_version
 from node.client import Client
-from node.crypto import Keyring
-from node.netdir import NetworkDir
+from node.crypto import Identity, Keyring
+from node.netdir import NetworkDir, NetworkError
+from node.reads import sign_read
 from node.realtime import RealClock
 from node.runtime import NodeRuntime
 from node.transport.http import HttpTransport
 from node.transport.mqtt import BrokerSettings, MqttTransport
 
-__all__ = ["LoadResult", "LoadSpec", "check_ledgers", "client_ids", "fetch_json", "run_load",
-           "scrape"]
+__all__ = ["LoadResult", "LoadSpec", "check_ledgers", "client_ids", "fetch_json", "operator",
+           "run_load", "scrape", "signed_get"]
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -95,10 +98,36 @@ class _Party:
 # -- talking to nodes over their API ----------------------------------------------------------
 
 
-async def fetch_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
-    """GET `url` as JSON; None when the node is down or answers with an error."""
+def operator(net: NetworkDir) -> Identity:
+    """The identity an operator's tool signs its reads with (node/reads.py): the first node
+    whose private key the network directory holds (on one machine, all of them)."""
+    cached = _OPERATORS.get(net.path)
+    if cached is not None:
+        return cached
+    for node_id in net.membership.node_ids:
+        if (net.path / "keys" / f"{node_id}.pem").exists():
+            ident = _OPERATORS[net.path] = net.identity(node_id)
+            return ident
+    raise NetworkError(f"{net.path}: no node key to sign reads with")
+
+
+_OPERATORS: dict[Path, Identity] = {}
+
+
+def signed_get(session: aiohttp.ClientSession, url: str, signer: Identity | None,
+               **kw: Any) -> Any:
+    """`session.get(url)`, the read signed by `signer` (none: unsigned)."""
+    target = URL(url, encoded=True)
+    headers = {} if signer is None else sign_read(signer, "GET", target.raw_path_qs)
+    return session.get(target, headers=headers, **kw)
+
+
+async def fetch_json(session: aiohttp.ClientSession, url: str,
+                     signer: Identity | None = None) -> dict[str, Any] | None:
+    """GET `url` as JSON (signed by `signer`, if given); None when the node is down or
+    answers with an error."""
     try:
-        async with session.get(url, timeout=HTTP_TIMEOUT) as resp:
+        async with signed_get(session, url, signer, timeout=HTTP_TIMEOUT) as resp:
             if resp.status != 200:
                 return None
             return await resp.json()  # type: ignore[no-any-return]
@@ -114,11 +143,12 @@ async def scrape(session: aiohttp.ClientSession, net: NetworkDir) -> dict[str, d
 
 
 async def _digests(session: aiohttp.ClientSession, base: str, start: int,
-                   end: int) -> dict[int, str]:
+                   end: int, signer: Identity) -> dict[int, str]:
     out: dict[int, str] = {}
     seq = start
     while seq <= end:
-        page = await fetch_json(session, f"{base}/ledger?digests=1&start={seq}&limit=10000")
+        page = await fetch_json(session, f"{base}/ledger?digests=1&start={seq}&limit=10000",
+                                signer)
         if not page or not page["digests"]:
             break
         for s, d in page["digests"]:
@@ -133,7 +163,8 @@ async def check_ledgers(session: aiohttp.ClientSession, net: NetworkDir, start: 
                         end: int) -> dict[str, Any]:
     """Agreement: every seq in [start, end] that two or more nodes stored has one digest."""
     ids = net.membership.node_ids
-    ledgers = await asyncio.gather(*(_digests(session, net.url(i), start, end) for i in ids))
+    ledgers = await asyncio.gather(*(_digests(session, net.url(i), start, end, operator(net))
+                                     for i in ids))
     by_seq: dict[int, dict[str, list[str]]] = {}
     for nid, ledger in zip(ids, ledgers, strict=True):
         for seq, digest in ledger.items():
@@ -151,7 +182,8 @@ async def request_seqs(session: aiohttp.ClientSession, net: NetworkDir, node: st
     seq = start
     deadline = time.monotonic() + budget_s
     while seq <= end and time.monotonic() < deadline:
-        page = await fetch_json(session, f"{net.url(node)}/ledger?start={seq}&limit=1000")
+        page = await fetch_json(session, f"{net.url(node)}/ledger?start={seq}&limit=1000",
+                                operator(net))
         if not page or not page["blocks"]:
             break
         for block in page["blocks"]:
@@ -433,7 +465,8 @@ async def _ledger_summary(session: aiohttp.ClientSession, net: NetworkDir,
     if net.state_machine != "ledger":
         return None
     ids = net.membership.node_ids
-    rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/state") for i in ids))
+    rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/state", operator(net))
+                                  for i in ids))
     states = {i: row["ledger"] for i, row in zip(ids, rows, strict=True)
               if row is not None and "ledger" in row}
     if not states:

@@ -68,6 +68,9 @@ class Ledger:
         # view change executes it under its own, later view. So the view is a local note,
         # kept out of the block hash and the snapshot (which must match on every replica).
         self.views: dict[int, int] = {}
+        # checkpoint seq -> what a read receipt needs of that state (node.ledger.receipts):
+        # the digest parts other than the blocks head, and the number of blocks.
+        self.proof_parts: dict[int, tuple[bytes, bytes, bytes, bytes, int]] = {}
 
     # -- StateMachine -------------------------------------------------------------------------
 
@@ -137,7 +140,10 @@ class Ledger:
                 + self.state.to_json().encode() + b"}")
 
     def checkpoint(self, seq: int) -> None:
-        self.state.mark(seq)
+        st = self.state
+        st.mark(seq)
+        self.proof_parts[seq] = (st.acc.to_bytes(64, "big"), st.events.head, st.audit.head,
+                                 st.stats_digest(), len(st.blocks.entries))
 
     def snapshot_at(self, seq: int) -> bytes:
         """`snapshot()` of the state at remembered checkpoint `seq`."""
@@ -146,6 +152,8 @@ class Ledger:
 
     def release(self, seq: int) -> None:
         self.state.release(seq)
+        for s in [s for s in self.proof_parts if s < seq]:
+            del self.proof_parts[s]
 
     def restore(self, snapshot: bytes, accept: Accept | None = None) -> None:
         """Replace the state; raise ValueError (state unchanged) if the snapshot is malformed,
@@ -158,6 +166,7 @@ class Ledger:
         if accept is not None and not accept(self.digest()):
             self.state = old
             raise ValueError("ledger snapshot does not match the expected digest")
+        self.proof_parts.clear()
 
     # -- one transaction ----------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ __all__ = [
     "KINDS",
     "ORG_TYPES",
     "PERMISSIONS",
+    "READS",
     "ROLE_ALIASES",
+    "may_read",
     "may_submit",
     "rotating_client_roles",
 ]
@@ -92,4 +94,27 @@ KINDS: tuple[str, ...] = tuple(sorted(PERMISSIONS))
 def may_submit(role: str, kind: str) -> bool:
     """Whether `role` may submit `kind` at all (deny by default: unknown kinds and roles -> no)."""
     allowed = PERMISSIONS.get(kind)
+    return allowed is not None and role in allowed
+
+
+#: What a reader may read (docs/security.md#reads-and-receipts), by read -> roles. `node` is a
+#: replica's own identity (peers back-fill blocks from each other); "own" conditions (a
+#: patient reads only about themselves) are checked where the read is served (node/reads.py).
+READS: dict[str, frozenset[str]] = {
+    "ledger": frozenset({"node", "inspector", "auditor"}),       # raw blocks: everything
+    "blocks": frozenset({"node", "inspector", "auditor"}),
+    "state": frozenset({"node", *CLIENT_ROLES}),                 # counts only, no contents
+    "trace": frozenset({"node", "manufacturer", "distributor", "pharmacist", "clinician",
+                        "inspector", "auditor"}),
+    "recall-exposure": frozenset({"node", "manufacturer", "pharmacist", "clinician",
+                                  "inspector", "auditor"}),
+    "access-log": frozenset({"node", "patient", "inspector", "auditor"}),  # patient: own
+    "consents": frozenset({"node", "patient", "clinician", "pharmacist", "inspector",
+                           "auditor"}),                                    # patient: own
+}
+
+
+def may_read(role: str, what: str) -> bool:
+    """Whether `role` may make read `what` at all (deny by default)."""
+    allowed = READS.get(what)
     return allowed is not None and role in allowed

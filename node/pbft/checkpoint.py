@@ -39,7 +39,7 @@ from node.quorum import primary_of
 from node.statemachine import StateMachine
 
 __all__ = ["CHUNK_BYTES", "CachedReply", "CheckpointHost", "Checkpoints", "checkpoint_digest",
-           "read_snapshot", "snapshot_bytes"]
+           "read_snapshot", "replies_digest", "snapshot_bytes"]
 
 CHUNK_BYTES = 1024 * 1024
 """State transfer moves snapshots in chunks of at most this many bytes (one STATE-DATA each),
@@ -63,10 +63,14 @@ def _reply_rows(replies: Replies) -> bytes:
     return json.dumps(rows, separators=(",", ":")).encode()
 
 
+def replies_digest(replies: Replies) -> bytes:
+    """The reply cache's part of a checkpoint digest (read receipts carry it)."""
+    return hashlib.sha256(_reply_rows(replies)).digest()
+
+
 def checkpoint_digest(sm_digest: bytes, replies: Replies) -> bytes:
     """The digest a CHECKPOINT carries: the state machine's digest and the reply cache's."""
-    return hashlib.sha256(b"medbft-checkpoint/1" + sm_digest
-                          + hashlib.sha256(_reply_rows(replies)).digest()).digest()
+    return hashlib.sha256(b"medbft-checkpoint/1" + sm_digest + replies_digest(replies)).digest()
 
 
 def snapshot_bytes(state: bytes, replies: Replies) -> bytes:
