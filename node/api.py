@@ -308,6 +308,7 @@ class _Api:
         result = cached.result if cached is not None and cached.timestamp == req.timestamp \
             else b""
         return web.json_response({"key": key, "status": "executed", "seq": seq,
+                                  "block": _block_at(self.server.replica.sm, seq),
                                   "result": result.decode(errors="replace"),
                                   "result_hex": result.hex()})
 
@@ -420,6 +421,19 @@ class _Api:
         return web.Response(text=prometheus_text(self._status()),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Format": "prometheus-0.0.4"})
+
+
+def _block_at(sm: object, seq: int) -> int | None:
+    """The height of a ledger's block for batch `seq` (None: no ledger, or not found)."""
+    if not isinstance(sm, Ledger):
+        return None
+    entries = sm.state.blocks.entries
+    for i in range(len(entries) - 1, max(-1, len(entries) - 10_000), -1):
+        if entries[i][1] == seq:
+            return i + 1
+        if entries[i][1] < seq:
+            break
+    return None
 
 
 def _dumps(obj: Any) -> str:
