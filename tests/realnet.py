@@ -41,9 +41,10 @@ def broker_listening(host: str = "127.0.0.1", port: int = 1883) -> bool:
 
 @contextmanager
 def real_cluster(tmp_path: Path, transport: str, n: int = 4,
-                 protocol: dict[str, float] | None = None) -> Iterator[LocalCluster]:
+                 protocol: dict[str, float] | None = None,
+                 clients: int = 2) -> Iterator[LocalCluster]:
     """n node processes of a fresh network under `tmp_path`, ready; stopped on exit."""
-    net = init_network(tmp_path / "net", default_node_ids(n), clients=2,
+    net = init_network(tmp_path / "net", default_node_ids(n), clients=clients,
                        ports=free_ports(n), protocol={**FAST_PROTOCOL, **(protocol or {})},
                        broker=BROKER)
     cluster = LocalCluster(net, transport, tmp_path / "logs")
