@@ -13,13 +13,12 @@ from ledger_support import GTIN, epc, ev
 from node import messages as m
 from node.crypto import Identity, Keyring
 from node.ledger.genesis import LedgerGenesis
-from node.ledger.ledger import Ledger, merkle_root, tx_leaf
+from node.ledger.ledger import Ledger, merkle_root
 from node.ledger.receipts import ReceiptError, dump, merkle_path, merkle_verify, verify_receipt
 from node.ledger.txs import encode_tx
 from node.membership import Member, Membership
 from node.pbft.checkpoint import checkpoint_digest, replies_digest
-from node.reads import (ReadRefused, Stable, answer, attest, build_receipt, check_read,
-                        sign_read)
+from node.reads import ReadRefused, Stable, answer, attest, build_receipt, check_read, sign_read
 from node.statemachine import BlockInfo
 
 NODES = ("hospital-1", "pharmacy-1", "regulator-1", "hospital-2")
