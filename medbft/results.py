@@ -623,9 +623,15 @@ def read_requests(path: Path) -> list[RequestRow]:
 
 
 def read_scenario_copy(path: Path) -> dict[str, Any]:
-    """scenario.yaml (the scenario as run), checked to be a mapping whose `nodes` is a list of
-    mappings with an id."""
+    """scenario.yaml (the scenario as run), checked: a whole file (it ends with a line break),
+    a mapping with name, duration and `nodes`, a list of mappings with an id."""
     scenario = read_yaml_mapping(path, "the scenario as run (a YAML mapping)")
+    if not _text(path, "").endswith("\n"):
+        raise RunFileError(f"{path}: truncated (the last line has no line break); it was cut "
+                           f"short, run the scenario again")
+    missing = [k for k in ("name", "nodes", "duration") if k not in scenario]
+    if missing:
+        raise RunFileError(f"{path}: no {', '.join(missing)}; expected the scenario as run")
     nodes = scenario.get("nodes", [])
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and "id" in n for n in nodes):
         raise RunFileError(f"{path}: nodes is not a list of mappings with an id")
