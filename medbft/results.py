@@ -21,6 +21,13 @@ forced); `clear_run_dir` (after simulating, before writing) removes every file a
 wrote there: those listed in its run.json `files` manifest, plus the names a run writes (for
 folders from a medbft without the manifest). `write_manifest` lists the files this run wrote
 in run.json. `append_index` adds one row per run to `results/index.csv`.
+
+Every command that reads a run folder (`plot`, `sequence`, `ledger`, `compare`) reads its
+files through the readers at the end of this module (`load_run`, `read_summary`,
+`read_table`, `read_json_object`, `read_yaml_mapping`, `trace_rows`). They check each file
+(a JSON object with the keys readers need, a CSV header and a value of the right type in
+every cell, a YAML mapping, whole JSON lines) and raise `RunFileError`, a UsageError naming
+the file and what is wrong, so a truncated or hand-edited file gives one line and exit 2.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +52,12 @@ from medbft.errors import UsageError
 from medbft.scenario import Scenario, to_dict
 from medbft.timeline import FaultRow, PhaseRow, ViewRow, fault_rows, phase_rows, view_rows
 
-__all__ = ["INDEX", "INDEX_COLUMNS", "RequestRow", "RunData", "append_index", "check_run_dir",
-           "clear_run_dir", "code_commit", "headline", "index_path", "is_run_dir", "load_run",
-           "package_version", "read_requests", "reproduce_command", "save_run_data",
-           "trace_digest", "write_manifest", "write_results"]
+__all__ = ["INDEX", "INDEX_COLUMNS", "RequestRow", "RunData", "RunFileError", "append_index",
+           "check_jsonl_end", "check_run_dir", "clear_run_dir", "code_commit", "headline",
+           "index_path", "is_run_dir", "load_run", "package_version", "read_json_object",
+           "read_requests", "read_scenario_copy", "read_summary", "read_table",
+           "read_yaml_mapping", "reproduce_command", "save_run_data", "trace_digest",
+           "trace_rows", "write_manifest", "write_results"]
 
 SUMMARY, REQUESTS, SCENARIO, RUN = "summary.json", "requests.csv", "scenario.yaml", "run.json"
 PHASES, VIEWS, FAULTS = "phases.csv", "views.csv", "faults.csv"
@@ -91,6 +100,8 @@ class RunData:
     phases: list[PhaseRow] | None = None
     views: list[ViewRow] | None = None
     faults: list[FaultRow] | None = None
+    missing: list[str] = field(default_factory=list)
+    """Optional files the folder lacks (an older medbft): their figures are skipped."""
 
 
 def reproduce_command(scenario_path: str, seed: int, overrides: Sequence[str]) -> str:
@@ -339,54 +350,329 @@ def trace_digest(trace: list[dict[str, Any]]) -> str:
 
 
 # -- reading ---------------------------------------------------------------------------------
+#
+# Every file of a run folder is read through one of the functions below. Each one checks what
+# it reads (a JSON object with the keys the figures need, a CSV with its header and a value of
+# the right type in every cell, a YAML mapping, JSON lines) and raises RunFileError, a
+# UsageError naming the file and what is wrong with it, so a damaged folder gives one line and
+# exit 2, never a traceback or a silently shorter figure.
+
+
+class RunFileError(UsageError):
+    """A file of a run folder is missing, truncated or malformed (the message names it)."""
+
+
+#: A cell's type: (parser, what the message calls it). Parsers raise ValueError.
+_Cell = tuple[Any, str]
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def _opt_int(text: str) -> int | None:
+    return None if text == "" else int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value != value:  # NaN: never written by a run
+        raise ValueError(text)
+    return value
 
 
 def _opt_float(text: str | None) -> float | None:
-    return None if text in (None, "") else float(text)
+    return None if text in (None, "") else _float(text)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]] | None:
+INT: _Cell = (_int, "an integer")
+OPT_INT: _Cell = (_opt_int, "an integer or empty")
+FLOAT: _Cell = (_float, "a number")
+OPT_FLOAT: _Cell = (_opt_float, "a number or empty")
+TEXT: _Cell = (str, "text")
+
+REQUEST_TYPES: dict[str, _Cell] = {
+    "client": TEXT, "session": INT, "timestamp": INT, "submit_s": FLOAT, "commit_s": OPT_FLOAT,
+    "latency_ms": OPT_FLOAT, "view": OPT_INT, "seq": OPT_INT}
+PHASE_TYPES: dict[str, _Cell] = {"request": TEXT, "view": INT, "seq": INT,
+                                 **{c: FLOAT for c in PHASE_COLUMNS[3:]}}
+VIEW_TYPES: dict[str, _Cell] = {"view": INT, "primary": TEXT, "view_change_s": OPT_FLOAT,
+                                "entered_s": OPT_FLOAT}
+FAULT_TYPES: dict[str, _Cell] = {"kind": TEXT, "target": TEXT, "start_s": FLOAT,
+                                 "end_s": OPT_FLOAT, "label": TEXT}
+#: Columns an older requests.csv may lack (everything else is required).
+_OPTIONAL_COLUMNS = frozenset({"view", "seq"})
+
+_NUMBER = (int, float)
+_NUMBER_OR_NULL = (int, float, type(None))
+#: summary.json: key -> the JSON types its value may have (required keys only; the figures
+#: and the report read the others with defaults).
+SUMMARY_SHAPE: dict[str, tuple[type, ...]] = {
+    "scenario": (str,), "n": (int,), "duration_s": _NUMBER, "requests": (dict,),
+    "throughput_tps": _NUMBER, "latency_ms": (dict,), "messages": (dict,), "safety": (dict,),
+    "liveness": (dict,)}
+#: Keys that may be absent, but when present must have these types.
+SUMMARY_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "seed": (int, type(None)), "f": (int, type(None)), "sim_time_s": _NUMBER_OR_NULL,
+    "wall_time_s": _NUMBER_OR_NULL, "view_changes": (int, type(None)),
+    "final_view": (int, type(None)), "expect": (dict,), "cpu": (dict, type(None)),
+    "byzantine": (list, type(None)), "scenario_hash": (str, type(None))}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return " or ".join("null" if t is type(None) else _json_type(t()) for t in types)
+
+
+def _text(path: Path, what: str) -> str:
+    """The file's text; RunFileError if it is missing, unreadable or not UTF-8."""
     if not path.exists():
-        return None
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+        raise RunFileError(f"{path}: missing; expected {what}")
+    if not path.is_file():
+        raise RunFileError(f"{path}: not a file; expected {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{path}: not UTF-8 text (byte {exc.start}); expected {what}") \
+            from None
+    except OSError as exc:
+        raise RunFileError(f"{path}: cannot be read ({exc.strerror}); expected {what}") \
+            from None
+
+
+def read_json_object(path: Path, what: str = "a JSON object",
+                     shape: dict[str, tuple[type, ...]] | None = None,
+                     optional: dict[str, tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """A JSON file holding an object, with the keys of `shape` (of those types) and the keys of
+    `optional`, when present, of those types. Raises RunFileError naming the file."""
+    text = _text(path, what)
+    if not text.strip():
+        raise RunFileError(f"{path}: empty; expected {what}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = exc.pos >= len(text.rstrip())
+        raise RunFileError(f"{path}: {'truncated' if cut else 'malformed'} JSON at line "
+                           f"{exc.lineno} column {exc.colno} ({exc.msg}); expected {what}") \
+            from None
+    if not isinstance(value, dict):
+        raise RunFileError(f"{path}: holds {_json_type(value)}; expected {what}")
+    missing = [k for k in shape or () if k not in value]
+    if missing:
+        raise RunFileError(f"{path}: no {', '.join(missing)}; expected {what}")
+    for key, types in {**(optional or {}), **(shape or {})}.items():
+        if key in value and (not isinstance(value[key], types)
+                             or (isinstance(value[key], bool) and bool not in types)):
+            raise RunFileError(f"{path}: {key} is {_json_type(value[key])}, expected "
+                               f"{_type_names(types)}")
+    return value
+
+
+def read_yaml_mapping(path: Path, what: str = "a YAML mapping") -> dict[str, Any]:
+    """A YAML file holding a mapping. Raises RunFileError naming the file."""
+    text = _text(path, what)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise RunFileError(f"{path}: malformed YAML{where} ({problem}); expected {what}") \
+            from None
+    if not isinstance(value, dict):
+        got = "nothing" if value is None else _json_type(value).replace("an array", "a list")
+        raise RunFileError(f"{path}: holds {got}; expected {what}")
+    return value
+
+
+def read_table(path: Path, types: dict[str, _Cell],
+               optional: AbstractSet[str] = frozenset()) -> list[dict[str, Any]]:
+    """A CSV file written by a run: a header naming every column of `types` (but `optional`),
+    rows with as many fields as the header, each cell parsed by its type, and a final line
+    break (a file without one was cut short). Raises RunFileError naming the file, the line
+    and the column."""
+    text = _text(path, f"a CSV file with columns {','.join(types)}")
+    if not text:
+        raise RunFileError(f"{path}: empty; expected a header line {','.join(types)}")
+    if not text.endswith("\n"):
+        raise RunFileError(f"{path}: truncated (the last line has no line break); it was cut "
+                           f"short, run the scenario again")
+    try:
+        lines = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:
+        raise RunFileError(f"{path}: malformed CSV ({exc})") from None
+    header = lines[0] if lines else []
+    missing = [c for c in types if c not in header and c not in optional]
+    if missing:
+        raise RunFileError(f"{path}: the header has no column {', '.join(missing)}; expected "
+                           f"{','.join(types)}")
+    rows = []
+    for number, fields in enumerate(lines[1:], 2):
+        if len(fields) != len(header):
+            raise RunFileError(f"{path}: line {number} has {len(fields)} fields, the header "
+                               f"{len(header)}")
+        raw = dict(zip(header, fields, strict=True))
+        row: dict[str, Any] = {}
+        for column, (parse, kind) in types.items():
+            if column not in raw:
+                row[column] = None
+                continue
+            try:
+                row[column] = parse(raw[column])
+            except ValueError:
+                raise RunFileError(f"{path}: line {number}, column {column}: {raw[column]!r} "
+                                   f"is not {kind}") from None
+        rows.append(row)
+    return rows
+
+
+def check_jsonl_end(path: Path) -> None:
+    """Raise RunFileError unless `path` (JSON lines a run wrote in full) ends with a complete
+    line: a cheap check, for readers that stop early, that the file was not cut short."""
+    _text_head = "JSON lines (one object per line)"
+    if not path.is_file():
+        raise RunFileError(f"{path}: missing; expected {_text_head}")
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size == 0:
+            raise RunFileError(f"{path}: empty; expected {_text_head}")
+        fh.seek(max(0, size - 65536))
+        tail = fh.read()
+    if not tail.endswith(b"\n"):
+        raise RunFileError(f"{path}: truncated (the last line has no line break); it was cut "
+                           f"short, run the scenario again with --trace")
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        row = json.loads(last)
+    except ValueError as exc:
+        raise RunFileError(f"{path}:{_line_count(path)}: not a JSON line "
+                           f"({getattr(exc, 'msg', exc)}); the last line is damaged") from None
+    if not isinstance(row, dict):
+        raise RunFileError(f"{path}:{_line_count(path)}: the last line holds "
+                           f"{_json_type(row)}; expected {_text_head}")
+
+
+def _line_count(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+
+
+def trace_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of trace.jsonl, checked: the end first (not cut short), then each row lazily
+    as it is read (a run writes them in time order, so a reader may stop after its window)."""
+    check_jsonl_end(path)
+    return _trace_rows(path)
+
+
+def _trace_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RunFileError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("t"), int) \
+                    or "event" not in row:
+                raise RunFileError(f"{path}:{number}: expected an object with t (ns) and "
+                                   f"event")
+            need = ("node", "to", "kind") if row["event"] == "send" else ("node",)
+            missing = [k for k in need if k not in row]
+            if missing:
+                raise RunFileError(f"{path}:{number}: a {row['event']} event without "
+                                   f"{', '.join(missing)}")
+            yield row
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """summary.json, checked: the keys the figures, the report and a comparison read."""
+    what = "the summary.json object `medbft run` writes"
+    summary = read_json_object(path, what, SUMMARY_SHAPE, SUMMARY_OPTIONAL)
+    for key in ("safety", "liveness"):
+        if not isinstance(summary[key].get("ok"), bool | None):
+            raise RunFileError(f"{path}: {key}.ok is {_json_type(summary[key].get('ok'))}, "
+                               f"expected true/false")
+    for key, value in summary["latency_ms"].items():
+        if not isinstance(value, _NUMBER_OR_NULL) or isinstance(value, bool):
+            raise RunFileError(f"{path}: latency_ms.{key} is {_json_type(value)}, expected "
+                               f"a number or null")
+    for key in ("submitted", "committed"):
+        if not isinstance(summary["requests"].get(key), int):
+            raise RunFileError(f"{path}: requests.{key} is "
+                               f"{_json_type(summary['requests'].get(key))}, expected an integer")
+    msgs = summary["messages"]
+    for key in ("by_type", "bytes_by_type", "by_node", "bytes_by_node"):
+        table = msgs.get(key, {})
+        if not isinstance(table, dict) or not all(
+                isinstance(v, _NUMBER) and not isinstance(v, bool) for v in table.values()):
+            raise RunFileError(f"{path}: messages.{key} is not an object of numbers")
+    return summary
 
 
 def read_requests(path: Path) -> list[RequestRow]:
-    """Parse requests.csv."""
-    rows = _read_csv(path)
-    if rows is None:
-        raise FileNotFoundError(f"{path}: not found; expected the requests.csv of a run")
-    return [RequestRow(r["client"], int(r["session"]), int(r["timestamp"]),
-                       float(r["submit_s"]), _opt_float(r["commit_s"]),
-                       _opt_float(r["latency_ms"])) for r in rows]
+    """Parse requests.csv (RunFileError naming the file, line and column if damaged)."""
+    return [RequestRow(r["client"], r["session"], r["timestamp"], r["submit_s"], r["commit_s"],
+                       r["latency_ms"]) for r in read_table(path, REQUEST_TYPES,
+                                                            _OPTIONAL_COLUMNS)]
+
+
+def read_scenario_copy(path: Path) -> dict[str, Any]:
+    """scenario.yaml (the scenario as run), checked: a whole file (it ends with a line break),
+    a mapping with name, duration and `nodes`, a list of mappings with an id."""
+    scenario = read_yaml_mapping(path, "the scenario as run (a YAML mapping)")
+    if not _text(path, "").endswith("\n"):
+        raise RunFileError(f"{path}: truncated (the last line has no line break); it was cut "
+                           f"short, run the scenario again")
+    missing = [k for k in ("name", "nodes", "duration") if k not in scenario]
+    if missing:
+        raise RunFileError(f"{path}: no {', '.join(missing)}; expected the scenario as run")
+    nodes = scenario.get("nodes", [])
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) and "id" in n for n in nodes):
+        raise RunFileError(f"{path}: nodes is not a list of mappings with an id")
+    workload = scenario.get("workload", {})
+    if workload is not None and not isinstance(workload, dict):
+        raise RunFileError(f"{path}: workload is {_json_type(workload)}, expected a mapping")
+    return scenario
+
+
+#: What each figure needs beyond summary.json and requests.csv (a figure whose file is
+#: missing is not drawn, or drawn without what that file adds, with a warning).
+OPTIONAL_FILES = (SCENARIO, RUN, PHASES, VIEWS, FAULTS)
 
 
 def load_run(path: Path) -> RunData:
-    """Read a run's results directory. summary.json and requests.csv are required; the other
-    files are optional (a directory from an older medbft lacks them: those figures are skipped).
+    """Read a run's results directory, checking every file. summary.json and requests.csv are
+    required; the other files are optional (a folder from an older medbft lacks them; the
+    figures that need them are skipped: `RunData.missing` lists them), but a file that is
+    there must be whole and well formed.
 
-    Raises FileNotFoundError naming the missing file.
+    Raises RunFileError (a UsageError) naming the missing or damaged file.
     """
     if not (path / SUMMARY).exists():
-        raise FileNotFoundError(f"{path}: no {SUMMARY}; expected a directory written by "
-                                "`medbft run` (or a sweep directory with results.csv)")
-    data = RunData(path, json.loads((path / SUMMARY).read_text()),
-                   read_requests(path / REQUESTS))
+        raise RunFileError(f"{path / SUMMARY}: missing; expected a directory written by "
+                           "`medbft run` (or a sweep directory with results.csv)")
+    data = RunData(path, read_summary(path / SUMMARY), read_requests(path / REQUESTS))
+    data.missing = [name for name in OPTIONAL_FILES if not (path / name).exists()]
     if (path / SCENARIO).exists():
-        data.scenario = yaml.safe_load((path / SCENARIO).read_text())
+        data.scenario = read_scenario_copy(path / SCENARIO)
     if (path / RUN).exists():
-        data.run_info = json.loads((path / RUN).read_text())
-    phases = _read_csv(path / PHASES)
-    if phases is not None:
-        data.phases = [PhaseRow(r["request"], int(r["view"]), int(r["seq"]),
-                                *(float(r[c]) for c in PHASE_COLUMNS[3:])) for r in phases]
-    views = _read_csv(path / VIEWS)
-    if views is not None:
-        data.views = [ViewRow(int(r["view"]), r["primary"], _opt_float(r["view_change_s"]),
-                              _opt_float(r["entered_s"])) for r in views]
-    faults = _read_csv(path / FAULTS)
-    if faults is not None:
-        data.faults = [FaultRow(r["kind"], r["target"], float(r["start_s"]),
-                                   _opt_float(r["end_s"]), r["label"]) for r in faults]
+        data.run_info = read_json_object(path / RUN, "the run.json object `medbft run` writes",
+                                         optional={"command": (str,), "files": (list,),
+                                                   "overrides": (list,)})
+    if (path / PHASES).exists():
+        data.phases = [PhaseRow(r["request"], r["view"], r["seq"],
+                                *(r[c] for c in PHASE_COLUMNS[3:]))
+                       for r in read_table(path / PHASES, PHASE_TYPES)]
+    if (path / VIEWS).exists():
+        data.views = [ViewRow(r["view"], r["primary"], r["view_change_s"], r["entered_s"])
+                      for r in read_table(path / VIEWS, VIEW_TYPES)]
+    if (path / FAULTS).exists():
+        data.faults = [FaultRow(r["kind"], r["target"], r["start_s"], r["end_s"], r["label"])
+                       for r in read_table(path / FAULTS, FAULT_TYPES)]
     return data

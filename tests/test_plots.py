@@ -248,5 +248,5 @@ def test_no_plots_skips_figures(tmp_path: Path) -> None:
 def test_plot_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plot", str(tmp_path / "missing")]) == 2
     assert main(["plot", str(tmp_path)]) == 2
-    assert "no summary.json" in capsys.readouterr().err
+    assert "summary.json: missing" in capsys.readouterr().err
     assert main(["plot", str(tmp_path), "--formats", "gif"]) == 2

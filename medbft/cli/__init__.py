@@ -23,8 +23,8 @@ from medbft.scenario import ScenarioError
 __all__ = ["COMMANDS", "main"]
 
 #: The subcommand modules, in the order `medbft --help` lists them.
-COMMANDS = ("run", "cluster", "fuzz", "keys", "ledger", "load", "node", "tx", "query",
-            "verify_receipt", "plot", "sequence", "sweep")
+COMMANDS = ("run", "cluster", "compare", "fuzz", "keys", "ledger", "load", "node", "tx",
+            "query", "verify_receipt", "plot", "sequence", "sweep")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from medbft.errors import UsageError
+from medbft.results import RunFileError, read_json_object
 
 __all__ = ["register"]
 
@@ -42,17 +43,53 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=handle)
 
 
+_LOAD_ERRORS = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+
+
 def _load(results: str) -> Any:
     from node.ledger import load_ledger
 
     path = Path(results)
+    if not path.is_dir():
+        raise UsageError(f"{results}: not a directory; expected a run's results directory")
     if not (path / "ledger.json").exists():
-        raise UsageError(f"{results}: no ledger.json here (was it a ledger run? app: kv runs "
+        raise UsageError(f"{path / 'ledger.json'}: missing (was it a ledger run? app: kv runs "
                          f"save no ledger)")
+    read_json_object(path / "ledger.json", "the ledger.json object a ledger run writes",
+                     {"genesis": (dict,), "snapshot": (dict,)})
     try:
         return load_ledger(path)
-    except (ValueError, KeyError) as exc:
-        raise UsageError(f"{results}/ledger.json: malformed: {exc}") from None
+    except _LOAD_ERRORS as exc:
+        raise RunFileError(f"{path / 'ledger.json'}: malformed ledger "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
+def _check_verify_files(path: Path) -> None:
+    """ledger_digests.json (required) and offchain.json (when there), checked before
+    `verify_results` reads them."""
+    digests = path / "ledger_digests.json"
+    saved = read_json_object(digests, "an object of replica -> {digest, height}")
+    for nid, entry in saved.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) \
+                or not isinstance(entry.get("height"), int):
+            raise RunFileError(f"{digests}: {nid} is not an object with a digest (string) and "
+                               f"a height (integer)")
+    offchain = path / "offchain.json"
+    if not offchain.exists():
+        return
+    docs = read_json_object(offchain, "an object with records and events",
+                            optional={"records": (dict,), "events": (dict,)})
+    for key, item in docs.get("records", {}).items():
+        try:
+            bytes.fromhex(item["salt"])
+            if "resource" not in item:
+                raise KeyError("resource")
+        except (KeyError, TypeError, ValueError):
+            raise RunFileError(f"{offchain}: record {key} has no hex salt and resource") \
+                from None
+    for key, event in docs.get("events", {}).items():
+        if not isinstance(event, dict):
+            raise RunFileError(f"{offchain}: event {key} is not an object")
 
 
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -60,9 +97,14 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from node.ledger import access_log, active_consents, recall_exposure, trace
 
     if args.query == "verify":
-        if not Path(args.results, "ledger.json").exists():
-            _load(args.results)
-        report = verify_results(args.results)
+        path = Path(args.results)
+        _load(args.results)
+        _check_verify_files(path)
+        try:
+            report = verify_results(path)
+        except _LOAD_ERRORS as exc:
+            raise RunFileError(f"{path}: ledger.json, ledger_digests.json or offchain.json "
+                               f"malformed ({type(exc).__name__}: {exc})") from None
         _print(console, args, report, _verify_lines)
         return 0 if report["ok"] else 1
     ledger = _load(args.results)

@@ -1,5 +1,10 @@
 """`medbft plot DIR`: redraw the figures (and report.html) of a saved run or sweep from its
-results files, without running anything again."""
+results files, without running anything again.
+
+Why this exists: figures change more often than runs do (a new style, a new figure, another
+format for a paper), and a run can take long. A missing or damaged file in the folder is
+named in one line with exit 2 (`medbft.results` checks every file it reads); a figure that an
+optional file's absence keeps from being drawn gets a warning."""
 
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
         else:
             from medbft.views.publish import redraw_run
 
-            written = redraw_run(out, formats=formats)
+            written = redraw_run(out, formats=formats, warn=lambda message: err.print(
+                f"warning: {message}", markup=False, highlight=False))
             what = "run"
         console.print(f"{out}: {what}, {len({p.stem for p in written})} figure(s) in "
                       f"{out / 'plots'}/" + ("; report.html rewritten" if what == "run" else ""),

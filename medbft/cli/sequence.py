@@ -59,22 +59,17 @@ def _window(args: argparse.Namespace, directory: Path) -> tuple[int, int]:
 
 def _parties(directory: Path) -> list[str] | None:
     """The replicas (scenario.yaml) and clients (requests.csv) of the run in `directory`, or
-    None when the folder lacks scenario.yaml (an older run: nothing to check against)."""
-    import csv
+    None when the folder lacks scenario.yaml (an older run: nothing to check against).
+    A damaged file raises RunFileError naming it."""
+    from medbft.results import read_requests, read_scenario_copy
 
-    import yaml
-
-    try:
-        scenario = yaml.safe_load((directory / "scenario.yaml").read_text())
-        nodes = [str(n["id"]) for n in scenario["nodes"]]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
+    if not (directory / "scenario.yaml").exists():
         return None
+    scenario = read_scenario_copy(directory / "scenario.yaml")
+    nodes = [str(n["id"]) for n in scenario.get("nodes", [])]
     clients: dict[str, None] = {}
-    try:
-        with (directory / "requests.csv").open(newline="") as fh:
-            clients = dict.fromkeys(row["client"] for row in csv.DictReader(fh))
-    except (OSError, KeyError):
-        pass
+    if (directory / "requests.csv").exists():
+        clients = dict.fromkeys(row.client for row in read_requests(directory / "requests.csv"))
     return [*nodes, *clients]
 
 

@@ -1,5 +1,5 @@
-"""Figures: one style (`style`), the figures of one run (`run_figures`) and of a sweep
-(`sweep_figures`).
+"""Figures: one style (`style`), the figures of one run (`run_figures`), of a sweep
+(`sweep_figures`) and of runs side by side (`compare`).
 
 Why this exists: publication-ready figures from saved results, one command away. Everything
 here reads results files (never a live run), draws with matplotlib's object API on the Agg

@@ -8,7 +8,7 @@ caller.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +19,26 @@ __all__ = ["publish_run", "redraw_run"]
 
 
 def publish_run(out: Path, scenario: Scenario, result: Any, info: dict[str, Any],
-                plots: bool = True) -> list[Path]:
+                plots: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
     """Save the data files, draw the figures (unless `plots` is false) and write report.html.
 
     Returns the figure files written. Everything after the run itself happens here, so
     `medbft run` and `medbft plot` produce the same directory.
     """
     save_run_data(out, scenario, result, info)
-    return redraw_run(out, plots=plots)
+    return redraw_run(out, plots=plots, warn=warn)
 
 
-def redraw_run(out: Path, plots: bool = True,
-               formats: Sequence[str] | None = None) -> list[Path]:
-    """Redraw the figures of the run saved in `out` and rewrite its report.html."""
+def redraw_run(out: Path, plots: bool = True, formats: Sequence[str] | None = None,
+               warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Redraw the figures of the run saved in `out` and rewrite its report.html. Raises
+    RunFileError (a UsageError) for a missing or damaged file; `warn` (default: stderr) gets
+    one line per figure that a missing optional file keeps from being drawn."""
     from medbft.views.report import write_report
     from medbft.views.run_figures import draw_run  # matplotlib loads only when drawing
 
     data = load_run(out)
-    written = draw_run(data, out / "plots", formats) if plots else []
+    extra = {"warn": warn} if warn is not None else {}
+    written = draw_run(data, out / "plots", formats, **extra) if plots else []
     write_report(data, out / "report.html", with_figures=plots)
     return written

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from medbft.metrics import percentile
-from medbft.results import RunData
+from medbft.results import RunData, RunFileError
 from medbft.timeline import PHASES, FaultRow, ViewRow
 from medbft.views.style import (
     DEFAULT_FORMATS,
@@ -37,7 +38,8 @@ from medbft.views.style import (
     wants_log,
 )
 
-__all__ = ["CAPTIONS", "FIGURES", "bin_edges", "draw_run", "histogram", "roles_of"]
+__all__ = ["CAPTIONS", "FIGURES", "NEEDS", "NotDrawn", "bin_edges", "draw_run", "histogram",
+           "roles_of"]
 
 #: Order in which message types are listed (protocol order); others follow by name.
 MESSAGE_ORDER = ("REQUEST", "PRE-PREPARE", "PREPARE", "COMMIT", "REPLY", "CHECKPOINT",
@@ -531,13 +533,18 @@ def sequence(data: RunData) -> Figure | None:
     from medbft.views.sequence import TraceError, load_sequence, request_window
     from medbft.views.sequence_chart import sequence_chart
 
-    if not (data.path / "trace.jsonl").exists():
-        return None
+    trace = data.path / "trace.jsonl"
+    if not trace.exists():
+        if "trace.jsonl" in (data.run_info.get("files") or ()):
+            raise NotDrawn(f"{trace}: missing, though run.json lists it")
+        return None  # a run without --trace
     try:
         start, end = request_window(data.path, None)
         return sequence_chart(load_sequence(data.path, start, end))
+    except RunFileError as exc:
+        raise NotDrawn(str(exc)) from None
     except TraceError:
-        return None
+        return None  # no committed request: nothing to follow
 
 
 FIGURES: dict[str, Callable[[RunData], Figure | None]] = {
@@ -578,15 +585,56 @@ CAPTIONS = {
 }
 
 
-def draw_run(data: RunData, out: Path,
-             formats: Sequence[str] | None = None) -> list[Path]:
+class NotDrawn(Exception):
+    """A figure cannot be drawn because a file it needs is missing or damaged (the message
+    says which); `draw_run` warns and goes on with the other figures."""
+
+
+#: The optional files of a run folder each figure reads beyond summary.json and requests.csv,
+#: and what the figure lacks without them.
+NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "throughput": (("views.csv", "view changes"), ("faults.csv", "fault windows")),
+    "latency_over_time": (("views.csv", "view changes"), ("faults.csv", "fault windows")),
+    "phases": (("phases.csv", ""),),
+    "messages_by_node": (("scenario.yaml", "roles"),),
+    "cpu": (("scenario.yaml", "roles"),),
+    "network": (("scenario.yaml", ""),),
+}
+
+
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def draw_run(data: RunData, out: Path, formats: Sequence[str] | None = None,
+             warn: Callable[[str], None] = _stderr) -> list[Path]:
     """Draw every figure the run has data for into `out` (one file per format) and remove
-    stale files of figures that no longer apply. Returns the paths written."""
+    stale files of figures that no longer apply. A figure that cannot be drawn, or is drawn
+    without something, because a file is missing or damaged gets one `warn` line naming the
+    file. Returns the paths written."""
     formats = tuple(formats or DEFAULT_FORMATS)
     written: list[Path] = []
     with style():
         for name, draw in FIGURES.items():
-            fig = draw(data)
+            lacking = [(f, what) for f, what in NEEDS.get(name, ()) if f in data.missing]
+            if any(not what for _, what in lacking):
+                warn(f"figure {name} not drawn: {data.path / lacking[0][0]} is missing")
+                fig = None
+            else:
+                if lacking:
+                    warn(f"figure {name} drawn without "
+                         + ", ".join(f"{what} ({data.path / f} is missing)"
+                                     for f, what in lacking))
+                try:
+                    fig = draw(data)
+                except NotDrawn as exc:
+                    warn(f"figure {name} not drawn: {exc}")
+                    fig = None
+                except (ArithmeticError, AttributeError, LookupError, TypeError,
+                        ValueError) as exc:  # data no reader checked: still no traceback
+                    warn(f"figure {name} not drawn: unexpected data in {data.path} "
+                         f"({type(exc).__name__}: {exc})")
+                    fig = None
             if fig is None:
                 for old in out.glob(f"{name}.*"):
                     old.unlink()

@@ -12,13 +12,13 @@ nothing about matplotlib (medbft/views/sequence_chart.py draws the chart).
 
 from __future__ import annotations
 
-import csv
-import json
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medbft.results import read_requests, read_scenario_copy, trace_rows
 
 __all__ = [
     "EVENT_NOTES",
@@ -119,45 +119,21 @@ class Excerpt:
 
 
 def _read_trace(directory: Path) -> Iterator[dict[str, Any]]:
-    """The rows of trace.jsonl, read and checked lazily (a run writes them in time order,
-    so a reader can stop after its window)."""
+    """The rows of trace.jsonl, read and checked lazily (`medbft.results.trace_rows`; a
+    damaged file raises RunFileError naming it)."""
     path = directory / "trace.jsonl"
     if not path.exists():
         raise TraceError(f"{path}: no trace; run the scenario with `medbft run --trace`")
-    return _rows(path)
-
-
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open() as fh:
-        for number, line in enumerate(fh, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("t"), int) \
-                    or "event" not in row:
-                raise TraceError(f"{path}:{number}: expected an object with t (ns) and event")
-            need = ("node", "to", "kind") if row["event"] == "send" else ("node",)
-            missing = [k for k in need if k not in row]
-            if missing:
-                raise TraceError(f"{path}:{number}: a {row['event']} event without "
-                                 f"{', '.join(missing)}")
-            yield row
+    return trace_rows(path)
 
 
 def _roles(directory: Path) -> dict[str, str]:
     """Node id -> role from the run's scenario copy (clients: client)."""
-    import yaml
-
     path = directory / "scenario.yaml"
     if not path.exists():
         return {}
-    raw = yaml.safe_load(path.read_text()) or {}
-    nodes = raw.get("nodes")
-    if isinstance(nodes, list):
-        return {str(nd["id"]): str(nd.get("role", "")) for nd in nodes
-                if isinstance(nd, dict) and "id" in nd}
-    return {}
+    return {str(nd["id"]): str(nd.get("role", ""))
+            for nd in read_scenario_copy(path).get("nodes", [])}
 
 
 def request_window(directory: Path, key: str | None) -> tuple[int, int]:
@@ -166,14 +142,12 @@ def request_window(directory: Path, key: str | None) -> tuple[int, int]:
     path = directory / "requests.csv"
     if not path.exists():
         raise TraceError(f"{path}: missing; expected a directory written by `medbft run`")
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if not row.get("commit_s"):
-                continue
-            this = f"{row['client']}/{row['session']}/{row['timestamp']}"
-            if key is None or this == key:  # up to, not including, the reply's arrival
-                return (round(float(row["submit_s"]) * 1e9),
-                        round(float(row["commit_s"]) * 1e9) - 1)
+    for row in read_requests(path):
+        if row.commit_s is None:
+            continue
+        this = f"{row.client}/{row.session}/{row.timestamp}"
+        if key is None or this == key:  # up to, not including, the reply's arrival
+            return round(row.submit_s * 1e9), round(row.commit_s * 1e9) - 1
     if key is None:
         raise TraceError(f"{path}: no request committed in this run; pick a window with "
                          f"--from and --to")
