@@ -7,6 +7,7 @@ an assertion), so the tests hold on a loaded 2-core machine.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,6 +30,13 @@ FAST_PROTOCOL = {
 
 BROKER = "mqtt://127.0.0.1:1883"
 """The shared anonymous broker: only for networks written with `insecure_plaintext`."""
+
+
+def mosquitto_binary() -> str | None:
+    """Where the `mosquitto` binary is (the MQTT tests start their own broker), or None."""
+    found = shutil.which("mosquitto")
+    return found or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+                          if Path(p).exists()), None)
 
 
 def broker_listening(host: str = "127.0.0.1", port: int = 1883) -> bool:
