@@ -166,7 +166,7 @@ def _foreign_identity(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
 
 async def _refused(url: str, ctx: ssl.SSLContext | bool) -> None:
     """Neither the API nor the WebSocket answers a connection made with `ctx`."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx or False)) as s:
         with pytest.raises(aiohttp.ClientError):
             async with s.post(f"{url}/tx", data=b"x",
                               headers={"Content-Type": "application/octet-stream"}):
@@ -212,7 +212,7 @@ async def _listener_checks(net: NetworkDir, tmp_path: Path) -> None:
         # A node holding its own certificate cannot pass as another node, even with the
         # other's signing key: the hello must come from the party its certificate names.
         ctx = net.client_ssl("pharmacy-1")
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx or False)) as s:
             async with s.ws_connect(f"{url}/ws") as ws:
                 msg = await _hello(ws, net, "hospital-2")
                 assert msg is not None and msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4003
@@ -227,7 +227,7 @@ async def _listener_checks(net: NetworkDir, tmp_path: Path) -> None:
                 await ws.close()
         # Nor a client as a node.
         ctx = net.client_ssl("client-1")
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s, \
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx or False)) as s, \
                 s.ws_connect(f"{url}/ws") as ws:
             msg = await _hello(ws, net, "regulator-1")
             assert msg is not None and msg.type == aiohttp.WSMsgType.CLOSE and msg.extra == \
