@@ -118,6 +118,8 @@ def real(scenario: str, transport: str, broker: str | None,
         spec.link_delay_ms = emulate_ms
         if broker:
             spec.broker = broker
+            # An mqtt:// broker is an anonymous plaintext one: the network must be plaintext.
+            spec.insecure_plaintext = broker.startswith("mqtt://")
         from medbft.real.cluster import run_cluster
 
         return run(run_cluster(spec)).summary

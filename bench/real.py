@@ -14,10 +14,13 @@ tool, never run by the tests.
 Setup: `medbft cluster` machinery (`medbft.real.cluster.run_cluster`): a fresh network, nodes as
 `python -m node.server` on uvloop when installed, batching on (`--batch-size`, default 128,
 with at most `--max-in-flight` batches open), closed-loop clients (`--clients` identities x
-`--outstanding` requests each) in one load-generator process. MQTT runs against a private
-Mosquitto started with `set_tcp_nodelay true` on a free port when the `mosquitto` binary is
-installed (the default broker config leaves Nagle's algorithm on, which adds ~40 ms per hop
-of delayed-ACK waiting to small messages; see docs/real-network.md), else against
+`--outstanding` requests each) in one load-generator process. Everything runs over TLS (the
+default network: mutual TLS between parties, MQTT over TLS through a private Mosquitto the
+cluster starts from the configuration `keys init` writes, which has `set_tcp_nodelay true`);
+`--insecure-plaintext` measures the same without TLS, MQTT then against a private anonymous
+Mosquitto with `set_tcp_nodelay true` on a free port when the `mosquitto` binary is installed
+(the default broker config leaves Nagle's algorithm on, which adds ~40 ms per hop of
+delayed-ACK waiting to small messages; see docs/real-network.md), else against
 127.0.0.1:1883. The load average is printed too: other processes on the machine share the
 same two cores, and the figures are only as good as the machine was quiet.
 """
@@ -84,8 +87,8 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str) -> d
                     clients=args.clients, outstanding=args.outstanding, transport=transport,
                     broker=broker, op_size_bytes=args.op_size, name=f"bench-{transport}")
     spec = ClusterSpec(nodes=[(f"node-{i + 1}", "hospital") for i in range(args.nodes)],
-                       load=load, out=out / transport, broker=broker, sync=args.sync,
-                       app=args.app,
+                       load=load, out=out / transport, broker=broker or None, sync=args.sync,
+                       app=args.app, insecure_plaintext=args.insecure_plaintext,
                        protocol={"batch_size": args.batch_size,
                                  "max_in_flight": args.max_in_flight,
                                  "checkpoint_interval": 128, "watermark_window": 256,
@@ -114,10 +117,13 @@ def main() -> int:
                         "ledger adds healthcare-ledger execution and its traffic")
     p.add_argument("--sync", default="normal", choices=("normal", "full", "off"))
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--insecure-plaintext", action="store_true",
+                   help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
     crypto = ecdsa_per_s()
     load_avg = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load average {load_avg[0]:.2f} before the runs; "
+    print(f"{'PLAINTEXT (insecure)' if args.insecure_plaintext else 'TLS'}; "
+          f"machine: {os.cpu_count()} cores, load average {load_avg[0]:.2f} before the runs; "
           f"event loop: {'uvloop' if uvloop_available() else 'asyncio'}")
     print(f"ECDSA P-256 on one core: {crypto['verify_per_s']:,.0f} verify/s, "
           f"{crypto['sign_per_s']:,.0f} sign/s  (4 replicas verifying every request on 2 "
@@ -125,7 +131,9 @@ def main() -> int:
     rows = []
     transports = ["http", "mqtt"] if args.transport == "both" else [args.transport]
     with tempfile.TemporaryDirectory(prefix="medbft-bench-") as tmp:
-        broker_proc, broker = start_broker(Path(tmp)) if "mqtt" in transports else (None, "")
+        broker_proc, broker = (start_broker(Path(tmp))
+                               if "mqtt" in transports and args.insecure_plaintext
+                               else (None, ""))
         try:
             for transport in transports:
                 rows.append(bench(transport, args, Path(tmp), broker))

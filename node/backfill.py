@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +42,10 @@ class Backfill:
 
     def __init__(self, storage: Storage, peers: dict[str, str], f: int,
                  stable: Callable[[], int], period_s: float = 1.0,
-                 signer: Identity | None = None) -> None:
+                 signer: Identity | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """`signer`: the identity our reads are signed with; `ssl_context`: our client context
+        on a TLS network (node.tls)."""
         self.storage = storage
         self.signer = signer
         """Whom reads of peers' `/ledger` are signed as (node/reads.py): this node."""
@@ -52,10 +56,12 @@ class Backfill:
         self.filled = 0
         self.refused = 0
         self._turn = 0
+        self.ssl_context = ssl_context
 
     async def run(self) -> None:
         """Until cancelled: every period, fill what is missing (a failed round retries)."""
-        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
+        async with aiohttp.ClientSession(connector=connector, timeout=HTTP_TIMEOUT) as session:
             while True:
                 try:
                     await self.round(session)

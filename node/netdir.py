@@ -12,6 +12,10 @@ machines), so the genesis must be files rather than a seed. `medbft keys init` w
     DIR/keys/<id>.pem     one private key per node and client (PKCS#8 PEM, mode 0600,
                           directory 0700); in production each machine gets only its own
     DIR/data/<id>.db      created by the node: its durable storage (node.storage)
+    DIR/ca.pem, certs/, keys/<id>.tls-key.pem, keys/<id>.mqtt-password, mosquitto.*
+                          transport security (node.tls): a network CA, each party's TLS
+                          certificate and key, the broker's configuration and credentials;
+                          absent when network.json says `"insecure_plaintext": true`
 
 What it must not know: how nodes talk. It reads and writes files and validates them, raising
 `NetworkError` with a one-line reason (never a traceback) for anything wrong.
@@ -21,17 +25,30 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from node.apps import DEFAULT_STATE_MACHINE, STATE_MACHINES
 from node.config import SCENARIO_PARAMETERS, Config, Parameter
 from node.crypto import Identity
 from node.ledger.roles import rotating_client_roles
 from node.membership import Member, Membership
+from node.tls import (
+    BROKER_ID,
+    OPERATOR_ID,
+    cert_path,
+    client_context,
+    key_path,
+    password_path,
+    server_context,
+    write_broker_config,
+    write_pki,
+)
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -117,20 +134,32 @@ def init_network(
     ports: list[int] | None = None,
     protocol: dict[str, float] | None = None,
     state_machine: str = DEFAULT_STATE_MACHINE,
-    broker: str = "mqtt://127.0.0.1:1883",
+    broker: str | None = None,
     qos: int = 0,
     name: str = "medbft",
     link_delay_ms: float = 0.0,
     client_roles: dict[str, str] | None = None,
     force: bool = False,
+    insecure_plaintext: bool = False,
 ) -> NetworkDir:
     """Generate fresh keys and write a network directory at `path`. Node i listens on
     `host:ports[i]` (default `base_port + i`). Client identities are `client_roles` (id ->
     ledger role, e.g. a scenario's population) or else `clients` of them: for the ledger,
     `client-1`.. with roles rotating through the ledger's client roles; for `kv`, plain
     `client`s. Raises NetworkError if `path` already holds a network (unless `force`) or the
-    arguments are inconsistent."""
+    arguments are inconsistent.
+
+    By default the network runs over TLS (node.tls): a CA, certificates and keys for every
+    party (and the `operator` monitoring tools use), and a Mosquitto configuration for
+    `broker` (default mqtts://127.0.0.1:8883). `insecure_plaintext` writes none of it: no
+    TLS, an anonymous broker (default mqtt://127.0.0.1:1883); for local experiments only."""
     root = Path(path)
+    broker = broker or ("mqtt://127.0.0.1:1883" if insecure_plaintext
+                        else "mqtts://127.0.0.1:8883")
+    broker_parts = urlsplit(broker if "://" in broker else f"mqtt://{broker}")
+    if not insecure_plaintext and broker_parts.scheme not in ("mqtts", "ssl"):
+        raise NetworkError(f"broker {broker} is not TLS: give an mqtts:// URL, or "
+                           f"--insecure-plaintext for a local experiment")
     if (root / "genesis.json").exists() and not force:
         raise NetworkError(f"{root} already holds a network (genesis.json); use --force to "
                            f"overwrite it")
@@ -156,18 +185,42 @@ def init_network(
         client_members.append(Member(cid, role, ident.public_bytes))
     membership = Membership(tuple(members), tuple(client_members))
     network_id = os.urandom(6).hex()
-    settings = {
+    prefix = f"medbft/{network_id}"
+    settings: dict[str, Any] = {
         "name": name,
         "network_id": network_id,
         "state_machine": state_machine,
         "protocol": {**DEFAULT_PROTOCOL, **(protocol or {})},
-        "mqtt": {"broker": broker, "qos": qos, "topic_prefix": f"medbft/{network_id}"},
+        "mqtt": {"broker": broker, "qos": qos, "topic_prefix": prefix},
     }
     if link_delay_ms:
         settings["emulation"] = {"link_delay_ms": link_delay_ms}
+    if insecure_plaintext:
+        settings["insecure_plaintext"] = True
+    else:
+        reserved = {OPERATOR_ID, BROKER_ID} & {m.id for m in (*members, *client_members)}
+        if reserved:
+            raise NetworkError(f"party id(s) {', '.join(sorted(reserved))} are reserved for "
+                               f"certificates")
+        hosts = {m.id: [m.address.rpartition(":")[0]] for m in members if m.address}
+        broker_host = broker_parts.hostname or "127.0.0.1"
+        write_pki(root, network_id, {**hosts, BROKER_ID: [broker_host]},
+                  [*(c.id for c in client_members), OPERATOR_ID])
+        write_broker_config(root, prefix, broker_host, broker_parts.port or 8883,
+                            [*hosts, *(c.id for c in client_members)])
     (root / "genesis.json").write_text(membership.to_json() + "\n")
     (root / "network.json").write_text(json.dumps(settings, indent=2) + "\n")
     return NetworkDir.load(root)
+
+
+def _check_private(path: Path) -> None:
+    _check_mode(path, stat.S_IMODE(path.stat().st_mode))
+
+
+def _check_mode(path: Path, mode: int) -> None:
+    if mode & 0o077:
+        raise NetworkError(f"{path} is readable by others (mode {mode:o}); "
+                           f"run `chmod 600 {path}`")
 
 
 def _check_init_args(nodes: list[tuple[str, str]], clients: int, state_machine: str, qos: int,
@@ -273,8 +326,51 @@ class NetworkDir:
         raise NetworkError(f"{node_id!r} is not a node of this network; nodes: "
                            f"{', '.join(self.membership.node_ids)}")
 
+    @property
+    def tls(self) -> bool:
+        """Whether parties talk over TLS (the default; see node.tls) rather than in plaintext
+        (`"insecure_plaintext": true` in network.json)."""
+        return not self.settings.get("insecure_plaintext", False)
+
     def url(self, node_id: str) -> str:
-        return f"http://{self.address(node_id)}"
+        return f"{'https' if self.tls else 'http'}://{self.address(node_id)}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.path / "ca.pem"
+
+    def tls_files(self, party: str) -> tuple[Path, Path]:
+        """(certificate, private key) of `party`'s TLS identity. Raises NetworkError if either
+        is missing or the key is readable by others."""
+        cert, key = cert_path(self.path, party), key_path(self.path, party)
+        for f in (self.ca_path, cert, key):
+            if not f.exists():
+                raise NetworkError(f"no {f.name} for {party!r} at {f} (this network uses TLS; "
+                                   f"see docs/real-network.md)")
+        _check_private(key)
+        return cert, key
+
+    def client_ssl(self, party: str = OPERATOR_ID) -> ssl.SSLContext | None:
+        """The TLS context `party` dials nodes (and the broker) with: it presents `party`'s
+        certificate and trusts only the network CA. None on a plaintext network."""
+        if not self.tls:
+            return None
+        return client_context(self.ca_path, *self.tls_files(party))
+
+    def server_ssl(self, node_id: str) -> ssl.SSLContext | None:
+        """A node's listening context (requires a CA-issued client certificate), or None on a
+        plaintext network."""
+        if not self.tls:
+            return None
+        return server_context(self.ca_path, *self.tls_files(node_id))
+
+    def broker_password(self, party: str) -> str | None:
+        """`party`'s MQTT password from keys/<party>.mqtt-password, or None if there is none."""
+        path = password_path(self.path, party)
+        if not path.exists():
+            return None
+        _check_private(path)
+        return path.read_text().strip()
 
     def data_path(self, node_id: str) -> Path:
         return self.path / "data" / f"{node_id}.db"
@@ -292,9 +388,7 @@ class NetworkDir:
             raise NetworkError(f"no private key for {party!r} at {path}") from exc
         except ValueError as exc:
             raise NetworkError(f"{path}: not a usable private key: {exc}") from exc
-        if mode & 0o077:
-            raise NetworkError(f"{path} is readable by others (mode {mode:o}); "
-                               f"run `chmod 600 {path}`")
+        _check_mode(path, mode)
         if ident.public_bytes != public:
             raise NetworkError(f"{path} does not match {party!r}'s public key in genesis.json")
         return ident

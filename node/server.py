@@ -147,13 +147,13 @@ class NodeServer:
             peers = {p: net.url(p) for p in net.membership.node_ids if p != self.id}
             return HttpTransport(keys, net.membership, net.network_id, loop, dial=peers,
                                  before_flush=self._commit, link_delay_s=net.link_delay_s,
-                                 limits=opts.limits, refusals=self.refusals)
+                                 limits=opts.limits, refusals=self.refusals,
+                                 ssl_context=net.client_ssl(self.id))
         mqtt = net.settings["mqtt"]
-        broker = BrokerSettings.from_url(
-            opts.broker or str(mqtt["broker"]), username=opts.broker_username,
+        broker = BrokerSettings.for_party(
+            net, self.id, opts.broker, username=opts.broker_username,
             password=opts.broker_password or os.environ.get("MEDBFT_BROKER_PASSWORD"),
-            ca_file=opts.broker_ca, insecure=opts.broker_insecure,
-            qos=int(mqtt.get("qos", 0) if opts.qos is None else opts.qos))
+            ca_file=opts.broker_ca, insecure=opts.broker_insecure, qos=opts.qos)
         return MqttTransport(self.id, broker, str(mqtt["topic_prefix"]), loop,
                              before_flush=self._commit, link_delay_s=net.link_delay_s)
 
@@ -175,10 +175,12 @@ class NodeServer:
         self.runtime.start(recovering=self.recovered)
         peers = {p: self.net.url(p) for p in self.net.membership.node_ids if p != self.id}
         self.backfill = Backfill(self.storage, peers, self.replica.f, lambda: self.replica.h,
-                                 signer=self.identity)
+                                 signer=self.identity,
+                                 ssl_context=self.net.client_ssl(self.id))
         self._backfill_task = asyncio.ensure_future(self.backfill.run())
-        log.info("node %s ready: %s transport, API on http://%s, %s", self.id,
-                 self.opts.transport, self._listen_address(),
+        log.info("node %s ready: %s transport, API on %s://%s, %s", self.id,
+                 self.opts.transport, "https" if self.net.tls else "http (INSECURE PLAINTEXT)",
+                 self._listen_address(),
                  "recovering from disk" if self.recovered else "fresh start")
 
     def _open_storage(self) -> None:
@@ -228,7 +230,8 @@ class NodeServer:
         host, _, port = self._listen_address().rpartition(":")
         self._listener = await asyncio.get_running_loop().create_server(
             ConnectionCap(self._runner.server, limits.max_connections, self.refusals),
-            host, int(port), reuse_address=True)
+            host, int(port), reuse_address=True, ssl=self.net.server_ssl(self.id),
+            ssl_handshake_timeout=limits.header_timeout_s if self.net.tls else None)
 
     async def stop(self) -> None:
         """Clean shutdown: no more protocol steps, flush and commit, close everything."""

@@ -7,6 +7,7 @@ an assertion), so the tests hold on a loaded 2-core machine.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,11 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from medbft.real.cluster import LocalCluster, free_ports
 from medbft.real.load import LoadResult, LoadSpec, fetch_json, operator, run_load
 from node.netdir import NetworkDir, default_node_ids, init_network
+from node.tls import api_session
 
 FAST_PROTOCOL = {
     "view_change_timeout_ms": 300,
@@ -29,6 +29,14 @@ FAST_PROTOCOL = {
 """Short timeouts so view changes and retransmissions happen within a test's seconds."""
 
 BROKER = "mqtt://127.0.0.1:1883"
+"""The shared anonymous broker: only for networks written with `insecure_plaintext`."""
+
+
+def mosquitto_binary() -> str | None:
+    """Where the `mosquitto` binary is (the MQTT tests start their own broker), or None."""
+    found = shutil.which("mosquitto")
+    return found or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+                          if Path(p).exists()), None)
 
 
 def broker_listening(host: str = "127.0.0.1", port: int = 1883) -> bool:
@@ -42,13 +50,19 @@ def broker_listening(host: str = "127.0.0.1", port: int = 1883) -> bool:
 @contextmanager
 def real_cluster(tmp_path: Path, transport: str, n: int = 4,
                  protocol: dict[str, float] | None = None,
-                 clients: int = 2) -> Iterator[LocalCluster]:
-    """n node processes of a fresh network under `tmp_path`, ready; stopped on exit."""
+                 clients: int = 2,
+                 insecure_plaintext: bool = False) -> Iterator[LocalCluster]:
+    """n node processes of a fresh network under `tmp_path`, ready; stopped on exit. Over TLS
+    (the default) an MQTT cluster gets its own Mosquitto, started from the configuration
+    `keys init` wrote, on a free port; in plaintext it uses the anonymous broker `BROKER`."""
+    broker = BROKER if insecure_plaintext else f"mqtts://127.0.0.1:{free_ports(1)[0]}"
     net = init_network(tmp_path / "net", default_node_ids(n), clients=clients,
                        ports=free_ports(n), protocol={**FAST_PROTOCOL, **(protocol or {})},
-                       broker=BROKER)
+                       broker=broker, insecure_plaintext=insecure_plaintext)
     cluster = LocalCluster(net, transport, tmp_path / "logs")
     try:
+        if transport == "mqtt" and not insecure_plaintext:
+            cluster.start_broker()
         cluster.start_all()
         asyncio.run(_ready(cluster, list(net.membership.node_ids)))
         yield cluster
@@ -58,7 +72,7 @@ def real_cluster(tmp_path: Path, transport: str, n: int = 4,
 
 
 async def _ready(cluster: LocalCluster, ids: list[str]) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session(cluster.net) as session:
         await cluster.wait_ready(session, ids, timeout_s=30)
 
 
@@ -74,14 +88,13 @@ def logs(cluster: LocalCluster) -> str:
 def load(net: NetworkDir, transport: str, seconds: float, outstanding: int = 4,
          clients: int = 1, **kw: Any) -> LoadResult:
     spec = LoadSpec(duration_ns=int(seconds * 1e9), drain_ns=10_000_000_000,
-                    outstanding=outstanding, clients=clients, transport=transport,
-                    broker=BROKER, **kw)
+                    outstanding=outstanding, clients=clients, transport=transport, **kw)
     return asyncio.run(run_load(net, spec))
 
 
 def statuses(net: NetworkDir) -> dict[str, dict[str, Any]]:
     async def go() -> dict[str, dict[str, Any]]:
-        async with aiohttp.ClientSession() as session:
+        async with api_session(net) as session:
             rows = await asyncio.gather(*(fetch_json(session, f"{net.url(i)}/{path}", operator(net))
                                           for i in net.membership.node_ids
                                           for path in ("status", "state")))

@@ -3,6 +3,10 @@
 Each test starts `NodeServer`s on loopback, attacks them with raw sockets or aiohttp, and
 checks the answer, the node's log (one line per refusal, never a traceback) and
 `/metrics` (`medbft_refused_total{reason=...}`). Every wait is bounded.
+
+The networks here are written with `insecure_plaintext`: the raw-socket attacks speak HTTP
+directly, and what is under test is the HTTP layer's limits, which TLS only wraps (an
+unauthenticated TLS client does not get as far as HTTP at all: tests/test_tls.py).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def _network(tmp_path: Path) -> NetworkDir:
     would refuse `put a 1` at admission before any limit below is reached)."""
     return init_network(tmp_path / "net", default_node_ids(4), clients=1, ports=free_ports(4),
                         protocol={"view_change_timeout_ms": 300, "client_timeout_ms": 300},
-                        state_machine="kv")
+                        state_machine="kv", insecure_plaintext=True)
 
 
 def _signed(net: NetworkDir, op: bytes, timestamp: int = 1) -> bytes:

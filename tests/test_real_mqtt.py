@@ -1,10 +1,13 @@
-"""Layer 5: real node processes talking through the Mosquitto broker on 127.0.0.1:1883.
+"""Layer 5: real node processes talking through a Mosquitto broker over TLS.
 
-`.ci/run` starts a broker when none is listening; elsewhere `apt-get install mosquitto`.
-With no broker the MQTT cluster test is skipped, except under CI (`CI` set, as `.ci/run`
+The broker is private to the test: started from the `mosquitto.conf` that `keys init` wrote
+(TLS with client certificates, per-party passwords, the inbox ACL, no anonymous clients) on
+a free loopback port, and stopped at the end. It needs the `mosquitto` binary (`apt-get
+install mosquitto`); without it the test is skipped, except under CI (`CI` set, as `.ci/run`
 sets it), where a missing broker is a failure: CI must not pass by testing nothing.
 Thin on purpose: a 4-node cluster commits requests over MQTT, and a backup killed with
-SIGKILL restarts from disk and catches up to the same state.
+SIGKILL restarts from disk and catches up to the same state. What the broker refuses is in
+tests/test_tls.py.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from realnet import load, poll, real_cluster, statuses, wait_ready
 from node.netdir import NetworkDir
 from node.transport.mqtt import BrokerSettings
 
-NO_BROKER = ("no MQTT broker on 127.0.0.1:1883; start Mosquitto (`apt-get install mosquitto "
-             "&& mosquitto -d`, or run .ci/run, which starts one)")
+NO_BROKER = ("no mosquitto binary to start the network's broker with; install Mosquitto "
+             "(`apt-get install mosquitto`)")
 
 
 def require_broker() -> None:
-    """Skip without a broker; under CI (the `CI` environment variable set) fail instead."""
-    if realnet.broker_listening():
+    """Skip without Mosquitto; under CI (the `CI` environment variable set) fail instead."""
+    if realnet.mosquitto_binary():
         return
     if os.environ.get("CI"):
         pytest.fail(f"{NO_BROKER}; CI is set, so a missing broker fails rather than skips",
@@ -51,7 +54,10 @@ def test_four_nodes_commit_over_mqtt_and_a_killed_backup_catches_up(tmp_path: Pa
         first = load(net, "mqtt", seconds=1.0)
         assert first.summary["requests"]["committed"] >= 5
         assert first.summary["liveness"]["ok"] and first.summary["safety"]["ok"]
-        assert all(r["peers"]["broker"]["connected"] for r in statuses(net).values())
+        rows = statuses(net)
+        assert all(r["peers"]["broker"]["connected"] for r in rows.values())
+        assert net.tls and cluster.broker_proc is not None
+        assert all(r["peers"]["broker"]["address"].startswith("mqtts://") for r in rows.values())
 
         backup = ids[3]
         cluster.kill(backup)
@@ -77,9 +83,9 @@ def test_broker_urls() -> None:
 
 def test_a_missing_broker_skips_outside_ci_and_fails_in_ci(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(realnet, "broker_listening", lambda: False)
+    monkeypatch.setattr(realnet, "mosquitto_binary", lambda: None)
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="start Mosquitto"):
+    with pytest.raises(pytest.skip.Exception, match="install Mosquitto"):
         require_broker()
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
@@ -87,5 +93,5 @@ def test_a_missing_broker_skips_outside_ci_and_fails_in_ci(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set, so a missing broker fails"):
         require_broker()
-    monkeypatch.setattr(realnet, "broker_listening", lambda: True)
+    monkeypatch.setattr(realnet, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
     require_broker()  # a broker: neither

@@ -11,13 +11,14 @@ import asyncio
 import json
 from pathlib import Path
 
-import aiohttp
 import pytest
 from ledger_support import GTIN, epc, ev
 from realnet import real_cluster
 
 from medbft.cli import main
 from medbft.real.reads import submit_tx
+from node.netdir import NetworkDir
+from node.tls import api_session
 
 PROTOCOL = {"checkpoint_interval": 4, "watermark_window": 16}
 
@@ -30,8 +31,10 @@ def _tx(capsys: pytest.CaptureFixture[str], net: Path, kind: str, fields: object
     return out
 
 
-async def _status_of(url: str) -> int:
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
+async def _status_of(net: NetworkDir, url: str) -> int:
+    """An unsigned read, over TLS with the operator's certificate (no certificate at all
+    gets no connection: tests/test_tls.py)."""
+    async with api_session(net) as s, s.get(url) as r:
         return r.status
 
 
@@ -53,8 +56,8 @@ def test_signed_reads_and_receipts(tmp_path: Path, capsys: pytest.CaptureFixture
 
         base = net.url("hospital-1")
         for path in ("/ledger", "/state", f"/query/trace?arg={epc(1)}", "/checkpoint"):
-            assert asyncio.run(_status_of(base + path)) == 401, path
-        assert asyncio.run(_status_of(base + "/status")) == 200
+            assert asyncio.run(_status_of(net, base + path)) == 401, path
+        assert asyncio.run(_status_of(net, base + "/status")) == 200
 
         receipt = tmp_path / "receipt.json"
         args = ["query", "--network", str(d), "trace", epc(1), "--receipt", str(receipt)]

@@ -16,20 +16,20 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from realnet import load, poll, real_cluster, statuses, wait_ready
 
 from medbft.real.load import fetch_json, operator
 from node.netdir import NetworkDir
+from node.tls import api_session
 
 
 def _db_files(db: Path) -> list[Path]:
     return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
 
 
-async def _ledger(url: str, net: NetworkDir) -> Any:
-    async with aiohttp.ClientSession() as session:
+async def _ledger(net: NetworkDir, url: str) -> Any:
+    async with api_session(net) as session:
         return await fetch_json(session, f"{url}/ledger?digests=1&limit=10000", operator(net))
 
 
@@ -82,7 +82,7 @@ def test_a_node_restored_from_an_older_copy_catches_up_on_an_idle_network(
         top = rows[target]["last_executed"]
         assert top > old and len({rows[i]["digest"] for i in ids}) == 1
 
-        ledger = asyncio.run(_ledger(net.url(target), net))
+        ledger = asyncio.run(_ledger(net, net.url(target)))
         held = {seq for seq, _ in ledger["digests"]}
         missing = {s for a, b in ledger["missing"] for s in range(a, b + 1)}
         assert held | missing == set(range(1, top + 1)) and not held & missing
@@ -94,12 +94,12 @@ def test_a_node_restored_from_an_older_copy_catches_up_on_an_idle_network(
         assert filled or (ledger["missing"] and ledger["missing"][0][0] == old + 1), ledger
 
         def back_filled() -> Any:
-            mine = asyncio.run(_ledger(net.url(target), net))
+            mine = asyncio.run(_ledger(net, net.url(target)))
             return mine if mine and not mine["missing"] and mine["last_executed"] == top \
                 else None
 
         mine = poll(back_filled, 30, "the skipped history to be back-filled")
-        theirs = asyncio.run(_ledger(net.url(ids[0]), net))
+        theirs = asyncio.run(_ledger(net, net.url(ids[0])))
         assert mine["digests"] == theirs["digests"][:len(mine["digests"])]
         assert [s for s, _ in mine["digests"]] == list(range(1, top + 1))
         assert statuses(net)[target]["counters"]["backfilled_blocks"] > 0

@@ -162,7 +162,8 @@ def test_the_node_refuses_a_damaged_store_with_exit_2_and_rebuilds_on_request(
         while True:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                with urllib.request.urlopen(f"{net.url('hospital-1')}/status", timeout=1):
+                with urllib.request.urlopen(f"{net.url('hospital-1')}/status", timeout=1,
+                                            context=net.client_ssl()):
                     break
             except OSError:
                 assert time.monotonic() < deadline, "the rebuilt node did not start"

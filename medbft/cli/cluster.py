@@ -50,6 +50,10 @@ def register(sub: Any) -> None:
                         "constant network.latency (a WAN on one machine)")
     p.add_argument("--out", type=Path, default=Path("results/cluster"),
                    help="results directory (default results/cluster/)")
+    p.add_argument("--insecure-plaintext", action="store_true",
+                   help="INSECURE, local experiments only: no TLS and the anonymous broker at "
+                        "mqtt://127.0.0.1:1883 (default: TLS everywhere; over MQTT a private "
+                        "Mosquitto started from the network's mosquitto.conf)")
     add_load_arguments(p)
     p.set_defaults(handler=handle)
 
@@ -142,6 +146,7 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
         spec = _spec_from_args(args)
     if args.broker:
         spec.broker = args.broker
+    spec.insecure_plaintext = bool(getattr(args, "insecure_plaintext", False))
     console.print(f"medbft cluster: {len(spec.nodes)} nodes over {spec.load.transport}, "
                   f"{spec.load.duration_ns / 1e9:g} s, {len(spec.faults)} fault action(s); "
                   f"out {args.out}/", markup=False)

@@ -42,11 +42,16 @@ def register(sub: Any) -> None:
                       "(default 127.0.0.1; nodes listen there)")
     init.add_argument("--base-port", type=int, default=7100,
                       help="node i listens on base-port + i (default 7100)")
-    init.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL")
+    init.add_argument("--broker", help="MQTT broker URL (default mqtts://127.0.0.1:8883; "
+                      "with --insecure-plaintext mqtt://127.0.0.1:1883); DIR/mosquitto.conf "
+                      "makes Mosquitto listen there")
     init.add_argument("--qos", type=int, default=0, choices=(0, 1, 2), help="MQTT QoS")
     init.add_argument("--protocol", action="append", default=[], metavar="KEY=VALUE",
                       help=PROTOCOL_HELP)
     init.add_argument("--force", action="store_true", help="overwrite an existing network")
+    init.add_argument("--insecure-plaintext", action="store_true",
+                      help="INSECURE, local experiments only: no TLS, no certificates, an "
+                           "anonymous broker; anyone who can reach a port reads everything")
     init.set_defaults(handler=handle)
 
 
@@ -125,7 +130,7 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
         net = init_network(args.out, nodes, clients=clients, host=args.host,
                            base_port=args.base_port, protocol=parse_protocol(args.protocol),
                            state_machine=args.app, broker=args.broker, qos=args.qos,
-                           force=args.force)
+                           force=args.force, insecure_plaintext=args.insecure_plaintext)
     except NetworkError as exc:
         raise UsageError(str(exc)) from exc
     console.print(f"wrote network {net.network_id} to {net.path}/: {len(nodes)} nodes "
@@ -136,6 +141,14 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.app == "ledger":
         roles = ", ".join(f"{c.id} {c.role}" for c in net.membership.clients)
         console.print(f"  clients: {roles}", markup=False)
+    if net.tls:
+        console.print(f"  TLS: CA {net.ca_path}, certificates in {net.path / 'certs'}/; "
+                      f"MQTT broker: mosquitto -c {net.path.resolve() / 'mosquitto.conf'}",
+                      markup=False)
+    else:
+        err.print("WARNING: --insecure-plaintext: no TLS and an anonymous broker; anyone who "
+                  "can reach a node's port or the broker reads and disrupts this network",
+                  markup=False)
     console.print(f"start a node: medbft node --network {net.path} --id {nodes[0][0]} "
                   f"--transport http", markup=False)
     return 0

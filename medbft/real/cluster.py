@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -35,6 +37,7 @@ from medbft.targets import fault_rng, primary_of, resolve_target
 from node.ledger.roles import CLIENT_ROLES
 from node.netdir import NetworkDir, init_network
 from node.realtime import RealClock
+from node.tls import api_session
 
 __all__ = ["ClusterSpec", "FaultAction", "LocalCluster", "free_ports", "run_cluster"]
 
@@ -69,7 +72,12 @@ class ClusterSpec:
     out: Path
     protocol: dict[str, float] = field(default_factory=dict)
     faults: list[FaultAction] = field(default_factory=list)
-    broker: str = "mqtt://127.0.0.1:1883"
+    broker: str | None = None
+    """The MQTT broker nodes and clients use. None: over TLS, a private Mosquitto started
+    from the configuration `keys init` writes (on a free port); in plaintext, the anonymous
+    broker at mqtt://127.0.0.1:1883."""
+    insecure_plaintext: bool = False
+    """No TLS and an anonymous broker (`keys init --insecure-plaintext`): experiments only."""
     sync: str = "normal"
     ready_timeout_s: float = 20.0
     converge_timeout_s: float = 10.0
@@ -95,6 +103,7 @@ class LocalCluster:
         self.sync = sync
         self.extra_args = list(extra_args or [])
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.broker_proc: subprocess.Popen[bytes] | None = None
         self.cpu_s: dict[str, float] = {}
         if not log_dir.exists():  # logs name clients and requests: private, like the data
             log_dir.mkdir(parents=True, mode=0o700)
@@ -157,9 +166,41 @@ class LocalCluster:
                 self.cpu_s[node_id] = before
         return out
 
+    def start_broker(self, timeout_s: float = 10.0) -> None:
+        """Start Mosquitto from the configuration `keys init` wrote (DIR/mosquitto.conf) and
+        wait until it listens; `stop_all` stops it. Its log goes to LOGS/mosquitto.log.
+        Raises RuntimeError if there is no `mosquitto` binary or it does not come up."""
+        binary = shutil.which("mosquitto") or next(
+            (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+             if Path(p).exists()), None)
+        if binary is None:
+            raise RuntimeError("no mosquitto binary (apt-get install mosquitto); or give "
+                               "--broker URL of a broker started with "
+                               f"{self.net.path / 'mosquitto.conf'}")
+        parts = urlsplit(str(self.net.settings["mqtt"]["broker"]))
+        host, port = parts.hostname or "127.0.0.1", parts.port or 8883
+        fd = os.open(self.log_dir / "mosquitto.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+        with os.fdopen(fd, "ab") as log:
+            self.broker_proc = subprocess.Popen(
+                [binary, "-c", str(self.net.path.resolve() / "mosquitto.conf")], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.broker_proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited (code {self.broker_proc.returncode}); "
+                                   f"see {self.log_dir / 'mosquitto.log'}")
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto not listening on {host}:{port} within "
+                                   f"{timeout_s:g} s; see {self.log_dir / 'mosquitto.log'}")
+            time.sleep(0.05)
+
     def stop_all(self, timeout_s: float = 5.0) -> dict[str, int | None]:
-        """SIGTERM every live node, wait, SIGKILL stragglers. Returns exit codes. Safe to call
-        twice and from a `finally` after Ctrl-C."""
+        """SIGTERM every live node (and the broker `start_broker` started), wait, SIGKILL
+        stragglers. Returns the nodes' exit codes. Safe to call twice and from a `finally`
+        after Ctrl-C."""
         for node_id, proc in self.procs.items():
             if proc.poll() is None:
                 self._note_cpu(node_id, proc.pid)
@@ -172,6 +213,14 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes[node_id] = proc.wait()
+        broker, self.broker_proc = self.broker_proc, None
+        if broker is not None and broker.poll() is None:
+            broker.terminate()
+            try:
+                broker.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
         return codes
 
     async def wait_ready(self, session: aiohttp.ClientSession, node_ids: Iterator[str] | list[str],
@@ -272,10 +321,14 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
     stop it from a `finally` on Ctrl-C). `progress` is handed to `run_load`."""
     ports = free_ports(len(spec.nodes))
     clients = spec.load.clients or (len(CLIENT_ROLES) if spec.app == "ledger" else 1)
+    own_broker = (spec.load.transport == "mqtt" and spec.broker is None
+                  and not spec.insecure_plaintext)
+    broker = f"mqtts://127.0.0.1:{free_ports(1)[0]}" if own_broker else spec.broker
     net = init_network(spec.out / "network", spec.nodes, clients=clients,
-                       ports=ports, protocol=spec.protocol, broker=spec.broker,
+                       ports=ports, protocol=spec.protocol, broker=broker,
                        state_machine=spec.app, client_roles=spec.client_roles,
-                       link_delay_ms=spec.link_delay_ms, force=True)
+                       link_delay_ms=spec.link_delay_ms, force=True,
+                       insecure_plaintext=spec.insecure_plaintext)
     _clear_data(net)
     cluster = LocalCluster(net, spec.load.transport, spec.out / "logs", broker=spec.broker,
                            sync=spec.sync, extra_args=spec.node_args)
@@ -283,8 +336,11 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
         cluster_box.append(cluster)
     windows: list[dict[str, Any]] = []
     try:
+        if own_broker:
+            cluster.start_broker()
+            log(f"mosquitto started from {net.path / 'mosquitto.conf'}")
         cluster.start_all()
-        async with aiohttp.ClientSession() as session:
+        async with api_session(net) as session:
             await cluster.wait_ready(session, list(net.membership.node_ids), spec.ready_timeout_s)
             log(f"{len(spec.nodes)} nodes ready over {spec.load.transport}")
             tasks: list[asyncio.Task[None]] = []

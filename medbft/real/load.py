@@ -43,6 +43,7 @@ from node.netdir import NetworkDir, NetworkError
 from node.reads import sign_read
 from node.realtime import RealClock
 from node.runtime import NodeRuntime
+from node.tls import api_session
 from node.transport.http import HttpTransport
 from node.transport.mqtt import BrokerSettings, MqttTransport
 
@@ -237,12 +238,11 @@ def _make_parties(net: NetworkDir, spec: LoadSpec, loop: asyncio.AbstractEventLo
             transport = HttpTransport(Keyring(ident, pubs), net.membership, net.network_id,
                                       loop, dial={n: net.url(n)
                                                   for n in net.membership.node_ids},
-                                      link_delay_s=net.link_delay_s)
+                                      link_delay_s=net.link_delay_s,
+                                      ssl_context=net.client_ssl(cid))
         else:
-            mqtt = net.settings["mqtt"]
-            broker = BrokerSettings.from_url(spec.broker or str(mqtt["broker"]),
-                                             qos=int(mqtt.get("qos", 0)))
-            transport = MqttTransport(cid, broker, str(mqtt["topic_prefix"]), loop,
+            broker = BrokerSettings.for_party(net, cid, spec.broker)
+            transport = MqttTransport(cid, broker, str(net.settings["mqtt"]["topic_prefix"]), loop,
                                       link_delay_s=net.link_delay_s)
         runtime = NodeRuntime(core, transport, clock,  # type: ignore[arg-type]
                               on_other=functools.partial(on_effect, cid))
@@ -299,7 +299,7 @@ async def run_load(net: NetworkDir, spec: LoadSpec,
         spec, {c: (p.client, p.runtime) for c, p in parties.items()},
         spec.duration_ns, random.Random(f"medbft:{spec.seed}:workload"),
         ops=_ledger_traffic(net, spec))
-    async with aiohttp.ClientSession() as session:
+    async with api_session(net) as session:
         for party in parties.values():
             await party.transport.start()
         try:

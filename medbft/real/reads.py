@@ -25,6 +25,7 @@ from node.crypto import Keyring
 from node.ledger.receipts import ReceiptError, dump, verify_receipt
 from node.ledger.txs import canonical
 from node.netdir import NetworkDir
+from node.tls import api_session
 
 __all__ = ["ReadFailed", "check_receipt", "query", "submit_tx"]
 
@@ -46,7 +47,7 @@ async def submit_tx(net: NetworkDir, client: str, kind: str, fields: dict[str, A
     body = m.encode(m.Envelope(client, m.encode(req), b""))
     targets = [node] if node else list(net.membership.node_ids)
     last = "no node answered"
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+    async with api_session(net, client, timeout=TIMEOUT) as session:
         for target in targets:
             url = f"{net.url(target)}/tx" + ("?wait=30" if wait else "")
             try:
@@ -82,7 +83,7 @@ async def query(net: NetworkDir, reader_id: str, kind: str, args: dict[str, str]
     reader = net.identity(reader_id)
     path = f"/query/{kind}?" + urlencode({**args, "wait": f"{wait_s:g}"})
     problems: list[str] = []
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+    async with api_session(net, reader_id, timeout=TIMEOUT) as session:
         for _ in range(attempts):
             rows = await asyncio.gather(*(_ask(session, net, n, path, reader) for n in nodes))
             good = [(n, body["receipt"]) for n, (status, body) in zip(nodes, rows, strict=True)

@@ -14,6 +14,11 @@ Topology:
 - a replica sends to a client on the connection that client dialled (no route otherwise:
   the client retransmits, as PBFT clients do).
 
+Transport security (node.tls): on a TLS network both ends present certificates from the
+network CA. The dialler checks that the server's certificate names the node it meant to
+reach; the server checks that the hello below comes from the party the client certificate
+names (a node cannot borrow another's certificate, nor a client a node's).
+
 Connection authentication: the server sends a random nonce; the dialler answers with its id
 and an ECDSA signature over (network id, its id, the server's id, nonce). Unknown ids, bad
 signatures and hellos for another network are refused (close code 4003). This only decides
@@ -29,6 +34,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +44,7 @@ from aiohttp import web
 from node.crypto import Keyring
 from node.limits import Limits, Refusals, json_depth_ok
 from node.membership import Membership
+from node.tls import peer_common_name
 from node.transport import (
     MAX_FRAME_BYTES,
     Backoff,
@@ -77,9 +84,12 @@ class HttpTransport:
         link_delay_s: float = 0.0,
         limits: Limits | None = None,
         refusals: Refusals | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """`dial` maps party id -> base URL (http://host:port) of the parties to connect to.
-        Refused hellos are counted in `refusals` (reason `hello-...`)."""
+        """`dial` maps party id -> base URL (https://host:port, or http:// on a plaintext
+        network) of the parties to connect to. `ssl_context` (node.tls.client_context) is
+        what we dial with; given, the parties that dial us must also present certificates
+        naming them. Refused hellos are counted in `refusals` (reason `hello-...`)."""
         self.keys = keyring
         self.id = keyring.id
         self.membership = membership
@@ -103,6 +113,7 @@ class HttpTransport:
         self.rejected_hellos: dict[str, int] = {}
         self.limits = limits or Limits()
         self.refusals = refusals if refusals is not None else Refusals()
+        self.ssl_context = ssl_context
 
     # -- the runtime's interface --------------------------------------------------------------
 
@@ -133,6 +144,7 @@ class HttpTransport:
     async def start(self) -> None:
         """Open a client session and start dialling every party in `dial`."""
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context or True),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S))
         for peer, url in sorted(self._dial_urls.items()):
             self._tasks.append(asyncio.create_task(self._dial(peer, url), name=f"dial-{peer}"))
@@ -179,6 +191,11 @@ class HttpTransport:
                     url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES, compress=0,
                     autoping=True,
                 ) as ws:
+                    if self.ssl_context is not None:
+                        named = peer_common_name(ws.get_extra_info("peercert"))
+                        if named != peer:
+                            raise ConnectionError(f"{url} presented a certificate for "
+                                                  f"{named!r}, not {peer!r}")
                     await self._send_hello(ws, peer)
                     self._connected[peer] = True
                     backoff.reset()
@@ -244,7 +261,10 @@ class HttpTransport:
             return ws
         self._served.add(ws)
         try:
-            peer = await self._check_hello(ws, request.remote or "?")
+            transport = request.transport
+            named = peer_common_name(transport.get_extra_info("peercert")
+                                     if transport is not None else None)
+            peer = await self._check_hello(ws, request.remote or "?", named)
             if peer is None:
                 return ws
             self._inbound[peer] = self._inbound.get(peer, 0) + 1
@@ -270,12 +290,17 @@ class HttpTransport:
             if self._clients.get(client) is queue:
                 del self._clients[client]
 
-    async def _check_hello(self, ws: web.WebSocketResponse, remote: str) -> str | None:
+    async def _check_hello(self, ws: web.WebSocketResponse, remote: str,
+                           named: str | None) -> str | None:
+        """The authenticated peer, or None after refusing the connection. `named` is the CN
+        of the peer's TLS certificate (None without TLS)."""
         nonce = os.urandom(16).hex()
         await ws.send_str(json.dumps({"nonce": nonce, "server": self.id}))
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
             reason, peer = self._hello_problem(msg, nonce)
+            if reason is None and self.ssl_context is not None and named != peer:
+                reason = "certificate for another party"
         except (TimeoutError, ValueError, KeyError, TypeError, RecursionError) as exc:
             reason, peer = f"bad hello: {type(exc).__name__}", ""
         if reason is None:

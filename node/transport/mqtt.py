@@ -3,8 +3,10 @@
 Why this exists: a consortium often already runs a message broker, and a broker lets nodes
 behind NAT or firewalls reach each other through one well-known address; Mosquitto serves one
 machine or site, a clustered broker (EMQX, bridged Mosquitto) serves many. A party subscribes
-to `<prefix>/inbox/<its id>` and sends to another by publishing to that party's inbox.
-Publishes carry frames of many protocol messages (`node.transport.pack_frames`).
+to `<prefix>/inbox/<its id>/+` and sends to another by publishing to
+`<prefix>/inbox/<their id>/<its id>`: the sender is in the topic, so the broker's ACL can
+make every party publish only under its own name (node.tls writes such an ACL). Publishes
+carry frames of many protocol messages (`node.transport.pack_frames`).
 
 QoS choice: **QoS 0 (at most once) by default.** PBFT already tolerates lost and duplicated
 messages (clients retransmit, replicas re-send stuck PREPAREs/COMMITs, lagging replicas fetch
@@ -19,23 +21,29 @@ published meanwhile wait in a bounded queue.
 
 Security: the broker sees every message, but it cannot forge one. Every message is
 authenticated by the replica core (MACs, signatures), so a message published by anyone else
-into an inbox is dropped as "bad MAC" or "unknown sender". Restrict who may publish and
-subscribe with broker credentials (`username`/`password`) and ACLs, and use TLS (`mqtts://`)
-when the broker is not on this machine.
+into an inbox is dropped as "bad MAC" or "unknown sender". On a TLS network (the default,
+node.tls) the broker also keeps everyone else out: `mqtts://` with a client certificate,
+per-party passwords, no anonymous clients, and an ACL under which a party reads only its own
+inbox. Client ids are random per connection, so nobody can kick a node off the broker by
+connecting under its id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+
+if TYPE_CHECKING:
+    from node.netdir import NetworkDir
 
 from node.transport import Backoff, FrameQueue, LinkStats, Outbox, receive_frame
 
@@ -58,11 +66,13 @@ class BrokerSettings:
     ca_file: str | None = None
     insecure: bool = False
     qos: int = 0
+    cert_file: str | None = None
+    key_file: str | None = None
 
     @classmethod
     def from_url(cls, url: str, *, username: str | None = None, password: str | None = None,
-                 ca_file: str | None = None, insecure: bool = False,
-                 qos: int = 0) -> BrokerSettings:
+                 ca_file: str | None = None, insecure: bool = False, qos: int = 0,
+                 cert_file: str | None = None, key_file: str | None = None) -> BrokerSettings:
         """`mqtt://[user[:password]@]host[:port]` or `mqtts://...` (TLS, default port 8883).
         Explicit `username`/`password` override the URL's. Raises ValueError if malformed."""
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
@@ -77,13 +87,38 @@ class BrokerSettings:
             host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls,
             username=username or (unquote(parts.username) if parts.username else None),
             password=password or (unquote(parts.password) if parts.password else None),
-            ca_file=ca_file, insecure=insecure, qos=qos,
+            ca_file=ca_file, insecure=insecure, qos=qos, cert_file=cert_file,
+            key_file=key_file,
         )
+
+    @classmethod
+    def for_party(cls, net: NetworkDir, party: str, url: str | None = None, *,
+                  qos: int | None = None, username: str | None = None,
+                  password: str | None = None, ca_file: str | None = None,
+                  insecure: bool = False) -> BrokerSettings:
+        """How `party` reaches `net`'s broker: network.json's URL and QoS unless overridden,
+        and on a TLS network the party's broker password (keys/<party>.mqtt-password), its
+        certificate, and the network CA. Raises ValueError (NetworkError) if a file is
+        missing."""
+        mqtt = net.settings["mqtt"]
+        cert = key = None
+        if net.tls:
+            cert_path, key_path = net.tls_files(party)
+            cert, key = str(cert_path), str(key_path)
+            ca_file = ca_file or str(net.ca_path)
+            username = username or party
+            password = password or net.broker_password(party)
+        return cls.from_url(url or str(mqtt["broker"]), username=username, password=password,
+                            ca_file=ca_file, insecure=insecure,
+                            qos=int(mqtt.get("qos", 0)) if qos is None else qos,
+                            cert_file=cert, key_file=key)
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
         context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -94,8 +129,9 @@ class BrokerSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-def inbox_topic(prefix: str, party: str) -> str:
-    return f"{prefix}/inbox/{party}"
+def inbox_topic(prefix: str, party: str, sender: str = "+") -> str:
+    """Where `sender` publishes to `party` (the default `+`: what `party` subscribes to)."""
+    return f"{prefix}/inbox/{party}/{sender}"
 
 
 class MqttTransport:
@@ -136,7 +172,7 @@ class MqttTransport:
     def _deliver(self, to: str, frame: bytes) -> None:
         topic = self._topics.get(to)
         if topic is None:
-            topic = self._topics[to] = inbox_topic(self.prefix, to)
+            topic = self._topics[to] = inbox_topic(self.prefix, to, self.id)
         self.stats.frames_sent += 1
         item = topic.encode() + b"\x00" + frame
         if self.link_delay_s > 0:
@@ -188,7 +224,9 @@ class MqttTransport:
         b = self.broker
         return aiomqtt.Client(
             b.host, b.port, username=b.username, password=b.password,
-            identifier=f"medbft-{self.prefix.replace('/', '-')}-{self.id}",
+            # Random per connection: a predictable id would let anyone who can reach the
+            # broker disconnect us by connecting under it.
+            identifier=f"medbft-{secrets.token_hex(8)}",
             clean_session=True, keepalive=15, tls_context=b.tls_context(),
             max_queued_incoming_messages=MAX_QUEUED_INCOMING, timeout=5,
             # Nagle's algorithm would hold small frames back waiting for ACKs that the peer
