@@ -37,7 +37,7 @@ import secrets
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -47,7 +47,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 if TYPE_CHECKING:
     import aiohttp
 
-    from node.netdir import NetworkDir
+
+class _Network(Protocol):
+    """What `api_session` needs of a network directory (node.netdir.NetworkDir), named here
+    so that this module does not import netdir, which imports it."""
+
+    def client_ssl(self, party: str = ...) -> ssl.SSLContext | None: ...
 
 __all__ = [
     "BROKER_ID",
@@ -239,7 +244,7 @@ def client_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLCont
     return ctx
 
 
-def api_session(net: NetworkDir, party: str = OPERATOR_ID,
+def api_session(net: _Network, party: str = OPERATOR_ID,
                 **kwargs: Any) -> aiohttp.ClientSession:
     """An aiohttp session for talking to `net`'s node APIs as `party` (by default the
     operator: monitoring tools, harnesses): its client certificate on a TLS network."""
