@@ -25,7 +25,8 @@ from matplotlib.patches import Patch
 
 from medbft.metrics import percentile
 from medbft.results import RunData, RunFileError
-from medbft.timeline import PHASES, FaultRow, ViewRow, fault_rows
+from medbft.timeline import PHASES, FaultRow, ViewRow
+from medbft.views import fault_windows
 from medbft.views.style import (
     DEFAULT_FORMATS,
     FAULT_COLOURS,
@@ -98,17 +99,6 @@ def _fault_groups(faults: Sequence[FaultRow]) -> list[tuple[str, float, float | 
     return sorted(((kind, start, end, ", ".join(labels))
                    for (kind, start, end), labels in groups.items()),
                   key=lambda g: (g[1], math.inf if g[2] is None else g[2]))
-
-
-def fault_windows(data: RunData) -> list[FaultRow] | None:
-    """The run's fault windows: faults.csv, or for a run without it (a real cluster's folder
-    has only summary.json and requests.csv) the windows summary.json's `faults` records."""
-    if data.faults is not None:
-        return data.faults
-    windows = data.summary.get("faults")
-    if not isinstance(windows, list):
-        return None
-    return fault_rows({"faults": windows}, ())
 
 
 def _window_colours(groups: Sequence[tuple[str, float, float | None, str]]) -> list[str]:
