@@ -91,7 +91,12 @@ def test_overlapping_windows_get_own_colours_and_labels_inside(crash_dir: Path,
         extent = text.get_window_extent(renderer)
         assert box.x0 - 0.5 <= extent.x0 and extent.x1 <= box.x1 + 0.5, text.get_text()
         assert box.y0 - 0.5 <= extent.y0 and extent.y1 <= box.y1 + 0.5, text.get_text()
-    labels = _legend_texts(fig)
+    page = fig.bbox
+    for legend in fig.legends:  # the legend, long labels and all, stays on the figure
+        extent = legend.get_window_extent(renderer)
+        assert page.x0 - 0.5 <= extent.x0 and extent.x1 <= page.x1 + 0.5
+        assert page.y0 - 0.5 <= extent.y0 and extent.y1 <= page.y1 + 0.5
+    labels = [t.replace("\n   ", " ") for t in _legend_texts(fig)]  # wrapped lines
     for w in OVERLAPPING:  # every window is named, in the legend, with its interval
         assert any(w.label in t for t in labels), w.label
     assert any("pharmacy-1 crashed (SIGKILL), 2\u20136 s" in t for t in labels)

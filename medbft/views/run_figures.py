@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,12 +163,12 @@ def mark_recoveries(ax: Axes, data: RunData, faults: Sequence[FaultRow] | None) 
     handles: list[Any] = []
     for xs, gid, marker, y, colour, label in (
             (recovered, "recover", "^", 0.04, PALETTE["green"], "replica recovered"),
-            (transfers, "state-transfer", "*", 0.13, PALETTE["purple"],
+            (transfers, "state-transfer", "*", 0.13, PALETTE["black"],
              "state transfer installed")):
         if not xs:
             continue
         style = {"ls": "none", "marker": marker, "ms": 7 if marker == "*" else 5,
-                 "mec": "0.2", "mew": 0.4, "color": colour}
+                 "mec": "white" if marker == "*" else "0.2", "mew": 0.4, "color": colour}
         ax.plot(xs, [y] * len(xs), transform=ax.get_xaxis_transform(), clip_on=False,
                 zorder=5, gid=gid, **style)  # type: ignore[arg-type]
         handles.append(Line2D([], [], label=f"{label} ({len(xs)})",
@@ -207,10 +208,29 @@ def shade_drain(ax: Axes, data: RunData) -> list[Patch]:
                   label="drain (clients stopped)")]
 
 
+#: Legend text longer than this (characters) takes the whole width; longer than WRAP, it wraps.
+LEGEND_COLUMN_CHARS, LEGEND_WRAP_CHARS = 34, 62
+#: Height added to a figure per legend line beyond the first two (inches): a long legend
+#: grows the figure instead of squeezing the axes.
+LEGEND_LINE_IN = 0.125
+
+
 def _legend_above(fig: Figure, handles: Sequence[Any], ncols: int = 2) -> None:
-    if handles:
-        fig.legend(handles=list(handles), loc="outside upper center", ncols=ncols,
-                   handlelength=1.5, columnspacing=1.0)
+    """A legend above the axes, within the figure's width: long labels (fault windows) wrap
+    and take one column, and the figure grows by the lines it adds."""
+    if not handles:
+        return
+    labels = [str(h.get_label()) for h in handles]
+    if any(len(label) > LEGEND_COLUMN_CHARS for label in labels):
+        ncols = 1
+    wrapped = [textwrap.fill(label, LEGEND_WRAP_CHARS, subsequent_indent="   ")
+               for label in labels]
+    per_entry = [w.count("\n") + 1 for w in wrapped]
+    lines = sum(max(per_entry[i:i + ncols]) for i in range(0, len(per_entry), ncols))
+    if lines > 2:
+        fig.set_figheight(fig.get_figheight() + LEGEND_LINE_IN * (lines - 2))
+    fig.legend(handles=list(handles), labels=wrapped, loc="outside upper center", ncols=ncols,
+               handlelength=1.5, columnspacing=1.0)
 
 
 def _headroom(ax: Axes, ys: Sequence[float], log: bool, fraction: float = 0.3) -> None:
