@@ -219,3 +219,17 @@ def test_report_rounds_messages_per_request(crash_dir: Path) -> None:
                      page)
     assert cell and cell.group(1) == per_request(value)
     assert "None s" not in page and "simulated / wall time" in page
+
+
+def test_compare_reads_a_real_runs_windows_and_lays_figures_out_alike(
+        crash_dir: Path, real_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp"
+    assert main(["compare", str(crash_dir), str(real_dir), "--out", str(out),
+                 "--formats", "png"]) == 0
+    err = capsys.readouterr().err
+    assert "faults.csv" not in err, err  # the real run's windows are in its summary.json
+    page = (out / "compare.html").read_text()
+    assert "faults.csv missing" not in page and "crash hospital-1 3.002" in page
+    assert '<div class="figs">' in page
+    assert '<a href="#fig-compare_throughput" title="open full size"><img ' in page

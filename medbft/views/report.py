@@ -21,7 +21,7 @@ from medbft.results import RunData
 from medbft.timeline import PHASES, stall_ms
 from medbft.views import fault_windows
 
-__all__ = ["render_report", "summary_rows", "write_report"]
+__all__ = ["figure_grid", "figure_html", "render_report", "summary_rows", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:120rem;margin:2rem auto;
@@ -171,16 +171,23 @@ def _figures(data: RunData, with_figures: bool) -> str:
     parts = []
     for name in FIGURES:
         png = data.path / "plots" / f"{name}.png"
-        if not png.exists():
-            continue
-        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-        # A click opens the figure full size over the page (CSS :target, no script); a click
-        # anywhere, or Back, closes it.
-        parts.append(f'<figure id="fig-{name}"><a href="#fig-{name}" title="open full size">'
-                     f'<img alt="{_e(name)}" src="{uri}"></a>'
-                     f'<a class="close" href="#figures" title="close" aria-label="close"></a>'
-                     f"<figcaption><b>{_e(name)}</b>: {_e(CAPTIONS.get(name, ''))}"
-                     f"</figcaption></figure>")
+        if png.exists():
+            parts.append(figure_html(name, png.read_bytes(), CAPTIONS.get(name, "")))
+    return figure_grid(parts)
+
+
+def figure_html(name: str, png: bytes, caption: str) -> str:
+    """One figure as a data URI; a click opens it full size over the page (CSS :target, no
+    script) and a click anywhere, or Back, closes it (back to `#figures`)."""
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f'<figure id="fig-{name}"><a href="#fig-{name}" title="open full size">'
+            f'<img alt="{_e(name)}" src="{uri}"></a>'
+            f'<a class="close" href="#figures" title="close" aria-label="close"></a>'
+            f"<figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
+
+
+def figure_grid(parts: Sequence[str]) -> str:
+    """The figures in as many columns as the screen fits (the `.figs` grid of `_CSS`)."""
     if not parts:
         return "<p class=muted>No figure.</p>"
     return ('<p class=muted>Click a figure to open it full size; click again (or Back) to '
