@@ -13,6 +13,7 @@ trace.jsonl; this module adds the rest:
 - `phases.csv`: per committed request, its PBFT phase boundaries (`medbft.timeline`);
 - `views.csv`: each view change (first VIEW-CHANGE sent, first replica entering the view);
 - `faults.csv`: fault windows (kind, target, start, end, label);
+- `events.csv`: when each replica crashed, recovered and installed a transferred state;
 - `plots/` (figures, `medbft.views`) and `report.html` (`medbft.views.report`).
 
 A run folder holds the files of one run only. `check_run_dir` (before simulating) refuses an
@@ -60,13 +61,16 @@ __all__ = ["INDEX", "INDEX_COLUMNS", "RequestRow", "RunData", "RunFileError", "a
            "trace_rows", "write_manifest", "write_results"]
 
 SUMMARY, REQUESTS, SCENARIO, RUN = "summary.json", "requests.csv", "scenario.yaml", "run.json"
-PHASES, VIEWS, FAULTS = "phases.csv", "views.csv", "faults.csv"
+PHASES, VIEWS, FAULTS, EVENTS = "phases.csv", "views.csv", "faults.csv", "events.csv"
 PHASE_COLUMNS = ("request", "view", "seq", "submit_s", "pre_prepare_s", "prepared_s",
                  "committed_s", "reply_s")
 VIEW_COLUMNS = ("view", "primary", "view_change_s", "entered_s")
 FAULT_COLUMNS = ("kind", "target", "start_s", "end_s", "label")
+EVENT_COLUMNS = ("t_s", "node", "event")
+#: The replica events events.csv keeps: what the time-series figures mark.
+MARKED_EVENTS = ("crash", "recover", "state-transfer")
 #: Files and folders `medbft run` writes (the fallback when run.json has no `files` manifest).
-RUN_FILES = (SUMMARY, REQUESTS, SCENARIO, RUN, PHASES, VIEWS, FAULTS, "trace.jsonl",
+RUN_FILES = (SUMMARY, REQUESTS, SCENARIO, RUN, PHASES, VIEWS, FAULTS, EVENTS, "trace.jsonl",
              "report.html", "ledger.json", "ledger_digests.json", "offchain.json")
 PLOTS = "plots"
 #: The run index under results/ and its columns.
@@ -100,6 +104,8 @@ class RunData:
     phases: list[PhaseRow] | None = None
     views: list[ViewRow] | None = None
     faults: list[FaultRow] | None = None
+    #: (t_s, node, event) of each crash, recover and state-transfer (events.csv).
+    events: list[tuple[float, str, str]] | None = None
     missing: list[str] = field(default_factory=list)
     """Optional files the folder lacks (an older medbft): their figures are skipped."""
 
@@ -298,7 +304,8 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
 
 
 def save_run_data(out: Path, scenario: Scenario, result: Any, info: dict[str, Any]) -> None:
-    """Write scenario.yaml, run.json, phases.csv, views.csv and faults.csv into `out`.
+    """Write scenario.yaml, run.json, phases.csv, views.csv, faults.csv and events.csv into
+    `out`.
 
     `result` is a `sim.run.RunResult`; `info` is saved as run.json (command, scenario file).
     """
@@ -317,6 +324,9 @@ def save_run_data(out: Path, scenario: Scenario, result: Any, info: dict[str, An
     faults = fault_rows(result.summary, result.events)
     _write_csv(out / FAULTS, FAULT_COLUMNS, (
         (w.kind, w.target, _fmt(w.start_s), _fmt(w.end_s), w.label) for w in faults))
+    _write_csv(out / EVENTS, EVENT_COLUMNS, (
+        (_fmt(ev["t"] / 1e9), ev["node"], ev["event"]) for ev in result.events
+        if ev["event"] in MARKED_EVENTS))
 
 
 def write_results(out: Path, summary: dict[str, Any], requests: list[Any],
@@ -400,6 +410,7 @@ VIEW_TYPES: dict[str, _Cell] = {"view": INT, "primary": TEXT, "view_change_s": O
                                 "entered_s": OPT_FLOAT}
 FAULT_TYPES: dict[str, _Cell] = {"kind": TEXT, "target": TEXT, "start_s": FLOAT,
                                  "end_s": OPT_FLOAT, "label": TEXT}
+EVENT_TYPES: dict[str, _Cell] = {"t_s": FLOAT, "node": TEXT, "event": TEXT}
 #: Columns an older requests.csv may lack (everything else is required).
 _OPTIONAL_COLUMNS = frozenset({"view", "seq"})
 
@@ -643,7 +654,7 @@ def read_scenario_copy(path: Path) -> dict[str, Any]:
 
 #: What each figure needs beyond summary.json and requests.csv (a figure whose file is
 #: missing is not drawn, or drawn without what that file adds, with a warning).
-OPTIONAL_FILES = (SCENARIO, RUN, PHASES, VIEWS, FAULTS)
+OPTIONAL_FILES = (SCENARIO, RUN, PHASES, VIEWS, FAULTS, EVENTS)
 
 
 def load_run(path: Path) -> RunData:
@@ -675,4 +686,7 @@ def load_run(path: Path) -> RunData:
     if (path / FAULTS).exists():
         data.faults = [FaultRow(r["kind"], r["target"], r["start_s"], r["end_s"], r["label"])
                        for r in read_table(path / FAULTS, FAULT_TYPES)]
+    if (path / EVENTS).exists():
+        data.events = [(r["t_s"], r["node"], r["event"])
+                       for r in read_table(path / EVENTS, EVENT_TYPES)]
     return data

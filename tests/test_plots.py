@@ -102,8 +102,9 @@ def test_fault_window_is_shaded_and_view_change_marked(crash: RunData, crash_dir
     span = _by_gid(fig, "fault-0")
     assert span.get_x() == pytest.approx(float(fault[0]["start_s"]))
     assert span.get_x() + span.get_width() == pytest.approx(float(fault[0]["end_s"]))
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert any("hospital-1" in t for t in texts)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("hospital-1" in t and "3\u20136 s" in t for t in texts)  # crash 3 s, recover 6 s
+    assert _by_gid(fig, "fault-tag-0").get_text() == "1"
     line = _by_gid(fig, "view-1")
     assert line.get_xdata()[0] == pytest.approx(float(view[0]["entered_s"]))
     started = _by_gid(fig, "view-change")

@@ -74,13 +74,13 @@ def _damage(path: Path, how: str) -> None:
 READERS = {
     "plot": (["--formats", "png"],
              ("summary.json", "requests.csv", "phases.csv", "views.csv", "faults.csv",
-              "scenario.yaml", "run.json", "trace.jsonl"), ("trace.jsonl",)),
+              "events.csv", "scenario.yaml", "run.json", "trace.jsonl"), ("trace.jsonl",)),
     "sequence": (["--formats", "png", "--brief"],
                  ("trace.jsonl", "requests.csv", "scenario.yaml"), ()),
     "ledger-verify": (["verify"], ("ledger.json", "ledger_digests.json", "offchain.json"), ()),
     "ledger-consents": (["consents", "--patient", "patient-1"], ("ledger.json",), ()),
     "compare": ([], ("summary.json", "requests.csv", "views.csv", "faults.csv",
-                     "scenario.yaml", "run.json", "phases.csv"), ()),
+                     "events.csv", "scenario.yaml", "run.json", "phases.csv"), ()),
 }
 CASES = [(reader, name, how) for reader, (_, files, _) in READERS.items() for name in files
          for how in ("truncated", "malformed", "wrong-shape")]

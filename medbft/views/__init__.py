@@ -9,10 +9,29 @@ figures are drawn, so runs with `--no-plots` and `medbft validate` never load ma
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_FORMATS", "FORMATS"]
+from typing import TYPE_CHECKING
+
+from medbft.timeline import FaultRow, fault_rows
+
+if TYPE_CHECKING:
+    from medbft.results import RunData
+
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "fault_windows"]
 
 #: PNG for screens and the report, SVG (vector) for papers and editing. PDF is one option
 #: away (`medbft plot DIR --formats png,pdf`); it is not the default because it takes about
 #: twice as long as SVG to write (it embeds fonts), and every run draws its figures.
 DEFAULT_FORMATS: tuple[str, ...] = ("png", "svg")
 FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
+
+
+def fault_windows(data: RunData) -> list[FaultRow] | None:
+    """The run's fault windows: faults.csv, or for a folder without it (a real cluster's has
+    only summary.json and requests.csv) the windows summary.json's `faults` records; None
+    when neither says."""
+    if data.faults is not None:
+        return data.faults
+    windows = data.summary.get("faults")
+    if not isinstance(windows, list):
+        return None
+    return fault_rows({"faults": windows}, ())

@@ -14,7 +14,6 @@ folders (`medbft.results.load_run`), never runs anything.
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import html
@@ -33,7 +32,8 @@ from medbft.metrics import percentile
 from medbft.results import RunData
 from medbft.sweep.stats import mean_ci95
 from medbft.timeline import FaultRow, stall_ms
-from medbft.views.report import _CSS
+from medbft.views import fault_windows
+from medbft.views.report import _CSS, figure_grid, figure_html
 from medbft.views.run_figures import (
     MESSAGE_ORDER,
     THROUGHPUT_BINS,
@@ -212,7 +212,7 @@ def throughput_overlay(groups: Sequence[Group]) -> Figure:
                            gid=f"view-{g.label}-{v.view}")
     windows: dict[tuple[str, float, float | None, str], FaultRow] = {}
     for g in groups:
-        for w in g.runs[0].faults or ():
+        for w in fault_windows(g.runs[0]) or ():
             windows.setdefault((w.kind, w.start_s, w.end_s, w.label), w)
     handles += shade_faults(ax, list(windows.values()), edges[-1])
     if any(v.entered_s is not None for g in groups for v in g.runs[0].views or ()):
@@ -349,10 +349,10 @@ def _events_table(groups: Sequence[Group]) -> str:
             faults = "; ".join(
                 f"{_e(w.kind)} {_e(w.target)} {w.start_s:.3f}–"
                 + (f"{w.end_s:.3f} s" if w.end_s is not None else "end")
-                for w in d.faults or ()) or "none"
+                for w in fault_windows(d) or ()) or "none"
             if d.views is None:
                 views = "<span class=muted>views.csv missing</span>"
-            if d.faults is None:
+            if fault_windows(d) is None:
                 faults = "<span class=muted>faults.csv missing</span>"
             rows.append([_swatch(g), _e(run_name(d)), views, faults])
     return _table(rows, ["group", "run", "view changes", "fault windows"])
@@ -384,9 +384,7 @@ def render_compare(groups: Sequence[Group], figures: dict[str, bytes]) -> str:
     for name, (_, caption) in FIGURES.items():
         if name not in figures:
             continue
-        uri = "data:image/png;base64," + base64.b64encode(figures[name]).decode("ascii")
-        figs.append(f'<figure id="fig-{name}"><img alt="{_e(name)}" src="{uri}">'
-                    f"<figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
+        figs.append(figure_html(name, figures[name], caption))
     title = " vs ".join(g.label for g in groups)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -402,7 +400,7 @@ def render_compare(groups: Sequence[Group], figures: dict[str, bytes]) -> str:
                 "the mean (Student's t). " if ci else ""}Longest stall: the longest stretch
 within the run's duration in which no request committed. Definitions: docs/results.md.</p>
 <h2 id="figures">Figures</h2>
-{''.join(figs) or '<p class=muted>No figure.</p>'}
+{figure_grid(figs)}
 <h2 id="messages">Messages by type</h2>
 {_messages_table(groups)}
 <h2 id="events">View changes and fault windows</h2>
@@ -424,7 +422,8 @@ def compare_runs(groups: Sequence[Group], out: Path, formats: Sequence[str] | No
     pngs: dict[str, bytes] = {}
     for g in groups:
         for d in g.runs:
-            lacking = [f for f in ("views.csv", "faults.csv") if f in d.missing]
+            lacking = [f for f in ("views.csv", "faults.csv") if f in d.missing
+                       and not (f == "faults.csv" and fault_windows(d) is not None)]
             if lacking and warn:
                 warn(f"figure compare_throughput drawn without the "
                      f"{' and '.join(lacking)} of {d.path} (missing)")

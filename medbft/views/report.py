@@ -19,12 +19,13 @@ from typing import Any
 
 from medbft.results import RunData
 from medbft.timeline import PHASES, stall_ms
+from medbft.views import fault_windows
 
-__all__ = ["render_report", "summary_rows", "write_report"]
+__all__ = ["figure_grid", "figure_html", "render_report", "summary_rows", "write_report"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;margin:2rem auto;
-padding:0 1rem;color:#222;line-height:1.45}
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:120rem;margin:2rem auto;
+padding:0 1.5rem;color:#222;line-height:1.45}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
 border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.2rem .8rem .2rem 0;
@@ -33,8 +34,17 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem}
 pre{background:#f6f6f6;padding: .8rem;overflow-x:auto;border-radius:4px}
 .ok{color:#007a4d;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#666}
-figure{margin:1.5rem 0}figure img{max-width:100%;width:34rem;border:1px solid #eee}
-figcaption{font-size:.9rem;color:#444;max-width:34rem}
+.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,32rem),1fr));
+gap:0 2.5rem;align-items:start}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,30rem),1fr));
+gap:1.5rem 2rem;align-items:start}
+figure{margin:0}figure img{width:100%;height:auto;border:1px solid #eee;cursor:zoom-in}
+figcaption{font-size:.9rem;color:#444}
+figure .close{display:none}
+figure:target img{position:fixed;inset:0;margin:auto;width:auto;height:auto;max-width:98vw;
+max-height:96vh;z-index:11;background:#fff;border:none;pointer-events:none;
+box-shadow:0 0 0 100vmax rgba(0,0,0,.75)}
+figure:target .close{display:block;position:fixed;inset:0;z-index:10;cursor:zoom-out}
 """
 
 
@@ -44,6 +54,12 @@ def _e(value: Any) -> str:
 
 def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _per_request(value: float | None) -> str:
+    """Messages per committed request, rounded as the terminal tables round it (one decimal,
+    `medbft.cli.tables.per_request`; views sit below the commands, so the rule is repeated)."""
+    return "–" if value is None else f"{value:.1f}"
 
 
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -59,7 +75,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("latency mean / max", f"{_ms(lat.get('mean'))} / {_ms(lat.get('max'))} ms"),
         ("messages (bytes)", f"{msgs.get('total')} ({msgs.get('bytes')} B)"),
         ("messages lost", str(msgs.get("lost"))),
-        ("messages per committed request", str(msgs.get("per_committed_request"))),
+        ("messages per committed request", _per_request(msgs.get("per_committed_request"))),
         ("view changes (final view)",
          f"{summary.get('view_changes')} ({summary.get('final_view')})"),
         ("stable checkpoint", str(summary.get("stable_checkpoint"))),
@@ -67,9 +83,13 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("rejected / ignored messages", (
             f"{(summary.get('rejected_messages') or {}).get('total')} / "
             f"{(summary.get('ignored_messages') or {}).get('total')}")),
-        ("simulated / wall time",
-         f"{summary.get('sim_time_s')} s / {summary.get('wall_time_s')} s"),
     ]
+    wall = summary.get("wall_time_s")
+    wall_text = "–" if wall is None else f"{wall} s"
+    if summary.get("sim_time_s") is None:  # a real run has no virtual time
+        rows.append(("wall time", wall_text))
+    else:
+        rows.append(("simulated / wall time", f"{summary['sim_time_s']:.3f} s / {wall_text}"))
     return rows
 
 
@@ -132,7 +152,7 @@ def _events_table(data: RunData) -> str:
     """Fault windows and view changes, the events that explain the time series."""
     faults = [(_e(w.kind), _e(w.target), _s(w.start_s),
                _s(w.end_s) if w.end_s is not None else "end of run", _e(w.label))
-              for w in data.faults or ()]
+              for w in fault_windows(data) or ()]
     views = [(str(v.view), _e(v.primary), _s(v.view_change_s), _s(v.entered_s))
              for v in data.views or ()]
     out = (_table(faults, ("fault", "target", "from (s)", "until (s)", "label")) if faults
@@ -151,13 +171,27 @@ def _figures(data: RunData, with_figures: bool) -> str:
     parts = []
     for name in FIGURES:
         png = data.path / "plots" / f"{name}.png"
-        if not png.exists():
-            continue
-        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(f'<figure id="fig-{name}"><img alt="{_e(name)}" src="{uri}">'
-                     f"<figcaption><b>{_e(name)}</b>: {_e(CAPTIONS.get(name, ''))}"
-                     f"</figcaption></figure>")
-    return "".join(parts) or "<p class=muted>No figure.</p>"
+        if png.exists():
+            parts.append(figure_html(name, png.read_bytes(), CAPTIONS.get(name, "")))
+    return figure_grid(parts)
+
+
+def figure_html(name: str, png: bytes, caption: str) -> str:
+    """One figure as a data URI; a click opens it full size over the page (CSS :target, no
+    script) and a click anywhere, or Back, closes it (back to `#figures`)."""
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f'<figure id="fig-{name}"><a href="#fig-{name}" title="open full size">'
+            f'<img alt="{_e(name)}" src="{uri}"></a>'
+            f'<a class="close" href="#figures" title="close" aria-label="close"></a>'
+            f"<figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
+
+
+def figure_grid(parts: Sequence[str]) -> str:
+    """The figures in as many columns as the screen fits (the `.figs` grid of `_CSS`)."""
+    if not parts:
+        return "<p class=muted>No figure.</p>"
+    return ('<p class=muted>Click a figure to open it full size; click again (or Back) to '
+            'close it.</p><div class="figs">' + "".join(parts) + "</div>")
 
 
 def render_report(data: RunData, with_figures: bool = True) -> str:
@@ -182,21 +216,24 @@ def render_report(data: RunData, with_figures: bool = True) -> str:
 <h1>medbft run: {_e(s.get('scenario'))}</h1>
 <p>{_e(description)}</p>
 {_table(((_e(k), v) for k, v in meta))}
+<div class="cols"><section>
 <h2>Verdicts</h2>
 {_verdicts(s)}
 <h2>Summary</h2>
 {_table(((_e(k), f'<span class="num">{_e(v)}</span>') for k, v in summary_rows(s)))}
+</section><section>
 <h2>Faults and view changes</h2>
 {_events_table(data)}
 <h2>Where the time goes</h2>
 {_phase_table(data)}
-<h2>Figures</h2>
+</section></div>
+<h2 id="figures">Figures</h2>
 {_figures(data, with_figures)}
 <h2>Scenario</h2>
 <p class=muted>As run (canonical form; it hashes to the scenario hash above).</p>
 <pre>{_e(scenario_text)}</pre>
 <p class=muted>Files beside this page: summary.json, requests.csv, phases.csv, views.csv,
-faults.csv, scenario.yaml, plots/. Definitions: docs/results.md.</p>
+faults.csv, events.csv, scenario.yaml, plots/. Definitions: docs/results.md.</p>
 </body></html>
 """
 

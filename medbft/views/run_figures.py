@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from matplotlib.patches import Patch
 from medbft.metrics import percentile
 from medbft.results import RunData, RunFileError
 from medbft.timeline import PHASES, FaultRow, ViewRow
+from medbft.views import fault_windows
 from medbft.views.style import (
     DEFAULT_FORMATS,
     FAULT_COLOURS,
+    FAULT_CYCLE,
     PALETTE,
     ROLE_COLOURS,
     figure,
@@ -90,27 +93,87 @@ def _duration_label(step_s: float) -> str:
 
 
 def _fault_groups(faults: Sequence[FaultRow]) -> list[tuple[str, float, float | None, str]]:
-    """Windows with the same kind and interval merged into one label."""
+    """Windows with the same kind and interval merged into one label, in time order."""
     groups: dict[tuple[str, float, float | None], list[str]] = {}
     for w in faults:
         groups.setdefault((w.kind, w.start_s, w.end_s), []).append(w.label or w.target)
-    return [(kind, start, end, ", ".join(labels))
-            for (kind, start, end), labels in groups.items()]
+    return sorted(((kind, start, end, ", ".join(labels))
+                   for (kind, start, end), labels in groups.items()),
+                  key=lambda g: (g[1], math.inf if g[2] is None else g[2]))
 
 
-def shade_faults(ax: Axes, faults: Sequence[FaultRow] | None, end_s: float) -> list[Patch]:
-    """Shade each fault window and label it at the top; return legend handles by kind."""
-    kinds: dict[str, Patch] = {}
-    for row, (kind, start, end, label) in enumerate(_fault_groups(faults or ())):
+def _window_colours(groups: Sequence[tuple[str, float, float | None, str]]) -> list[str]:
+    """One colour per window: the first window of a kind takes the kind's colour, the next
+    ones the other palette colours in turn, so overlapping windows stay apart."""
+    used: set[str] = set()
+    out: list[str] = []
+    for kind, *_ in groups:
         colour = FAULT_COLOURS.get(kind, PALETTE["grey"])
-        ax.axvspan(start, end_s if end is None else end, color=colour, alpha=0.18, lw=0,
-                   gid=f"fault-{row}")
-        ax.text(start, 0.97 - 0.1 * (row % 3), label, transform=ax.get_xaxis_transform(),
-                fontsize=5.5, va="top", ha="left", color="0.15", clip_on=True,
-                bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none",
-                      "alpha": 0.7})
-        kinds.setdefault(kind, Patch(color=colour, alpha=0.35, label=f"{kind} window"))
-    return list(kinds.values())
+        if colour in used:
+            colour = next((c for c in FAULT_CYCLE if c not in used),
+                          FAULT_CYCLE[len(out) % len(FAULT_CYCLE)])
+        used.add(colour)
+        out.append(colour)
+    return out
+
+
+def _span_text(start: float, end: float | None) -> str:
+    return f"{start:.3g}\u2013{end:.3g} s" if end is not None else f"from {start:.3g} s"
+
+
+def shade_faults(ax: Axes, faults: Sequence[FaultRow] | None, end_s: float) -> list[Any]:
+    """Shade each fault window in its own colour and tag it with a number just inside the
+    top of the axes; return one legend handle per window ("1  pharmacy-1 crashed, 2-5 s").
+
+    The labels live in the legend, where they cannot overflow the axes or run into each
+    other however the windows overlap; the in-axes number ties a shade to its entry."""
+    groups = _fault_groups(faults or ())
+    handles: list[Any] = []
+    rows: list[float] = []  # x where the last tag of each row of tags ends (axes fraction)
+    width = end_s or 1.0  # the time axes run from 0 to end_s
+    for i, ((_kind, start, end, label), colour) in enumerate(
+            zip(groups, _window_colours(groups), strict=True)):
+        stop = end_s if end is None else end
+        ax.axvspan(start, stop, color=colour, alpha=0.22, lw=0, gid=f"fault-{i}")
+        ax.axvline(start, color=colour, lw=0.8, alpha=0.9)
+        x = min(max(start / width, 0.0), 0.96)
+        row = next((r for r, last in enumerate(rows) if x > last), len(rows))
+        if row == len(rows):
+            rows.append(0.0)
+        rows[row] = x + 0.04
+        ax.text(x, 0.98 - 0.09 * (row % 4), f"{i + 1}", transform=ax.transAxes,
+                fontsize=5.5, fontweight="bold", va="top", ha="left", color="0.1",
+                clip_on=True, gid=f"fault-tag-{i}",
+                bbox={"boxstyle": "round,pad=0.15", "fc": colour, "ec": "none",
+                      "alpha": 0.55})
+        handles.append(Patch(color=colour, alpha=0.45,
+                             label=f"{i + 1}  {label}, {_span_text(start, end)}"))
+    return handles
+
+
+def mark_recoveries(ax: Axes, data: RunData, faults: Sequence[FaultRow] | None) -> list[Any]:
+    """Near the bottom of the axes: a triangle where a crashed replica recovered (the end of
+    its crash window, or a `recover` event) and a star where a replica installed a state
+    transferred from its peers (events.csv; a real cluster's folder has no times for them)."""
+    events = data.events or []
+    recovered = sorted({t for t, _, ev in events if ev == "recover"}
+                       | {w.end_s for w in faults or () if w.kind == "crash"
+                          and w.end_s is not None})
+    transfers = sorted(t for t, _, ev in events if ev == "state-transfer")
+    handles: list[Any] = []
+    for xs, gid, marker, y, colour, label in (
+            (recovered, "recover", "^", 0.04, PALETTE["green"], "replica recovered"),
+            (transfers, "state-transfer", "*", 0.13, PALETTE["black"],
+             "state transfer installed")):
+        if not xs:
+            continue
+        style = {"ls": "none", "marker": marker, "ms": 7 if marker == "*" else 5,
+                 "mec": "white" if marker == "*" else "0.2", "mew": 0.4, "color": colour}
+        ax.plot(xs, [y] * len(xs), transform=ax.get_xaxis_transform(), clip_on=False,
+                zorder=5, gid=gid, **style)  # type: ignore[arg-type]
+        handles.append(Line2D([], [], label=f"{label} ({len(xs)})",
+                              **style))  # type: ignore[arg-type]
+    return handles
 
 
 def mark_views(ax: Axes, views: Sequence[ViewRow] | None) -> list[Line2D]:
@@ -145,10 +208,29 @@ def shade_drain(ax: Axes, data: RunData) -> list[Patch]:
                   label="drain (clients stopped)")]
 
 
+#: Legend text longer than this (characters) takes the whole width; longer than WRAP, it wraps.
+LEGEND_COLUMN_CHARS, LEGEND_WRAP_CHARS = 34, 62
+#: Height added to a figure per legend line beyond the first two (inches): a long legend
+#: grows the figure instead of squeezing the axes.
+LEGEND_LINE_IN = 0.125
+
+
 def _legend_above(fig: Figure, handles: Sequence[Any], ncols: int = 2) -> None:
-    if handles:
-        fig.legend(handles=list(handles), loc="outside upper center", ncols=ncols,
-                   handlelength=1.5, columnspacing=1.0)
+    """A legend above the axes, within the figure's width: long labels (fault windows) wrap
+    and take one column, and the figure grows by the lines it adds."""
+    if not handles:
+        return
+    labels = [str(h.get_label()) for h in handles]
+    if any(len(label) > LEGEND_COLUMN_CHARS for label in labels):
+        ncols = 1
+    wrapped = [textwrap.fill(label, LEGEND_WRAP_CHARS, subsequent_indent="   ")
+               for label in labels]
+    per_entry = [w.count("\n") + 1 for w in wrapped]
+    lines = sum(max(per_entry[i:i + ncols]) for i in range(0, len(per_entry), ncols))
+    if lines > 2:
+        fig.set_figheight(fig.get_figheight() + LEGEND_LINE_IN * (lines - 2))
+    fig.legend(handles=list(handles), labels=wrapped, loc="outside upper center", ncols=ncols,
+               handlelength=1.5, columnspacing=1.0)
 
 
 def _headroom(ax: Axes, ys: Sequence[float], log: bool, fraction: float = 0.3) -> None:
@@ -183,7 +265,9 @@ def throughput(data: RunData) -> Figure:
     fig, ax = figure(2.3)
     line = ax.stairs(rates, edges, color=PALETTE["blue"], lw=1.0, gid="throughput",
                      label="throughput")
-    handles = [line, *shade_faults(ax, data.faults, edges[-1]), *mark_views(ax, data.views)]
+    faults = fault_windows(data)
+    handles = [line, *shade_faults(ax, faults, edges[-1]), *mark_views(ax, data.views),
+               *mark_recoveries(ax, data, faults)]
     _time_axis(ax, data, edges[-1])
     handles += shade_drain(ax, data)
     _headroom(ax, [*rates, 1.0], log=False)
@@ -202,7 +286,9 @@ def latency_over_time(data: RunData) -> Figure:
                gid="latency", label="committed request")
     handles: list[Any] = [Line2D([], [], ls="none", marker="o", ms=2.5, color=PALETTE["blue"],
                                  label="committed request")]
-    handles += shade_faults(ax, data.faults, run_end_s(data)) + mark_views(ax, data.views)
+    faults = fault_windows(data)
+    handles += shade_faults(ax, faults, run_end_s(data)) + mark_views(ax, data.views)
+    handles += mark_recoveries(ax, data, faults)
     _time_axis(ax, data)
     handles += shade_drain(ax, data)
     ax.set_xlabel("submitted at (s)")
@@ -227,29 +313,87 @@ def _mark_unsettled(ax: Axes, submits: Sequence[float]) -> list[Line2D]:
     return [Line2D([], [], label=f"never committed ({len(submits)})", **style)]  # type: ignore[arg-type]
 
 
+#: A latency value holding at least this share of the requests is labelled on the CDF.
+ATOM_SHARE = 0.05
+MAX_ATOM_LABELS = 3
+
+
+def _cdf_limits(low: float, high: float, log: bool) -> tuple[float, float]:
+    """x limits with room on both sides, so a jump at the smallest or largest value (all of
+    them, for constant links) is drawn inside the axes, not along its edge."""
+    if log:
+        return low / 1.3, high * 1.3
+    span = high - low
+    pad = 0.08 * span if span > 1e-9 * max(1.0, high) else 0.2 * max(abs(high), 1e-3)
+    return max(0.0, low - pad) if low >= 0 else low - pad, high + pad
+
+
 def latency_cdf(data: RunData) -> Figure | None:
-    """Empirical CDF of request latency, with p50, p95 and p99 marked."""
+    """Empirical CDF of request latency, with p50, p95 and p99 marked, the support (smallest
+    to largest latency) shaded and each value that holds many requests labelled: a constant
+    latency is one labelled jump from 0 to 1, not a curve hidden under the percentile lines."""
     ys = sorted(r.latency_ms for r in data.requests if r.latency_ms is not None)
     if not ys:
         return None
     fig, ax = figure(2.3)
+    log = wants_log(ys)
+    lo, hi = _cdf_limits(ys[0], ys[-1], log)
     fractions = [(i + 1) / len(ys) for i in range(len(ys))]
-    ax.step([ys[0], *ys], [0.0, *fractions], where="post", color=PALETTE["blue"], gid="cdf",
-            label=f"{len(ys)} requests")
-    for p, ls, colour in ((50, "-", PALETTE["green"]), (95, "--", PALETTE["orange"]),
-                          (99, ":", PALETTE["vermillion"])):
-        value = percentile(ys, p)
-        ax.axvline(value, ls=ls, lw=0.9, color=colour, gid=f"p{p}",
-                   label=f"p{p} = {value:.4g} ms")
-    if wants_log(ys):
+    ax.axvspan(ys[0], ys[-1], color=PALETTE["sky"], alpha=0.12, lw=0, gid="support")
+    ax.plot([lo, ys[0]], [0.0, 0.0], [ys[-1], hi], [1.0, 1.0], color=PALETTE["blue"],
+            lw=1.2, gid="cdf-tails")
+    ax.step([ys[0], *ys], [0.0, *fractions], where="post", color=PALETTE["blue"], lw=1.4,
+            zorder=4, gid="cdf", label=f"{len(ys)} requests")
+    marks: dict[float, list[int]] = {}
+    for p in (50, 95, 99):
+        marks.setdefault(percentile(ys, p), []).append(p)
+    styles = {50: ("-", PALETTE["green"]), 95: ("--", PALETTE["orange"]),
+              99: (":", PALETTE["vermillion"])}
+    for value, ps in marks.items():
+        ls, colour = styles[ps[0]]
+        name = " = ".join(f"p{p}" for p in ps)
+        for p in ps:  # one line per percentile (gid p50 ...), drawn once where they coincide
+            ax.axvline(value, ls=ls, lw=0.9, color=colour, gid=f"p{p}", zorder=3,
+                       label=f"{name} = {value:.4g} ms" if p == ps[0] else None,
+                       alpha=1.0 if p == ps[0] else 0.0)
+    _label_atoms(ax, ys, lo, hi, log)
+    if log:
         ax.set_xscale("log")
-    elif ys[-1] - ys[0] < 1e-9 * max(1.0, ys[-1]):
-        ax.set_xlim(ys[0] * 0.8, ys[0] * 1.2)
-    ax.set_ylim(0, 1.02)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-0.02, 1.08)
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("fraction of requests")
-    ax.legend(loc="lower right", frameon=True, framealpha=0.9, edgecolor="none")
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Patch(color=PALETTE["sky"], alpha=0.3,
+                         label=f"support {ys[0]:.4g}\u2013{ys[-1]:.4g} ms"
+                         if ys[-1] > ys[0] else f"support: {ys[0]:.4g} ms only"))
+    _legend_above(fig, handles)
     return fig
+
+
+def _label_atoms(ax: Axes, ys: Sequence[float], lo: float, hi: float, log: bool) -> None:
+    """Label the values that hold at least ATOM_SHARE of the requests (the jumps of the
+    CDF): "50 ms: 200 of 201 (99.5 %)" beside the jump, halfway up it, on its roomier side."""
+    scale: Callable[[float], float] = math.log10 if log else float
+    counts: dict[float, int] = {}
+    for y in ys:
+        counts[y] = counts.get(y, 0) + 1
+    atoms = sorted((c, v) for v, c in counts.items() if c / len(ys) >= ATOM_SHARE)
+    below = 0
+    cumulative = {}
+    for v in sorted(counts):
+        cumulative[v] = (below, below + counts[v])
+        below += counts[v]
+    for count, value in atoms[::-1][:MAX_ATOM_LABELS]:
+        start, end = cumulative[value]
+        middle = (start + end) / 2 / len(ys)
+        right = scale(hi) - scale(value) >= scale(value) - scale(lo)
+        ax.annotate(f"{value:.4g} ms: {count} of {len(ys)} ({100 * count / len(ys):.3g} %)",
+                    (value, middle), xytext=(4 if right else -4, 0),
+                    textcoords="offset points", ha="left" if right else "right",
+                    va="center", fontsize=6, color="0.15", gid=f"atom-{value:g}",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
+                          "alpha": 0.85})
 
 
 def phases(data: RunData) -> Figure | None:
@@ -414,7 +558,7 @@ def network_graph(data: RunData) -> nx.Graph:
 
 def _marked_nodes(data: RunData) -> tuple[set[str], set[str]]:
     """(nodes that crashed at some point, nodes that were Byzantine at some point)."""
-    faults = data.faults or []
+    faults = fault_windows(data) or []
     crashed = {w.target for w in faults if w.kind == "crash"}
     byz = set(data.summary.get("byzantine") or ())
     byz |= {w.target for w in faults if w.kind == "byzantine"}
@@ -593,8 +737,10 @@ class NotDrawn(Exception):
 #: The optional files of a run folder each figure reads beyond summary.json and requests.csv,
 #: and what the figure lacks without them.
 NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "throughput": (("views.csv", "view changes"), ("faults.csv", "fault windows")),
-    "latency_over_time": (("views.csv", "view changes"), ("faults.csv", "fault windows")),
+    "throughput": (("views.csv", "view changes"), ("faults.csv", "fault windows"),
+                   ("events.csv", "state-transfer markers")),
+    "latency_over_time": (("views.csv", "view changes"), ("faults.csv", "fault windows"),
+                          ("events.csv", "state-transfer markers")),
     "phases": (("phases.csv", ""),),
     "messages_by_node": (("scenario.yaml", "roles"),),
     "cpu": (("scenario.yaml", "roles"),),
@@ -604,6 +750,16 @@ NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
 
 def _stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+def _lacking(data: RunData, name: str) -> list[tuple[str, str]]:
+    """The files figure `name` reads that the run lacks, and what it lacks without them. A
+    real cluster's folder records its fault windows in summary.json and has no replica event
+    times: nothing is lacking there."""
+    real = data.summary.get("mode") == "real"
+    return [(f, what) for f, what in NEEDS.get(name, ()) if f in data.missing
+            and not (f == "faults.csv" and isinstance(data.summary.get("faults"), list))
+            and not (f == "events.csv" and real)]
 
 
 def draw_run(data: RunData, out: Path, formats: Sequence[str] | None = None,
@@ -616,7 +772,7 @@ def draw_run(data: RunData, out: Path, formats: Sequence[str] | None = None,
     written: list[Path] = []
     with style():
         for name, draw in FIGURES.items():
-            lacking = [(f, what) for f, what in NEEDS.get(name, ()) if f in data.missing]
+            lacking = _lacking(data, name)
             if any(not what for _, what in lacking):
                 warn(f"figure {name} not drawn: {data.path / lacking[0][0]} is missing")
                 fig = None

@@ -26,6 +26,7 @@ __all__ = [
     "COLUMN_WIDTH_IN",
     "DEFAULT_FORMATS",
     "FAULT_COLOURS",
+    "FAULT_CYCLE",
     "FORMATS",
     "PALETTE",
     "ROLE_COLOURS",
@@ -54,6 +55,9 @@ ROLE_COLOURS = {"hospital": PALETTE["blue"], "pharmacy": PALETTE["green"],
 FAULT_COLOURS = {"crash": PALETTE["vermillion"], "partition": PALETTE["orange"],
                  "isolate": PALETTE["orange"], "link": PALETTE["sky"],
                  "slow": PALETTE["yellow"], "byzantine": PALETTE["purple"]}
+#: Colours for a second (third ...) window of a kind whose colour is taken: each window its own.
+FAULT_CYCLE = [PALETTE[c] for c in ("vermillion", "sky", "purple", "orange", "green", "yellow",
+                                    "blue", "grey")]
 
 RC: dict[str, Any] = {
     "font.size": 8,
