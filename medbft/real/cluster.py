@@ -313,12 +313,15 @@ async def converge(net: NetworkDir, session: aiohttp.ClientSession, node_ids: li
 
 
 async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None = None,
-                      log: Any = lambda line: None, progress: Any = None) -> LoadResult:
+                      log: Any = lambda line: None, progress: Any = None,
+                      during_load: Any = None) -> LoadResult:
     """Write a network under `spec.out/network`, start it, load it, apply the faults, check
     agreement, stop it. The summary's `faults` are the crash windows applied; `safety` gains
     `state_agreement`, each of `nodes` its process's `exit_code`, `cpu` the CPU seconds of
     each node. `cluster_box` receives the cluster as soon as it exists (so a caller can
-    stop it from a `finally` on Ctrl-C). `progress` is handed to `run_load`."""
+    stop it from a `finally` on Ctrl-C). `progress` is handed to `run_load`. `during_load(net)`,
+    a coroutine function, runs beside the load from its start and is cancelled at its end
+    (bench/receipts.py's reader)."""
     ports = free_ports(len(spec.nodes))
     clients = spec.load.clients or (len(CLIENT_ROLES) if spec.app == "ledger" else 1)
     own_broker = (spec.load.transport == "mqtt" and spec.broker is None
@@ -350,6 +353,8 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
                     tasks.append(asyncio.create_task(
                         _run_faults(cluster, session, clock, spec.faults, spec.load.seed,
                                     windows)))
+                if during_load is not None:
+                    tasks.append(asyncio.create_task(during_load(net)))
 
             started = time.monotonic()
             result = await run_load(net, spec.load, on_start=on_start, log=log,
