@@ -1,10 +1,15 @@
-"""Shared pytest options. `--sweep-seeds N` sets how many seeds the fault-schedule sweep
-runs per swarm (default 100; 10000 for a long swarm). The first `QUICK_SEEDS` seeds of each
-swarm stay in the quick loop (`pytest -m "not slow"`); the rest are marked `slow`."""
+"""Shared pytest options and fixtures. `--sweep-seeds N` sets how many seeds the
+fault-schedule sweep runs per swarm (default 100; 10000 for a long swarm). The first
+`QUICK_SEEDS` seeds of each swarm stay in the quick loop (`pytest -m "not slow"`); the rest are
+marked `slow`. `vloop` is a virtual-time loop for tests of the loop and what runs on it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from sim.loop import VirtualTimeLoop
 
 QUICK_SEEDS = 5
 
@@ -23,3 +28,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("sweep_seed", [
             seed if seed < start + QUICK_SEEDS else pytest.param(seed, marks=pytest.mark.slow)
             for seed in range(start, start + count)])
+
+
+@pytest.fixture
+def vloop() -> Iterator[VirtualTimeLoop]:
+    """A fresh virtual-time loop, closed (leftover tasks finalized) after the test."""
+    loop = VirtualTimeLoop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+

@@ -7,7 +7,6 @@ import gc
 import math
 import random
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,15 +14,6 @@ from sim.loop import DeadlockError, LivelockError, VirtualTimeLoop, run_until
 
 S = 1_000_000_000
 MS = 1_000_000
-
-
-@pytest.fixture
-def vloop() -> Iterator[VirtualTimeLoop]:
-    loop = VirtualTimeLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def test_sleep_one_hour_is_instant_and_exact(vloop: VirtualTimeLoop) -> None:

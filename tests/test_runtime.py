@@ -5,10 +5,8 @@ a plain asyncio loop. The core here is a scripted stand-in, so every effect is k
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import pytest
 
 from node.crypto import Costs
 from node.events import (
@@ -49,15 +47,6 @@ class RecordingTransport:
 
     def send(self, src: str, to: str, data: bytes, kind: str) -> None:
         self.sent.append((loop_now_ns(self.loop), src, to, data, kind))
-
-
-@pytest.fixture
-def vloop() -> Iterator[VirtualTimeLoop]:
-    loop = VirtualTimeLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def per_message(ns: int):  # type: ignore[no-untyped-def]

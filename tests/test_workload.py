@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,15 +38,6 @@ class Wire:
         req = m.decode(m.decode(data).payload)
         assert isinstance(req, m.Request) and kind == "REQUEST" and to == "r0"
         self.requests.append((self.loop.now_ns, src, req.session, req.timestamp, req.op))
-
-
-@pytest.fixture
-def vloop() -> Iterator[VirtualTimeLoop]:
-    loop = VirtualTimeLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def make(loop: VirtualTimeLoop, spec: Any, clients: int = 1, seed: int = 1,
