@@ -21,7 +21,10 @@ A run folder holds the files of one run only. `check_run_dir` (before simulating
 forced); `clear_run_dir` (after simulating, before writing) removes every file an earlier run
 wrote there: those listed in its run.json `files` manifest, plus the names a run writes (for
 folders from a medbft without the manifest). `write_manifest` lists the files this run wrote
-in run.json. `append_index` adds one row per run to `results/index.csv`.
+in run.json. `append_index` adds one row per run to `results/index.csv`. `medbft cluster` and
+`medbft load` use the same helpers; a cluster's folder also holds its network directory and
+node logs, state of that run that the next cluster run removes before it starts
+(`medbft.real.cluster.clear_cluster_state`).
 
 Every command that reads a run folder (`plot`, `sequence`, `ledger`, `compare`) reads its
 files through the readers at the end of this module (`load_run`, `read_summary`,
@@ -53,12 +56,13 @@ from medbft.errors import UsageError
 from medbft.scenario import Scenario, to_dict
 from medbft.timeline import FaultRow, PhaseRow, ViewRow, fault_rows, phase_rows, view_rows
 
-__all__ = ["INDEX", "INDEX_COLUMNS", "RequestRow", "RunData", "RunFileError", "append_index",
-           "check_jsonl_end", "check_run_dir", "clear_run_dir", "code_commit", "headline",
-           "index_path", "is_run_dir", "load_run", "package_version", "read_json_object",
-           "read_requests", "read_scenario_copy", "read_summary", "read_table",
-           "read_yaml_mapping", "reproduce_command", "save_run_data", "trace_digest",
-           "trace_rows", "write_manifest", "write_results"]
+__all__ = ["CLUSTER_LOGS", "CLUSTER_NETWORK", "INDEX", "INDEX_COLUMNS", "RequestRow", "RunData",
+           "RunFileError", "append_index", "check_jsonl_end", "check_run_dir", "clear_run_dir",
+           "code_commit", "finish_real_run", "headline", "index_path", "is_run_dir", "load_run",
+           "package_version", "read_json_object", "read_requests", "read_scenario_copy",
+           "read_summary", "read_table", "read_yaml_mapping", "real_command",
+           "reproduce_command", "save_run_data", "trace_digest", "trace_rows", "write_manifest",
+           "write_results"]
 
 SUMMARY, REQUESTS, SCENARIO, RUN = "summary.json", "requests.csv", "scenario.yaml", "run.json"
 PHASES, VIEWS, FAULTS, EVENTS = "phases.csv", "views.csv", "faults.csv", "events.csv"
@@ -73,6 +77,9 @@ MARKED_EVENTS = ("crash", "recover", "state-transfer")
 RUN_FILES = (SUMMARY, REQUESTS, SCENARIO, RUN, PHASES, VIEWS, FAULTS, EVENTS, "trace.jsonl",
              "report.html", "ledger.json", "ledger_digests.json", "offchain.json")
 PLOTS = "plots"
+#: What `medbft cluster` writes under its --out besides the results: the network directory
+#: (keys, certificates, node databases under data/) and the node logs.
+CLUSTER_NETWORK, CLUSTER_LOGS = "network", "logs"
 #: The run index under results/ and its columns.
 INDEX = "index.csv"
 INDEX_COLUMNS = ("finished_utc", "scenario", "seed", "scenario_hash", "version", "commit",
@@ -152,8 +159,11 @@ def code_commit() -> str:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether `path` is a folder written by `medbft run` (it has run.json or summary.json)."""
-    return (path / RUN).is_file() or (path / SUMMARY).is_file()
+    """Whether `path` is a folder written by `medbft run`, `cluster` or `load` (it has
+    run.json or summary.json), or by a `medbft cluster` stopped before its results (it has
+    the cluster's network/genesis.json)."""
+    return ((path / RUN).is_file() or (path / SUMMARY).is_file()
+            or (path / CLUSTER_NETWORK / "genesis.json").is_file())
 
 
 def check_run_dir(out: Path, force: bool = False, flag: str = "--out") -> None:
@@ -173,7 +183,8 @@ def check_run_dir(out: Path, force: bool = False, flag: str = "--out") -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {out}: {probe} is not writable")
     if out.is_dir() and not force and not is_run_dir(out) and any(out.iterdir()):
-        raise UsageError(f"{flag} {out}: the folder is not empty and no `medbft run` wrote it; "
+        raise UsageError(f"{flag} {out}: the folder is not empty and no medbft run (`run`, "
+                         f"`cluster`, `load`) wrote it; "
                          f"pick another folder, or pass --force to write into it anyway")
 
 
@@ -247,6 +258,25 @@ def write_manifest(out: Path, kept: AbstractSet[str] = frozenset(), **extra: Any
         info.pop("kept", None)
     (out / RUN).write_text(json.dumps(info, indent=2) + "\n")
     return files
+
+
+def real_command(argv: Sequence[str]) -> str:
+    """The command line of a real run (`medbft cluster ...`, `medbft load ...`) as run.json's
+    and the index's `command`: it repeats the run, not its numbers."""
+    return shlex.join(["medbft", *argv])
+
+
+def finish_real_run(out: Path, kept: AbstractSet[str], summary: dict[str, Any], ok: bool,
+                    argv: Sequence[str], **extra: Any) -> Path | None:
+    """After a real run wrote summary.json and requests.csv into `out`: run.json (mode
+    "real", the command, `extra`, version, commit and the `files` manifest) and a row in
+    results/index.csv when `out` lies under results/. Returns the index or None."""
+    command = real_command(argv)
+    info = {"mode": "real", "command": command, **extra}
+    (out / RUN).write_text(json.dumps(info, indent=2) + "\n")
+    write_manifest(out, {f for f in kept if (out / f).is_file()}, version=package_version(),
+                   commit=code_commit())
+    return append_index(out, summary, ok, command)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:

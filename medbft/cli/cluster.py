@@ -10,6 +10,13 @@ here). Writes the summary.json (the same keys, with the same meanings, as a simu
 medbft/summary.py; `safety` adds the final `state_agreement`) and requests.csv of a simulated
 run, and exits as `medbft run` does (1 when `expect:` fails); logs in OUT/logs/. Every
 process it started is stopped at the end, also on Ctrl-C.
+
+OUT holds one run, as a `medbft run` folder does: --out is checked before any process starts
+(a file, an unwritable path or a non-empty folder no medbft run wrote: exit 2, unless
+--force); an earlier run's files there (its run.json manifest, results, network directory,
+node databases and logs) are removed before the new network is written; run.json (mode
+"real") lists every file of the run, and a run under results/ adds a row to
+results/index.csv.
 """
 
 from __future__ import annotations
@@ -49,7 +56,11 @@ def register(sub: Any) -> None:
                    help="with --scenario: every party delays what it sends by the scenario's "
                         "constant network.latency (a WAN on one machine)")
     p.add_argument("--out", type=Path, default=Path("results/cluster"),
-                   help="results directory (default results/cluster/)")
+                   help="results directory (default results/cluster/); what an earlier run "
+                        "wrote there (results, network, node data, logs) is removed first")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out folder that no medbft run wrote (its "
+                        "network/ and logs/*.log are replaced)")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="INSECURE, local experiments only: no TLS and the anonymous broker at "
                         "mqtt://127.0.0.1:1883 (default: TLS everywhere; over MQTT a private "
@@ -128,10 +139,11 @@ async def _interruptible(main: Coroutine[Any, Any, T]) -> T:
 def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.cli.tables import summary_table
     from medbft.progress import Reporter, sim_progress
-    from medbft.real.cluster import LocalCluster, run_cluster
-    from medbft.results import write_results
+    from medbft.real.cluster import LocalCluster, clear_cluster_state, run_cluster
+    from medbft.results import check_run_dir, clear_run_dir, finish_real_run, write_results
     from node.realtime import run
 
+    check_run_dir(args.out, force=args.force)  # before any process starts
     if args.scenario:
         spec, skipped = spec_from_scenario(args.scenario, args)
         for action in sorted(set(skipped)):
@@ -150,6 +162,12 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     console.print(f"medbft cluster: {len(spec.nodes)} nodes over {spec.load.transport}, "
                   f"{spec.load.duration_ns / 1e9:g} s, {len(spec.faults)} fault action(s); "
                   f"out {args.out}/", markup=False)
+    # The new network is written into --out during the run: clear the earlier run first.
+    previous, kept = clear_run_dir(args.out)
+    clear_cluster_state(args.out)
+    if previous is not None:
+        err.print(f"note: {args.out}/ held an earlier run ({previous.get('scenario')}); its "
+                  f"files were removed", markup=False)
     box: list[LocalCluster] = []
     reporter = Reporter("cluster", enabled=not args.quiet)
     try:
@@ -167,6 +185,9 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
             cluster.stop_all()
     summary = result.summary
     write_results(args.out, summary, result.requests, None)
+    ok = _ok(summary, spec.load.expect)
+    finish_real_run(args.out, kept, summary, ok, getattr(args, "argv", None) or ["cluster"],
+                    scenario_file=args.scenario)
     console.print(summary_table(summary))
     for w in summary["faults"]:
         end = "" if w["end_s"] is None else f", restarted at {w['end_s']:.3f} s"
@@ -181,12 +202,17 @@ def _exit_code(summary: dict[str, Any], expect: Any, console: Console) -> int:
     """As `medbft run`: 1 when the scenario's `expect:` fails or safety is violated (a
     scenario asserting `safety: false` expects the violation). The nodes' final states must
     also agree. Without a scenario, a lost request fails the run too."""
-    ok = verdict(summary, None if expect is None else expect.safety)
-    ok = ok and summary["safety"]["state_agreement"]["ok"]
-    if expect is None:
-        ok = ok and summary["liveness"]["ok"]
+    ok = _ok(summary, expect)
     for failure in summary["expect"]["failed"]:
         console.print(f"  expectation {failure['name']} failed: expected "
                       f"{failure['expected']}, measured {failure['measured']}", markup=False)
     console.print(f"{'PASS' if ok else 'FAIL'}", markup=False)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _ok(summary: dict[str, Any], expect: Any) -> bool:
+    ok = verdict(summary, None if expect is None else expect.safety)
+    ok = ok and summary["safety"]["state_agreement"]["ok"]
+    if expect is None:
+        ok = ok and summary["liveness"]["ok"]
+    return bool(ok)

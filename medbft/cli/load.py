@@ -1,7 +1,11 @@
 """`medbft load`: drive signed requests into a running real network and measure it.
 
 Why this exists: the real-mode counterpart of a simulated run's workload, writing the same
-summary.json and requests.csv (see `medbft.real.load`).
+summary.json and requests.csv (see `medbft.real.load`). OUT holds one run, as a `medbft run`
+folder does: --out is checked before the load starts (exit 2 for a file, an unwritable path,
+a non-empty folder no medbft run wrote unless --force, or a folder holding the --network
+directory), an earlier run's files there are removed before writing, run.json (mode "real")
+lists the files, and a run under results/ adds a row to results/index.csv.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ def register(sub: Any) -> None:
     p.add_argument("--network", required=True, type=Path, help="network directory")
     add_load_arguments(p)
     p.add_argument("--out", type=Path, default=Path("results/load"),
-                   help="results directory (default results/load/)")
+                   help="results directory (default results/load/); the files an earlier "
+                        "run wrote there are removed first")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out folder that no medbft run wrote")
     p.set_defaults(handler=handle)
 
 
@@ -79,9 +86,14 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.cli.tables import summary_table
     from medbft.progress import Reporter, sim_progress
     from medbft.real.load import client_ids, run_load
-    from medbft.results import write_results
+    from medbft.results import check_run_dir, clear_run_dir, finish_real_run, write_results
     from node.realtime import run
 
+    check_run_dir(args.out, force=args.force)  # before the load: fail fast, not at the end
+    out, network = args.out.resolve(), args.network.resolve()
+    if network == out or out in network.parents:
+        raise UsageError(f"--out {args.out}: holds the network directory {args.network}, whose "
+                         f"files a later run would remove; give another folder")
     try:
         net = NetworkDir.load(args.network)
     except NetworkError as exc:
@@ -102,8 +114,11 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
                                   progress=sim_progress(reporter, spec.drain_ns, real=True)))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    ok = bool(result.summary["safety"]["ok"] and result.summary["liveness"]["ok"])
+    _, kept = clear_run_dir(args.out)
     write_results(args.out, result.summary, result.requests, None)
+    finish_real_run(args.out, kept, result.summary, ok, getattr(args, "argv", None) or ["load"],
+                    network=str(args.network))
     console.print(summary_table(result.summary))
     console.print(f"results in {args.out}/", markup=False)
-    ok = result.summary["safety"]["ok"] and result.summary["liveness"]["ok"]
     return 0 if ok else 1

@@ -8,7 +8,9 @@ agree, and stop every process it started, also when interrupted (Ctrl-C).
 
 Nodes run as `python -m node.server` (the same code as `medbft node`, without importing the
 simulator, so a restart takes a fraction of a second). Each node's log goes to
-`OUT/logs/<id>.log`, appended across restarts.
+`OUT/logs/<id>.log`, appended across restarts within a run. A run starts from a fresh network:
+`clear_cluster_state` first removes what an earlier run left under OUT (its network directory
+with keys and node databases, its logs), so no file of that run survives into this one.
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from medbft.real.load import LoadResult, LoadSpec, fetch_json, operator, run_load
+from medbft.results import CLUSTER_LOGS, CLUSTER_NETWORK
 from medbft.targets import fault_rng, primary_of, resolve_target
 from node.ledger.roles import CLIENT_ROLES
 from node.netdir import NetworkDir, init_network
 from node.realtime import RealClock
 from node.tls import api_session
 
-__all__ = ["ClusterSpec", "FaultAction", "LocalCluster", "free_ports", "run_cluster"]
+__all__ = ["ClusterSpec", "FaultAction", "LocalCluster", "clear_cluster_state", "free_ports",
+           "run_cluster"]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -322,6 +326,7 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
     stop it from a `finally` on Ctrl-C). `progress` is handed to `run_load`. `during_load(net)`,
     a coroutine function, runs beside the load from its start and is cancelled at its end
     (bench/receipts.py's reader)."""
+    clear_cluster_state(spec.out)
     ports = free_ports(len(spec.nodes))
     clients = spec.load.clients or (len(CLIENT_ROLES) if spec.app == "ledger" else 1)
     own_broker = (spec.load.transport == "mqtt" and spec.broker is None
@@ -332,7 +337,6 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
                        state_machine=spec.app, client_roles=spec.client_roles,
                        link_delay_ms=spec.link_delay_ms, force=True,
                        insecure_plaintext=spec.insecure_plaintext)
-    _clear_data(net)
     cluster = LocalCluster(net, spec.load.transport, spec.out / "logs", broker=spec.broker,
                            sync=spec.sync, extra_args=spec.node_args)
     if cluster_box is not None:
@@ -381,8 +385,21 @@ async def run_cluster(spec: ClusterSpec, cluster_box: list[LocalCluster] | None 
     return result
 
 
-def _clear_data(net: NetworkDir) -> None:
-    data = net.path / "data"
-    if data.exists():
-        for f in data.iterdir():
-            f.unlink()
+def clear_cluster_state(out: Path) -> None:
+    """Remove what an earlier cluster run left under `out`: the whole `network/` folder (keys,
+    certificates, node databases: state of that run; a symlink is unlinked, never followed)
+    and the logs in `logs/` (`<id>.log`, `mosquitto.log`; other files there are left). Then
+    init_network writes a fresh network and the nodes start from empty databases."""
+    network, logs = out / CLUSTER_NETWORK, out / CLUSTER_LOGS
+    if network.is_symlink() or network.is_file():
+        network.unlink()
+    elif network.is_dir():
+        shutil.rmtree(network)
+    if logs.is_symlink():
+        logs.unlink()
+    elif logs.is_dir():
+        for path in logs.glob("*.log"):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        if not any(logs.iterdir()):
+            logs.rmdir()

@@ -101,18 +101,21 @@ class _Party:
 
 def operator(net: NetworkDir) -> Identity:
     """The identity an operator's tool signs its reads with (node/reads.py): the first node
-    whose private key the network directory holds (on one machine, all of them)."""
-    cached = _OPERATORS.get(net.path)
+    whose private key the network directory holds (on one machine, all of them). Cached per
+    directory and network id: a network written afresh at the same path (a second `medbft
+    cluster` into one folder) has new keys."""
+    key = (net.path, net.network_id)
+    cached = _OPERATORS.get(key)
     if cached is not None:
         return cached
     for node_id in net.membership.node_ids:
         if (net.path / "keys" / f"{node_id}.pem").exists():
-            ident = _OPERATORS[net.path] = net.identity(node_id)
+            ident = _OPERATORS[key] = net.identity(node_id)
             return ident
     raise NetworkError(f"{net.path}: no node key to sign reads with")
 
 
-_OPERATORS: dict[Path, Identity] = {}
+_OPERATORS: dict[tuple[Path, str], Identity] = {}
 
 
 def signed_get(session: aiohttp.ClientSession, url: str, signer: Identity | None,
