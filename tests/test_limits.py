@@ -224,6 +224,7 @@ def test_oversize_header_gets_a_4xx_and_one_log_line(
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_slow_clients_are_disconnected_after_the_timeouts(tmp_path: Path) -> None:
     net = _network(tmp_path)
     limits = Limits(header_timeout_s=0.5, body_timeout_s=0.5)

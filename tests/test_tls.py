@@ -319,6 +319,7 @@ async def _broker_checks(net: NetworkDir) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_the_written_broker_config_refuses_anonymous_snooping_and_forged_senders(
         tmp_path: Path) -> None:
     require_mosquitto()
