@@ -22,13 +22,15 @@ only when a snapshot is needed (state transfer, durable stable checkpoints).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import Any
 
 from node.ledger.genesis import LedgerGenesis
 from node.ledger.roles import may_submit
 from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
 from node.ledger.state import _ENC, State
-from node.ledger.txs import TxError, admissible, decode_tx
+from node.ledger.txs import TxError, decode_tx
 from node.messages import Request
 from node.statemachine import Accept, BlockInfo
 
@@ -58,6 +60,9 @@ def merkle_root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
+#: How many admitted transactions a replica keeps decoded until they execute.
+_ADMITTED_KEPT = 4096
+
 class Ledger:
     """The deterministic healthcare ledger; implements the StateMachine protocol."""
 
@@ -68,6 +73,10 @@ class Ledger:
         # view change executes it under its own, later view. So the view is a local note,
         # kept out of the block hash and the snapshot (which must match on every replica).
         self.views: dict[int, int] = {}
+        self._admitted: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        """Transactions decoded by `admissible`, by their bytes, for `_apply` to take (a
+        request is decoded once per replica, not twice). Bounded, oldest forgotten first; a
+        speed-up only: decode_tx is a pure function of the bytes."""
         # checkpoint seq -> what a read receipt needs of that state (node.ledger.receipts):
         # the digest parts other than the blocks head, and the number of blocks.
         self.proof_parts: dict[int, tuple[bytes, bytes, bytes, bytes, int]] = {}
@@ -79,10 +88,10 @@ class Ledger:
         personal-data, vocabulary and pattern checks of txs.decode_tx, and that an
         organisation or grantee it names exists in the genesis. Depends on the bytes and the
         genesis only, never on state: every honest replica gives the same answer at any time."""
-        reason = admissible(op)
-        if reason is not None:
-            return reason
-        tx = decode_tx(op)
+        try:
+            tx = decode_tx(op)
+        except TxError as exc:
+            return exc.reason
         g = self.genesis
         for key in ("to", "org"):
             if key in tx and tx[key] not in g.orgs:
@@ -91,6 +100,10 @@ class Ledger:
         if grantee is not None and not (grantee in g.orgs or grantee in g.parties
                                         or grantee.startswith("role:")):
             return "unknown-party:grantee"
+        # Execution will decode these bytes again: keep this decode for it (used once).
+        if len(self._admitted) >= _ADMITTED_KEPT:
+            self._admitted.popitem(last=False)
+        self._admitted[op] = tx
         return None
 
     def execute(self, requests: list[Request], block: BlockInfo) -> list[bytes]:
@@ -181,7 +194,8 @@ class Ledger:
         kind = "?"
         tx: dict[str, object] = {}
         try:
-            tx = decode_tx(req.op)
+            admitted = self._admitted.pop(req.op, None)
+            tx = admitted if admitted is not None else decode_tx(req.op)
             kind = str(tx["kind"])
             party = self.genesis.parties.get(req.client)
             if party is None:
