@@ -18,6 +18,7 @@ Must not know: roles, state or time. Every check here is a pure function of the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -260,8 +261,9 @@ def epcis_event_hash(event: dict[str, Any]) -> str:
 
 
 def gtin_check_digit(digits13: str) -> str:
-    """The GS1 mod-10 check digit of the first 13 digits of a GTIN-14."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(digits13))
+    """The GS1 mod-10 check digit of the first 13 digits of a GTIN-14 (weights 3, 1, 3, ...
+    from the left)."""
+    total = 3 * sum(map(int, digits13[0::2])) + sum(map(int, digits13[1::2]))
     return str((10 - total % 10) % 10)
 
 
@@ -270,7 +272,13 @@ def gtin_of(epc: str) -> str | None:
     match = _SGTIN_RE.fullmatch(epc)
     if match is None:
         return None
-    prefix, item = match[1], match[2]
+    return _gtin(match[1], match[2])
+
+
+@functools.lru_cache(maxsize=4096)
+def _gtin(prefix: str, item: str) -> str | None:
+    """The GTIN-14 of a company prefix and item reference (every unit of a product shares
+    them: remembered, since each transaction names several units)."""
     if len(prefix) + len(item) != 13:
         return None
     body = item[0] + prefix + item[1:]
