@@ -7,14 +7,16 @@ an assertion), so the tests hold on a loaded 2-core machine.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from medbft.real import cluster
 from medbft.real.cluster import LocalCluster, free_ports
 from medbft.real.load import LoadResult, LoadSpec, fetch_json, operator, run_load
 from node.netdir import NetworkDir, default_node_ids, init_network
@@ -32,19 +34,19 @@ BROKER = "mqtt://127.0.0.1:1883"
 """The shared anonymous broker: only for networks written with `insecure_plaintext`."""
 
 
-def mosquitto_binary() -> str | None:
-    """Where the `mosquitto` binary is (the MQTT tests start their own broker), or None."""
-    found = shutil.which("mosquitto")
-    return found or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-                          if Path(p).exists()), None)
+NO_MOSQUITTO = ("no mosquitto binary to start the network's broker with; install Mosquitto "
+                "(`apt-get install mosquitto`)")
 
 
-def broker_listening(host: str = "127.0.0.1", port: int = 1883) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def require_mosquitto() -> None:
+    """Skip without Mosquitto; under CI (the `CI` environment variable set) fail instead:
+    CI must not pass by testing nothing."""
+    if cluster.mosquitto_binary():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{NO_MOSQUITTO}; CI is set, so a missing broker fails rather than skips",
+                    pytrace=False)
+    pytest.skip(NO_MOSQUITTO)
 
 
 @contextmanager

@@ -12,29 +12,15 @@ tests/test_tls.py.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import realnet
-from realnet import load, poll, real_cluster, statuses, wait_ready
+from realnet import load, poll, real_cluster, require_mosquitto, statuses, wait_ready
 
 from node.netdir import NetworkDir
 from node.transport.mqtt import BrokerSettings
-
-NO_BROKER = ("no mosquitto binary to start the network's broker with; install Mosquitto "
-             "(`apt-get install mosquitto`)")
-
-
-def require_broker() -> None:
-    """Skip without Mosquitto; under CI (the `CI` environment variable set) fail instead."""
-    if realnet.mosquitto_binary():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{NO_BROKER}; CI is set, so a missing broker fails rather than skips",
-                    pytrace=False)
-    pytest.skip(NO_BROKER)
 
 
 def _caught_up(net: NetworkDir, ids: list[str]) -> dict[str, Any] | None:
@@ -47,7 +33,7 @@ def _caught_up(net: NetworkDir, ids: list[str]) -> dict[str, Any] | None:
 @pytest.mark.real
 @pytest.mark.slow
 def test_four_nodes_commit_over_mqtt_and_a_killed_backup_catches_up(tmp_path: Path) -> None:
-    require_broker()
+    require_mosquitto()
     with real_cluster(tmp_path, "mqtt") as cluster:
         net = cluster.net
         ids = list(net.membership.node_ids)
@@ -83,15 +69,15 @@ def test_broker_urls() -> None:
 
 def test_a_missing_broker_skips_outside_ci_and_fails_in_ci(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(realnet, "mosquitto_binary", lambda: None)
+    monkeypatch.setattr(realnet.cluster, "mosquitto_binary", lambda: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="install Mosquitto"):
-        require_broker()
+        require_mosquitto()
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
-        require_broker()
+        require_mosquitto()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set, so a missing broker fails"):
-        require_broker()
-    monkeypatch.setattr(realnet, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
-    require_broker()  # a broker: neither
+        require_mosquitto()
+    monkeypatch.setattr(realnet.cluster, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
+    require_mosquitto()  # a broker: neither

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import datetime
 import json
-import os
 import shutil
 import ssl
 import stat
@@ -30,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from realnet import load, real_cluster
+from realnet import load, real_cluster, require_mosquitto
 
 from medbft.real.cluster import LocalCluster, free_ports
 from node.crypto import Keyring
@@ -39,18 +38,6 @@ from node.server import NodeOptions, NodeServer
 from node.tls import BROKER_ID, OPERATOR_ID, api_session, client_context, mosquitto_hash
 from node.transport.http import HttpTransport, hello_payload
 from node.transport.mqtt import BrokerSettings, inbox_topic
-
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                          if os.path.exists("/usr/sbin/mosquitto") else None)
-
-
-def require_mosquitto() -> None:
-    """Skip without a mosquitto binary; under CI (`CI` set) fail instead."""
-    if MOSQUITTO is not None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail("no mosquitto binary; CI must not pass by testing nothing", pytrace=False)
-    pytest.skip("no mosquitto binary (apt-get install mosquitto)")
 
 
 def _network(tmp_path: Path, **kw: Any) -> NetworkDir:
@@ -111,9 +98,8 @@ def test_plaintext_is_an_explicit_loud_choice(tmp_path: Path,
 def test_our_password_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     """`keys init` hashes passwords itself (no password on a command line, no binary needed);
     the result must be what `mosquitto_passwd` writes for the same salt."""
+    require_mosquitto()  # mosquitto_passwd comes with it
     tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not os.path.exists(tool):
-        pytest.skip("no mosquitto_passwd")
     path = tmp_path / "pw"
     subprocess.run([tool, "-c", "-b", str(path), "alice", "s3cret"], check=True,
                    capture_output=True)

@@ -94,6 +94,13 @@ class ClusterSpec:
     """Client id -> ledger role (a scenario's population); None: netdir's default."""
 
 
+
+def mosquitto_binary() -> str | None:
+    """Where the `mosquitto` binary is (on PATH, or Debian's /usr/sbin), or None."""
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
+        None)
+
 class LocalCluster:
     """Starts, kills, restarts and stops node processes of one network directory."""
 
@@ -174,9 +181,7 @@ class LocalCluster:
         """Start Mosquitto from the configuration `keys init` wrote (DIR/mosquitto.conf) and
         wait until it listens; `stop_all` stops it. Its log goes to LOGS/mosquitto.log.
         Raises RuntimeError if there is no `mosquitto` binary or it does not come up."""
-        binary = shutil.which("mosquitto") or next(
-            (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-             if Path(p).exists()), None)
+        binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("no mosquitto binary (apt-get install mosquitto); or give "
                                "--broker URL of a broker started with "
