@@ -561,10 +561,11 @@ class StateData(Message):
 class Envelope(Message):
     """What travels on a link: the sender's id, one encoded message, and a MAC for the receiver.
 
-    The MAC is HMAC-SHA256 under the sender-receiver session key (empty for client REQUESTs,
-    which carry an ECDSA signature instead). The paper's authenticator holds one MAC per
-    receiver because it used IP multicast; we send point to point, so each copy carries only
-    the MAC its receiver checks: the same O(n) MACs to generate per multicast, one to verify.
+    The MAC is keyed BLAKE2b (32 bytes) under the sender-receiver session key (empty for
+    client REQUESTs, which carry an ECDSA signature instead). The paper's authenticator holds
+    one MAC per receiver because it used IP multicast; we send point to point, so each copy
+    carries only the MAC its receiver checks: the same O(n) MACs to generate per multicast,
+    one to verify.
     """
 
     sender: str
