@@ -66,9 +66,12 @@ class Costs:
     verify: int = 0
     mac: int = 0
     digest: int = 0
+    execute: int = 0
+    """Requests the state machine executed (counted by the replica, not by the keyring)."""
 
-    def snapshot(self) -> tuple[int, int, int, int, int, int]:
-        return (self.messages, self.bytes, self.sign, self.verify, self.mac, self.digest)
+    def snapshot(self) -> tuple[int, int, int, int, int, int, int]:
+        return (self.messages, self.bytes, self.sign, self.verify, self.mac, self.digest,
+                self.execute)
 
 
 class Identity:

@@ -264,7 +264,7 @@ def test_mac_unknown_party() -> None:
 def test_costs_count_each_operation() -> None:
     costs = Costs()
     kr = keyring("hospital-1", costs=costs)
-    assert costs.snapshot() == (0, 0, 0, 0, 0, 0)
+    assert costs.snapshot() == (0, 0, 0, 0, 0, 0, 0)
     sig = kr.sign(DATA)
     assert costs.sign == 1
     kr.sign(DATA)
@@ -277,7 +277,7 @@ def test_costs_count_each_operation() -> None:
     kr.check_mac("pharmacy-1", DATA, tag)
     kr.check_mac("stranger", DATA, tag)
     assert costs.mac == 3
-    assert costs.snapshot() == (0, 0, 2, 3, 3, 0)
+    assert costs.snapshot() == (0, 0, 2, 3, 3, 0, 0)
 
 
 def test_costs_default_and_shared() -> None:

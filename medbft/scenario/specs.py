@@ -264,6 +264,7 @@ class CpuSpec(_Spec):
     verify_ns: CostNs | None = Field(None, alias="verify")
     mac_ns: CostNs | None = Field(None, alias="mac")
     digest_ns: CostNs | None = Field(None, alias="digest")
+    execute_ns: CostNs | None = Field(None, alias="execute")
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:

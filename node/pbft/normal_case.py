@@ -433,6 +433,7 @@ class NormalCase:
             if cached is None or req.timestamp > cached.timestamp:
                 to_run.append(req)
         results = self.sm.execute(to_run, BlockInfo(seq, view, batch.timestamp_ns))
+        self.costs.execute += len(to_run)
         assert len(results) == len(to_run)
         for req, result in zip(to_run, results, strict=True):
             cached = CachedReply(req.timestamp, result)
