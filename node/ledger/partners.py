@@ -146,6 +146,11 @@ def cohort(ctx: Ctx, resource_type: str) -> tuple[int, int]:
     return len(patients), records
 
 
+def released(cohort_size: int, minimum: int) -> bool:
+    """Whether an aggregate over `cohort_size` patients may leave the ledger."""
+    return cohort_size >= minimum
+
+
 def research_query(ctx: Ctx) -> bytes:
     tx, st = ctx.tx, ctx.st
     _need(st.get("research", tx["query_id"]) is None, "duplicate-query")
@@ -156,7 +161,8 @@ def research_query(ctx: Ctx) -> bytes:
     _need(tx["resource_type"] in study[4], "outside-protocol")
     size, records = cohort(ctx, tx["resource_type"])
     minimum = study[5]
-    value = None if size < minimum else size if tx["measure"] == "patients" else records
+    value = (size if tx["measure"] == "patients" else records) if released(size, minimum) \
+        else None
     st.put("research", tx["query_id"], (tx["study_id"], ctx.party.id, tx["resource_type"],
                                          tx["measure"], size, minimum, value, ctx.pos))
     decision = "suppressed" if value is None else "released"

@@ -107,7 +107,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # aggregation, returns, cold chain (EPCIS 2.0 AggregationEvent, ObjectEvent, sensors)
     "EPCIS_AGGREGATE": _TRADING,                                 # custodian of every unit
     "EPCIS_DISAGGREGATE": _TRADING,
-    "EPCIS_RETURN": _TRADING,                                    # custodian, to an upstream org
+    "EPCIS_RETURN": frozenset({"clinician", "pharmacist", "distributor"}),  # to upstream
     "COLD_CHAIN_EXCURSION": _TRADING,                            # an org holding the lot
     "AE_REVIEW_CLOSE": _REGULATOR,                               # adverse-event signal review
 }

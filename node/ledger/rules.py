@@ -43,6 +43,7 @@ MOVABLE = ("active", "in_progress")            # may be shipped or destroyed
 HELD = ("in_progress", "dispensed")            # may be administered by its custodian
 EN_ROUTE = ("in_transit", "returned")          # on its way (to `dest`): may be received
 SERIOUS = frozenset({"severe", "death"})       # an adverse event this bad opens a review
+GRANTEE_ROLES = ("clinician", "pharmacist", "insurer", "researcher")  # `role:<role>` grantees
 ACCESS_KINDS = frozenset({"ACCESS_REQUEST", "BREAK_GLASS"})
 
 
@@ -152,7 +153,7 @@ def consent_grant(ctx: Ctx) -> bytes:
     _need(st.get("consents", tx["consent_id"]) is None, "duplicate-consent")
     grantee = tx["grantee"]
     _need(grantee in ctx.g.orgs or grantee in ctx.g.parties
-          or (grantee[5:] in ("clinician", "pharmacist") and grantee.startswith("role:")),
+          or (grantee[5:] in GRANTEE_ROLES and grantee.startswith("role:")),
           "unknown-grantee")
     actions, purposes = tx["actions"], tx["purposes"]
     _need(all(a in CONSENT_ACTIONS for a in actions), "bad-field:actions")
