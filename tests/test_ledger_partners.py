@@ -232,6 +232,12 @@ def test_a_case_moves_its_units_until_it_is_unpacked() -> None:
     assert h.tx("manufacturer-1", "EPCIS_SHIP", parents=[sscc(7)], epcs=[epc(4)], to="dist-1",
                 event_hash=ev("s")) == "ok"
     assert {trace(h.ledger, epc(k))["disposition"] for k in (1, 2, 3, 4)} == {"in_transit"}
+    unpack = {"parent": sscc(7), "event_hash": ev("u")}
+    assert h.tx("manufacturer-1", "EPCIS_DISAGGREGATE", **unpack) \
+        == "rejected:bad-lifecycle:in_transit"
+    assert h.tx("distributor-1", "EPCIS_DISAGGREGATE", **unpack) == "rejected:not-custodian"
+    assert h.tx("distributor-1", "EPCIS_DISAGGREGATE", **{**unpack, "parent": sscc(8)}) \
+        == "rejected:unknown-case"
     assert h.tx("distributor-1", "EPCIS_RECEIVE", parents=[sscc(7)], event_hash=ev("r")) == "ok"
     assert h.receive("distributor-1", [4]) == "ok"
     assert h.tx("distributor-1", "EPCIS_DESTROY", epcs=[epc(2)], event_hash=ev("x"),

@@ -226,9 +226,10 @@ def _trace_lines(t: dict[str, Any]) -> list[str]:
     out = [f"{t['epc']}  gtin {t['gtin']}  lot {t['lot']}",
            f"custodian {t['custodian']}, {t['disposition']}"
            + (f" -> {t['in_transit_to']}" if t["in_transit_to"] else "")
+           + (f"  in case {t['in_case']}" if t.get("in_case") else "")
            + (f"  [{t['blocked'].upper()}]" if t["blocked"] else "")]
     for e in t["events"]:
-        extra = e.get("to") or e.get("patient") or ""
+        extra = e.get("to") or e.get("patient") or e.get("case") or ""
         out.append(f"  #{e['height']}.{e['index']}  {e['time']}  {e['event']:<24} "
                    f"{e['by']:<12} {extra}")
     for a in t["counterfeit_alerts"]:

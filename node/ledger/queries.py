@@ -194,12 +194,13 @@ def _consent_live(ledger: Ledger, cid: str | None, pseudonym: str, purpose: str,
 
 
 def claims(ledger: Ledger, claim_id: str | None = None) -> list[dict[str, Any]]:
-    """Insurance claims (all, or one): what was billed, by whom, to which payer, the decision
-    and, for a paid claim, the consent it was paid under and whether that consent was in
-    force at the payment (`consent_in_force_at_payment`, recomputed from the consent)."""
+    """Insurance claims (all, or one), in ledger order: what was billed, by whom, to which
+    payer, the decision and, for a paid claim, the consent it was paid under and whether that
+    consent was in force at the payment (`consent_in_force_at_payment`, recomputed from the
+    consent)."""
     st = ledger.state
     out = []
-    for cid, row in sorted(st.tables["claims"].items()):
+    for cid, row in sorted(st.tables["claims"].items(), key=lambda kv: tuple(kv[1][10])):
         if claim_id is not None and cid != claim_id:
             continue
         item: dict[str, Any] = {
@@ -224,7 +225,7 @@ def studies(ledger: Ledger) -> list[dict[str, Any]]:
     computed over, the study's minimum, and whether the count was released or suppressed."""
     st = ledger.state
     answers: dict[str, list[dict[str, Any]]] = {}
-    for qid, row in sorted(st.tables["research"].items()):
+    for qid, row in sorted(st.tables["research"].items(), key=lambda kv: tuple(kv[1][7])):
         answers.setdefault(row[0], []).append({
             "query_id": qid, "researcher": row[1], "resource_type": row[2], "measure": row[3],
             "cohort": row[4], "min_cohort": row[5], "released": row[6] is not None,
@@ -237,10 +238,10 @@ def studies(ledger: Ledger) -> list[dict[str, Any]]:
 
 
 def cases(ledger: Ledger, parent: str | None = None) -> list[dict[str, Any]]:
-    """Cases (SSCCs) and the units packed in them, where they are now."""
+    """Cases (SSCCs), in the order they were packed, and where their units are now."""
     st = ledger.state
     out = []
-    for sscc, row in sorted(st.tables["cases"].items()):
+    for sscc, row in sorted(st.tables["cases"].items(), key=lambda kv: tuple(kv[1][3])):
         if parent is not None and sscc != parent:
             continue
         places = sorted({tuple(st.tables["units"][e][2:]) for e in row[1]},
