@@ -149,3 +149,13 @@ def test_the_new_kinds_appear_only_in_the_flows_that_ask_for_them() -> None:
     for name in ("vaccine-recall", "consent-race", "counterfeit-injection", "regulator-crash"):
         population = load_scenario(ROOT / "scenarios" / f"{name}.yaml").workload.population
         assert not {"insurer", "researcher", "ethics_board"} & set(population or {})
+
+
+def test_one_seed_gives_one_ledger(research_run: tuple[Path, dict[str, Any]],
+                                   tmp_path: Path) -> None:
+    """The partners' traffic draws only from the run's seeded stream: a second run of the
+    same scenario saves the same ledger, byte for byte."""
+    out, summary = research_run
+    again = run("research-study", tmp_path)
+    assert again["ledger"]["state_digest"] == summary["ledger"]["state_digest"]
+    assert (tmp_path / "ledger.json").read_bytes() == (out / "ledger.json").read_bytes()

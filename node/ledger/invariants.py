@@ -19,6 +19,7 @@ import hashlib
 from typing import Any
 
 from node.ledger.ledger import Ledger
+from node.ledger.partners import MIN_COHORT_FLOOR
 from node.ledger.state import _ENC
 from node.ledger.txs import MAX_VECTOR, PHI_FIELDS
 from node.messages import Request
@@ -242,7 +243,8 @@ class InvariantChecker:
         study = self.ledger.state.tables["studies"].get(row[0])
         if study is None or study[0] != row[1]:
             self._fail(f"research: {query_id} answered outside an approved study")
-        elif row[6] is not None and (row[4] < study[5] or row[5] != study[5]):
+        elif row[6] is not None and (row[4] < study[5] or row[5] != study[5]
+                                     or study[5] < MIN_COHORT_FLOOR):
             self._fail(f"research: {query_id} released below the cohort minimum")
 
     def _check_case(self, parent: str) -> None:
