@@ -88,6 +88,11 @@ class Stepper:
         if (stopped and self.run.finished()) or loop.now_ns >= self.end_ns:
             self.done = True
 
+    def close(self) -> None:
+        """Close the loop of a run left unfinished (the studio drops it for a rebuilt one)."""
+        if self._result is None and not self.run.loop.is_closed():
+            self.run.close()
+
     def finish(self) -> RunResult:
         """Run to the end and return what `run_scenario(scenario, seed=seed, trace=True)`
         returns (the loop is closed; the parts stay readable)."""

@@ -334,7 +334,15 @@ function drawLanes(t, snap) {
                            width: Math.max(0, Math.min(x(b), LEFT + plotW) - Math.max(LEFT, x(a))),
                            fill: '#8e1fa6', opacity: .13, class: 'byz', 'data-node': node}));
   }
-  // messages sent in the window (and those still in flight from before it)
+  // messages sent in the window (and those still in flight from before it), clipped to the
+  // plot area so lines that start before the window do not cross the lane names
+  const defs = el('defs');
+  const clip = el('clipPath', {id: 'plot'});
+  clip.append(el('rect', {x: LEFT, y: 0, width: plotW, height}));
+  defs.append(clip);
+  svg.append(defs);
+  const plot = el('g', {'clip-path': 'url(#plot)'});
+  svg.append(plot);
   const sends = model.sends;
   let i = upper(sends, t0 - model.maxFlight, r => r.t);
   let drawn = 0;
@@ -347,9 +355,9 @@ function drawLanes(t, snap) {
     if (arrive === null) {                          // lost: dashed, stops half way, a cross
       if (x1 < LEFT) continue;
       const xm = x1 + 18, ym = y1 + (y[m.to] - y1) * 0.35;
-      svg.append(el('line', {x1, y1, x2: xm, y2: ym, stroke: colour, 'stroke-width': 1.4,
+      plot.append(el('line', {x1, y1, x2: xm, y2: ym, stroke: colour, 'stroke-width': 1.4,
                              'stroke-dasharray': '3 3', class: 'msg lost'}));
-      svg.append(el('text', {x: xm - 4, y: ym + 4, fill: '#d0021b', 'font-size': 12,
+      plot.append(el('text', {x: xm - 4, y: ym + 4, fill: '#d0021b', 'font-size': 12,
                              'font-weight': 700}, '×'));
       drawn++;
       continue;
@@ -362,9 +370,9 @@ function drawLanes(t, snap) {
     line.append(el('title', {}, `${m.kind} ${m.node} → ${m.to}` +
                   (m.seq !== undefined ? ` seq ${m.seq} view ${m.view}` : '') +
                   (m.digest ? ` digest ${short(m.digest)}` : '')));
-    svg.append(line);
-    if (arrive > t) svg.append(el('circle', {cx: x2, cy: y2, r: 3.5, fill: colour}));
-    else svg.append(el('circle', {cx: x2, cy: y2, r: 2, fill: colour}));
+    plot.append(line);
+    if (arrive > t) plot.append(el('circle', {cx: x2, cy: y2, r: 3.5, fill: colour}));
+    else plot.append(el('circle', {cx: x2, cy: y2, r: 2, fill: colour}));
     drawn++;
   }
   // protocol events as small labelled marks on their lane
@@ -429,8 +437,8 @@ function drawState(snap) {
       const pFull = sl.prepares >= q - 1, cFull = sl.commits >= q;
       const counters = sl.counted === false && snap.derived
         ? '<td colspan="2" class="muted">–</td>'
-        : `<td class="${pFull ? 'full' : ''}" title="PREPAREs: ${sl.prepares} of the 2f = ${q - 1} needed">${sl.prepares} of ${q - 1}</td>` +
-          `<td class="${cFull ? 'full' : ''}" title="COMMITs: ${sl.commits} of the 2f+1 = ${q} needed">${sl.commits} of ${q}</td>`;
+        : `<td class="${pFull ? 'full' : ''}" title="matching PREPAREs held: ${sl.prepares}; prepared needs 2f = ${q - 1}">${sl.prepares} / ${q - 1}${pFull ? ' ✓' : ''}</td>` +
+          `<td class="${cFull ? 'full' : ''}" title="matching COMMITs held: ${sl.commits}; committed needs 2f+1 = ${q}">${sl.commits} / ${q}${cFull ? ' ✓' : ''}</td>`;
       return `<tr class="slot" data-seq="${sl.seq}"><td>${sl.seq}</td><td>${sl.view}</td>` +
         `<td><span class="digest${forkedSeqs.has(sl.seq) ? ' forked' : ''}" style="background:${colourOfDigest(sl.digest)}">${short(sl.digest) || '–'}</span></td>` +
         `<td class="ph-${sl.phase}">${sl.phase || '–'}</td>${counters}</tr>`;
@@ -439,7 +447,7 @@ function drawState(snap) {
       `<div class="pos">view <b class="view">${n.view}</b>${n.active ? '' : ' (not active)'} · ` +
       `last executed <b class="last-exec">${n.lastExec}</b> · stable checkpoint <b>${n.stable}</b> · ` +
       `watermarks ${n.low}–${n.high ?? '?'}</div>` +
-      (rows ? `<table><tr><th>seq</th><th>view</th><th>digest</th><th>phase</th><th>PREPARE</th><th>COMMIT</th></tr>${rows}</table>`
+      (rows ? `<table><tr><th>seq</th><th>view</th><th>digest</th><th>phase</th><th title="matching PREPAREs / the 2f needed">PREPAREs / 2f</th><th title="matching COMMITs / the 2f+1 needed">COMMITs / 2f+1</th></tr>${rows}</table>`
             : '<div class="muted">no slots in the log</div>') +
       (n.ledger ? `<div class="pos muted">${esc(n.ledger)}</div>` : '');
     cards.append(card);
