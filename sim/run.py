@@ -179,6 +179,7 @@ class _Run:
                                  random.Random(f"medbft:{seed}:workload"),
                                  on_submit=self.checker.submitted.add,
                                  ops=self.app.traffic, may_submit=self.app.gateway(self.runtimes))
+        self.faults.submit = self.workload.submit_one  # `request` faults
 
     # -- recording ----------------------------------------------------------------------------
 

@@ -59,13 +59,18 @@ def test_a_saved_session_is_reproduced_byte_for_byte_by_medbft_run(
     session.act({"kind": "link", "between": ["hospital-2", "regulator-1"], "latency": "30ms"})
     session.advance_to(900_000_000)
     session.act({"kind": "recover", "node": "hospital-1"})
+    session.act({"kind": "request", "client": "client-1"})
     saved = session.save(tmp_path)
     assert saved.name == "baseline-studio.yaml"
     text = saved.read_text()
     assert "at: 300ms" in text and "crash: hospital-1" in text and "recover: hospital-1" in text
 
+    assert "request: client-1" in text
     studio = session.stepper.finish()
     assert studio.summary["view_changes"] >= 1, "crashing the primary changed the view"
+    extra = [r for r in studio.requests if r.session > 1_000_000]
+    # one request more, in a session of its own, sent once the ledger traffic has one for it
+    assert len(extra) == 1 and extra[0].submit_ns >= 900_000_000 and extra[0].commit_ns
     mine = tmp_path / "studio"
     write_results(mine, studio.summary, studio.requests, studio.trace)
     write_ledger_results(mine, studio)
@@ -149,7 +154,8 @@ def test_bad_actions_are_refused_and_leave_the_session_unchanged(opened: list[Se
             ({"kind": "crash"}, "node missing"),
             ({"kind": "crash", "node": "hospital-9"}, "unknown replica 'hospital-9'"),
             ({"kind": "byzantine", "node": "hospital-1", "behavior": "lie"},
-             "behavior must be one of silent, equivocate")]:
+             "behavior must be one of silent, equivocate"),
+            ({"kind": "request", "client": "client-9"}, "unknown client 'client-9'")]:
         with pytest.raises(UsageError, match=message):
             session.act(action)
     with pytest.raises(ScenarioError, match="latency"):
@@ -195,3 +201,12 @@ def test_the_command_refuses_bad_input(tmp_path: Path,
     assert main(["studio", str(BASELINE), "--save-dir", str(tmp_path / "no"),
                  "--no-browser"]) == 2
     assert "--save-dir" in capsys.readouterr().err
+
+
+def test_a_request_fault_must_name_a_client(tmp_path: Path) -> None:
+    text = BASELINE.read_text().replace(
+        "expect:", "faults:\n  - {at: 1s, request: client-2}\nexpect:")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.request: unknown client 'client-2'"):
+        load_scenario(path)

@@ -1,7 +1,8 @@
 """One studio session: a scenario, the what-if actions a person added, and the run they make.
 
 Why this exists: the studio must stay reproducible. Every what-if action (crash or recover a
-replica, partition, make a replica Byzantine, slow a link, heal) is recorded as a timed fault
+replica, partition, make a replica Byzantine, slow a link, heal, send a client request) is
+recorded as a timed fault
 at the current virtual time, in the scenario's own fault format, and the run is then rebuilt
 from the seed and advanced back to that time. So the run on screen is always exactly
 `run_scenario(scenario with those faults)`: "save as scenario" writes that scenario, and
@@ -38,6 +39,7 @@ __all__ = ["ACTIONS", "PHASE_EVENTS", "Session"]
 ACTIONS = {
     "crash": ("node",), "recover": ("node",), "byzantine": ("node", "behavior"),
     "partition": ("groups",), "link": ("between", "latency"), "heal": (),
+    "request": ("client",),
 }
 #: Trace events a "next phase" step stops at (the page's PHASE_EVENTS).
 PHASE_EVENTS = frozenset({
@@ -65,6 +67,9 @@ class Session:
         self.meta["end_ns"] = scenario.end_ns
         self.roles: dict[str, str] = {nd.id: str(nd.role) for nd in scenario.nodes}
         self.ids = ids
+        self._causes_of: Stepper | None = None
+        self._cause_rows = 0
+        self._cause: dict[str, str] = {}
 
     # -- the scenario with the actions --------------------------------------------------------
 
@@ -173,6 +178,11 @@ class Session:
         if kind == "link":
             a, b = (self._node(n) for n in action["between"])
             return {"at": at, "link": {"between": [a, b], "latency": str(action["latency"])}}
+        if kind == "request":
+            if action["client"] not in self.scenario.clients:
+                raise UsageError(f"action request: unknown client {action['client']!r}; the "
+                                 f"clients are {', '.join(self.scenario.clients)}")
+            return {"at": at, "request": str(action["client"])}
         return {"at": at, "heal": "all"}
 
     def _node(self, node: Any) -> str:
@@ -233,13 +243,26 @@ class Session:
                 "crashed": run.runtimes[nid].crashed,
                 "byz": shell.behavior["name"] if shell is not None else None,
                 "lastExec": replica.last_executed, "stable": replica.h, "low": replica.h,
-                "high": log.high, "slots": slots, "cause": None,
+                "high": log.high, "slots": slots, "cause": self._causes().get(nid),
                 "ledger": _ledger_line(run.app, nid),
             }
         forks = [{"seq": v["seq"], "digests": _by_digest(v["digests"])}
                  for v in violations if v.get("kind") == "agreement: different batch at one seq"]
         return {"t": self.now_ns, "nodes": nodes, "forks": forks, "q": q, "derived": False,
                 "partitions": [], "links": []}
+
+
+    def _causes(self) -> dict[str, str]:
+        """Each replica's latest view-change cause, from the trace (`cause` of view-change
+        rows: request-timer, new-view-timer, f+1-view-changes, byzantine; older code: none)."""
+        if self._causes_of is not self.stepper:  # rebuilt: read the new trace from the start
+            self._causes_of, self._cause_rows, self._cause = self.stepper, 0, {}
+        trace = self.stepper.trace
+        for row in trace[self._cause_rows:]:
+            if row["event"] in ("view-change", "join-view") and row.get("cause"):
+                self._cause[row["node"]] = str(row["cause"])
+        self._cause_rows = len(trace)
+        return self._cause
 
 
 def _at_ns(fault: dict[str, Any]) -> int:

@@ -46,9 +46,9 @@ const ROLE = Object.fromEntries(META.nodes.map(n => [n.id, n.role]));
 const isReplica = id => id in ROLE;
 
 function colourOfDigest(d) {       // a stable colour per digest, so a fork shows as two colours
-  let h = 0;
-  for (let i = 0; i < 6 && i < d.length; i++) h = (h * 16 + parseInt(d[i], 16)) % 360;
-  return `hsl(${h},70%,85%)`;
+  if (!d) return '#eee';
+  const h = Math.round(parseInt(d.slice(0, 8), 16) * 137.508) % 360;   // golden-angle spread
+  return `hsl(${h},75%,82%)`;
 }
 const short = d => (d || '').slice(0, 8);
 const el = (tag, attrs = {}, text) => {
@@ -293,7 +293,7 @@ function drawLanes(t, snap) {
   const primary = NODE_IDS[view % META.n];
   // time axis: ticks, and the "now" line
   const step = niceStep(W / 6);
-  for (let tt = Math.ceil(t0 / step) * step; tt <= t0 + W; tt += step) {
+  for (let tt = Math.max(0, Math.ceil(t0 / step) * step); tt <= t0 + W; tt += step) {
     svg.append(el('line', {x1: x(tt), x2: x(tt), y1: TOP - 6, y2: height - 6, stroke: '#eee'}));
     svg.append(el('text', {x: x(tt) + 2, y: 12, fill: '#999'}, (tt / MS).toFixed(step < MS ? 3 : 0) + ' ms'));
   }
@@ -317,7 +317,7 @@ function drawLanes(t, snap) {
       if (n.crashed) tags.push('crashed');
       if (n.byz) tags.push('byzantine: ' + n.byz);
       if (!n.active && !n.crashed) tags.push(`view change to v${n.view}`);
-      tags.push(ROLE[p]);
+      if (!tags.length) tags.push(ROLE[p]);   // the colour says the role when space is short
     } else tags.push('client');
     svg.append(el('text', {x: 6, y: y[p] + 11, fill: '#666', 'font-size': 10,
                            class: 'lane-tags', 'data-node': p}, tags.join(' · ')));
@@ -346,6 +346,7 @@ function drawLanes(t, snap) {
   const sends = model.sends;
   let i = upper(sends, t0 - model.maxFlight, r => r.t);
   let drawn = 0;
+  const pairs = {};
   for (; i < sends.length && sends[i].t <= t && drawn < 4000; i++) {
     const m = sends[i];
     if (!(m.node in y) || !(m.to in y)) continue;
@@ -363,9 +364,14 @@ function drawLanes(t, snap) {
       continue;
     }
     if (x(arrive) < LEFT) continue;
+    // messages of different kinds between the same two parties at one instant (NEW-VIEW,
+    // then PRE-PREPAREs) would hide each other: each further one is drawn 4 px lower
+    const kinds = pairs[m.t + '|' + m.node + '|' + m.to] ??= [];
+    if (!kinds.includes(m.kind)) kinds.push(m.kind);
+    const lift = Math.min(kinds.indexOf(m.kind), 3) * 4;
     const frac = arrive > t ? (t - m.t) / Math.max(1, arrive - m.t) : 1;
-    const x2 = x1 + (x(arrive) - x1) * frac, y2 = y1 + (y[m.to] - y1) * frac;
-    const line = el('line', {x1, y1, x2, y2, stroke: colour, 'stroke-width': 1.6,
+    const x2 = x1 + (x(arrive) - x1) * frac, y2 = y1 + lift + (y[m.to] - y1) * frac;
+    const line = el('line', {x1, y1: y1 + lift, x2, y2, stroke: colour, 'stroke-width': 1.6,
                              class: 'msg' + (arrive > t ? ' flying' : '')});
     line.append(el('title', {}, `${m.kind} ${m.node} → ${m.to}` +
                   (m.seq !== undefined ? ` seq ${m.seq} view ${m.view}` : '') +
@@ -378,15 +384,22 @@ function drawLanes(t, snap) {
   // protocol events as small labelled marks on their lane
   const forked = new Set(snap.forks.map(f => f.seq));
   const rows = model.rows;
+  const stacked = {};   // events of one party at one instant side by side (NV, V, PP)
   for (let j = upper(rows, t0, r => r.t); j < rows.length && rows[j].t <= t; j++) {
     const r = rows[j];
     const g = EVENT_GLYPHS[r.event];
     if (!g || !(r.node in y) || x(r.t) < LEFT) continue;
+    const key = r.t + '|' + r.node + '|' + r.event;
+    const spot = r.t + '|' + r.node;
+    if (key in stacked) continue;            // one mark per kind (prepared at seq 33..61)
+    stacked[key] = true;
+    const k = stacked[spot] = (stacked[spot] ?? -1) + 1;
+    const cx = x(r.t) + k * 17;
     const bad = r.event === 'execute' && forked.has(r.seq);
     const mark = el('g', {class: 'ev ev-' + r.event});
-    mark.append(el('rect', {x: x(r.t) - 8, y: y[r.node] - 22, width: 16, height: 11, rx: 2,
+    mark.append(el('rect', {x: cx - 8, y: y[r.node] - 22, width: 16, height: 11, rx: 2,
                             fill: bad ? '#ffdad6' : '#fff', stroke: bad ? '#d0021b' : g[1]}));
-    mark.append(el('text', {x: x(r.t), y: y[r.node] - 13.5, 'text-anchor': 'middle',
+    mark.append(el('text', {x: cx, y: y[r.node] - 13.5, 'text-anchor': 'middle',
                             'font-size': 8, fill: g[1]}, g[0]));
     mark.append(el('title', {}, `${fmtMs(r.t)} ${r.node}: ${r.event}` +
                    (r.seq !== undefined ? ` seq ${r.seq}` : '') +
@@ -674,6 +687,11 @@ if (MODE === 'studio') {
   });
   document.getElementById('partition').onclick = openPartition;
   document.getElementById('heal').onclick = () => studio.act({kind: 'heal'});
+  const who = document.getElementById('request-client');
+  who.replaceChildren(...(META.clients || []).map(c => {
+    const o = document.createElement('option'); o.textContent = c; return o;
+  }));
+  document.getElementById('request').onclick = () => studio.act({kind: 'request', client: who.value});
   document.getElementById('undo').onclick = () => studio.post('/api/undo', {});
   document.getElementById('save').onclick = async () => {
     try {
@@ -685,11 +703,25 @@ if (MODE === 'studio') {
 
 // ---------------------------------------------------------------- start
 
+// A link may open the page at a moment: #t=4550 (milliseconds), optionally &window=60
+// (one of the window choices, in milliseconds).
+function fromHash() {
+  const args = new URLSearchParams(location.hash.slice(1));
+  const zoom = document.getElementById('zoom');
+  if (args.has('window') && [...zoom.options].some(o => o.value === args.get('window'))) {
+    zoom.value = args.get('window');
+  }
+  const t = Number(args.get('t'));
+  return args.has('t') && Number.isFinite(t) ? t * MS : null;
+}
+
 drawLegend();
+const start = fromHash();
 if (MODE === 'replay') {
   ingest(DATA.rows);
   model.narration = DATA.narration;
+  if (start !== null) now = Math.max(0, Math.min(start, model.end));
   render();
 } else {
-  studio.refresh();
+  studio.refresh().then(() => { if (start !== null) return studio.seek(start); });
 }
