@@ -173,3 +173,51 @@ async def test_the_replay_renders_offline_and_shows_the_fork(tmp_path: Path) -> 
         assert await b.eval("document.querySelectorAll('.card .digest.forked').length") > 0
         assert b.errors() == []
         assert b.requests == [page]
+
+
+def _with_vote_fields(trace: Path) -> None:
+    """Give PREPARE and COMMIT sends the view, seq and digest that traces written since the
+    trace fields of issue 14 carry (a replica sends its PREPARE when it accepts a PRE-PREPARE,
+    its COMMIT when it is prepared: the event at the same instant names them)."""
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    cause = {"PREPARE": "pre-prepare", "COMMIT": "prepared"}
+    events = {(r["t"], r["node"], r["event"]): r for r in rows if "seq" in r}
+    for row in rows:
+        if row["event"] == "send" and row["kind"] in cause:
+            event = events[(row["t"], row["node"], cause[row["kind"]])]
+            row.update({k: event[k] for k in ("view", "seq", "digest")})
+    trace.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+async def test_the_replay_derives_the_state_the_replicas_hold(tmp_path: Path) -> None:
+    """The replay's state cards come from the trace (arrivals count as votes); the studio's
+    from the replica objects. For one run at several instants they agree: views, last
+    executed, and each slot's phase and PREPARE / COMMIT counts."""
+    chromium()
+    out = tmp_path / "run"
+    baseline = ROOT / "scenarios" / "baseline.yaml"
+    assert await _medbft("run", str(baseline), "--out", str(out), "--trace", "--no-plots",
+                         "--quiet", "--set", "duration=200ms") == 0
+    _with_vote_fields(out / "trace.jsonl")
+    assert await _medbft("replay", str(out)) == 0
+    session = await asyncio.to_thread(Session, load_scenario(baseline, ["duration=200ms"]))
+    try:
+        async with Browser() as b:
+            await b.goto((out / "replay.html").as_uri(),
+                         "document.querySelectorAll('.card').length === 4")
+            for t_ms in (25, 35, 45, 95, 140):
+                await asyncio.to_thread(session.advance_to, t_ms * 1_000_000)
+                live = (await asyncio.to_thread(session.poll, session.gen, 0))["state"]
+                derived = await b.eval(f"snapshot({t_ms * 1_000_000})")
+                for node, state in live["nodes"].items():
+                    mine = derived["nodes"][node]
+                    assert (mine["view"], mine["lastExec"]) == (
+                        state["view"], state["lastExec"]), (t_ms, node)
+                    shown = {s["seq"]: (s["phase"], s["prepares"], s["commits"])
+                             for s in mine["slots"]}
+                    for slot in state["slots"]:
+                        assert shown[slot["seq"]] == (
+                            slot["phase"], slot["prepares"], slot["commits"]), (t_ms, node)
+            assert b.errors() == []
+    finally:
+        await asyncio.to_thread(session.close)

@@ -80,7 +80,8 @@ function ingest(rows) {
       model.sends.push(r);
       if (r.seq !== undefined) model.hasSeq = true;   // older traces: sends carry no seq
       if (!isReplica(r.node)) model.clients.add(r.node);
-      for (const a of (r.arrive || [])) {
+      // a copy that reached a crashed party (lost, reason "crashed") was not received
+      for (const a of (r.lost === true ? [] : (r.arrive || []))) {
         model.timeline.push({t: a, event: 'arrive', node: r.to, from: r.node, kind: r.kind,
                              view: r.view, seq: r.seq, digest: r.digest, i: r.i, arrival: 1});
         model.maxFlight = Math.max(model.maxFlight, a - r.t);
@@ -353,6 +354,16 @@ function drawLanes(t, snap) {
     const colour = KIND_COLOURS[m.kind] || OTHER_KIND;
     const arrive = (m.arrive && m.arrive.length) ? m.arrive[0] : null;
     const x1 = x(m.t), y1 = y[m.node];
+    if (arrive !== null && m.lost === true && arrive <= t) {
+      // reached a crashed party (newer traces: lost with reason "crashed"): dashed, a cross
+      if (x(arrive) < LEFT) continue;
+      plot.append(el('line', {x1, y1, x2: x(arrive), y2: y[m.to], stroke: colour,
+                              'stroke-width': 1.4, 'stroke-dasharray': '3 3', class: 'msg lost'}));
+      plot.append(el('text', {x: x(arrive) - 4, y: y[m.to] + 4, fill: '#d0021b',
+                              'font-size': 12, 'font-weight': 700}, '×'));
+      drawn++;
+      continue;
+    }
     if (arrive === null) {                          // lost: dashed, stops half way, a cross
       if (x1 < LEFT) continue;
       const xm = x1 + 18, ym = y1 + (y[m.to] - y1) * 0.35;
@@ -375,7 +386,8 @@ function drawLanes(t, snap) {
                              class: 'msg' + (arrive > t ? ' flying' : '')});
     line.append(el('title', {}, `${m.kind} ${m.node} → ${m.to}` +
                   (m.seq !== undefined ? ` seq ${m.seq} view ${m.view}` : '') +
-                  (m.digest ? ` digest ${short(m.digest)}` : '')));
+                  (m.digest ? ` digest ${short(m.digest)}` : '') +
+                  (m.lost === true ? ` (not received: ${m.reason || 'lost'})` : '')));
     plot.append(line);
     if (arrive > t) plot.append(el('circle', {cx: x2, cy: y2, r: 3.5, fill: colour}));
     else plot.append(el('circle', {cx: x2, cy: y2, r: 2, fill: colour}));
