@@ -602,7 +602,7 @@ addEventListener('resize', () => render());
 // The server owns the run; `gen` changes whenever it rebuilt it (an action, or going back in
 // time), and then the page drops its rows and takes the new ones from the start.
 const studio = {
-  gen: -1, end: 0, state: null, honest: null, safety: null, busy: false, actions: [],
+  gen: -1, end: 0, state: null, honest: null, safety: null, pending: 0, actions: [],
   async call(path, body) {
     const res = await fetch(path, body === undefined ? {} : {
       method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
@@ -623,15 +623,23 @@ const studio = {
     render();
     if (d.done && playing) setPlaying(false);
   },
-  async post(path, body) {
-    if (this.busy) return;
-    this.busy = true;
-    try { this.take(await this.call(path, {...body, gen: this.gen, since: this.since()})); }
-    catch (e) { document.getElementById('saved').textContent = 'error: ' + e.message; }
-    finally { this.busy = false; }
+  // One call at a time, in order: a click waits for the call before it. Play frames are
+  // dropped instead while a call is under way (the next frame asks for the time passed).
+  queue: Promise.resolve(),
+  post(path, body, droppable = false) {
+    if (droppable && this.pending) return Promise.resolve();
+    this.pending += 1;
+    const run = async () => {
+      try { this.take(await this.call(path, {...body, gen: this.gen, since: this.since()})); }
+      catch (e) { document.getElementById('saved').textContent = 'error: ' + e.message; }
+    };
+    this.queue = this.queue.then(run).finally(() => { this.pending -= 1; });
+    return this.queue;
   },
   refresh() { return this.post('/api/poll', {}); },
-  play(dtNs) { return this.post('/api/advance', {to_ns: Math.round(now + Math.max(dtNs, 1))}); },
+  play(dtNs) {
+    return this.post('/api/advance', {to_ns: Math.round(now + Math.max(dtNs, 1))}, true);
+  },
   seek(t) { return this.post('/api/seek', {t_ns: Math.round(t)}); },
   step(what) { return this.post('/api/step', {what}); },
   act(action) { closeMenu(); return this.post('/api/action', {action}); },
