@@ -94,6 +94,19 @@ def test_a_damaged_trace_costs_the_replay_only(tmp_path: Path,
     assert main(["replay", str(out)]) == 2
 
 
+def test_a_trace_without_arrival_times_is_refused(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run(tmp_path, BASELINE, "duration=200ms")
+    rows = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("arrive", None)
+        row.pop("lost", None)
+    (out / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["replay", str(out)]) == 2
+    assert "older medbft" in capsys.readouterr().err
+
+
 def test_the_fork_is_in_the_replay_data(tmp_path: Path) -> None:
     """f-plus-one-equivocators: the two Byzantine replicas are named, and the trace shows two
     honest replicas executing different digests at one sequence number (the page finds the

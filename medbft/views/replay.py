@@ -97,6 +97,9 @@ def replay_data(directory: Path) -> dict[str, Any]:
     rows = [{k: v for k, v in row.items() if k not in _UNUSED} for row in trace_rows(path)]
     if not rows:
         raise TraceError(f"{path}: empty; nothing to replay")
+    if any(r["event"] == "send" and "arrive" not in r and not r.get("lost") for r in rows):
+        raise TraceError(f"{path}: written by an older medbft, whose sends carry no arrival "
+                         f"times; run the scenario again with --trace")
     ids = {str(nd["id"]) for nd in scenario.get("nodes", [])}
     clients = {str(r["node"]) for r in rows if r.get("event") == "send"
                and str(r["node"]) not in ids}
