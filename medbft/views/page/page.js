@@ -80,11 +80,12 @@ function ingest(rows) {
       model.sends.push(r);
       if (r.seq !== undefined) model.hasSeq = true;   // older traces: sends carry no seq
       if (!isReplica(r.node)) model.clients.add(r.node);
-      // a copy that reached a crashed party (lost, reason "crashed") was not received
-      for (const a of (r.lost === true ? [] : (r.arrive || []))) {
+      for (const a of (r.arrive || [])) {
+        model.maxFlight = Math.max(model.maxFlight, a - r.t);
+        // a copy that reached a crashed party (lost, reason "crashed") was not received
+        if (r.lost === true) continue;
         model.timeline.push({t: a, event: 'arrive', node: r.to, from: r.node, kind: r.kind,
                              view: r.view, seq: r.seq, digest: r.digest, i: r.i, arrival: 1});
-        model.maxFlight = Math.max(model.maxFlight, a - r.t);
       }
     } else if (r.event === 'accept' && !isReplica(r.node)) {
       model.clients.add(r.node);
@@ -280,7 +281,8 @@ function stretches(begin, end, t) {
 function drawLanes(t, snap) {
   const width = Math.max(600, svg.clientWidth || 900);
   const parties = [...[...model.clients].sort(), ...NODE_IDS];
-  const height = TOP + parties.length * LANE_H + 10;
+  const faults = networkAt(t);                      // written under the lanes
+  const height = TOP + parties.length * LANE_H + 10 + (faults.length ? 16 : 0);
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   svg.setAttribute('height', height);
   svg.classList.toggle('studio', MODE === 'studio');
@@ -300,6 +302,10 @@ function drawLanes(t, snap) {
   }
   svg.append(el('rect', {x: x(t), y: TOP - 8, width: LEFT + plotW - x(t), height: height - TOP,
                          fill: '#f4f4f4'}));
+  if (faults.length) {
+    svg.append(el('text', {x: 6, y: height - 4, fill: '#a3211a', 'font-weight': 600,
+                           class: 'net-faults'}, 'network: ' + faults.join(' · ')));
+  }
   svg.append(el('line', {x1: x(t), x2: x(t), y1: TOP - 8, y2: height - 4, stroke: '#d4a000',
                          'stroke-width': 2}));
   // lanes: crashed stretches grey and dashed, Byzantine ones purple
@@ -419,6 +425,19 @@ function drawLanes(t, snap) {
                    (r.digest ? ` digest ${short(r.digest)}` : '') + (r.cause ? ` (${r.cause})` : '')));
     svg.append(mark);
   }
+}
+
+// Network faults in force at time t (partitions, isolations, degraded links), from the rows.
+function networkAt(t) {
+  const open = new Map();
+  for (const r of model.rows) {
+    if (r.t > t) break;
+    const m = /^(partition|isolate|link)-(begin|end)$/.exec(r.event);
+    if (m && m[2] === 'begin') open.set(m[1] + ' ' + r.node, r.label || r.node);
+    else if (m) open.delete(m[1] + ' ' + r.node);
+    else if (r.event === 'heal') open.clear();
+  }
+  return [...open.keys()];
 }
 
 function niceStep(x) {
