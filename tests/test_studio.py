@@ -210,3 +210,37 @@ def test_a_request_fault_must_name_a_client(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(ScenarioError, match=r"faults\[0\]\.request: unknown client 'client-2'"):
         load_scenario(path)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_command_serves_on_loopback_and_stops_on_a_signal(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medbft", "studio", str(BASELINE), "--port", "0",
+         "--no-browser", "--set", "duration=1s", "--save-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "medbft studio: baseline at http://127.0.0.1:" in line, line
+        url = line.split(" at ")[1].split(" ")[0]
+        with urllib.request.urlopen(url, timeout=30) as res:
+            assert "medbft studio: baseline" in res.read().decode()
+        request = urllib.request.Request(url + "api/step", data=b'{"what": "phase"}',
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as res:
+            assert json.loads(res.read())["now_ns"] > 0
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "medbft studio: stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -62,6 +62,8 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
 def serve(scenario: Any, seed: int | None, host: str, port: int, save_dir: Path,
           open_browser: bool, console: Console) -> int:
     import asyncio
+    import contextlib
+    import signal
 
     from aiohttp import web
 
@@ -86,13 +88,17 @@ def serve(scenario: Any, seed: int | None, host: str, port: int, save_dir: Path,
         if open_browser:
             import webbrowser
             webbrowser.open(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or kill: stop cleanly
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        console.print("medbft studio: stopped", markup=False)
+    console.print("medbft studio: stopped", markup=False)
     return 0
