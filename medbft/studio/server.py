@@ -33,6 +33,7 @@ from medbft.errors import UsageError
 from medbft.scenario import BEHAVIORS, ScenarioError
 from medbft.studio.session import Session
 from medbft.views.replay import page_html
+from sim.loop import LivelockError
 
 __all__ = ["make_app"]
 
@@ -62,6 +63,9 @@ def make_app(session: Session, save_dir: Path) -> web.Application:
                 return web.json_response(await call(run))
             except (UsageError, ScenarioError, ValueError, TypeError, KeyError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
+            except LivelockError as exc:  # e.g. a link made zero-delay: the run cannot go on
+                return web.json_response({"error": f"{exc}; undo the last action"},
+                                         status=400)
         return handler
 
     async def index(request: web.Request) -> web.StreamResponse:
