@@ -25,6 +25,7 @@ from medbft.scenario import (
     LinkFault,
     PartitionFault,
     RecoverFault,
+    RequestFault,
     Scenario,
     SlowFault,
 )
@@ -70,6 +71,8 @@ class FaultInjector:
     coalitions: dict[str, Coalition] = field(default_factory=dict)
     shells: dict[str, ByzantineShell] = field(default_factory=dict)
     byzantine_ever: set[str] = field(default_factory=set)
+    submit: Callable[[str], None] | None = None
+    """Sends one request more from a client (`request` faults): the workload's, set by run."""
     _open: dict[tuple[str, str], FaultWindow] = field(default_factory=dict)
     _next_key: int = 0
 
@@ -128,6 +131,9 @@ class FaultInjector:
             ended = self._slow(fault)
         elif isinstance(fault, ByzantineFault):
             ended = self._byzantine(fault)
+        elif isinstance(fault, RequestFault):
+            if self.submit is not None:
+                self.submit(fault.client)
         else:  # pragma: no cover - the schema admits only the kinds handled above
             raise AssertionError(f"unhandled fault {fault!r}")
         if until is not None and ended is not None:

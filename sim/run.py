@@ -180,6 +180,7 @@ class _Run:
                                  random.Random(f"medbft:{seed}:workload"),
                                  on_submit=self.checker.submitted.add,
                                  ops=self.app.traffic, may_submit=self.app.gateway(self.runtimes))
+        self.faults.submit = self.workload.submit_one  # `request` faults
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -211,15 +212,28 @@ class _Run:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self, progress: ProgressFn | None = None) -> None:
+    def start(self) -> None:
+        """Schedule the faults, start the replicas and the clients (time 0: nothing ran yet).
+        `run` calls it; the studio's stepwise driver (sim/stepper.py) calls it, then advances
+        the loop itself."""
         self.faults.schedule()
         for nid in self.scenario.node_ids:
             self.runtimes[nid].start()
         self.workload.start()
+
+    def finished(self) -> bool:
+        """The clients have submitted for the whole duration, every request is settled and no
+        message is in flight: the run is over (checked after each batch of callbacks)."""
+        w, t = self.workload, self.transport
+        return (self.loop.now_ns >= self.scenario.duration_ns and w.settled == w.submitted
+                and t.in_flight == 0)
+
+    def run(self, progress: ProgressFn | None = None) -> None:
+        self.start()
         duration = self.scenario.duration_ns
         w, t = self.workload, self.transport
 
-        def finished() -> bool:
+        def finished() -> bool:  # as self.finished, with fewer lookups (checked very often)
             return (self.loop.now_ns >= duration and w.settled == w.submitted
                     and t.in_flight == 0)
 

@@ -69,6 +69,7 @@ from medbft.scenario.faults import (
     LinkFault,
     PartitionFault,
     RecoverFault,
+    RequestFault,
     SlowFault,
 )
 from medbft.scenario.loading import apply_overrides, load_scenario, parse_scenario
@@ -87,6 +88,7 @@ __all__ = [
     "LinkFault",
     "PartitionFault",
     "RecoverFault",
+    "RequestFault",
     "Scenario",
     "ScenarioError",
     "SlowFault",

@@ -50,6 +50,7 @@ __all__ = [
     "LinkFault",
     "PartitionFault",
     "RecoverFault",
+    "RequestFault",
     "SlowFault",
 ]
 
@@ -337,10 +338,20 @@ class ByzantineFault(_WindowFault):
         return ((("byzantine",), self.node),)
 
 
+class RequestFault(FaultSpec):
+    """``{at: 2s, request: client-1}``: that client sends one request more, at ``at``, in a
+    session of its own (its usual traffic goes on as before). `medbft studio` records its
+    "send a client request" action this way."""
+
+    action: ClassVar[str] = "request"
+
+    client: Annotated[str, _leaf(_node_id)] = Field(alias="request")
+
+
 #: Implemented fault actions: action key -> class.
 FAULT_KINDS: dict[str, type[FaultSpec]] = {c.action: c for c in (
     CrashFault, RecoverFault, PartitionFault, IsolateFault, HealFault, LinkFault,
-    SlowFault, ByzantineFault)}
+    SlowFault, ByzantineFault, RequestFault)}
 
 
 def _fault_tag(value: Any) -> str | None:
@@ -363,6 +374,7 @@ AnyFault = Annotated[
         Annotated[LinkFault, Tag(_FAULT_TAG + "link")],
         Annotated[SlowFault, Tag(_FAULT_TAG + "slow")],
         Annotated[ByzantineFault, Tag(_FAULT_TAG + "byzantine")],
+        Annotated[RequestFault, Tag(_FAULT_TAG + "request")],
     ],
     Discriminator(_fault_tag),
 ]

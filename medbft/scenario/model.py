@@ -16,7 +16,13 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from medbft.scenario.base import _Spec
 from medbft.scenario.errors import Loc, Problem, _fail, _names, _show
-from medbft.scenario.faults import AnyFault, FaultSpec, _check_fault_entries, _is_node_id
+from medbft.scenario.faults import (
+    AnyFault,
+    FaultSpec,
+    RequestFault,
+    _check_fault_entries,
+    _is_node_id,
+)
 from medbft.scenario.fields import (
     CLIENT_ID_RE,
     ROLES,
@@ -218,6 +224,19 @@ class Scenario(_Spec):
         if problems:
             _fail(*problems)
         return tuple(sorted(faults, key=lambda fault: fault.at_ns))
+
+    @model_validator(mode="after")
+    def _check_request_faults(self) -> Scenario:
+        """A `request` fault names one of the scenario's clients."""
+        problems: list[tuple[Loc, str]] = [
+            (("faults", i, "request"), f"unknown client {fault.client!r}; clients: " + (
+                _names(self.clients) if self.workload.population
+                else f"client-1 .. client-{self.workload.clients}"))
+            for i, fault in enumerate(self.faults)
+            if isinstance(fault, RequestFault) and not self.is_client(fault.client)]
+        if problems:
+            _fail(*problems)
+        return self
 
     @model_validator(mode="after")
     def _check_links(self) -> Scenario:

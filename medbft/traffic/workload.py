@@ -128,6 +128,15 @@ class Workload:
                 self._submit(cid, session, loop_now_ns(self._loop(cid)),
                              op=self.ops.submit_scripted(cid, session, pending))
 
+    def submit_one(self, cid: str) -> None:
+        """One request more from `cid`, now, in a session of its own that ends when it is
+        answered (a scenario's `request` fault; the studio's "send a client request")."""
+        if cid not in self.clients:
+            return
+        self.scripted_sessions += 1
+        self._submit(cid, SCRIPTED_SESSION_BASE + self.scripted_sessions,
+                     loop_now_ns(self._loop(cid)))
+
     def _submit(self, cid: str, session: int, arrived_ns: int, counted: bool = False,
                 op: bytes | None = None) -> None:
         client, runtime = self.clients[cid]

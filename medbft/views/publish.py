@@ -8,6 +8,7 @@ caller.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,5 +41,26 @@ def redraw_run(out: Path, plots: bool = True, formats: Sequence[str] | None = No
     data = load_run(out)
     extra = {"warn": warn} if warn is not None else {}
     written = draw_run(data, out / "plots", formats, **extra) if plots else []
+    _write_replay(out, warn or _warn)
     write_report(data, out / "report.html", with_figures=plots)
     return written
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _write_replay(out: Path, warn: Callable[[str], None]) -> None:
+    """replay.html beside a trace (the report links to it); a damaged trace costs the page
+    only, with a warning, as it costs a figure."""
+    from medbft.errors import UsageError
+    from medbft.views.replay import REPLAY_FILE, write_replay
+    from medbft.views.sequence import TraceError
+
+    if not (out / "trace.jsonl").exists():
+        return
+    try:
+        write_replay(out)
+    except (TraceError, UsageError) as exc:
+        (out / REPLAY_FILE).unlink(missing_ok=True)
+        warn(f"{REPLAY_FILE} not written: {exc}")

@@ -194,6 +194,15 @@ def figure_grid(parts: Sequence[str]) -> str:
             'close it.</p><div class="figs">' + "".join(parts) + "</div>")
 
 
+def _replay_link(data: RunData) -> str:
+    """A link to replay.html when the run folder has one (`medbft run --trace` writes it)."""
+    if not (data.path / "replay.html").exists():
+        return ""
+    return ('<h2 id="replay">Replay</h2><p><a href="replay.html">Play this run back message by '
+            'message</a>: lanes, a time slider, each replica\'s log and quorum counters, and the '
+            'narration of each step (replay.html, beside this page; it works offline).</p>\n')
+
+
 def render_report(data: RunData, with_figures: bool = True) -> str:
     """The HTML text of the report of the run saved in `data.path`."""
     s = data.summary
@@ -227,13 +236,14 @@ def render_report(data: RunData, with_figures: bool = True) -> str:
 <h2>Where the time goes</h2>
 {_phase_table(data)}
 </section></div>
-<h2 id="figures">Figures</h2>
+{_replay_link(data)}<h2 id="figures">Figures</h2>
 {_figures(data, with_figures)}
 <h2>Scenario</h2>
 <p class=muted>As run (canonical form; it hashes to the scenario hash above).</p>
 <pre>{_e(scenario_text)}</pre>
 <p class=muted>Files beside this page: summary.json, requests.csv, phases.csv, views.csv,
-faults.csv, events.csv, scenario.yaml, plots/. Definitions: docs/results.md.</p>
+faults.csv, events.csv, scenario.yaml, plots/ (and with --trace: trace.jsonl, replay.html).
+Definitions: docs/results.md.</p>
 </body></html>
 """
 

@@ -13,7 +13,7 @@ nothing about matplotlib (medbft/views/sequence_chart.py draws the chart).
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ __all__ = [
     "Sent",
     "Step",
     "TraceError",
+    "excerpt_from_rows",
     "load_sequence",
     "narrate",
+    "narration",
     "request_window",
 ]
 
@@ -159,8 +161,15 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
     """The messages sent and the protocol events in [start_ns, end_ns] (of `nodes` only, when
     given), at most `max_messages` messages. Raises TraceError."""
     root = Path(directory)
-    rows = _read_trace(root)
-    roles = _roles(root)
+    return excerpt_from_rows(_read_trace(root), _roles(root), start_ns, end_ns, nodes,
+                             max_messages, source=root / "trace.jsonl")
+
+
+def excerpt_from_rows(rows: Iterable[dict[str, Any]], roles: dict[str, str], start_ns: int,
+                      end_ns: int, nodes: list[str] | None = None, max_messages: int = 400,
+                      source: Path | str = "trace") -> Excerpt:
+    """`load_sequence` on trace rows already in memory (in time order), with `roles` (node id
+    -> role). The studio narrates the rows of a run in progress this way. Raises TraceError."""
     if end_ns < start_ns:
         raise TraceError(f"the window ends ({end_ns / 1e6:g} ms) before it starts "
                          f"({start_ns / 1e6:g} ms)")
@@ -192,7 +201,7 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
                 truncated += 1
                 continue
             if "arrive" not in row and not row.get("lost"):
-                raise TraceError(f"{root / 'trace.jsonl'}: written by an older medbft, whose "
+                raise TraceError(f"{source}: written by an older medbft, whose "
                                  f"sends carry no arrival times; run the scenario again with "
                                  f"--trace")
             arrive = tuple(int(a) for a in row.get("arrive", ()))
@@ -265,9 +274,10 @@ def _step_lines(steps: list[Step]) -> list[tuple[int, str, str]]:
     return out
 
 
-def narrate(ex: Excerpt, explain: bool = True) -> list[str]:
-    """One line per multicast (messages of one kind a party sent at one instant) and per
-    protocol event, in time order; with `explain`, each kind is explained the first time."""
+def narration(ex: Excerpt) -> list[tuple[int, str, str]]:
+    """(t_ns, text, what) per multicast (messages of one kind a party sent at one instant) and
+    per protocol event, in time order; `what` is the message kind or event, the key of
+    MESSAGE_NOTES or EVENT_NOTES that explains it (the replay page shows those beside it)."""
     groups: dict[tuple[int, str, str], list[Sent]] = {}
     for msg in ex.messages:
         groups.setdefault((msg.t_ns, msg.src, msg.kind), []).append(msg)
@@ -289,9 +299,15 @@ def narrate(ex: Excerpt, explain: bool = True) -> list[str]:
         if lost:
             text += f"; lost to {', '.join(lost)}"
         entries.append((t, 1, len(entries), text, kind))
+    return [(t, text, what) for t, _, _, text, what in sorted(entries)]
+
+
+def narrate(ex: Excerpt, explain: bool = True) -> list[str]:
+    """One line per multicast (messages of one kind a party sent at one instant) and per
+    protocol event, in time order; with `explain`, each kind is explained the first time."""
     told: set[str] = set()
     lines = []
-    for t, _, _, text, what in sorted(entries):
+    for t, text, what in narration(ex):
         lines.append(f"{_ms(t)}  {text}")
         note = MESSAGE_NOTES.get(what) or EVENT_NOTES.get(what)
         if explain and note and what not in told:
