@@ -315,3 +315,29 @@ def test_the_invariant_checker_catches_a_broken_rule(monkeypatch: pytest.MonkeyP
     with pytest.raises(AssertionError, match="consent: permit"):
         g.tx("clinician-2", "ACCESS_REQUEST", patient=P1H1, purpose="TREAT")
 
+
+
+@pytest.mark.parametrize("obj", [
+    ("units", "urn:epc:id:sgtin:0614141.107346.2017", ("dispensed", None, 12, True, 1.5)),
+    {"kind": "X", "b": [1, {"z": "é\u2028\"\\", "a": -0.0}], "a": 10**30},
+    "plain", 7, None, [], {},
+])
+def test_canonical_json_is_the_standard_encoders_output(obj: object) -> None:
+    """The ledger's fast canonical encoder (one C encoder built once) gives the bytes of
+    json.JSONEncoder(sort_keys, compact, ASCII) exactly: every hash on the chain depends on it."""
+    import json
+
+    from node.ledger.canonical import CanonicalJson
+
+    fast = CanonicalJson()
+    assert fast._encode.__name__ == "fast"  # the C path is in use on CPython
+    reference = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert fast.encode(obj) == reference.encode(obj)
+
+
+def test_canonical_json_refuses_nan_when_asked() -> None:
+    from node.ledger.canonical import CanonicalJson
+
+    with pytest.raises(ValueError):
+        CanonicalJson(allow_nan=False).encode({"x": float("nan")})
+    assert CanonicalJson().encode([float("inf")]) == "[Infinity]"

@@ -27,6 +27,7 @@ import typing
 from collections import defaultdict
 from typing import Any
 
+from node.ledger.canonical import CanonicalJson
 from node.statemachine import Versions
 
 __all__ = ["TABLES", "State", "freeze"]
@@ -43,7 +44,7 @@ LATER_TABLES: tuple[str, ...] = (
     "signals", "studies",
 )
 _MASK = (1 << 512) - 1
-_ENC = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_ENC = CanonicalJson()
 _ZERO = bytes(32)
 SNAPSHOT_VERSION = 1
 

@@ -25,6 +25,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
+from node.ledger.canonical import CanonicalJson
 from node.ledger.vocab import check_value
 
 __all__ = [
@@ -125,8 +126,7 @@ _UNITS_OR_CASES = frozenset({"EPCIS_SHIP", "EPCIS_RECEIVE"})
 KNOWN_FIELDS = frozenset({key for req, opt in SCHEMA.values() for key in (*req, *opt)}
                          | {"start", "end"})
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                            allow_nan=False)
+_ENCODER = CanonicalJson(allow_nan=False)
 _COMMITMENT_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _EVENT_HASH_RE = re.compile(r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0")
 _SGTIN_RE = re.compile(r"urn:epc:id:sgtin:([0-9]{6,12})\.([0-9]{1,7})\.([!-~]{1,20})")
