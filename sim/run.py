@@ -121,8 +121,8 @@ class SimTransport:
 
     def _trace_send(self, row: dict[str, Any], to: str, data: bytes,
                     arrivals: list[int]) -> None:
-        """A full trace only: the message's view, seq and digest as sent to `to` (sim/tracing),
-        why it was lost, and where to find the row if it reaches a crashed party
+        """A full trace only: the message's view, seq and digest as sent to `to`
+        (sim/tracing.py), why it was lost, and where to find the row if it reaches a crashed party
         (`_TracedEndpoint`)."""
         row.update(self.message_fields(data))
         if not arrivals:
