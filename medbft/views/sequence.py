@@ -157,6 +157,7 @@ class Excerpt:
     """--max-messages: nothing from this instant on is shown (`truncated` messages in
     `truncated_groups` multicasts were left out); None: nothing was cut."""
     truncated_groups: int = 0
+    """How many multicasts (or lone sends) the `truncated` messages make."""
 
     @property
     def n(self) -> int:
@@ -223,7 +224,7 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
     view = start_view = 0
     primaries: list[tuple[int, int, str]] = []
     cut_ns: int | None = None
-    cut_groups: set[tuple[int, str, str]] = set()
+    cut_sends: dict[tuple[int, str, str, str], int] = {}  # (t, src, kind, dst) -> copies
     truncated = 0
     last_arrival = end_ns  # the REPLYs of the window may be accepted after it ends
     for row in rows:
@@ -261,7 +262,7 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
                 continue
             if cut_ns is not None:  # left out: counted, by multicast, for the trailer
                 truncated += 1
-                cut_groups.add((t, src, str(row["kind"])))
+                _count(cut_sends, (t, src, str(row["kind"]), dst))
                 continue
             if "arrive" not in row and not row.get("lost"):
                 raise TraceError(f"{root / 'trace.jsonl'}: written by an older medbft, whose "
@@ -272,9 +273,9 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
                 cut_ns = t
                 kept = [m for m in messages if m.t_ns < t]
                 for m in messages[len(kept):]:
-                    cut_groups.add((m.t_ns, m.src, m.kind))
+                    _count(cut_sends, (m.t_ns, m.src, m.kind, m.dst))
                 truncated += len(messages) - len(kept) + 1
-                cut_groups.add((t, src, str(row["kind"])))
+                _count(cut_sends, (t, src, str(row["kind"]), dst))
                 messages = kept
                 steps = [st for st in steps if st.t_ns < t]
                 continue
@@ -312,7 +313,21 @@ def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
                    {k: v for k, v in sorted(byzantine.items()) if k in lanes},
                    [first, *[p for p in primaries if p[0] < shown_end]],
                    faults_tolerated(len(replicas)) if replicas else 0,
-                   cut_ns, len(cut_groups))
+                   cut_ns, _multicasts(cut_sends))
+
+
+def _count(counts: dict[tuple[int, str, str, str], int],
+           key: tuple[int, str, str, str]) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _multicasts(counts: dict[tuple[int, str, str, str], int]) -> int:
+    """How many multicasts the sends counted in `counts` make: per party, kind and instant,
+    the most copies any one receiver got (as `_rounds` counts them; a lone send is one)."""
+    rounds: dict[tuple[int, str, str], int] = {}
+    for (t, src, kind, _), copies in counts.items():
+        rounds[(t, src, kind)] = max(rounds.get((t, src, kind), 0), copies)
+    return sum(rounds.values())
 
 
 def _step_fields(row: dict[str, Any]) -> dict[str, Any]:

@@ -208,7 +208,8 @@ def sequence_chart(ex: Excerpt) -> Figure:
                     textcoords="offset points", ha="center", va="top", gid="cut-note",
                     **_NOTE)
     ax.set_xlim(-0.5, len(lanes) - 0.5)
-    ax.set_ylim(last * 1.02, -span_ms * 0.02)
+    ax.set_ylim(last * 1.02 + (span_ms * 0.06 if ex.cut_ns is not None else 0.0),
+                -span_ms * 0.02)  # room for the cut's note under its line
     ax.set_xticks(range(len(lanes)))
     ax.set_xticklabels([lane_label(ex, p) for p in lanes], rotation=30 if wide else 20,
                        ha="left")
