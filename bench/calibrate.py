@@ -16,7 +16,7 @@ What is measured (medians over several repetitions, `time.perf_counter_ns`):
 
 * sign    ECDSA P-256 through `Keyring.sign` (deterministic RFC 6979, r||s encoding).
 * verify  ECDSA P-256 through `Keyring._verify_uncached` (the real check, no VerifyCache).
-* mac     HMAC-SHA256 through `Keyring.mac` on a ~200-byte input, session key already derived.
+* mac     keyed BLAKE2b through `Keyring.mac` on a ~200-byte input, session key already derived.
 * digest  `hashlib.sha256(data).digest()` of 200 bytes.
 * message and byte: the replica core's own Python cost, crypto excluded. An in-memory
   cluster (`sim.memnet.InMemoryCluster`, n = 4, one closed-loop client) is driven through many

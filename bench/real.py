@@ -23,6 +23,17 @@ Mosquitto with `set_tcp_nodelay true` on a free port when the `mosquitto` binary
 delayed-ACK waiting to small messages; see docs/real-network.md), else against
 127.0.0.1:1883. The load average is printed too: other processes on the machine share the
 same two cores, and the figures are only as good as the machine was quiet.
+
+The matrix (`--matrix`, the issue's fixed shape): one client with one request in flight, 64
+and 256 requests in flight (4 clients x 16 and x 64); the key-value and the ledger app; HTTP
+and MQTT; TLS and broker authentication on. Each row prints committed tx/s, p50, p99 and the
+CPU seconds each node process spent per committed transaction (its whole life, startup
+included, divided by what committed), next to the reference figures below (BFT-SMaRt v1.2
+measured side by side on the same 2-core machine, and medbft before this work) and the
+targets; `--quick` runs each row for 5 s instead of 10 s.
+
+    .venv/bin/python bench/real.py --matrix                 # 12 runs, about 4 minutes
+    .venv/bin/python bench/real.py --matrix --quick --json results/bench-real-matrix.json
 """
 
 from __future__ import annotations
@@ -67,6 +78,25 @@ def ecdsa_per_s(seconds: float = 1.0) -> dict[str, float]:
     return out
 
 
+#: Figures measured side by side on the project's 2-core machine (4 replicas on loopback):
+#: BFT-SMaRt v1.2's ThroughputLatency demo (MAC-authenticated requests) and medbft before the
+#: real-network work, keyed by matrix row. tx/s, p50 ms, p99 ms; None where not measured.
+REFERENCE: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {
+    "BFT-SMaRt": {"1x1 kv http": (212, 4.2, None), "64 kv http": (2_247, None, 50.0)},
+    "medbft before": {"1x1 kv http": (300, 3.0, None), "64 kv http": (1_891, None, 140.0),
+                      "1x1 kv mqtt": (159, 6.0, None)},
+}
+#: Targets with TLS and authentication on (the issue's): ledger over HTTP >= 3,000 tx/s and
+#: p99 < 100 ms at 64 in flight; MQTT within 80% of HTTP; one client's p50 < 3 ms over HTTP
+#: and < 5 ms over MQTT.
+TARGET_TPS_LEDGER_HTTP_64 = 3_000
+TARGET_P99_MS_64 = 100.0
+TARGET_MQTT_SHARE = 0.8
+TARGET_P50_MS_1X1 = {"http": 3.0, "mqtt": 5.0}
+#: (row label, clients, outstanding per client)
+LOADS = (("1x1", 1, 1), ("64", 4, 16), ("256", 4, 64))
+
+
 def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
     """A private Mosquitto with TCP_NODELAY on a free port, or (None, the default broker)."""
     binary = shutil.which("mosquitto")
@@ -82,24 +112,85 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
     return proc, f"mqtt://127.0.0.1:{port}"
 
 
-def bench(transport: str, args: argparse.Namespace, out: Path, broker: str) -> dict[str, Any]:
+def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
+          clients: int | None = None, outstanding: int | None = None,
+          app: str | None = None, label: str = "") -> dict[str, Any]:
+    clients = args.clients if clients is None else clients
+    outstanding = args.outstanding if outstanding is None else outstanding
+    app = args.app if app is None else app
+    name = label.replace(" ", "-") or transport
     load = LoadSpec(duration_ns=parse_duration_ns(args.duration), drain_ns=5_000_000_000,
-                    clients=args.clients, outstanding=args.outstanding, transport=transport,
-                    broker=broker, op_size_bytes=args.op_size, name=f"bench-{transport}")
+                    clients=clients, outstanding=outstanding, transport=transport,
+                    broker=broker, op_size_bytes=args.op_size, name=f"bench-{name}")
     spec = ClusterSpec(nodes=[(f"node-{i + 1}", "hospital") for i in range(args.nodes)],
-                       load=load, out=out / transport, broker=broker or None, sync=args.sync,
-                       app=args.app, insecure_plaintext=args.insecure_plaintext,
+                       load=load, out=out / name, broker=broker or None, sync=args.sync,
+                       app=app, insecure_plaintext=args.insecure_plaintext,
                        protocol={"batch_size": args.batch_size,
                                  "max_in_flight": args.max_in_flight,
                                  "checkpoint_interval": 128, "watermark_window": 256,
                                  "client_timeout_ms": 5000, "view_change_timeout_ms": 5000})
     result = run(run_cluster(spec))
     s = result.summary
-    return {"transport": transport, "committed": s["requests"]["committed"],
+    committed = s["requests"]["committed"]
+    cpu_seconds = s["cpu"]["cpu_seconds"]
+    return {"label": label or transport, "transport": transport, "app": app,
+            "clients": clients, "outstanding": outstanding, "committed": committed,
             "throughput_tps": s["throughput_tps"], "latency_ms": s["latency_ms"],
             "messages_per_request": s["messages"]["per_committed_request"],
-            "cpu_utilisation": s["cpu"]["utilisation"], "safety": s["safety"]["ok"],
+            "cpu_utilisation": s["cpu"]["utilisation"], "cpu_seconds": cpu_seconds,
+            "cpu_ms_per_tx": {k: (1000 * v / committed if committed else None)
+                              for k, v in cpu_seconds.items()},
+            "safety": s["safety"]["ok"],
             "state_agreement": s["safety"]["state_agreement"]["ok"]}
+
+
+def _ratio(value: float | None, ref: float | None) -> str:
+    return f"{value / ref:.2f}x" if value and ref else "-"
+
+
+def print_matrix(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'row':<16}{'tx/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms/tx per node':>22}"
+          f"  {'vs BFT-SMaRt tx/s p50 p99':<27}{'vs medbft before':<20}ok")
+    by_label = {r["label"]: r for r in rows}
+    for r in rows:
+        lat = r["latency_ms"]
+        cpu = " ".join(f"{v:.2f}" if v is not None else "-" for v in r["cpu_ms_per_tx"].values())
+        tps, p50, p99 = r["throughput_tps"], lat["p50"], lat["p99"]
+        refs = []
+        for who in ("BFT-SMaRt", "medbft before"):
+            ref = REFERENCE[who].get(r["label"])
+            if ref is None:
+                refs.append("-")
+                continue
+            # throughput: higher is better; latency ratios are reference / ours (>1 = faster)
+            refs.append(" ".join((_ratio(tps, ref[0]), _ratio(ref[1], p50), _ratio(ref[2], p99))))
+        ok = "yes" if r["safety"] and r["state_agreement"] else "NO"
+        print(f"{r['label']:<16}{tps:>8,.0f}{p50 or 0:>8.1f}{p99 or 0:>8.1f}{cpu:>22}  "
+              f"{refs[0]:<27}{refs[1]:<20}{ok}")
+    print("\nratios: throughput ours/theirs, latency theirs/ours (above 1 is better for medbft)")
+    print("targets (TLS and authentication on):")
+    ledger64 = by_label.get("64 ledger http")
+    if ledger64:
+        p99 = ledger64["latency_ms"]["p99"] or float("inf")
+        print(f"  ledger over HTTP at 64 in flight: {ledger64['throughput_tps']:,.0f} tx/s "
+              f"(target {TARGET_TPS_LEDGER_HTTP_64:,}: "
+              f"{'met' if ledger64['throughput_tps'] >= TARGET_TPS_LEDGER_HTTP_64 else 'not met'}"
+              f"), p99 {p99:.0f} ms (target < {TARGET_P99_MS_64:.0f}: "
+              f"{'met' if p99 < TARGET_P99_MS_64 else 'not met'})")
+    for label, r in by_label.items():
+        if r["transport"] != "mqtt":
+            continue
+        http = by_label.get(label.replace("mqtt", "http"))
+        if http and http["throughput_tps"]:
+            share = r["throughput_tps"] / http["throughput_tps"]
+            print(f"  {label}: {share:.2f} of HTTP's throughput (target >= "
+                  f"{TARGET_MQTT_SHARE}: {'met' if share >= TARGET_MQTT_SHARE else 'not met'})")
+    for label, r in by_label.items():
+        if label.startswith("1x1"):
+            p50 = r["latency_ms"]["p50"] or float("inf")
+            target = TARGET_P50_MS_1X1[r["transport"]]
+            print(f"  {label}: one client's p50 {p50:.1f} ms (target < {target:.0f} ms: "
+                  f"{'met' if p50 < target else 'not met'})")
 
 
 def main() -> int:
@@ -117,6 +208,10 @@ def main() -> int:
                         "ledger adds healthcare-ledger execution and its traffic")
     p.add_argument("--sync", default="normal", choices=("normal", "full", "off"))
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--matrix", action="store_true",
+                   help="run the fixed matrix (1x1, 64 and 256 in flight; kv and ledger; HTTP "
+                        "and MQTT) instead of one shape")
+    p.add_argument("--quick", action="store_true", help="with --matrix: 5 s per row")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
@@ -129,6 +224,10 @@ def main() -> int:
           f"{crypto['sign_per_s']:,.0f} sign/s  (4 replicas verifying every request on 2 "
           f"cores: at most ~{crypto['verify_per_s'] * 2 / args.nodes:,.0f} tx/s)")
     rows = []
+    if args.matrix:
+        if args.quick:
+            args.duration = "5s"
+        return run_matrix(args, crypto, load_avg)
     transports = ["http", "mqtt"] if args.transport == "both" else [args.transport]
     with tempfile.TemporaryDirectory(prefix="medbft-bench-") as tmp:
         broker_proc, broker = (start_broker(Path(tmp))
@@ -158,6 +257,40 @@ def main() -> int:
         args.json.write_text(json.dumps({"crypto": crypto, "load_average": load_avg,
                                          "settings": vars(args) | {"json": str(args.json)},
                                          "results": rows}, indent=2) + "\n")
+    return 0
+
+
+def run_matrix(args: argparse.Namespace, crypto: dict[str, float],
+               load_avg: tuple[float, float, float]) -> int:
+    rows = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="medbft-bench-") as tmp:
+        broker_proc, broker = (start_broker(Path(tmp)) if args.insecure_plaintext
+                               else (None, ""))
+        try:
+            for load, clients, outstanding in LOADS:
+                for app in ("kv", "ledger"):
+                    for transport in ("http", "mqtt"):
+                        label = f"{load} {app} {transport}"
+                        rows.append(bench(transport, args, Path(tmp), broker, clients=clients,
+                                          outstanding=outstanding, app=app, label=label))
+                        r = rows[-1]
+                        print(f"  {label}: {r['throughput_tps']:,.0f} tx/s, p50 "
+                              f"{r['latency_ms']['p50'] or 0:.1f} ms", flush=True)
+        finally:
+            if broker_proc is not None:
+                broker_proc.terminate()
+                broker_proc.wait()
+    print_matrix(rows)
+    print(f"\n{args.duration} per row, batch_size {args.batch_size}, max_in_flight "
+          f"{args.max_in_flight}, sync {args.sync}; load average {os.getloadavg()[0]:.2f} "
+          f"after the runs; {time.perf_counter() - t0:.0f} s in all")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"crypto": crypto, "load_average": load_avg,
+                                         "settings": vars(args) | {"json": str(args.json)},
+                                         "reference": REFERENCE, "matrix": rows},
+                                        indent=2) + "\n")
     return 0
 
 

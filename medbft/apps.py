@@ -23,7 +23,17 @@ from typing import Any
 from medbft.metrics import latency_stats
 from medbft.traffic import LedgerTraffic
 from node.apps import STATE_MACHINES, make_state_machine
-from node.ledger import CheckedLedger, Ledger, LedgerGenesis, recall_exposure, save_ledger
+from node.ledger import (
+    CheckedLedger,
+    Ledger,
+    LedgerGenesis,
+    cases,
+    claims,
+    excursions,
+    recall_exposure,
+    save_ledger,
+    studies,
+)
 from node.membership import Membership
 from node.statemachine import StateMachine
 
@@ -156,11 +166,40 @@ class LedgerApp:
         if "counterfeit" in story:
             story["counterfeit"]["alerts_on_ledger"] = sum(
                 1 for v in st.tables["incidents"].values() if v[5] == "alert")
+        self._partner_story(ledger, story)
         regulator = {k: st.stats["ok"].get(k, 0) for k in REGULATOR_ONLY
                      if st.stats["ok"].get(k)}
         if regulator:
             story["regulator_only_committed"] = regulator
         return story
+
+    @staticmethod
+    def _partner_story(ledger: Ledger, story: dict[str, Any]) -> None:
+        """What the ledger shows of issue 16's stories (only when the flow told one)."""
+        st = ledger.state
+        if "claim" in story:
+            every = claims(ledger)
+            by_status: dict[str, int] = {}
+            for c in every:
+                by_status[c["status"]] = by_status.get(c["status"], 0) + 1
+            story["claim"]["claims_on_ledger"] = dict(sorted(by_status.items()))
+            story["claim"]["paid_without_consent"] = sum(
+                1 for c in every if c["status"] == "approved"
+                and not c["consent_in_force_at_payment"])
+        if "research" in story:
+            answers = [a for s in studies(ledger) for a in s["answers"]]
+            story["research"]["answers_on_ledger"] = {
+                "released": sum(a["released"] for a in answers),
+                "suppressed": sum(not a["released"] for a in answers),
+                "released_below_minimum": sum(a["released"] and a["cohort"] < a["min_cohort"]
+                                              for a in answers)}
+        if "cold_chain" in story:
+            lot = story["cold_chain"]["lot"]
+            story["cold_chain"].update(
+                excursions=excursions(ledger, lot),
+                moves_refused_quarantined=st.stats["reasons"].get("quarantined", 0),
+                cases_packed=len(cases(ledger)),
+                signal_reviews={k: v[4] for k, v in sorted(st.tables["signals"].items())})
 
     def _recall_story(self, ledger: Ledger, entry: dict[str, Any]) -> None:
         st = ledger.state

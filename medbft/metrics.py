@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["RequestRecord", "Traffic", "latency_stats", "percentile"]
 
@@ -33,25 +33,57 @@ class RequestRecord:
         return None if self.commit_ns is None else self.commit_ns - self.submit_ns
 
 
-@dataclass
 class Traffic:
-    """Messages put on the network (a replica never sends to itself), by type and by node."""
+    """Messages put on the network (a replica never sends to itself), by type and by node.
 
-    total: int = 0
-    bytes: int = 0
-    lost: int = 0
-    by_type: dict[str, int] = field(default_factory=dict)
-    bytes_by_type: dict[str, int] = field(default_factory=dict)
-    by_node: dict[str, int] = field(default_factory=dict)
-    bytes_by_node: dict[str, int] = field(default_factory=dict)
+    `count` runs once per simulated message, so it only bumps one counter pair per (sender,
+    type); the totals and the by-type and by-node tables are sums over those pairs, taken
+    when read."""
+
+    __slots__ = ("_pairs", "lost")
+
+    def __init__(self) -> None:
+        self.lost = 0
+        # (sender, type) -> [messages, bytes]
+        self._pairs: dict[tuple[str, str], list[int]] = {}
 
     def count(self, src: str, kind: str, nbytes: int) -> None:
-        self.total += 1
-        self.bytes += nbytes
-        self.by_type[kind] = self.by_type.get(kind, 0) + 1
-        self.bytes_by_type[kind] = self.bytes_by_type.get(kind, 0) + nbytes
-        self.by_node[src] = self.by_node.get(src, 0) + 1
-        self.bytes_by_node[src] = self.bytes_by_node.get(src, 0) + nbytes
+        pair = self._pairs.get((src, kind))
+        if pair is None:
+            self._pairs[(src, kind)] = [1, nbytes]
+        else:
+            pair[0] += 1
+            pair[1] += nbytes
+
+    def _table(self, by: int, column: int) -> dict[str, int]:
+        table: dict[str, int] = {}
+        for key, counts in self._pairs.items():
+            table[key[by]] = table.get(key[by], 0) + counts[column]
+        return table
+
+    @property
+    def total(self) -> int:
+        return sum(c[0] for c in self._pairs.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(c[1] for c in self._pairs.values())
+
+    @property
+    def by_type(self) -> dict[str, int]:
+        return self._table(1, 0)
+
+    @property
+    def bytes_by_type(self) -> dict[str, int]:
+        return self._table(1, 1)
+
+    @property
+    def by_node(self) -> dict[str, int]:
+        return self._table(0, 0)
+
+    @property
+    def bytes_by_node(self) -> dict[str, int]:
+        return self._table(0, 1)
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

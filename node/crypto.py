@@ -2,8 +2,11 @@
 
 Why this exists: PBFT's safety argument assumes a faulty replica cannot speak in another's
 name. Clients sign REQUESTs with ECDSA P-256; CHECKPOINT, VIEW-CHANGE and NEW-VIEW are signed
-because they travel inside proofs; every other replica-to-replica message carries an
-HMAC-SHA256 under a pairwise session key (the MAC optimisation of OSDI '99 §5.2).
+because they travel inside proofs; every other replica-to-replica message carries a MAC
+under a pairwise session key (the MAC optimisation of OSDI '99 §5.2): keyed BLAKE2b with a
+32-byte tag (RFC 7693's keyed mode, a PRF by design, so no HMAC construction is needed
+around it). It costs 0.6 us on a small message where HMAC-SHA256 costs 1.7 us, and every
+message is MACed once and checked once, so the MAC is on the hot path of both modes.
 
 Session keys come from static ECDH between the two parties' P-256 keys, stretched with HKDF,
 so the genesis membership (ids and public keys) is all a party needs; no key distribution
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
+    "MAC_BYTES",
     "SIGNATURE_BYTES",
     "Costs",
     "Identity",
@@ -43,6 +48,9 @@ __all__ = [
 ]
 
 SIGNATURE_BYTES = 64
+#: Length of a MAC tag (keyed BLAKE2b digest size): the same as HMAC-SHA256 had, so message
+#: sizes, and every simulated byte count, stayed the same when the MAC changed.
+MAC_BYTES = 32
 _CURVE = ec.SECP256R1()
 _ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
@@ -58,9 +66,12 @@ class Costs:
     verify: int = 0
     mac: int = 0
     digest: int = 0
+    execute: int = 0
+    """Requests the state machine executed (counted by the replica, not by the keyring)."""
 
-    def snapshot(self) -> tuple[int, int, int, int, int, int]:
-        return (self.messages, self.bytes, self.sign, self.verify, self.mac, self.digest)
+    def snapshot(self) -> tuple[int, int, int, int, int, int, int]:
+        return (self.messages, self.bytes, self.sign, self.verify, self.mac, self.digest,
+                self.execute)
 
 
 class Identity:
@@ -227,17 +238,30 @@ class Keyring:
         return key
 
     def mac(self, party: str, data: bytes) -> bytes:
-        """HMAC-SHA256 of `data` under the session key shared with `party`."""
+        """The MAC of `data` under the session key shared with `party` (keyed BLAKE2b,
+        32 bytes)."""
         self.costs.mac += 1
-        key = self._mac_key(party)
+        key = self._mac_keys.get(party) or self._mac_key(party)
         if key is None:
             raise KeyError(f"no public key for {party!r}")
-        return hmac.digest(key, data, "sha256")
+        return blake2b(data, key=key, digest_size=MAC_BYTES).digest()
+
+    def macs(self, parties: tuple[str, ...], data: bytes) -> list[bytes]:
+        """[mac(p, data) for p in parties]: the MACs of one multicast, in one call."""
+        self.costs.mac += len(parties)
+        keys = self._mac_keys
+        tags = []
+        for party in parties:
+            key = keys.get(party) or self._mac_key(party)
+            if key is None:
+                raise KeyError(f"no public key for {party!r}")
+            tags.append(blake2b(data, key=key, digest_size=MAC_BYTES).digest())
+        return tags
 
     def check_mac(self, party: str, data: bytes, tag: bytes) -> bool:
         """True when `tag` is the MAC `party` would compute for us over `data`."""
         self.costs.mac += 1
-        key = self._mac_key(party)
+        key = self._mac_keys.get(party) or self._mac_key(party)
         if key is None:
             return False
-        return hmac.compare_digest(hmac.digest(key, data, "sha256"), tag)
+        return hmac.compare_digest(blake2b(data, key=key, digest_size=MAC_BYTES).digest(), tag)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from node.crypto import MAC_BYTES
+
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "NULL_BATCH",
@@ -52,6 +54,7 @@ __all__ = [
     "decode_authenticated",
     "digest_of",
     "encode",
+    "envelope_head",
     "kind_of",
     "message_class",
     "open_envelope",
@@ -65,6 +68,7 @@ _MAX_ITEMS = 1 << 16
 _MAX_STR = 1024
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
+_MAC_LEN = _U32.pack(MAC_BYTES)  # the length field before every replica's MAC
 
 
 class DecodeError(ValueError):
@@ -561,10 +565,11 @@ class StateData(Message):
 class Envelope(Message):
     """What travels on a link: the sender's id, one encoded message, and a MAC for the receiver.
 
-    The MAC is HMAC-SHA256 under the sender-receiver session key (empty for client REQUESTs,
-    which carry an ECDSA signature instead). The paper's authenticator holds one MAC per
-    receiver because it used IP multicast; we send point to point, so each copy carries only
-    the MAC its receiver checks: the same O(n) MACs to generate per multicast, one to verify.
+    The MAC is keyed BLAKE2b (32 bytes) under the sender-receiver session key (empty for
+    client REQUESTs, which carry an ECDSA signature instead). The paper's authenticator holds
+    one MAC per receiver because it used IP multicast; we send point to point, so each copy
+    carries only the MAC its receiver checks: the same O(n) MACs to generate per multicast,
+    one to verify.
     """
 
     sender: str
@@ -582,6 +587,13 @@ def seal_envelope(prefix: bytes, payload: bytes, mac: bytes) -> bytes:
     """encode(Envelope(sender, payload, mac)) given `envelope_prefix(sender)`: the hot path
     of every send, without building the dataclass."""
     return b"".join((prefix, _U32.pack(len(payload)), payload, _U32.pack(len(mac)), mac))
+
+
+def envelope_head(prefix: bytes, payload: bytes) -> bytes:
+    """seal_envelope(prefix, payload, mac) without the MAC bytes: every copy of a multicast
+    starts with the same head, so the head is built once and each copy is head + its MAC
+    (a MAC is always MAC_BYTES long)."""
+    return b"".join((prefix, _U32.pack(len(payload)), payload, _MAC_LEN))
 
 
 def message_class(tag: int) -> type[Message] | None:

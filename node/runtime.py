@@ -88,6 +88,8 @@ class NodeRuntime:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._inbox: deque[Event] = deque()
         self._busy_until_ns = 0
+        # A loop that keeps integer virtual time (the simulator's) is read directly.
+        self._virtual_clock = type(getattr(loop, "now_ns", None)) is int
         self._wakeup: asyncio.TimerHandle | None = None
         self._pending_apply: asyncio.TimerHandle | None = None
 
@@ -101,7 +103,9 @@ class NodeRuntime:
         if self.crashed:
             return
         if self.cost_model is None:  # the common path, once per message: no queue
-            self._apply(self.core.step(Receive(data), loop_now_ns(self.loop)))
+            loop = self.loop
+            now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
+            self._apply(self.core.step(Receive(data), now))
         else:
             self._submit(Receive(data))
 

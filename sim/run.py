@@ -97,11 +97,12 @@ class SimTransport:
     def send(self, src: str, to: str, data: bytes, kind: str) -> None:
         loop = self.loop
         now = loop.now_ns
-        self.traffic.count(src, kind, len(data))
-        arrivals = self.network.deliveries(src, to, len(data), now)
+        nbytes = len(data)
+        self.traffic.count(src, kind, nbytes)
+        arrivals = self.network.deliveries(src, to, nbytes, now)
         if self.record is not None:
             row = {"t": now, "node": src, "event": "send", "to": to, "kind": kind,
-                   "bytes": len(data), "lost": not arrivals, "arrive": list(arrivals)}
+                   "bytes": nbytes, "lost": not arrivals, "arrive": list(arrivals)}
             self.record.append(row)
             self._trace_send(row, to, data, arrivals)
         if not arrivals:

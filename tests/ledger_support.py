@@ -22,20 +22,23 @@ NODES = (("hospital-1", "hospital"), ("hospital-2", "hospital"), ("pharmacy-1", 
 CLIENTS = (("manufacturer-1", "manufacturer"), ("distributor-1", "distributor"),
            ("pharmacist-1", "pharmacist"), ("clinician-1", "clinician"),
            ("clinician-2", "clinician"), ("patient-1", "patient"), ("patient-2", "patient"),
-           ("inspector-1", "inspector"), ("auditor-1", "auditor"))
+           ("inspector-1", "inspector"), ("auditor-1", "auditor"), ("insurer-1", "insurer"),
+           ("researcher-1", "researcher"), ("ethics_board-1", "ethics_board"))
 ROLE_ACTOR = {"manufacturer": "manufacturer-1", "distributor": "distributor-1",
               "pharmacist": "pharmacist-1", "clinician": "clinician-1", "patient": "patient-1",
-              "inspector": "inspector-1", "auditor": "auditor-1"}
+              "inspector": "inspector-1", "auditor": "auditor-1", "insurer": "insurer-1",
+              "researcher": "researcher-1", "ethics_board": "ethics_board-1"}
 GTIN = "00614141000012"          # indicator 0, prefix 0614141, item 00001, check digit 2
 
 
-def membership() -> Membership:
+def membership(extra: tuple[tuple[str, str], ...] = ()) -> Membership:
     return Membership(tuple(Member(i, r, b"k") for i, r in NODES),
-                      tuple(Member(i, r, b"k") for i, r in CLIENTS))
+                      tuple(Member(i, r, b"k") for i, r in CLIENTS + extra))
 
 
-def genesis() -> LedgerGenesis:
-    return LedgerGenesis.from_membership(membership())
+def genesis(extra: tuple[tuple[str, str], ...] = ()) -> LedgerGenesis:
+    """The test genesis; `extra` adds (client id, role) identities after the usual ones."""
+    return LedgerGenesis.from_membership(membership(extra))
 
 
 def pp(patient: str, org: str) -> str:
@@ -58,9 +61,9 @@ def sha(tag: str) -> str:
 class Harness:
     """One ledger, one transaction per block (or several with `block`), invariants checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: tuple[tuple[str, str], ...] = ()) -> None:
         self.registry: dict[int, dict[str, str]] = {}
-        self.ledger = Ledger(genesis())
+        self.ledger = Ledger(genesis(extra))
         self.checked = CheckedLedger(self.ledger, "h", self.registry)
         self.ts = 0
         self.seq = 0
@@ -83,12 +86,13 @@ class Harness:
     # -- common flows ---------------------------------------------------------------------
 
     def commission(self, serials: list[int], lot: str = "LOT-A1",
-                   expiry: str = "2026-12-31") -> str:
+                   expiry: str = "2026-12-31", **storage: str) -> str:
+        """Commission `serials` of `lot`; `storage` may give temp_min and temp_max (°C)."""
         if self.ledger.state.get("gtins", GTIN) is None:
             assert self.tx("manufacturer-1", "GTIN_REGISTER", gtin=GTIN) == "ok"
         return self.tx("manufacturer-1", "EPCIS_COMMISSION", gtin=GTIN,
                        epcs=[epc(s) for s in serials], lot=lot, expiry=expiry,
-                       event_hash=ev(f"c{serials}"))
+                       event_hash=ev(f"c{serials}"), **storage)
 
     def ship(self, who: str, serials: list[int], to: str) -> str:
         return self.tx(who, "EPCIS_SHIP", epcs=[epc(s) for s in serials], to=to,
@@ -107,10 +111,12 @@ class Harness:
         assert self.receive("pharmacist-1", serials) == "ok"
 
     def grant(self, patient: str, org: str, grantee: str, consent_id: str = "c-1",
-              start: str = "2025-01-01T00:00:00Z", end: str = "2026-01-01T00:00:00Z") -> str:
+              start: str = "2025-01-01T00:00:00Z", end: str = "2026-01-01T00:00:00Z",
+              actions: tuple[str, ...] = ("access",), purposes: tuple[str, ...] = ("TREAT",),
+              ) -> str:
         return self.tx(patient, "CONSENT_GRANT", consent_id=consent_id,
-                       patient=pp(patient, org), grantee=grantee, actions=["access"],
-                       purposes=["TREAT"], period={"start": start, "end": end},
+                       patient=pp(patient, org), grantee=grantee, actions=list(actions),
+                       purposes=list(purposes), period={"start": start, "end": end},
                        doc_commitment=sha(consent_id))
 
     def anchor(self, who: str, patient: str, org: str, record_id: str = "r-1",
@@ -118,3 +124,8 @@ class Harness:
         return self.tx(who, "RECORD_ANCHOR", record_id=record_id, patient=pp(patient, org),
                        resource_type=resource_type, commitment=commitment or sha(record_id),
                        fhir_version="4.0.1")
+
+
+def sscc(serial: int) -> str:
+    """An SSCC EPC URI under the example prefix 0614141 (17 digits: prefix + serial ref)."""
+    return f"urn:epc:id:sscc:0614141.{serial:010d}"

@@ -192,3 +192,25 @@ def test_a_primary_proposing_personal_data_is_refused_and_replaced() -> None:
     c.deliver_all()
     c.advance(SECOND)
     assert len(c.accepted) == 2 and c.accepted[-1][1].view >= 1
+
+
+def test_decode_tx_remembers_verdicts_not_dicts() -> None:
+    """decode_tx remembers each transaction's verdict (a pure function of the bytes) and
+    changes speed only: a remembered valid transaction still comes back as a fresh dict,
+    never one another replica holds, and a remembered refusal raises the same reason."""
+    from node.ledger import txs
+
+    op = encode_tx("RECORD_ANCHOR", **{**ANCHOR, "record_id": "rec-2"})
+    first = txs.decode_tx(op)
+    assert op in txs._checked
+    second = txs.decode_tx(op)
+    assert second == first and second is not first
+    second["record_id"] = "changed"  # a caller's dict is its own
+    assert txs.decode_tx(op)["record_id"] == "rec-2"
+    refused = encode_tx("RECORD_ANCHOR", **ANCHOR, birthDate="1974-12-25")
+    reasons = []
+    for _ in range(2):
+        with pytest.raises(txs.TxError) as exc:
+            txs.decode_tx(refused)
+        reasons.append(exc.value.reason)
+    assert reasons[0] == reasons[1] == txs._checked[refused] and reasons[0].startswith("phi")

@@ -13,21 +13,22 @@ from node.crypto import Costs
 from sim.cpu import DEFAULT_COSTS_NS, CpuCosts, cost_model
 from sim.run import RunResult, run_scenario
 
-ZERO = (0, 0, 0, 0, 0, 0)
+ZERO = (0, 0, 0, 0, 0, 0, 0)
 
 
 def test_default_costs_are_the_documented_measurements() -> None:
     assert DEFAULT_COSTS_NS == {"message": 20_000.0, "byte": 0.5, "sign": 17_500.0,
-                                "verify": 42_200.0, "mac": 1_430.0, "digest": 320.0}
+                                "verify": 42_200.0, "mac": 1_430.0, "digest": 320.0,
+                                "execute": 0.0}
 
 
 @pytest.mark.parametrize(("index", "name"), list(enumerate(DEFAULT_COSTS_NS)))
 def test_each_operation_is_charged_its_own_price(index: int, name: str) -> None:
     charge = cost_model(CpuCosts(message=1, byte=2, sign=30, verify=400, mac=5_000,
-                                 digest=60_000))
+                                 digest=60_000, execute=700_000))
     prices = {"message": 1, "byte": 2, "sign": 30, "verify": 400, "mac": 5_000,
-              "digest": 60_000}
-    after = tuple(3 if k == index else 0 for k in range(6))
+              "digest": 60_000, "execute": 700_000}
+    after = tuple(3 if k == index else 0 for k in range(7))
     assert charge(ZERO, after) == 3 * prices[name]
 
 
@@ -47,11 +48,11 @@ def test_a_step_is_charged_for_the_operations_between_two_snapshots() -> None:
 
 def test_fractional_costs_round_to_whole_nanoseconds() -> None:
     charge = cost_model(CpuCosts(**DEFAULT_COSTS_NS))
-    assert charge(ZERO, (0, 3, 0, 0, 0, 0)) == 2  # 1.5 ns
-    assert charge(ZERO, (0, 7, 0, 0, 0, 0)) == 4  # 3.5 ns
+    assert charge(ZERO, (0, 3, 0, 0, 0, 0, 0)) == 2  # 1.5 ns
+    assert charge(ZERO, (0, 7, 0, 0, 0, 0, 0)) == 4  # 3.5 ns
 
 
-def test_snapshots_must_have_six_counters() -> None:
+def test_snapshots_must_have_seven_counters() -> None:
     charge = cost_model(CpuCosts(**DEFAULT_COSTS_NS))
     with pytest.raises(ValueError):
         charge((0, 0), (1, 1))
@@ -118,3 +119,19 @@ def test_a_busy_cpu_queues_work_so_latency_grows_with_load() -> None:
     heavy = _run(only_messages, outstanding=8).summary
     assert heavy["latency_ms"]["p50"] > light["latency_ms"]["p50"] + 5.0
     assert heavy["cpu"]["utilisation"]["hospital-1"] > light["cpu"]["utilisation"]["hospital-1"]
+
+
+def test_executed_requests_are_charged_per_request() -> None:
+    """A scenario's `cpu: {execute: ...}` charges each request the state machine executed: a
+    simulated run with it takes longer than the same run without it."""
+    from sim.run import run_scenario
+
+    base = {"name": "exec-cost", "seed": 3, "duration": "200ms", "nodes": 4,
+            "network": {"latency": "1ms"}, "workload": {"clients": 1, "outstanding": 1,
+                                                       "app": "kv"}}
+    free = run_scenario(parse_scenario({**base, "cpu": "default"}, "<t>")).summary
+    paid = run_scenario(parse_scenario({**base, "cpu": {"execute": "2ms"}}, "<t>")).summary
+    assert paid["cpu"]["costs_ns"]["execute"] == 2_000_000.0
+    # one request at a time: each pays 2 ms of execution on the replicas' critical path
+    assert paid["latency_ms"]["p50"] > free["latency_ms"]["p50"] + 1.5
+    assert paid["requests"]["committed"] < free["requests"]["committed"]

@@ -314,3 +314,4 @@ def test_the_invariant_checker_catches_a_broken_rule(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(rules, "decide_access", lambda ctx: ("permit", "consent:none"))
     with pytest.raises(AssertionError, match="consent: permit"):
         g.tx("clinician-2", "ACCESS_REQUEST", patient=P1H1, purpose="TREAT")
+

@@ -198,7 +198,7 @@ def test_bad_mac_is_dropped_and_counted() -> None:
 
 def test_a_forged_message_is_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The MAC is checked over the payload bytes before any parsing: a forged NEW-VIEW full
-    of tiny objects (which once cost about a second to decode per 16 MiB) costs one HMAC."""
+    of tiny objects (which once cost about a second to decode per 16 MiB) costs one MAC."""
     h = Harness()
     decoded: list[bytes] = []
     real_decode = m.decode

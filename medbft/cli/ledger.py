@@ -6,7 +6,9 @@ patient's data (`access-log --patient`), which consents are in force (`consents 
 and whether the saved ledger, the replicas' digests and the off-chain documents all agree
 (`verify`, exit code 1 if not). `--json` prints machine-readable output. The same answers are
 a Python API: `node.ledger.load_ledger(dir)` with `trace`, `recall_exposure`, `access_log`,
-`active_consents`, and `medbft.apps.verify_results(dir)`.
+`active_consents`, and `medbft.apps.verify_results(dir)`. Issue 16 added `claims` (with the
+consent each paid claim was paid under), `studies` (research answers, released or
+suppressed), `cases` (SSCCs and their units) and `excursions` (cold-chain readings).
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def register(sub: Any) -> None:
     a.add_argument("--patient", required=True, help="patient id (patient-1) or pseudonym")
     c = q.add_parser("consents", help="consents in force for a patient at the last block")
     c.add_argument("--patient", required=True)
+    cl = q.add_parser("claims", help="insurance claims: billed items, decision, the consent "
+                                     "a paid claim was paid under")
+    cl.add_argument("--claim", help="one claim id (default: all)")
+    q.add_parser("studies", help="approved studies and every research answer (cohort, minimum, "
+                                 "released or suppressed)")
+    cs = q.add_parser("cases", help="cases (SSCCs), their units and where they are")
+    cs.add_argument("--case", help="one SSCC, urn:epc:id:sscc:... (default: all)")
+    ex = q.add_parser("excursions", help="cold-chain excursions: readings, ranges, quarantine")
+    ex.add_argument("--lot", help="one lot (default: all)")
     q.add_parser("verify", help="chain integrity, replica digests, off-chain documents")
     for parser in (t, r, a, c, *q.choices.values()):
         if not any(x.dest == "json" for x in parser._actions):
@@ -120,9 +131,87 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
         _print(console, args, answer, _exposure_lines)
     elif args.query == "access-log":
         _print(console, args, access_log(ledger, args.patient), _log_lines)
+    elif args.query in _PARTNER_QUERIES:
+        _partner_query(console, args, ledger)
     else:
         _print(console, args, active_consents(ledger, args.patient), _consent_lines)
     return 0
+
+
+_PARTNER_QUERIES = ("claims", "studies", "cases", "excursions")
+
+
+def _partner_query(console: Console, args: argparse.Namespace, ledger: Any) -> None:
+    """`claims`, `studies`, `cases`, `excursions` (issue 16); a named claim, case or lot the
+    ledger does not know is a usage error."""
+    from node.ledger import cases, claims, excursions, studies
+
+    if args.query == "claims":
+        answer = claims(ledger, args.claim)
+        if args.claim and not answer:
+            raise UsageError(f"claim {args.claim!r} is not on the ledger")
+        _print(console, args, answer, _claim_lines)
+    elif args.query == "studies":
+        _print(console, args, studies(ledger), _study_lines)
+    elif args.query == "cases":
+        answer = cases(ledger, args.case)
+        if args.case and not answer:
+            raise UsageError(f"case {args.case!r} is not on the ledger")
+        _print(console, args, answer, _case_lines)
+    else:
+        if args.lot and ledger.state.get("lots", args.lot) is None:
+            raise UsageError(f"lot {args.lot!r} is not on the ledger")
+        _print(console, args, excursions(ledger, args.lot), _excursion_lines)
+
+
+def _claim_lines(items: list[dict[str, Any]]) -> list[str]:
+    if not items:
+        return ["no claims"]
+    out = []
+    for c in items:
+        paid = ""
+        if c["status"] == "approved":
+            paid = (f"  paid under {c['consent_at_payment']} ("
+                    + ("in force" if c["consent_in_force_at_payment"] else "NOT IN FORCE") + ")")
+        elif c["status"] == "denied":
+            paid = f"  denied: {c['reason_code']}"
+        out.append(f"{c['claim_id']}  {c['provider']} -> {c['insurer']}  {c['patient']}  "
+                   f"{len(c['record_ids'])} record(s) {len(c['epcs'])} unit(s)  "
+                   f"{c['status']}{paid}")
+    return out
+
+
+def _study_lines(items: list[dict[str, Any]]) -> list[str]:
+    if not items:
+        return ["no studies"]
+    out = []
+    for s in items:
+        out.append(f"{s['study_id']}  {s['researcher']} ({s['research_org']})  approved by "
+                   f"{s['approved_by']}  minimum cohort {s['min_cohort']}  "
+                   f"{len(s['answers'])} answer(s)")
+        out += [f"  {a['query_id']}  #{a['height']}  {a['measure']} with {a['resource_type']}: "
+                + (f"{a['value']}" if a["released"] else "suppressed")
+                + f"  (cohort {a['cohort']})" for a in s["answers"]]
+    return out
+
+
+def _case_lines(items: list[dict[str, Any]]) -> list[str]:
+    if not items:
+        return ["no cases"]
+    return [f"{c['case']}  {len(c['units'])} units  {c['status']}  packed by {c['packed_by']} "
+            f"(block {c['packed_height']})  now: "
+            + ", ".join(f"{w['custodian']} {w['disposition']}"
+                        + (f" -> {w['to']}" if w["to"] else "") for w in c["where"])
+            for c in items]
+
+
+def _excursion_lines(items: list[dict[str, Any]]) -> list[str]:
+    if not items:
+        return ["no cold-chain excursions"]
+    return [f"{x['excursion']}  {x['time']}  lot {x['lot']}  {x['reading_c']} C outside "
+            f"{x['range_c'][0]}..{x['range_c'][1]} C  by {x['by']}"
+            + ("  QUARANTINED the lot" if x["quarantined_lot"] else "")
+            + ("" if x["lot_quarantined_now"] else "  (since cleared)") for x in items]
 
 
 def _print(console: Console, args: argparse.Namespace, answer: Any, lines: Any) -> None:
@@ -137,9 +226,10 @@ def _trace_lines(t: dict[str, Any]) -> list[str]:
     out = [f"{t['epc']}  gtin {t['gtin']}  lot {t['lot']}",
            f"custodian {t['custodian']}, {t['disposition']}"
            + (f" -> {t['in_transit_to']}" if t["in_transit_to"] else "")
+           + (f"  in case {t['in_case']}" if t.get("in_case") else "")
            + (f"  [{t['blocked'].upper()}]" if t["blocked"] else "")]
     for e in t["events"]:
-        extra = e.get("to") or e.get("patient") or ""
+        extra = e.get("to") or e.get("patient") or e.get("case") or ""
         out.append(f"  #{e['height']}.{e['index']}  {e['time']}  {e['event']:<24} "
                    f"{e['by']:<12} {extra}")
     for a in t["counterfeit_alerts"]:

@@ -264,6 +264,7 @@ class CpuSpec(_Spec):
     verify_ns: CostNs | None = Field(None, alias="verify")
     mac_ns: CostNs | None = Field(None, alias="mac")
     digest_ns: CostNs | None = Field(None, alias="digest")
+    execute_ns: CostNs | None = Field(None, alias="execute")
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -318,18 +319,18 @@ def _mix(value: Any) -> dict[str, float]:
 
 
 def _population(value: Any) -> dict[str, int]:
-    from node.ledger.roles import CLIENT_ROLES
+    from node.ledger.roles import LEDGER_ROLES
 
     hint = "expected client counts by role such as {manufacturer: 1, patient: 4}"
     if not isinstance(value, Mapping) or not value:
         raise ValueError(f"{hint}; got {_show(value)}")
     for role, count in value.items():
-        if role not in CLIENT_ROLES:
-            raise ValueError(f"unknown role {role!r}; allowed: {', '.join(CLIENT_ROLES)}")
+        if role not in LEDGER_ROLES:
+            raise ValueError(f"unknown role {role!r}; allowed: {', '.join(LEDGER_ROLES)}")
         _int_at_least(0, "1")(count)
     if not sum(value.values()):
         raise ValueError(f"{hint}; at least one client is needed")
-    return {role: int(value[role]) for role in CLIENT_ROLES if value.get(role)}
+    return {role: int(value[role]) for role in LEDGER_ROLES if value.get(role)}
 
 
 #: Applications a run can execute: the healthcare ledger, or the key-value placeholder

@@ -88,10 +88,14 @@ class Care:
         record_id, _, prev = entry
         resource = {"resourceType": "Observation", "id": record_id, "status": "amended",
                     "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}}
-        new = s.salted(resource, f"{record_id}@{s.ids}")
+        key = f"{record_id}@{s.ids}"
+        new = s.salted(resource, key)
 
         def ok(_: bytes) -> None:
             entry[2] = new
 
+        def failed(_: bytes) -> None:  # a version the ledger never took: not kept off-chain
+            s.offchain["records"].pop(key, None)
+
         return Pending(encode_tx("RECORD_AMEND", record_id=record_id, prev_commitment=prev,
-                                 new_commitment=new), "RECORD_AMEND", ok)
+                                 new_commitment=new), "RECORD_AMEND", ok, failed)

@@ -121,6 +121,7 @@ class Consent:
 
         def ok(_: bytes) -> None:
             s.w.biometrics[pseudonym] = version
+            s.w.bio_refs[pseudonym] = (pi, ad, version)
 
         return Pending(encode_tx("BIOMETRIC_ENROLL", subject=pseudonym, pi_commitment=pi,
                                  template_version=version, ad_ref_hash=ad),

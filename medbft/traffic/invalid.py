@@ -25,7 +25,11 @@ __all__ = ["MAX_INVALID_KIND", "InvalidTxs"]
 #: Each role -> a kind it is not permitted to submit.
 MAX_INVALID_KIND = {"manufacturer": "BREAK_GLASS", "distributor": "RECORD_ANCHOR",
                     "pharmacist": "RECALL_CLOSE", "clinician": "GTIN_REGISTER",
-                    "patient": "EPCIS_SHIP", "inspector": "CONSENT_GRANT"}
+                    "patient": "EPCIS_SHIP", "inspector": "CONSENT_GRANT",
+                    # issue 16's partners: a payer anchoring a record, a researcher granting
+                    # consent in a patient's name, an ethics board breaking the glass
+                    "insurer": "RECORD_ANCHOR", "researcher": "CONSENT_GRANT",
+                    "ethics_board": "BREAK_GLASS"}
 
 
 class InvalidTxs:

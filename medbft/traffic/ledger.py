@@ -35,8 +35,11 @@ from node.ledger.genesis import LedgerGenesis
 from .care import Care
 from .consent import Consent
 from .invalid import InvalidTxs
+from .logistics import Logistics
+from .partner_stories import PartnerStories
+from .partners import Partners
 from .stories import Script, Stories
-from .supply import SupplyChain
+from .supply import COLD_RANGE, SupplyChain
 from .world import Build, Pending, TrafficState
 
 __all__ = ["FLOWS", "LedgerTraffic"]
@@ -59,7 +62,22 @@ FLOWS: dict[str, dict[str, float]] = {
     "consent-race": {**SUPPLY, **CLINICAL, "CONSENT_GRANT": 0.0, "CONSENT_REVOKE": 0.0,
                      "RECALL_ISSUE": 0.0},
     "regulator-crash": {**SUPPLY, **CLINICAL, "BREAK_GLASS": 1.5, "RECALL_ISSUE": 0.0},
+    # issue 16: the partners' stories (their kinds appear in no other flow)
+    "insurance-claim": {**SUPPLY, **CLINICAL, "RECALL_ISSUE": 0.0, "CLAIM_SUBMIT": 2.0,
+                        "CLAIM_ADJUDICATE": 4.0, "BIOMETRIC_ENROLL": 0.0,
+                        "BIOMETRIC_REVOKE": 0.0},
+    "research-study": {**SUPPLY, **CLINICAL, "RECALL_ISSUE": 0.0, "RESEARCH_QUERY": 0.5,
+                       "BIOMETRIC_VERIFY": 0.5},
+    "cold-chain-excursion": {**SUPPLY, **CLINICAL, "RECALL_ISSUE": 0.0, "SUSPECT_FLAG": 0.0,
+                             "SUSPECT_CLEAR": 0.3, "EPCIS_AGGREGATE": 2.0,
+                             "EPCIS_DISAGGREGATE": 4.0, "EPCIS_RETURN": 3.0,
+                             "AE_REVIEW_CLOSE": 2.0},
 }
+#: The kinds issue 16 added: the generator offers them (and the payment and research
+#: consents, storage ranges and cases behind them) only when the flow or mix weighs one.
+PARTNER_KINDS = ("AE_REVIEW_CLOSE", "BIOMETRIC_VERIFY", "CLAIM_ADJUDICATE", "CLAIM_SUBMIT",
+                 "COLD_CHAIN_EXCURSION", "EPCIS_AGGREGATE", "EPCIS_DISAGGREGATE",
+                 "EPCIS_RETURN", "RESEARCH_QUERY", "STUDY_APPROVE")
 MAX_CONSENTS = 4  # a patient keeps a handful of consents in force, then revokes
 SUPPLY_ROLES = ("manufacturer", "distributor", "pharmacist", "clinician")
 
@@ -84,6 +102,12 @@ class LedgerTraffic(TrafficState):
         self.care = Care(self)
         self.consent = Consent(self)
         self.bad = InvalidTxs(self)
+        self.partners = Partners(self)
+        self.logistics = Logistics(self)
+        self.partners_on = any(self.weights.get(k, 0.0) > 0 for k in PARTNER_KINDS)
+        #: Storage range of commissioned lots (°C): only in the cold-chain flow or mix.
+        self.storage_range = COLD_RANGE if (flow == "cold-chain-excursion" or self.weights.get(
+            "COLD_CHAIN_EXCURSION", 0.0) > 0) else None
 
     # -- interface for medbft/traffic/workload.py -----------------------------------------
 
@@ -124,7 +148,7 @@ class LedgerTraffic(TrafficState):
 
     def script(self) -> list[tuple[int, Script]]:
         """The named flow's scripted story: (time, builder) pairs (see stories.py)."""
-        return Stories(self).script()
+        return Stories(self).script() + PartnerStories(self).script()
 
     # -- what each role can do now ------------------------------------------------------------
     # Stock is read lazily: a request needs the first movable unit (or the first few of one
@@ -147,7 +171,7 @@ class LedgerTraffic(TrafficState):
                 if org not in w.gtin_pending:
                     out.append(("GTIN_REGISTER", lambda: sc.gtin_register(org)))
                 return out
-            out.append(("EPCIS_COMMISSION", lambda: sc.commission(org)))
+            out.append(("EPCIS_COMMISSION", lambda: sc.commission(org, self.storage_range)))
             if sc.has_own_lot(org):
                 out.append(("RECALL_ISSUE", lambda: sc.recall(org)))
         if role in SUPPLY_ROLES:
@@ -167,6 +191,53 @@ class LedgerTraffic(TrafficState):
             out += self._patient_options(cid)
         if role == "inspector":
             out += self._inspector_options()
+        if self.partners_on:
+            out += self._partner_options(cid, role, org)
+        return out
+
+    def _on(self, kind: str) -> bool:
+        return self.weights.get(kind, 0.0) > 0
+
+    def _partner_options(self, cid: str, role: str, org: str) -> list[tuple[str, Build]]:
+        """Issue 16's kinds, each only when the flow or mix weighs it (then by role)."""
+        w, p, lg, out = self.w, self.partners, self.logistics, []
+        if role == "patient" and self._on("CLAIM_SUBMIT") and p.insurers \
+                and len(w.consents.get(cid, ())) < MAX_CONSENTS and not any(
+                    w.consent_purpose.get(c[0]) == "HPAYMT" for c in w.consents.get(cid, ())):
+            out.append(("CONSENT_GRANT", lambda: p.payment_consent(cid)))
+        if role in ("clinician", "pharmacist"):
+            if self._on("CLAIM_SUBMIT") and p.insurers and p.billable(org):
+                out.append(("CLAIM_SUBMIT", lambda: p.claim(org, role)))
+            if self._on("BIOMETRIC_VERIFY") and p.verifiable(org):
+                out.append(("BIOMETRIC_VERIFY", lambda: p.verify(org)))
+        if role == "insurer" and any(ins == org for _, ins in w.claims):
+            out.append(("CLAIM_ADJUDICATE", lambda: p.adjudicate(cid)))
+        if role == "ethics_board" and p.unapproved():
+            out.append(("STUDY_APPROVE", lambda: p.study_tx(cid, p.unapproved()[0])))
+        if role == "researcher" and cid in w.studies:
+            out.append(("RESEARCH_QUERY", lambda: p.query(cid)))
+        if role in SUPPLY_ROLES:
+            out += self._logistics_options(role, org)
+        if role == "inspector" and w.signals:
+            out.append(("AE_REVIEW_CLOSE", lambda: lg.close_review()))
+        return out
+
+    def _logistics_options(self, role: str, org: str) -> list[tuple[str, Build]]:
+        w, lg, out = self.w, self.logistics, []
+        shipper = role in ("manufacturer", "distributor")
+        if shipper and self._on("EPCIS_AGGREGATE") and len(lg.packable(org)) > 1:
+            out.append(("EPCIS_AGGREGATE", lambda: lg.pack(org)))
+        if w.cases.get(org):
+            if shipper:
+                out.append(("EPCIS_SHIP", lambda: lg.ship_case(org)))
+            if role != "manufacturer":
+                out.append(("EPCIS_DISAGGREGATE", lambda: lg.unpack(org)))
+        if w.inbound_cases.get(org):
+            out.append(("EPCIS_RECEIVE", lambda: lg.receive_case(org)))
+        if role != "manufacturer" and self._on("EPCIS_RETURN") and lg.returnable(org):
+            out.append(("EPCIS_RETURN", lambda: lg.return_units(org)))
+        if self._on("COLD_CHAIN_EXCURSION") and lg.warm_lots(org):
+            out.append(("COLD_CHAIN_EXCURSION", lambda: lg.excursion(org)))
         return out
 
     def _care_options(self, cid: str, role: str, org: str,

@@ -28,6 +28,9 @@ __all__ = ["LOT_SIZE", "SHIP_MAX", "SupplyChain"]
 
 LOT_SIZE = 12
 SHIP_MAX = 6
+#: The storage range a cold-chain flow's manufacturers state for their lots (°C): a
+#: refrigerated vaccine.
+COLD_RANGE = ("2.0", "8.0")
 
 
 class SupplyChain:
@@ -60,14 +63,16 @@ class SupplyChain:
         return [lot for lot, (_, _, o) in sorted(w.lots.items())
                 if o == org and lot not in w.recalled]
 
-    def commission(self, org: str) -> Pending:
+    def commission(self, org: str, storage: tuple[str, str] | None = None) -> Pending:
+        """Commission a lot; with `storage` (°C) the lot states its storage range."""
         s = self.s
         gtin, prefix = s.w.gtin[org], s.g.company_prefix[org]
         lot = f"LOT-{prefix}-{s.ids + 1}"
         expiry = doc.iso_time(s.calendar_ns + 400 * 86_400 * 10**9)[:10]
         epcs = [doc.sgtin(prefix, "000001", s.new_id("s")[2:]) for _ in range(LOT_SIZE)]
         event = doc.epcis_event("EPCIS_COMMISSION", s.g, org, epcs, s.calendar_ns,
-                                lot=lot, expiry=expiry)
+                                lot=lot, expiry=expiry, storage=storage)
+        ranged = {} if storage is None else {"temp_min": storage[0], "temp_max": storage[1]}
 
         def ok(_: bytes) -> None:
             s.w.lots[lot] = (gtin, expiry, org)
@@ -76,9 +81,11 @@ class SupplyChain:
                 s.w.lot_of[e] = lot
             s.w.stock.setdefault(org, []).extend(epcs)
             s.w.known_epcs.extend(epcs[:2])
+            if storage is not None:
+                s.w.storage[lot] = storage
 
         return Pending(encode_tx("EPCIS_COMMISSION", gtin=gtin, epcs=epcs, lot=lot,
-                                 expiry=expiry, event_hash=s.event_hash(event)),
+                                 expiry=expiry, event_hash=s.event_hash(event), **ranged),
                        "EPCIS_COMMISSION", ok)
 
     def ship(self, org: str, stock: Iterator[str]) -> Pending:
@@ -101,6 +108,8 @@ class SupplyChain:
         def ok(_: bytes) -> None:
             s.w.inbound.setdefault(to, []).append(tuple(epcs))
             s.w.exposure.setdefault(lot, set()).add(to)
+            for e in epcs:
+                s.w.came_from[e] = org
 
         return Pending(encode_tx("EPCIS_SHIP", epcs=epcs, to=to, biz_tx=biz,
                                  event_hash=s.event_hash(event)), "EPCIS_SHIP", ok,

@@ -60,6 +60,17 @@ class World:
     suspects: list[tuple[str, str]] = field(default_factory=list)     # (field, value)
     biometrics: dict[str, int] = field(default_factory=dict)          # pseudonym -> version>0
     known_epcs: list[str] = field(default_factory=list)
+    # issue 16's partners (used only by the flows that ask for them)
+    consent_purpose: dict[str, str] = field(default_factory=dict)    # consent id -> purpose
+    bio_refs: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # pp -> pi, ad, v
+    claimed: set[str] = field(default_factory=set)                   # record ids billed
+    claims: list[tuple[str, str]] = field(default_factory=list)      # (claim id, insurer org)
+    studies: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # researcher
+    cases: dict[str, list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)  # org
+    inbound_cases: dict[str, list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
+    came_from: dict[str, str] = field(default_factory=dict)          # epc -> who shipped it
+    storage: dict[str, tuple[str, str]] = field(default_factory=dict)  # lot -> range (°C)
+    signals: list[str] = field(default_factory=list)                 # open AE reviews
 
 
 class TrafficState:

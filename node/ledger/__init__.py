@@ -11,7 +11,8 @@ Public surface (everything else is private to the package):
   `epcis_event_hash`: the on-chain stand-ins for off-chain FHIR / EPCIS documents;
 - `KINDS`, `PERMISSIONS`, `CLIENT_ROLES`: the transaction kinds and the permission matrix;
 - queries: `trace`, `recall_exposure`, `access_log`, `active_consents`, `audit_entries`,
-  `verify_record`, `verify_chain`; results files: `save_ledger`, `load_ledger`;
+  `claims`, `studies`, `cases`, `excursions`, `verify_record`, `verify_chain`; results
+  files: `save_ledger`, `load_ledger`;
 - `CheckedLedger`, `check_ledger`: the invariants of docs/ledger.md#invariants, after every
   block.
 """
@@ -23,9 +24,13 @@ from node.ledger.queries import (
     access_log,
     active_consents,
     audit_entries,
+    cases,
+    claims,
+    excursions,
     load_ledger,
     recall_exposure,
     save_ledger,
+    studies,
     trace,
     verify_chain,
     verify_record,
@@ -44,13 +49,17 @@ __all__ = [
     "access_log",
     "active_consents",
     "audit_entries",
+    "cases",
     "check_ledger",
+    "claims",
     "commitment",
     "encode_tx",
     "epcis_event_hash",
+    "excursions",
     "load_ledger",
     "recall_exposure",
     "save_ledger",
+    "studies",
     "trace",
     "verify_chain",
     "verify_record",

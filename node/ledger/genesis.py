@@ -11,7 +11,8 @@ the derivation for real deployments.
 Affiliation rule (documented in docs/ledger.md): clinicians and patients belong to hospitals,
 pharmacists to pharmacies (else hospitals), inspectors and auditors to regulators, each
 round-robin in node order; manufacturer k and distributor k get their own trading-partner
-orgs `mfr-k` and `dist-k` (they run no replica). Every patient has one pseudonym per hospital
+orgs `mfr-k` and `dist-k` (they run no replica), as do insurer k (`ins-k`), researcher k
+(`res-k`) and ethics board k (`irb-k`). Every patient has one pseudonym per hospital
 and pharmacy (one per custodian, so orgs cannot link patients; docs/ledger.md, Identities
 and roles).
 """
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from node.ledger.roles import CLIENT_ROLES, ROLE_ALIASES
+from node.ledger.roles import LEDGER_ROLES, ROLE_ALIASES
 from node.membership import Membership
 
 __all__ = ["DEFAULT_EPOCH_NS", "LedgerGenesis", "Party", "pseudonym_for"]
@@ -33,6 +34,10 @@ __all__ = ["DEFAULT_EPOCH_NS", "LedgerGenesis", "Party", "pseudonym_for"]
 DEFAULT_EPOCH_NS = int(datetime(2025, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
 
 _FIRST_PREFIX = 614141  # the example company prefix of GS1's standards (EPCIS 2.0)
+#: Partner roles (issue 16) -> (org id prefix, org type): insurer k is `ins-k`, researcher k
+#: `res-k` (a research institute), ethics board k `irb-k`; none runs a replica.
+_PARTNER_ORGS = {"insurer": ("ins", "insurer"), "researcher": ("res", "research"),
+                 "ethics_board": ("irb", "ethics")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +98,21 @@ class LedgerGenesis:
         prefixes: dict[str, str] = {}
         for member in membership.clients:
             role = ROLE_ALIASES.get(member.role, member.role)
-            if role not in CLIENT_ROLES:
+            if role not in LEDGER_ROLES:
                 continue  # e.g. key-value clients: unknown to the ledger, so denied everything
             k = counts[role] = counts.get(role, 0) + 1
             if affiliations and member.id in affiliations:
                 org = affiliations[member.id]
                 orgs.setdefault(org, role if role in ("manufacturer", "distributor")
+                                else _PARTNER_ORGS[role][1] if role in _PARTNER_ORGS
                                 else "hospital")
             elif role in ("manufacturer", "distributor"):
                 org = f"{'mfr' if role == 'manufacturer' else 'dist'}-{k}"
                 orgs[org] = role
+            elif role in _PARTNER_ORGS:
+                prefix, org_type = _PARTNER_ORGS[role]
+                org = f"{prefix}-{k}"
+                orgs[org] = org_type
             else:
                 choices = homes[role]
                 org = choices[(k - 1) % len(choices)] if choices else ""

@@ -19,6 +19,7 @@ import hashlib
 from typing import Any
 
 from node.ledger.ledger import Ledger
+from node.ledger.partners import MIN_COHORT_FLOOR
 from node.ledger.state import _ENC
 from node.ledger.txs import MAX_VECTOR, PHI_FIELDS
 from node.messages import Request
@@ -27,17 +28,22 @@ from node.statemachine import Accept, BlockInfo
 __all__ = ["CheckedLedger", "InvariantChecker", "check_ledger"]
 
 DISPOSITIONS = frozenset({"active", "in_transit", "in_progress", "dispensed", "administered",
-                          "destroyed"})
+                          "destroyed", "returned"})
+EN_ROUTE = frozenset({"in_transit", "returned"})
 #: event kind -> (dispositions it may start from, disposition it leads to); invariant 3
 LIFECYCLE: dict[str, tuple[frozenset[str | None], str]] = {
     "EPCIS_COMMISSION": (frozenset({None}), "active"),
     "EPCIS_SHIP": (frozenset({"active", "in_progress"}), "in_transit"),
-    "EPCIS_RECEIVE": (frozenset({"in_transit"}), "in_progress"),
+    "EPCIS_RECEIVE": (frozenset({"in_transit", "returned"}), "in_progress"),
+    "EPCIS_RETURN": (frozenset({"in_progress"}), "returned"),
     "EPCIS_DISPENSE": (frozenset({"in_progress"}), "dispensed"),
     "IMMUNIZATION_ADMINISTER": (frozenset({"in_progress", "dispensed"}), "administered"),
     "EPCIS_DESTROY": (frozenset({"active", "in_progress"}), "destroyed"),
 }
 MOVES = frozenset({"EPCIS_SHIP", "EPCIS_DISPENSE", "IMMUNIZATION_ADMINISTER"})
+#: Events that leave a unit's disposition as it was (packing and unpacking a case).
+IN_PLACE = frozenset({"EPCIS_AGGREGATE", "EPCIS_DISAGGREGATE"})
+PARTNER_TABLES = frozenset({"claims", "research", "cases", "case_of", "aefi", "units"})
 
 
 class InvariantChecker:
@@ -74,6 +80,7 @@ class InvariantChecker:
         self._check_events()
         self._check_audit()
         self._check_units(rows)
+        self._check_partners(rows)
         self._check_no_phi(rows)
         self.full_scan = False
         st.dirty = set()
@@ -85,6 +92,12 @@ class InvariantChecker:
         entries = st.events.entries
         for n in range(self.events_seen, len(entries)):
             height, index, kind, _org, epcs, _, _ = entries[n]
+            if kind in IN_PLACE:
+                for epc in epcs:
+                    if self.replayed.get(epc) not in ("active", "in_progress"):
+                        self._fail(f"lifecycle: {kind} of {epc} while "
+                                   f"{self.replayed.get(epc)}")
+                continue
             starts, leads_to = LIFECYCLE[kind]
             for epc in epcs:
                 now = self.replayed.get(epc)
@@ -116,7 +129,7 @@ class InvariantChecker:
             _, lot, custodian, disposition, dest = units[epc]
             if custodian not in orgs or disposition not in DISPOSITIONS:
                 self._fail(f"custody: {epc} has custodian {custodian!r}, {disposition!r}")
-            if (disposition == "in_transit") != (dest is not None):
+            if (disposition in EN_ROUTE) != (dest is not None):
                 self._fail(f"custody: {epc} is {disposition} with destination {dest!r}")
             if self.replayed.get(epc) != disposition:
                 self._fail(f"lifecycle: {epc} is {disposition}, its events say "
@@ -185,6 +198,82 @@ class InvariantChecker:
         now = self.ledger.genesis.epoch_ns + st.blocks.entries[pos[0] - 1][2] \
             if pos[0] <= len(st.blocks.entries) else None
         return now is None or row[5] <= now < row[6]
+
+    # -- invariants 8-11: claims, research, cases, adverse-event signals (issue 16) ---------
+
+    def _check_partners(self, rows: set[tuple[str, str]] | None) -> None:
+        tables = self.ledger.state.tables
+        keys = sorted((t, k) for t in PARTNER_TABLES for k in tables[t]) if rows is None \
+            else sorted((t, k) for t, k in rows if t in PARTNER_TABLES)
+        for table, key in keys:
+            row = tables[table].get(key)
+            if row is None:
+                continue
+            if table == "claims":
+                self._check_claim(key, row)
+            elif table == "research":
+                self._check_research(key, row)
+            elif table in ("cases", "case_of"):
+                self._check_case(row[0] if table == "case_of" else key)
+            elif table == "units":
+                if key in tables["case_of"]:
+                    self._check_case(tables["case_of"][key][0])
+            elif row[1] in ("severe", "death") and not any(
+                    s[0] == row[0] and tuple(s[3]) <= tuple(row[4])
+                    for s in tables["signals"].values()):
+                self._fail(f"signal: serious report {key} on {row[0]} opened no review")
+
+    def _check_claim(self, claim_id: str, row: tuple[Any, ...]) -> None:
+        """Invariant 8: a claim bills only its submitter's records and dispensations of that
+        patient, and is paid only under a payment consent in force at the payment."""
+        st = self.ledger.state
+        patient, _, org, payer = row[:4]
+        for record_id in row[4]:
+            record = st.tables["records"].get(record_id)
+            if record is None or record[0] != patient or record[1] != org:
+                self._fail(f"claim: {claim_id} bills record {record_id} it does not hold")
+        if row[11] == "approved" and not self._consent_covers(
+                row[14], patient, (payer, "role:insurer"), "disclose", "HPAYMT",
+                tuple(row[15])):
+            self._fail(f"claim: {claim_id} paid without a payment consent in force")
+
+    def _check_research(self, query_id: str, row: tuple[Any, ...]) -> None:
+        """Invariant 9: a research answer is released only over at least the study's minimum
+        cohort, for the study's own researcher."""
+        study = self.ledger.state.tables["studies"].get(row[0])
+        if study is None or study[0] != row[1]:
+            self._fail(f"research: {query_id} answered outside an approved study")
+        elif row[6] is not None and (row[4] < study[5] or row[5] != study[5]
+                                     or study[5] < MIN_COHORT_FLOOR):
+            self._fail(f"research: {query_id} released below the cohort minimum")
+
+    def _check_case(self, parent: str) -> None:
+        """Invariant 10: the units of a packed case are all in it and move together (one
+        custodian, one disposition, one destination)."""
+        tables = self.ledger.state.tables
+        case = tables["cases"].get(parent)
+        if case is None:
+            self._fail(f"case: a unit is packed in unknown case {parent}")
+            return
+        if case[2] != "packed":
+            return
+        places = {tuple(tables["units"][e][2:]) for e in case[1] if e in tables["units"]}
+        if any(tables["case_of"].get(e) != (parent,) for e in case[1]) or len(places) != 1:
+            self._fail(f"case: the units of {parent} do not move together")
+
+    def _consent_covers(self, cid: str | None, pseudonym: str, grantees: tuple[str, ...],
+                        action: str, purpose: str, pos: tuple[int, int]) -> bool:
+        st = self.ledger.state
+        row = st.tables["consents"].get(cid or "")
+        if row is None or row[0] != pseudonym or row[1] not in grantees \
+                or action not in row[2] or purpose not in row[3]:
+            return False
+        if not tuple(row[7]) < pos or (row[8] is not None and tuple(row[8]) < pos):
+            return False
+        if pos[0] > len(st.blocks.entries):
+            return True  # the block is being built: its time is checked by the rule
+        now = self.ledger.genesis.epoch_ns + st.blocks.entries[pos[0] - 1][2]
+        return bool(row[5] <= now < row[6])
 
     # -- invariant 6: nothing personal in the state ----------------------------------------
 

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from node.ledger.genesis import LedgerGenesis
+from node.ledger.logistics import LOGISTICS_HANDLERS
+from node.ledger.partners import PARTNER_HANDLERS
 from node.ledger.roles import may_submit
 from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
 from node.ledger.state import _ENC, State
@@ -37,6 +39,8 @@ from node.statemachine import Accept, BlockInfo
 __all__ = ["Ledger", "merkle_root", "tx_leaf"]
 
 _EMPTY_ROOT = hashlib.sha256(b"").digest()
+#: Every kind's rules: rules.py, and issue 16's partners.py and logistics.py.
+_HANDLERS = {**HANDLERS, **PARTNER_HANDLERS, **LOGISTICS_HANDLERS}
 _ZERO = bytes(32)
 
 
@@ -206,7 +210,7 @@ class Ledger:
                 return self._counterfeit(req, tx, height, index)
             if kind != "ACCESS_REQUEST" and not may_submit(party.role, kind):
                 raise Reject("role-not-permitted")
-            result = HANDLERS[kind](Ctx(st, self.genesis, party, tx, height, index, now_ns,
+            result = _HANDLERS[kind](Ctx(st, self.genesis, party, tx, height, index, now_ns,
                                         today))
         except TxError as exc:
             return self._reject(req, kind, exc.reason, height, index)

@@ -32,9 +32,13 @@ __all__ = [
     "access_log",
     "active_consents",
     "audit_entries",
+    "cases",
+    "claims",
+    "excursions",
     "load_ledger",
     "recall_exposure",
     "save_ledger",
+    "studies",
     "trace",
     "verify_chain",
     "verify_record",
@@ -64,16 +68,20 @@ def trace(ledger: Ledger, epc: str) -> dict[str, Any] | None:
         height, index, kind, org, _, detail, event_hash = st.events.entries[n]
         item = {"height": height, "index": index, "time": _block_time(ledger, height),
                 "event": kind, "by": org, "event_hash": event_hash}
-        if kind == "EPCIS_SHIP":
+        if kind in ("EPCIS_SHIP", "EPCIS_RETURN"):
             item["to"] = detail
+        elif kind in ("EPCIS_AGGREGATE", "EPCIS_DISAGGREGATE"):
+            item["case"] = detail
         elif kind == "IMMUNIZATION_ADMINISTER":
             item["patient"], item["record_id"] = detail[0], detail[2]
         events.append(item)
     alerts = [{"incident": k, "by": v[2], "height": v[3][0]}
               for k, v in sorted(st.tables["incidents"].items())
               if v[0] == "epc:" + epc and v[5] == "alert"]
+    case = st.tables["case_of"].get(epc)
     return {"epc": epc, "gtin": row[0], "lot": row[1], "custodian": row[2],
             "disposition": row[3], "in_transit_to": row[4],
+            **({"in_case": case[0]} if case else {}),
             "blocked": blocked_reason(st, epc, row[1]), "events": events,
             "counterfeit_alerts": alerts}
 
@@ -92,7 +100,7 @@ def recall_exposure(ledger: Ledger, lot: str) -> dict[str, Any] | None:
         _, _, custodian, disposition, dest = st.tables["units"][epc]
         if disposition in ("active", "in_progress"):
             in_stock[custodian] = in_stock.get(custodian, 0) + 1
-        elif disposition == "in_transit":
+        elif disposition in ("in_transit", "returned"):
             in_transit[dest] = in_transit.get(dest, 0) + 1
         else:
             by = used.setdefault(disposition, {})
@@ -167,6 +175,99 @@ def active_consents(ledger: Ledger, patient: str, at_ns: int | None = None
                 out.append({"consent_id": cid, "patient": row[0], "grantee": row[1],
                             "actions": list(row[2]), "purposes": list(row[3]),
                             "data_classes": list(row[4]), "granted_height": row[7][0]})
+    return out
+
+
+def _consent_live(ledger: Ledger, cid: str | None, pseudonym: str, purpose: str, action: str,
+                  pos: tuple[int, int]) -> bool:
+    """Whether consent `cid` of `pseudonym` covered `purpose` and `action` at block position
+    `pos` (granted before, not revoked before, its period holding that block's time):
+    recomputed from the consent's own row, independently of the rule that cited it."""
+    st = ledger.state
+    row = st.tables["consents"].get(cid or "")
+    if row is None or row[0] != pseudonym or action not in row[2] or purpose not in row[3]:
+        return False
+    if not tuple(row[7]) < pos or (row[8] is not None and tuple(row[8]) < pos):
+        return False
+    now = ledger.genesis.epoch_ns + st.blocks.entries[pos[0] - 1][2]
+    return bool(row[5] <= now < row[6])
+
+
+def claims(ledger: Ledger, claim_id: str | None = None) -> list[dict[str, Any]]:
+    """Insurance claims (all, or one), in ledger order: what was billed, by whom, to which
+    payer, the decision and, for a paid claim, the consent it was paid under and whether that
+    consent was in force at the payment (`consent_in_force_at_payment`, recomputed from the
+    consent)."""
+    st = ledger.state
+    out = []
+    for cid, row in sorted(st.tables["claims"].items(), key=lambda kv: tuple(kv[1][10])):
+        if claim_id is not None and cid != claim_id:
+            continue
+        item: dict[str, Any] = {
+            "claim_id": cid, "patient": row[0], "submitter": row[1], "provider": row[2],
+            "insurer": row[3], "record_ids": list(row[4]), "epcs": list(row[5]),
+            "amount": row[6], "claim_type": row[7], "status": row[11],
+            "submitted_height": row[10][0], "time": _block_time(ledger, row[10][0]),
+            "consent_at_submission": row[9]}
+        if row[11] != "submitted":
+            item.update(reason_code=row[12], adjudicator=row[13],
+                        adjudicated_height=row[15][0])
+        if row[11] == "approved":
+            item["consent_at_payment"] = row[14]
+            item["consent_in_force_at_payment"] = _consent_live(
+                ledger, row[14], row[0], "HPAYMT", "disclose", tuple(row[15]))
+        out.append(item)
+    return out
+
+
+def studies(ledger: Ledger) -> list[dict[str, Any]]:
+    """Approved studies and every research answer under them: the cohort each answer was
+    computed over, the study's minimum, and whether the count was released or suppressed."""
+    st = ledger.state
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for qid, row in sorted(st.tables["research"].items(), key=lambda kv: tuple(kv[1][7])):
+        answers.setdefault(row[0], []).append({
+            "query_id": qid, "researcher": row[1], "resource_type": row[2], "measure": row[3],
+            "cohort": row[4], "min_cohort": row[5], "released": row[6] is not None,
+            "value": row[6], "height": row[7][0]})
+    return [{"study_id": sid, "researcher": row[0], "research_org": row[1],
+             "approved_by": row[2], "protocol_commitment": row[3],
+             "data_classes": list(row[4]), "min_cohort": row[5], "approved_height": row[6][0],
+             "status": row[7], "answers": answers.get(sid, [])}
+            for sid, row in sorted(st.tables["studies"].items())]
+
+
+def cases(ledger: Ledger, parent: str | None = None) -> list[dict[str, Any]]:
+    """Cases (SSCCs), in the order they were packed, and where their units are now."""
+    st = ledger.state
+    out = []
+    for sscc, row in sorted(st.tables["cases"].items(), key=lambda kv: tuple(kv[1][3])):
+        if parent is not None and sscc != parent:
+            continue
+        places = sorted({tuple(st.tables["units"][e][2:]) for e in row[1]},
+                        key=lambda p: (p[0], p[1], p[2] or ""))
+        out.append({"case": sscc, "packed_by": row[0], "units": list(row[1]),
+                    "status": row[2], "packed_height": row[3][0],
+                    "unpacked_height": row[4][0] if row[4] else None,
+                    "where": [{"custodian": c, "disposition": d, "to": t}
+                              for c, d, t in places]})
+    return out
+
+
+def excursions(ledger: Ledger, lot: str | None = None) -> list[dict[str, Any]]:
+    """Cold-chain excursions (all, or of one lot): the reading against the lot's range, who
+    reported it, whether it quarantined the lot, and whether the lot is still blocked."""
+    st = ledger.state
+    out = []
+    for key, row in sorted(st.tables["excursions"].items(),
+                           key=lambda kv: (kv[1][7][0], kv[1][7][1])):
+        if lot is not None and row[0] != lot:
+            continue
+        out.append({"excursion": key, "lot": row[0], "reading_c": row[1] / 10,
+                    "range_c": [row[2] / 10, row[3] / 10], "by": row[4], "org": row[5],
+                    "event_hash": row[6], "height": row[7][0],
+                    "time": _block_time(ledger, row[7][0]), "quarantined_lot": row[8],
+                    "lot_quarantined_now": "lot:" + row[0] in st.tables["suspects"]})
     return out
 
 

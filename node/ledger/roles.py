@@ -13,7 +13,9 @@ from __future__ import annotations
 __all__ = [
     "CLIENT_ROLES",
     "KINDS",
+    "LEDGER_ROLES",
     "ORG_TYPES",
+    "PARTNER_ROLES",
     "PERMISSIONS",
     "READS",
     "ROLE_ALIASES",
@@ -29,6 +31,15 @@ CLIENT_ROLES: tuple[str, ...] = (
 )
 
 
+#: Roles of the partners issue 16 added: payers, researchers and the ethics board that
+#: approves their studies. Each is its own organisation (`ins-k`, `res-k`, `irb-k`), runs no
+#: replica, and takes part only when a scenario's `population` names it, so they are not in
+#: the default rotation above.
+PARTNER_ROLES: tuple[str, ...] = ("insurer", "researcher", "ethics_board")
+#: Every role the ledger knows, in the order a `population` lists its identities.
+LEDGER_ROLES: tuple[str, ...] = CLIENT_ROLES + PARTNER_ROLES
+
+
 def rotating_client_roles(count: int) -> dict[str, str]:
     """`client-1`.. `client-<count>` -> role, rotating through `CLIENT_ROLES`: the default
     population of a ledger network (a scenario without `workload.population`, a real
@@ -41,7 +52,8 @@ def rotating_client_roles(count: int) -> dict[str, str]:
 ROLE_ALIASES: dict[str, str] = {"regulator_inspector": "inspector"}
 #: Organisation types: consensus nodes are hospital/pharmacy/regulator orgs; manufacturers and
 #: distributors are regulator-approved trading partners that run no replica.
-ORG_TYPES: tuple[str, ...] = ("hospital", "pharmacy", "regulator", "manufacturer", "distributor")
+ORG_TYPES: tuple[str, ...] = ("hospital", "pharmacy", "regulator", "manufacturer", "distributor",
+                              "insurer", "research", "ethics")
 
 _TRADING = frozenset({"clinician", "pharmacist", "manufacturer", "distributor"})
 _TRADING_AND_REGULATOR = _TRADING | {"inspector"}
@@ -85,6 +97,19 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # biometric identity (a commitment to a pseudonymous identifier, never a template)
     "BIOMETRIC_ENROLL": frozenset({"patient", "clinician"}),     # patient own; clinician enrols
     "BIOMETRIC_REVOKE": frozenset({"patient", "clinician"}),     # at its own hospital
+    "BIOMETRIC_VERIFY": frozenset({"clinician", "pharmacist"}),  # at the subject's custodian
+    # insurance claims (FHIR Claim / ClaimResponse; consent with purpose HPAYMT)
+    "CLAIM_SUBMIT": frozenset({"clinician", "pharmacist"}),      # custodian of what it bills
+    "CLAIM_ADJUDICATE": frozenset({"insurer"}),                  # the payer the claim names
+    # research (FHIR ResearchStudy; consent with purpose HRESCH)
+    "STUDY_APPROVE": frozenset({"ethics_board"}),
+    "RESEARCH_QUERY": frozenset({"researcher"}),                 # the approved study's own
+    # aggregation, returns, cold chain (EPCIS 2.0 AggregationEvent, ObjectEvent, sensors)
+    "EPCIS_AGGREGATE": _TRADING,                                 # custodian of every unit
+    "EPCIS_DISAGGREGATE": _TRADING,
+    "EPCIS_RETURN": frozenset({"clinician", "pharmacist", "distributor"}),  # to upstream
+    "COLD_CHAIN_EXCURSION": _TRADING,                            # an org holding the lot
+    "AE_REVIEW_CLOSE": _REGULATOR,                               # adverse-event signal review
 }
 
 #: Every transaction kind, sorted.
@@ -103,7 +128,7 @@ def may_submit(role: str, kind: str) -> bool:
 READS: dict[str, frozenset[str]] = {
     "ledger": frozenset({"node", "inspector", "auditor"}),       # raw blocks: everything
     "blocks": frozenset({"node", "inspector", "auditor"}),
-    "state": frozenset({"node", *CLIENT_ROLES}),                 # counts only, no contents
+    "state": frozenset({"node", *LEDGER_ROLES}),                 # counts only, no contents
     "trace": frozenset({"node", "manufacturer", "distributor", "pharmacist", "clinician",
                         "inspector", "auditor"}),
     "recall-exposure": frozenset({"node", "manufacturer", "pharmacist", "clinician",

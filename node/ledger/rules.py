@@ -31,7 +31,8 @@ from node.ledger.vocab import (
     SEVERITIES,
 )
 
-__all__ = ["ACCESS_KINDS", "HANDLERS", "Ctx", "Reject", "blocked_reason", "decide_access"]
+__all__ = ["ACCESS_KINDS", "EN_ROUTE", "HANDLERS", "MOVABLE", "Ctx", "Reject", "blocked_reason",
+           "decide_access"]
 
 Reject = TxError
 
@@ -40,6 +41,9 @@ NOTIFY_DEADLINE_NS = 86_400 * 10**9  # ILLEGITIMATE_NOTIFY within 24 h of the SU
 RECEIVERS = frozenset({"hospital", "pharmacy", "distributor", "manufacturer"})
 MOVABLE = ("active", "in_progress")            # may be shipped or destroyed
 HELD = ("in_progress", "dispensed")            # may be administered by its custodian
+EN_ROUTE = ("in_transit", "returned")          # on its way (to `dest`): may be received
+SERIOUS = frozenset({"severe", "death"})       # an adverse event this bad opens a review
+GRANTEE_ROLES = ("clinician", "pharmacist", "insurer", "researcher")  # `role:<role>` grantees
 ACCESS_KINDS = frozenset({"ACCESS_REQUEST", "BREAK_GLASS"})
 
 
@@ -110,6 +114,36 @@ def _units(ctx: Ctx, epcs: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
     return rows
 
 
+def _moving(ctx: Ctx) -> list[tuple[str, tuple[Any, ...]]]:
+    """The units a shipment or receipt moves: those it names (`epcs`, none of them packed in a
+    case: a packed unit moves with its case) and every unit of the cases it names
+    (`parents`)."""
+    tx, tables = ctx.tx, ctx.st.tables
+    named = tx.get("epcs", [])
+    if tables["case_of"]:
+        _need(not any(e in tables["case_of"] for e in named), "packed-in-case")
+    children: list[str] = []
+    for parent in tx.get("parents", ()):
+        case = tables["cases"].get(parent)
+        _need(case is not None and case[2] == "packed", "unknown-case")
+        assert case is not None
+        children.extend(case[1])
+    return _units(ctx, [*named, *children] if children else named)
+
+
+def _not_packed(ctx: Ctx, epcs: list[str] | tuple[str, ...]) -> None:
+    case_of = ctx.st.tables["case_of"]
+    if case_of:
+        _need(not any(e in case_of for e in epcs), "packed-in-case")
+
+
+def _celsius_tenths(text: str) -> int:
+    """'-20.5' -> -205 (the vocabulary's `celsius` pattern has been checked)."""
+    whole, _, tenth = text.partition(".")
+    value = abs(int(whole)) * 10 + int(tenth or 0)
+    return -value if text.startswith("-") else value
+
+
 # == consent and access ======================================================================
 
 def consent_grant(ctx: Ctx) -> bytes:
@@ -119,7 +153,7 @@ def consent_grant(ctx: Ctx) -> bytes:
     _need(st.get("consents", tx["consent_id"]) is None, "duplicate-consent")
     grantee = tx["grantee"]
     _need(grantee in ctx.g.orgs or grantee in ctx.g.parties
-          or (grantee[5:] in ("clinician", "pharmacist") and grantee.startswith("role:")),
+          or (grantee[5:] in GRANTEE_ROLES and grantee.startswith("role:")),
           "unknown-grantee")
     actions, purposes = tx["actions"], tx["purposes"]
     _need(all(a in CONSENT_ACTIONS for a in actions), "bad-field:actions")
@@ -285,12 +319,21 @@ def epcis_commission(ctx: Ctx) -> bytes:
     _need(len(expiry) == 10 and expiry[4] == "-" and expiry[7] == "-", "bad-field:expiry")
     _need(expiry >= ctx.today, "expired")
     _need(is_event_hash(tx["event_hash"]), "bad-event-hash")
+    storage = None
+    if "temp_min" in tx or "temp_max" in tx:
+        _need("temp_min" in tx and "temp_max" in tx, "bad-field:temp_max")
+        storage = (_celsius_tenths(tx["temp_min"]), _celsius_tenths(tx["temp_max"]))
+        _need(storage[0] < storage[1], "bad-field:temp_max")
     lot_row = st.get("lots", lot)
     if lot_row is None:
         st.put("lots", lot, (gtin, expiry, ctx.party.org, None))
+        if storage is not None:
+            st.put("lot_storage", lot, (*storage, ctx.pos))
     else:
         _need(lot_row[0] == gtin and lot_row[1] == expiry and lot_row[2] == ctx.party.org,
               "lot-mismatch")
+        known = st.tables["lot_storage"].get(lot)
+        _need((None if known is None else tuple(known[:2])) == storage, "lot-mismatch")
     for epc in epcs:
         st.put("units", epc, (gtin, lot, ctx.party.org, "active", None))
     _event(ctx, epcs, lot)
@@ -302,7 +345,7 @@ def epcis_ship(ctx: Ctx) -> bytes:
     _need(ctx.g.orgs.get(to) in RECEIVERS, "unknown-destination")
     _need(to != ctx.party.org, "ship-to-self")
     _need(ctx.st.get("org_status", to) is None, "destination-suspended")
-    rows = _units(ctx, ctx.tx["epcs"])
+    rows = _moving(ctx)
     for epc, row in rows:
         _need(row[2] == ctx.party.org, "not-custodian")
         _need(row[3] in MOVABLE, f"bad-lifecycle:{row[3]}")
@@ -310,23 +353,24 @@ def epcis_ship(ctx: Ctx) -> bytes:
         _need(blocked is None, blocked or "")
     for epc, row in rows:
         ctx.st.put("units", epc, (*row[:3], "in_transit", to))
-    _event(ctx, ctx.tx["epcs"], to)
+    _event(ctx, [epc for epc, _ in rows], to)
     return b"ok"
 
 
 def epcis_receive(ctx: Ctx) -> bytes:
-    rows = _units(ctx, ctx.tx["epcs"])
+    rows = _moving(ctx)
     for _, row in rows:
-        _need(row[3] == "in_transit", f"bad-lifecycle:{row[3]}")
+        _need(row[3] in EN_ROUTE, f"bad-lifecycle:{row[3]}")
         _need(row[4] == ctx.party.org, "not-destination")
     for epc, row in rows:
         ctx.st.put("units", epc, (row[0], row[1], ctx.party.org, "in_progress", None))
-    _event(ctx, ctx.tx["epcs"])
+    _event(ctx, [epc for epc, _ in rows])
     return b"ok"
 
 
 def epcis_dispense(ctx: Ctx) -> bytes:
     rows = _units(ctx, ctx.tx["epcs"])
+    _not_packed(ctx, ctx.tx["epcs"])
     commitment = ctx.tx.get("record_commitment")
     _need(commitment is None or is_commitment(commitment), "bad-commitment")
     for epc, row in rows:
@@ -343,6 +387,7 @@ def epcis_dispense(ctx: Ctx) -> bytes:
 
 def epcis_destroy(ctx: Ctx) -> bytes:
     rows = _units(ctx, ctx.tx["epcs"])
+    _not_packed(ctx, ctx.tx["epcs"])
     for _, row in rows:
         _need(row[2] == ctx.party.org, "not-custodian")
         _need(row[3] in MOVABLE, f"bad-lifecycle:{row[3]}")
@@ -380,6 +425,7 @@ def immunization_administer(ctx: Ctx) -> bytes:
     assert row is not None
     _need(row[2] == ctx.party.org, "not-custodian")
     _need(row[3] in HELD, f"bad-lifecycle:{row[3]}")
+    _not_packed(ctx, (epc,))
     _need(st.tables["lots"][row[1]][1] >= ctx.today, "expired")
     blocked = blocked_reason(st, epc, row[1])
     _need(blocked is None, blocked or "")
@@ -403,8 +449,15 @@ def adverse_event_report(ctx: Ctx) -> bytes:
               "not-own-patient")
     elif patient is not None:
         _patient(ctx, patient)
-    ctx.st.put("aefi", f"ae-{ctx.height}-{ctx.index}",
-               (tx["lot"], tx["severity"], patient, ctx.party.id, ctx.pos))
+    report = f"ae-{ctx.height}-{ctx.index}"
+    ctx.st.put("aefi", report, (tx["lot"], tx["severity"], patient, ctx.party.id, ctx.pos))
+    if tx["severity"] in SERIOUS:  # above the threshold: the regulator must review the lot
+        signals = ctx.st.tables["signals"]
+        if not any(row[0] == tx["lot"] and row[4] == "open" for row in signals.values()):
+            review_id = f"sig-{ctx.height}-{ctx.index}"
+            ctx.st.put("signals", review_id, (tx["lot"], report, ctx.party.id, ctx.pos, "open",
+                                              None, None))
+            return f"ok:review:{review_id}".encode()
     return b"ok"
 
 
@@ -487,7 +540,7 @@ def on_hand(st: State, lots: tuple[str, ...], org: str) -> int:
     for lot in lots:
         for epc in st.lot_units.get(lot, ()):
             row = units[epc]
-            if (row[2] == org and row[3] in MOVABLE) or (row[3] == "in_transit"
+            if (row[2] == org and row[3] in MOVABLE) or (row[3] in EN_ROUTE
                                                           and row[4] == org):
                 count += 1
     return count

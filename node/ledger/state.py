@@ -35,6 +35,13 @@ TABLES: tuple[str, ...] = (
     "acks", "aefi", "biometrics", "consents", "gtins", "incidents", "lots", "org_status",
     "recalls", "records", "reviews", "suspects", "units",
 )
+#: Tables issue 16 added (claims, research, aggregation, cold chain, adverse-event signals).
+#: A snapshot lists them only once they hold a row, so a ledger that never uses them keeps
+#: the snapshot bytes it had before they existed.
+LATER_TABLES: tuple[str, ...] = (
+    "case_of", "cases", "claimed", "claims", "excursions", "lot_storage", "research",
+    "signals", "studies",
+)
 _MASK = (1 << 512) - 1
 _ENC = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 _ZERO = bytes(32)
@@ -44,6 +51,12 @@ SNAPSHOT_VERSION = 1
 def _row_hash(table: str, key: str, value: Any) -> int:
     data = _ENC.encode((table, key, value)).encode()
     return int.from_bytes(hashlib.blake2b(data, digest_size=64).digest(), "big")
+
+
+def _listed(tables: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """The tables as a snapshot lists them: sorted rows; a later table only once used."""
+    return {t: sorted(rows.items()) for t, rows in tables.items()
+            if rows or t not in LATER_TABLES}
 
 
 def freeze(value: Any) -> Any:
@@ -78,7 +91,7 @@ class State:
     """Tables + logs + stats; `put` is the only way a table row changes."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, dict[str, tuple[Any, ...]]] = {t: {} for t in TABLES}
+        self.tables: dict[str, dict[str, tuple[Any, ...]]] = {t: {} for t in TABLES + LATER_TABLES}
         self.acc = 0
         self.events = _Chain()   # (height, index, kind, org, epcs, detail, event_hash)
         self.audit = _Chain()    # (height, index, actor, action, target, decision, rule)
@@ -164,7 +177,7 @@ class State:
         """The canonical snapshot text (sorted keys and rows, no whitespace)."""
         return _ENC.encode({
             "v": SNAPSHOT_VERSION,
-            "tables": {t: sorted(rows.items()) for t, rows in self.tables.items()},
+            "tables": _listed(self.tables),
             "events": self.events.entries,
             "audit": self.audit.entries,
             "blocks": self.blocks.entries,
@@ -192,7 +205,7 @@ class State:
                 tables[table][key] = old
         return _ENC.encode({
             "v": SNAPSHOT_VERSION,
-            "tables": {t: sorted(rows.items()) for t, rows in tables.items()},
+            "tables": _listed(tables),
             "events": self.events.entries[:events],
             "audit": self.audit.entries[:audit],
             "blocks": self.blocks.entries[:blocks],

@@ -18,9 +18,25 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "CONSENT_ACTIONS", "DESTROY_REASONS", "FIELD_RULES", "ILLEGITIMATE_CLASSES",
-    "PURPOSES", "RECALL_CLASSES", "RECALL_REASONS", "RESOURCE_TYPES", "SEVERITIES",
-    "SUSPECT_BASES", "SUSPEND_REASONS", "Rule", "check_value",
+    "ADJUDICATION_DECISIONS",
+    "ADJUDICATION_REASONS",
+    "CLAIM_TYPES",
+    "CONSENT_ACTIONS",
+    "DESTROY_REASONS",
+    "FIELD_RULES",
+    "ILLEGITIMATE_CLASSES",
+    "PURPOSES",
+    "RECALL_CLASSES",
+    "RECALL_REASONS",
+    "RESEARCH_MEASURES",
+    "RESOURCE_TYPES",
+    "RETURN_REASONS",
+    "SEVERITIES",
+    "SIGNAL_OUTCOMES",
+    "SUSPECT_BASES",
+    "SUSPEND_REASONS",
+    "Rule",
+    "check_value",
 ]
 
 #: FHIR R4 resource types a record anchor (or a consent's data classes) may name.
@@ -55,6 +71,25 @@ REVIEW_OUTCOMES = frozenset({"justified", "unjustified"})
 BREAK_GLASS_REASONS = frozenset({"ETREAT", "BTG"})
 ACCESS_SCOPES = frozenset({"content", "metadata"})
 FHIR_VERSIONS = frozenset({"4.0.1"})
+#: FHIR R4 Claim.type (http://terminology.hl7.org/CodeSystem/claim-type).
+CLAIM_TYPES = frozenset({"institutional", "oral", "pharmacy", "professional", "vision"})
+#: An insurer's decision on a claim (FHIR ClaimResponse item adjudication, simplified).
+ADJUDICATION_DECISIONS = frozenset({"approve", "deny"})
+#: Why (docs/ledger.md#claims): `covered` for an approval, the rest for a denial; each maps to
+#: an X12 claim adjustment reason code (96 non-covered, 18 duplicate, 50 not medically
+#: necessary, 16 missing information, 27 coverage expired, 242 out of network), and
+#: `no-consent` to the patient's missing HPAYMT consent.
+ADJUDICATION_REASONS = frozenset({"covered", "not-covered", "duplicate",
+                                  "not-medically-necessary", "missing-information",
+                                  "coverage-expired", "out-of-network", "no-consent"})
+#: What a research query may count (RESEARCH_QUERY.measure): consenting patients with a
+#: record of the type, or their records of the type.
+RESEARCH_MEASURES = frozenset({"patients", "records"})
+#: Why units go back upstream (EPCIS_RETURN.reason; CBV 2.0 bizStep `returning`).
+RETURN_REASONS = frozenset({"recalled", "damaged", "expired", "overstock", "wrong-product",
+                            "cold-chain-excursion", "quarantined"})
+#: How the regulator closes an adverse-event signal review (AE_REVIEW_CLOSE.outcome).
+SIGNAL_OUTCOMES = frozenset({"no-action", "monitoring", "label-change", "recall-requested"})
 
 # Patterns (all anchored by fullmatch; each bounds the length).
 _ID = r"[A-Za-z]{1,8}-[0-9]{1,12}(?:-[0-9]{1,6})?"                    # rec-12, bg-4-0
@@ -63,7 +98,7 @@ _PARTY = r"[a-z][a-z0-9]{0,19}(?:-[a-z0-9]{1,12}){0,2}"                 # hospit
 PATTERNS: dict[str, re.Pattern[str]] = {
     "id": re.compile(f"{_ID}|{_UUID}"),
     "party": re.compile(_PARTY),
-    "grantee": re.compile(f"{_PARTY}|role:(?:clinician|pharmacist)"),
+    "grantee": re.compile(f"{_PARTY}|role:(?:clinician|pharmacist|insurer|researcher)"),
     "pseudonym": re.compile(r"pp:[0-9a-f]{20}"),
     # SGTIN EPC URI; the serial is numeric as in SGTIN-96 (at most 12 digits: 38 bits).
     "epc": re.compile(r"urn:epc:id:sgtin:[0-9]{6,12}\.[0-9]{1,7}\.[0-9]{1,12}"),
@@ -77,6 +112,12 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "event_hash": re.compile(r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0"),
     "biz_tx": re.compile(r"urn:epcglobal:cbv:bt:[0-9]{13}:[A-Z0-9-]{1,20}"),
     "vaccine_code": re.compile(r"[0-9]{1,3}"),                           # CDC CVX code
+    # SSCC EPC URI of a case or pallet (GS1 TDS): company prefix + serial reference = 17
+    # digits (checked in txs.py), numeric.
+    "sscc": re.compile(r"urn:epc:id:sscc:[0-9]{6,12}\.[0-9]{5,11}"),
+    # A temperature in degrees Celsius with at most one decimal (EPCIS 2.0 sensorReport value,
+    # uom CEL): -99.9 .. 99.9.
+    "celsius": re.compile(r"-?[0-9]{1,2}(?:\.[0-9])?"),
 }
 
 Rule = frozenset[str] | str
@@ -85,9 +126,13 @@ Rule = frozenset[str] | str
 #: Every string field of every kind (and the items of list fields) -> its rule.
 FIELD_RULES: dict[str, Rule] = {
     "consent_id": "id", "record_id": "id", "review_id": "id", "incident_id": "id",
-    "recall_id": "id",
+    "recall_id": "id", "claim_id": "id", "study_id": "id", "query_id": "id",
     "patient": "pseudonym", "subject": "pseudonym",
-    "grantee": "grantee", "to": "party", "org": "party",
+    "grantee": "grantee", "to": "party", "org": "party", "researcher": "party",
+    "parent": "sscc", "parents": "sscc", "temp_min": "celsius", "temp_max": "celsius",
+    "reading": "celsius", "record_ids": "id", "claim_commitment": "commitment",
+    "protocol_commitment": "commitment", "claim_type": CLAIM_TYPES,
+    "decision": ADJUDICATION_DECISIONS, "measure": RESEARCH_MEASURES,
     "epc": "epc", "epcs": "epc", "gtin": "gtin", "lot": "lot", "lots": "lot",
     "expiry": "date", "start": "datetime", "end": "datetime",
     "commitment": "commitment", "doc_commitment": "commitment", "new_commitment": "commitment",
@@ -106,6 +151,9 @@ KIND_FIELD_RULES: dict[tuple[str, str], Rule] = {
     ("ORG_SUSPEND", "reason"): SUSPEND_REASONS,
     ("RECALL_ISSUE", "reason"): RECALL_REASONS,
     ("EPCIS_DESTROY", "reason"): DESTROY_REASONS,
+    ("EPCIS_RETURN", "reason"): RETURN_REASONS,
+    ("CLAIM_ADJUDICATE", "reason_code"): ADJUDICATION_REASONS,
+    ("AE_REVIEW_CLOSE", "outcome"): SIGNAL_OUTCOMES,
 }
 #: Rejection reasons kept from before the vocabularies (tests and docs name them).
 _PATTERN_REASONS = {"commitment": "bad-commitment", "event_hash": "bad-event-hash"}

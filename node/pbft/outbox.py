@@ -50,6 +50,7 @@ class Outbox:
         """The time of the event being processed (a proposal's timestamp reads it)."""
         self._env_prefix = m.envelope_prefix(replica_id)
         self._mac_prefix = replica_id.encode() + b"\x00"
+        self._others = tuple(r for i, r in enumerate(ids) if i != me)
 
     def trace(self, event: str, **fields: Any) -> None:
         self.effects.append(Trace(event, fields))
@@ -74,13 +75,12 @@ class Outbox:
         """Multicast to every other replica (point-to-point sends, one MAC each)."""
         payload = m.encode(msg)
         kind = msg.KIND
-        out = self.effects
-        authenticated = self._mac_prefix + payload  # what each receiver's MAC covers
-        mac = self.keys.mac
-        seal, prefix = m.seal_envelope, self._env_prefix
-        for i, to_id in enumerate(self.ids):
-            if i != self.me:
-                out.append(Send(to_id, seal(prefix, payload, mac(to_id, authenticated)), kind))
+        others = self._others
+        # each receiver's MAC covers our id and the payload; the copies differ only in it
+        tags = self.keys.macs(others, self._mac_prefix + payload)
+        head = m.envelope_head(self._env_prefix, payload)
+        self.effects.extend([Send(to_id, head + tag, kind)
+                             for to_id, tag in zip(others, tags, strict=True)])
 
     def set_timer(self, key: str, delay_ns: int) -> None:
         self.timers.add(key)

@@ -64,6 +64,8 @@ class Replica:
         self.ids = ids = membership.node_ids
         self.client_ids = frozenset(c.id for c in membership.clients)
         self._mac_prefixes = tuple(r.id.encode() + b"\x00" for r in membership.nodes)
+        # The other replicas by id: one lookup tells a peer from a client or a stranger.
+        self._peers = {r: i for i, r in enumerate(ids) if i != index}
         # the parts
         self.out = out = Outbox(replica_id, index, ids, keyring)
         self.dropped = out.dropped  # drop counters by reason (read by metrics and tests)
@@ -177,31 +179,19 @@ class Replica:
 
     def _on_receive(self, data: bytes) -> None:
         """Authenticate before decoding: a replica's message is decoded only once its MAC
-        holds, so forged bytes cost one HMAC, never a parse. A client's REQUEST carries a
+        holds, so forged bytes cost one MAC, never a parse. A client's REQUEST carries a
         signature instead, which normal_case checks on the decoded request."""
-        self.costs.messages += 1
-        self.costs.bytes += len(data)
+        costs = self.costs
+        costs.messages += 1
+        costs.bytes += len(data)
         try:
             sender, payload, mac = m.open_envelope(data)
         except DecodeError:
             self.out.drop("malformed")
             return
-        if sender in self.client_ids:
-            try:
-                req = m.decode(payload)
-            except DecodeError:
-                self.out.drop("malformed")
-                return
-            if type(req) is not m.Request:
-                self.out.drop("unknown sender", sender, req.KIND)
-            elif req.client != sender:
-                self.out.drop("request client does not match sender", sender, req.KIND)
-            else:
-                self.normal.on_request(req, True)
-            return
-        index = self.membership.index_of(sender)
-        if index is None or index == self.me:
-            self.out.drop("unknown sender", sender, _kind_of(payload))
+        index = self._peers.get(sender)
+        if index is None:
+            self._on_receive_other(sender, payload)
             return
         if not self.keys.check_mac(sender, self._mac_prefixes[index] + payload, mac):
             self.out.drop("bad MAC", sender, _kind_of(payload))
@@ -211,14 +201,36 @@ class Replica:
         except DecodeError:
             self.out.drop("malformed")
             return
-        if type(msg) is m.Request:
-            self.normal.on_request(msg, False)
+        kind = type(msg)
+        if kind is m.Request:
+            self.normal.on_request(msg, False)  # type: ignore[arg-type]
             return
-        claimed = getattr(msg, "replica", index)
-        if claimed != index and type(msg) is not m.NewView:
+        if getattr(msg, "replica", index) != index and kind is not m.NewView:
             self.out.drop("replica field does not match sender", sender, msg.KIND)
             return
-        self._dispatch(index, msg)
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self.out.drop("unexpected message type", sender, msg.KIND)
+            return
+        handler(index, msg)
+
+    def _on_receive_other(self, sender: str, payload: bytes) -> None:
+        """An envelope not from another replica: a client's REQUEST (signed, so its envelope
+        carries no MAC), or a stranger's (or our own id's) message, dropped."""
+        if sender not in self.client_ids:
+            self.out.drop("unknown sender", sender, _kind_of(payload))
+            return
+        try:
+            req = m.decode(payload)
+        except DecodeError:
+            self.out.drop("malformed")
+            return
+        if type(req) is not m.Request:
+            self.out.drop("unknown sender", sender, req.KIND)
+        elif req.client != sender:
+            self.out.drop("request client does not match sender", sender, req.KIND)
+        else:
+            self.normal.on_request(req, True)
 
     def _dispatch(self, sender: int, msg: Message) -> None:
         handler = self._handlers.get(type(msg))

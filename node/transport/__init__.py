@@ -7,7 +7,7 @@ HTTP/WebSocket (`node.transport.http`) or an MQTT broker (`node.transport.mqtt`)
 what is here:
 
 - **Framing.** Measured on this project's machine, one aiohttp round trip costs ~120-180 us
-  while an HMAC costs 1.3 us: per-message transport overhead, not cryptography, limits
+  while a MAC costs about 1 us: per-message transport overhead, not cryptography, limits
   throughput. So messages are never sent one per network write. `Outbox` collects everything
   the node sends during one event-loop iteration, per destination, and `pack_frames` packs
   it into frames of length-prefixed messages (u32 big-endian length, then the bytes). One
