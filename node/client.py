@@ -32,6 +32,8 @@ class Accepted:
     timestamp: int
     result: bytes
     view: int
+    replies: int = 0
+    """How many matching replies settled it (f+1 unless more arrived at once)."""
 
 
 @dataclass(slots=True)
@@ -118,7 +120,7 @@ class Client:
         self.view = max(self.view, sorted(matching)[-self.needed])
         return [
             CancelTimer(_timer(reply.session)),
-            Accepted(reply.session, reply.timestamp, reply.result, self.view),
+            Accepted(reply.session, reply.timestamp, reply.result, self.view, len(matching)),
         ]
 
     def _on_timeout(self, key: str) -> list[ClientEffect]:

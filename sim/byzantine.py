@@ -144,7 +144,11 @@ class ByzantineShell:
             out += self._replay()
             out.append(SetTimer(key, self.behavior.get("every") or 50_000_000))
         elif key == _PREFIX + "pvc":
-            out += self.inner.step(Timeout("view-change"), now_ns)
+            # The replica believes its timer expired; the trace says whose decision it was.
+            out += [Trace("view-change", {**eff.fields, "cause": "byzantine",
+                                          "behavior": self.name})
+                    if type(eff) is Trace and eff.event == "view-change" else eff
+                    for eff in self.inner.step(Timeout("view-change"), now_ns)]
             out.append(Trace("byzantine", {"behavior": self.name, "action": "view change"}))
             out.append(SetTimer(key, self.behavior.get("every") or 1_000_000_000))
             out = self._rewrite(out)

@@ -35,7 +35,7 @@ from medbft.scenario import Scenario, scenario_hash
 from medbft.summary import Measured, build_summary, code_version
 from medbft.targets import fault_rng
 from medbft.traffic.workload import Workload
-from node.client import Client
+from node.client import Accepted, Client
 from node.config import Config
 from node.crypto import Costs, Identity, Keyring, VerifyCache
 from node.events import Trace
@@ -47,6 +47,7 @@ from sim.cpu import CpuCosts, cost_model
 from sim.faults import FaultInjector
 from sim.loop import VirtualTimeLoop
 from sim.network import Network
+from sim.tracing import MessageFields, accept_row
 
 __all__ = ["PROGRESS_SLICES", "ProgressFn", "RunResult", "SimTransport", "digest_summary",
            "run_scenario"]
@@ -83,12 +84,15 @@ class SimTransport:
         self.network = network
         self.traffic = traffic
         self.record = record
-        self.endpoints: dict[str, NodeRuntime] = {}
+        self.endpoints: dict[str, NodeRuntime | _TracedEndpoint] = {}
         self.in_flight = 0
         self._context = contextvars.copy_context()  # deliveries set no context variables
         self._group: list[tuple[str, bytes]] = []
         self._group_at = -1
         self._group_timer: asyncio.TimerHandle | None = None
+        # A full trace only (`_trace_send`): the send rows of messages on their way.
+        self.message_fields = MessageFields()
+        self.in_flight_rows: dict[tuple[str, int, int], dict[str, Any]] = {}
 
     def send(self, src: str, to: str, data: bytes, kind: str) -> None:
         loop = self.loop
@@ -97,9 +101,10 @@ class SimTransport:
         self.traffic.count(src, kind, nbytes)
         arrivals = self.network.deliveries(src, to, nbytes, now)
         if self.record is not None:
-            self.record.append({"t": now, "node": src, "event": "send", "to": to, "kind": kind,
-                                "bytes": nbytes, "lost": not arrivals,
-                                "arrive": list(arrivals)})
+            row = {"t": now, "node": src, "event": "send", "to": to, "kind": kind,
+                   "bytes": nbytes, "lost": not arrivals, "arrive": list(arrivals)}
+            self.record.append(row)
+            self._trace_send(row, to, data, arrivals)
         if not arrivals:
             self.traffic.lost += 1
             return
@@ -115,11 +120,45 @@ class SimTransport:
             self._group_timer = loop.call_at_ns(arrival, self._deliver_group, group,
                                                 context=self._context)
 
+    def _trace_send(self, row: dict[str, Any], to: str, data: bytes,
+                    arrivals: list[int]) -> None:
+        """A full trace only: the message's view, seq and digest as sent to `to`
+        (sim/tracing.py), why it was lost, and where to find the row if it reaches a crashed party
+        (`_TracedEndpoint`)."""
+        row.update(self.message_fields(data))
+        if not arrivals:
+            network = self.network
+            row["reason"] = network.cut_reason(row["node"], to) or (
+                "loss" if network.link(row["node"], to) is not None else "no link")
+        for arrival in arrivals:
+            self.in_flight_rows[(to, arrival, id(data))] = row
+
     def _deliver_group(self, group: list[tuple[str, bytes]]) -> None:
         endpoints = self.endpoints
         for to, data in group:
             self.in_flight -= 1
             endpoints[to].receive(data)
+
+
+class _TracedEndpoint:
+    """A runtime seen through a full trace: a message that arrives while the party is crashed
+    is lost, and its send row says so (`"lost": true, "reason": "crashed"`), so a chart never
+    draws it as delivered. Only runs with --trace use it; the runtime's own behaviour (it
+    ignores what arrives while crashed) is unchanged."""
+
+    __slots__ = ("loop", "rows", "rt")
+
+    def __init__(self, rt: NodeRuntime, transport: SimTransport) -> None:
+        self.rt = rt
+        self.loop = transport.loop
+        self.rows = transport.in_flight_rows
+
+    def receive(self, data: bytes) -> None:
+        row = self.rows.pop((self.rt.id, self.loop.now_ns, id(data)), None)
+        if row is not None and self.rt.crashed:
+            row["lost"] = True
+            row["reason"] = "crashed"
+        self.rt.receive(data)
 
 
 class _Run:
@@ -164,7 +203,7 @@ class _Run:
             rt = NodeRuntime(replica, self.transport, self.loop, cost_model=model,
                              trace=self._on_trace)
             self.runtimes[nid] = rt
-            self.transport.endpoints[nid] = rt
+            self.transport.endpoints[nid] = _TracedEndpoint(rt, self.transport) if trace else rt
         clients: dict[str, tuple[Client, NodeRuntime]] = {}
         for cid in scenario.clients:
             core = Client(self.membership, Keyring(idents[cid], pubs, Costs(), cache),
@@ -186,6 +225,8 @@ class _Run:
 
     def _client_effect(self, cid: str, eff: object) -> None:
         self.workload.on_effect(cid, eff)
+        if self.full_trace and type(eff) is Accepted:
+            self.trace.append(accept_row(self.loop.now_ns, cid, eff))
 
     def _on_trace(self, node: str, now_ns: int, tr: Trace) -> None:
         fields = tr.fields

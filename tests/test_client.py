@@ -88,7 +88,7 @@ def test_a_result_is_accepted_on_f_plus_1_matching_replies(n: int, needed: int) 
     for i in range(needed - 1):
         assert p.step(p.reply(i)) == [], f"{i + 1} replies of {needed} must not settle"
     effects = p.step(p.reply(needed - 1))
-    assert effects == [CancelTimer("retry:0"), Accepted(0, 1, b"ok", 0)]
+    assert effects == [CancelTimer("retry:0"), Accepted(0, 1, b"ok", 0, needed)]
     assert p.client.outstanding == {}
 
 
@@ -98,7 +98,7 @@ def test_replies_with_different_results_do_not_add_up() -> None:
     assert p.step(p.reply(0, b"yes")) == []
     assert p.step(p.reply(1, b"no")) == []
     assert p.step(p.reply(2, b"maybe")) == []
-    assert p.step(p.reply(3, b"no"))[-1] == Accepted(0, 1, b"no", 0)
+    assert p.step(p.reply(3, b"no"))[-1] == Accepted(0, 1, b"no", 0, 2)
 
 
 def test_the_same_replica_replying_twice_counts_once() -> None:
@@ -106,7 +106,7 @@ def test_the_same_replica_replying_twice_counts_once() -> None:
     p.client.submit(0, b"op")
     assert p.step(p.reply(1)) == []
     assert p.step(p.reply(1)) == []
-    assert p.step(p.reply(2))[-1] == Accepted(0, 1, b"ok", 0)
+    assert p.step(p.reply(2))[-1] == Accepted(0, 1, b"ok", 0, 2)
 
 
 def test_late_and_stale_replies_are_ignored() -> None:
@@ -127,7 +127,7 @@ def test_the_client_learns_the_view_from_f_plus_1_replies() -> None:
     assert p.step(p.reply(1, view=5)) == []
     accepted = p.step(p.reply(2, view=1))[-1]
     # f+1 = 2 replies say view >= 1; one faulty replica cannot claim view 5 alone.
-    assert accepted == Accepted(0, 1, b"ok", 1)
+    assert accepted == Accepted(0, 1, b"ok", 1, 2)
     assert p.client.view == 1
     to, _ = sent_request(p.client.submit(0, b"next")[0])
     assert to == "r1", "the primary of view 1"

@@ -34,12 +34,16 @@ def register(sub: Any) -> None:
     p.add_argument("--nodes", help="only these parties, comma-separated (e.g. client-1,"
                                    "hospital-1,hospital-2)")
     p.add_argument("--max-messages", type=int, default=400,
-                   help="draw and narrate at most this many messages (default 400)")
+                   help="draw and narrate at most this many messages (default 400); the "
+                        "excerpt then stops before the instant that would exceed it, so no "
+                        "multicast is cut")
     p.add_argument("--brief", action="store_true", help="no explanations, one line per step")
     p.add_argument("--formats", default="png,svg",
                    help="chart formats, from png,svg,pdf (default png,svg)")
     p.add_argument("--out", type=Path,
-                   help="chart path without extension (default DIR/plots/sequence)")
+                   help="chart path without extension (default DIR/plots/sequence-WHAT, "
+                        "WHAT: first-request, request-KEY or FROM-TO; `medbft plot` draws "
+                        "DIR/plots/sequence)")
     p.set_defaults(handler=handle)
 
 
@@ -55,6 +59,16 @@ def _window(args: argparse.Namespace, directory: Path) -> tuple[int, int]:
         return parse_duration_ns(args.start), parse_duration_ns(args.end)
     except ValueError as exc:
         raise UsageError(f"--from/--to: {exc}") from exc
+
+
+def _chart_name(args: argparse.Namespace, start: int, end: int) -> str:
+    """What the chart shows, for its default file name: never `sequence` alone, which is the
+    chart of the run's figures (`medbft run`, `medbft plot`), so neither overwrites the other."""
+    if args.request:
+        return "request-" + "-".join(args.request.split("/"))
+    if args.start is not None:
+        return f"{start / 1e6:g}ms-{end / 1e6:g}ms"
+    return "first-request"
 
 
 def _parties(directory: Path) -> list[str] | None:
@@ -108,7 +122,7 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     from medbft.views.sequence_chart import sequence_chart
     from medbft.views.style import save, style
 
-    stem = args.out or directory / "plots" / "sequence"
+    stem = args.out or directory / "plots" / f"sequence-{_chart_name(args, start, end)}"
     with style():
         written = save(sequence_chart(excerpt), stem, formats)
     console.print(f"chart: {', '.join(str(p) for p in written)}", markup=False)

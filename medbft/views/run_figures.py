@@ -720,9 +720,11 @@ CAPTIONS = {
     "messages_by_node": "Messages and bytes sent, by replica and client.",
     "cpu": "CPU utilisation per replica: busy simulated CPU time over the run's length.",
     "sequence": "Message sequence chart of the first committed request (runs with --trace): "
-                "one lane per party, time running down, an arrow per message from its send to "
-                "its arrival, protocol events marked on the lanes. `medbft sequence DIR` "
-                "narrates it and draws any other window.",
+                "one lane per party (the primary, Byzantine and crashed parties labelled), "
+                "time running down, an arrow per message from its send to its arrival (a "
+                "cross: lost, or sent to a crashed party), protocol events marked on the lanes "
+                "with the quorum each certificate took. `medbft sequence DIR` narrates it and "
+                "draws any other window.",
     "network": "The network: replicas coloured by role, clients inside, links the scenario "
                "overrides drawn dark and labelled; crashed replicas ringed, Byzantine ones "
                "drawn as diamonds.",

@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from medbft.results import read_requests, read_scenario_copy, trace_rows
+from node.quorum import faults_tolerated, primary_of
 
 __all__ = [
+    "CAUSES",
     "EVENT_NOTES",
     "MESSAGE_NOTES",
     "Excerpt",
     "Sent",
     "Step",
     "TraceError",
+    "cause_text",
     "excerpt_from_rows",
     "load_sequence",
     "narrate",
@@ -74,7 +77,30 @@ EVENT_NOTES = {
     "state-transfer": "installed a state transferred from its peers",
     "crash": "crashed",
     "recover": "recovered",
+    "accept": "the client accepted the result: f+1 matching REPLYs, so at least one is from a "
+              "correct replica (4.1)",
 }
+#: Why a replica started a view change (the `cause` of its `view-change` trace row), said
+#: after its line; {request} and {behavior} come from the row.
+CAUSES = {
+    "request-timer": "its timer for {request} expired",
+    "new-view-timer": "no NEW-VIEW came in time",
+    "f+1-view-changes": "f+1 replicas asked for a higher view",
+    "inadmissible-pre-prepare": "the primary proposed an inadmissible request",
+    "byzantine": "Byzantine ({behavior}): no cause",
+}
+
+
+def cause_text(fields: dict[str, Any]) -> str:
+    """The cause of a view change in words ('' when the row has none: an older trace)."""
+    cause = fields.get("cause")
+    if not isinstance(cause, str):
+        return ""
+    text = CAUSES.get(cause, cause)
+    if cause == "request-timer" and "request" not in fields:
+        text = "its request timer expired"
+    return text.format(request=fields.get("request", ""),
+                       behavior=fields.get("behavior", "Byzantine"))
 
 
 class TraceError(ValueError):
@@ -90,11 +116,17 @@ class Sent:
     src: str
     dst: str
     kind: str
-    arrive_ns: tuple[int, ...]  # empty: lost; two: duplicated
+    arrive_ns: tuple[int, ...]  # empty: lost on the way; two: duplicated
+    view: int | None = None
+    seq: int | None = None
+    digest: str = ""  # as sent to `dst` (an equivocator sends different ones)
+    reason: str = ""  # why it was lost: loss, partition, isolated, crashed (the receiver)
 
     @property
     def lost(self) -> bool:
-        return not self.arrive_ns
+        """Not received: lost on the way, or it reached a crashed party (`reason` crashed,
+        `arrive_ns` says when)."""
+        return not self.arrive_ns or self.reason == "crashed"
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,21 @@ class Excerpt:
     truncated: int = 0  # messages left out beyond the cap
     down: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     """Party -> the stretches of the window it spent crashed, [from, to] in ns."""
+    byzantine: dict[str, str] = field(default_factory=dict)
+    """Replica -> its Byzantine behaviour, for those faulty at some time in the window."""
+    primaries: list[tuple[int, int, str]] = field(default_factory=list)
+    """(from when, view, primary): the view at the window's start, then each view entered."""
+    f: int = 0
+    cut_ns: int | None = None
+    """--max-messages: nothing from this instant on is shown (`truncated` messages in
+    `truncated_groups` multicasts were left out); None: nothing was cut."""
+    truncated_groups: int = 0
+    """How many multicasts (or lone sends) the `truncated` messages make."""
+
+    @property
+    def n(self) -> int:
+        """The number of replicas (the scenario's nodes)."""
+        return len(self.roles)
 
 
 def _read_trace(directory: Path) -> Iterator[dict[str, Any]]:
@@ -159,7 +206,9 @@ def request_window(directory: Path, key: str | None) -> tuple[int, int]:
 def load_sequence(directory: str | Path, start_ns: int, end_ns: int,
                   nodes: list[str] | None = None, max_messages: int = 400) -> Excerpt:
     """The messages sent and the protocol events in [start_ns, end_ns] (of `nodes` only, when
-    given), at most `max_messages` messages. Raises TraceError."""
+    given), at most `max_messages` messages: when more were sent, the excerpt stops before the
+    first instant that would go beyond the cap, so no multicast is ever cut in the middle
+    (`Excerpt.cut_ns`). Raises TraceError."""
     root = Path(directory)
     return excerpt_from_rows(_read_trace(root), _roles(root), start_ns, end_ns, nodes,
                              max_messages, source=root / "trace.jsonl")
@@ -170,57 +219,137 @@ def excerpt_from_rows(rows: Iterable[dict[str, Any]], roles: dict[str, str], sta
                       source: Path | str = "trace") -> Excerpt:
     """`load_sequence` on trace rows already in memory (in time order), with `roles` (node id
     -> role). The studio narrates the rows of a run in progress this way. Raises TraceError."""
+    replicas = list(roles)
     if end_ns < start_ns:
         raise TraceError(f"the window ends ({end_ns / 1e6:g} ms) before it starts "
                          f"({start_ns / 1e6:g} ms)")
     wanted = set(nodes) if nodes else None
     messages: list[Sent] = []
     steps: list[Step] = []
-    truncated = 0
     crashed_at: dict[str, int] = {}
     down: dict[str, list[tuple[int, int]]] = {}
+    faulty: dict[str, str] = {}  # Byzantine now
+    byzantine: dict[str, str] = {}  # Byzantine at some time in the window
+    view = start_view = 0
+    primaries: list[tuple[int, int, str]] = []
+    cut_ns: int | None = None
+    cut_sends: dict[tuple[int, str, str, str], int] = {}  # (t, src, kind, dst) -> copies
+    truncated = 0
+    last_arrival = end_ns  # the REPLYs of the window may be accepted after it ends
     for row in rows:
         t = int(row["t"])
+        event = row["event"]
         if t > end_ns:
-            break  # rows come in time order: the rest is after the window
-        if row["event"] in ("crash", "recover"):
+            if t > last_arrival or cut_ns is not None:
+                break  # rows come in time order: the rest is after the window
+            if event == "accept" and (wanted is None or row["node"] in wanted):
+                steps.append(Step(t, str(row["node"]), "accept", _step_fields(row)))
+            continue
+        if event in ("crash", "recover"):
             node = str(row["node"])
-            if row["event"] == "crash":
+            if event == "crash":
                 crashed_at.setdefault(node, max(t, start_ns))
             elif node in crashed_at:
                 since = crashed_at.pop(node)
                 if t >= start_ns:
                     down.setdefault(node, []).append((since, t))
-        if not start_ns <= t <= end_ns:
+        elif event == "byzantine-begin":
+            faulty[str(row["node"])] = str(row.get("label", "")).split(" ", 1)[-1]
+        elif event == "byzantine-end":
+            faulty.pop(str(row["node"]), None)
+        elif event == "enter-view" and int(row.get("view", 0)) > view:
+            view = int(row["view"])
+            if t >= start_ns:
+                primaries.append((t, view, str(row.get("primary", ""))))
+        if t < start_ns:
+            start_view = view
             continue
-        if row["event"] == "send":
+        byzantine.update(faulty)
+        if event == "send":
             src, dst = str(row["node"]), str(row["to"])
             if wanted is not None and not (src in wanted and dst in wanted):
                 continue
-            if len(messages) >= max_messages:
+            if cut_ns is not None:  # left out: counted, by multicast, for the trailer
                 truncated += 1
+                _count(cut_sends, (t, src, str(row["kind"]), dst))
                 continue
             if "arrive" not in row and not row.get("lost"):
                 raise TraceError(f"{source}: written by an older medbft, whose "
                                  f"sends carry no arrival times; run the scenario again with "
                                  f"--trace")
-            arrive = tuple(int(a) for a in row.get("arrive", ()))
-            messages.append(Sent(t, src, dst, str(row["kind"]), arrive))
-        elif row["event"] in EVENT_NOTES and row.get("node") not in (None, "*"):
+            if len(messages) >= max_messages:
+                # Cut before this instant: what it sends is left out whole.
+                cut_ns = t
+                kept = [m for m in messages if m.t_ns < t]
+                for m in messages[len(kept):]:
+                    _count(cut_sends, (m.t_ns, m.src, m.kind, m.dst))
+                truncated += len(messages) - len(kept) + 1
+                _count(cut_sends, (t, src, str(row["kind"]), dst))
+                messages = kept
+                steps = [st for st in steps if st.t_ns < t]
+                continue
+            sent = _sent(row, src, dst, t)
+            messages.append(sent)
+            if sent.kind == "REPLY" and sent.arrive_ns:
+                last_arrival = max(last_arrival, *sent.arrive_ns)
+        elif cut_ns is None and event in EVENT_NOTES and row.get("node") not in (None, "*"):
             node = str(row["node"])
             if wanted is None or node in wanted:
-                fields = {k: v for k, v in row.items() if k not in ("t", "node", "event")}
-                steps.append(Step(t, node, str(row["event"]), fields))
+                steps.append(Step(t, node, str(event), _step_fields(row)))
     if not messages and not steps:
+        if cut_ns is not None:
+            raise TraceError(f"the first instant of the window ({cut_ns / 1e6:g} ms) alone "
+                             f"has more than --max-messages {max_messages} messages; raise "
+                             f"--max-messages")
         raise TraceError(f"nothing happened between {start_ns / 1e6:g} ms and "
                          f"{end_ns / 1e6:g} ms" + (f" among {', '.join(nodes)}" if nodes else ""))
+    # A client's acceptance is shown with the REPLYs that made it (not one of an earlier
+    # request that happens to fall in the window).
+    replied = {(m.dst, a) for m in messages if m.kind == "REPLY" and not m.lost
+               for a in m.arrive_ns}
+    steps = [st for st in steps if st.event != "accept" or (st.node, st.t_ns) in replied]
+    shown_end = end_ns if cut_ns is None else cut_ns
     for node, since in crashed_at.items():
-        down.setdefault(node, []).append((since, end_ns))
+        down.setdefault(node, []).append((since, shown_end))
     seen = [m.src for m in messages] + [m.dst for m in messages] + [s.node for s in steps]
     clients = sorted({p for p in seen if p not in roles})
-    replicas = [nid for nid in roles if nid in seen]
-    return Excerpt(start_ns, end_ns, clients + replicas, roles, messages, steps, truncated,
-                   {k: v for k, v in sorted(down.items()) if wanted is None or k in wanted})
+    lanes = clients + [nid for nid in replicas if nid in seen]
+    first = (start_ns, start_view,
+             replicas[primary_of(start_view, len(replicas))] if replicas else "")
+    return Excerpt(start_ns, end_ns, lanes, roles, messages, steps, truncated,
+                   {k: [(a, b) for a, b in v if a < shown_end]
+                    for k, v in sorted(down.items()) if wanted is None or k in wanted},
+                   {k: v for k, v in sorted(byzantine.items()) if k in lanes},
+                   [first, *[p for p in primaries if p[0] < shown_end]],
+                   faults_tolerated(len(replicas)) if replicas else 0,
+                   cut_ns, _multicasts(cut_sends))
+
+
+def _count(counts: dict[tuple[int, str, str, str], int],
+           key: tuple[int, str, str, str]) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _multicasts(counts: dict[tuple[int, str, str, str], int]) -> int:
+    """How many multicasts the sends counted in `counts` make: per party, kind and instant,
+    the most copies any one receiver got (as `_rounds` counts them; a lone send is one)."""
+    rounds: dict[tuple[int, str, str], int] = {}
+    for (t, src, kind, _), copies in counts.items():
+        rounds[(t, src, kind)] = max(rounds.get((t, src, kind), 0), copies)
+    return sum(rounds.values())
+
+
+def _step_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("t", "node", "event")}
+
+
+def _sent(row: dict[str, Any], src: str, dst: str, t: int) -> Sent:
+    """A send row as a `Sent` (the view, seq and digest of traces written since 2026-12)."""
+    view, seq = row.get("view"), row.get("seq")
+    return Sent(t, src, dst, str(row["kind"]), tuple(int(a) for a in row.get("arrive", ())),
+                int(view) if isinstance(view, int) else None,
+                int(seq) if isinstance(seq, int) else None,
+                str(row.get("digest", "")), str(row.get("reason", "")))
 
 
 _INDENT = " " * 17
@@ -243,6 +372,11 @@ def _fields(step: Step) -> str:
     if f.get("requests"):
         reqs = list(f["requests"])
         parts.append(", ".join(reqs[:3]) + (f" +{len(reqs) - 3}" if len(reqs) > 3 else ""))
+    if step.event == "accept":
+        parts.append(f"{f.get('request', '')}, {f.get('replies', '?')} matching replies")
+    cause = cause_text(f)
+    if cause:
+        parts.append(f"({cause})")
     return " ".join(parts)
 
 
@@ -274,6 +408,19 @@ def _step_lines(steps: list[Step]) -> list[tuple[int, str, str]]:
     return out
 
 
+def _versions(msgs: list[Sent]) -> str:
+    """'; seq 41: digest e7d53dd2 to a and b, c1bb5298 to c' for each sequence number whose
+    messages in `msgs` carry different digests to different receivers (an equivocator)."""
+    by_seq: dict[int, dict[str, list[str]]] = {}
+    for m in msgs:
+        if m.digest and m.seq is not None:
+            by_seq.setdefault(m.seq, {}).setdefault(m.digest, []).append(m.dst)
+    return "".join(
+        f"; seq {seq}: digest " + ", ".join(f"{d[:8]} to {' and '.join(dict.fromkeys(to))}"
+                                          for d, to in by_digest.items())
+        for seq, by_digest in by_seq.items() if len(by_digest) > 1)
+
+
 def narration(ex: Excerpt) -> list[tuple[int, str, str]]:
     """(t_ns, text, what) per multicast (messages of one kind a party sent at one instant) and
     per protocol event, in time order; `what` is the message kind or event, the key of
@@ -288,8 +435,9 @@ def narration(ex: Excerpt) -> list[tuple[int, str, str]]:
         entries.append((t, 0, len(entries), text, event))
     for (t, src, kind), msgs in groups.items():
         rounds = _rounds(msgs)
-        lost = [m.dst for m in msgs if m.lost]
-        arrivals = sorted(a for m in msgs for a in m.arrive_ns)
+        lost = list(dict.fromkeys(m.dst + (" (crashed)" if m.reason == "crashed" else "")
+                                  for m in msgs if m.lost))
+        arrivals = sorted(a for m in msgs if not m.lost for a in m.arrive_ns)
         dsts = list(dict.fromkeys(m.dst for m in msgs))
         text = f"{src} -> {', '.join(dsts)}: {kind}" + (f" x{rounds}" if rounds > 1 else "")
         if arrivals:
@@ -298,6 +446,7 @@ def narration(ex: Excerpt) -> list[tuple[int, str, str]]:
                      else f" (arrives {first:g}-{last:g} ms)")
         if lost:
             text += f"; lost to {', '.join(lost)}"
+        text += _versions(msgs)
         entries.append((t, 1, len(entries), text, kind))
     return [(t, text, what) for t, _, _, text, what in sorted(entries)]
 
@@ -314,7 +463,9 @@ def narrate(ex: Excerpt, explain: bool = True) -> list[str]:
             told.add(what)
             lines += textwrap.wrap(f"({note})", width=_WIDTH, initial_indent=_INDENT,
                                    subsequent_indent=_INDENT + " ")
-    if ex.truncated:
-        lines.append(f"... and {ex.truncated} more messages (raise --max-messages or narrow "
-                     f"the window)")
+    if ex.cut_ns is not None:
+        lines.append(f"... cut at {ex.cut_ns / 1e6:.3f} ms by --max-messages: the "
+                     f"{ex.truncated} messages ({ex.truncated_groups} multicasts) and the "
+                     f"events from there to {ex.end_ns / 1e6:.3f} ms are not shown; raise "
+                     f"--max-messages or narrow the window")
     return lines

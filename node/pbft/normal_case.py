@@ -255,7 +255,7 @@ class NormalCase:
             if reason == "inadmissible request in batch":
                 # Proof enough that the primary is faulty (admission is deterministic, and an
                 # honest primary never proposes such a request): ask for a new view now.
-                self.views.start_view_change(self.log.view + 1)
+                self.views.start_view_change(self.log.view + 1, "inadmissible-pre-prepare")
             return
         log = self.log
         slot = log.slot(pp.seq)
@@ -533,8 +533,15 @@ class NormalCase:
             self.transfer.fetch_state()
             self.out.set_timer(T_VIEW_CHANGE, self.views.timeout_ns())
             return
-        self.timed_request = None
-        self.views.start_view_change(log.view + 1)
+        # The trace says which timer expired: a request's (which one) or, in a view change
+        # already, the wait for the NEW-VIEW.
+        timed, self.timed_request = self.timed_request, None
+        if not log.view_active:
+            self.views.start_view_change(log.view + 1, "new-view-timer")
+        elif timed is not None:
+            self.views.start_view_change(log.view + 1, "request-timer", request=_key_str(timed))
+        else:
+            self.views.start_view_change(log.view + 1, "request-timer")
 
     def on_catch_up_timeout(self) -> None:
         """Fetch only when we made no progress while the timer ran. Under pipelining f+1

@@ -92,7 +92,9 @@ class ViewChanges:
 
     # -- leaving a view ----------------------------------------------------------------------
 
-    def start_view_change(self, new_view: int) -> None:
+    def start_view_change(self, new_view: int, cause: str, **detail: str) -> None:
+        """Leave the view for `new_view`. `cause` (and `detail`) go on the trace row only: a
+        timer (`request-timer`, `new-view-timer`), `f+1-view-changes`, or what was wrong."""
         log = self.log
         assert new_view > log.view or not log.view_active
         log.view = new_view
@@ -105,7 +107,8 @@ class ViewChanges:
         vc = dataclasses.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
         self.changes.setdefault(new_view, {})[self.me] = vc
         self.out.bcast(vc)
-        self.out.trace("view-change", view=new_view, stable_seq=log.h, prepared=len(prepared))
+        self.out.trace("view-change", view=new_view, stable_seq=log.h, prepared=len(prepared),
+                       cause=cause, **detail)
         self.new_view_timeout_ns = self.timeout_ns()
         self.out.cancel_timer(T_VIEW_CHANGE)
         self.out.set_timer(T_RETRANSMIT, self.new_view_timeout_ns // 4 or 1)
@@ -183,7 +186,7 @@ class ViewChanges:
         if target is None:
             return False
         self.out.trace("join-view", view=target)
-        self.start_view_change(target)
+        self.start_view_change(target, "f+1-view-changes")
         return True
 
     def _maybe_new_view(self, view: int) -> None:
