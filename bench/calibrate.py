@@ -78,7 +78,10 @@ Known error sources (the figures are only as good as the machine was quiet):
 * idle work (timers, the /status scrapes of the sampling itself) is charged to messages;
 * crypto is priced from a micro-benchmark in this process, not measured inside the nodes;
 * the load generator's own CPU (signing requests, checking replies) is not in the model at
-  all: it is printed per request, as what the simulator cannot charge.
+  all: it is printed per request, as what the simulator cannot charge; so is the time the
+  node threads sat runnable waiting for a core (/proc/PID/task/*/schedstat), per message,
+  which on a busy machine can exceed the CPU itself and which the model, where each replica
+  has a core of its own, cannot show either.
 """
 
 from __future__ import annotations
@@ -271,6 +274,12 @@ class Window:
     loadgen_cpu_s: float = 0.0
     """CPU seconds of this process (the load generator) over the window: not modelled."""
     nodes: int = 4
+    node_wait_s: float = 0.0
+    """Seconds the node processes' threads sat runnable on a run queue, waiting for a core
+    (/proc/PID/task/*/schedstat): latency the model has no term for, since it gives every
+    replica a CPU of its own and nothing else runs."""
+    broker_cpu_s: float = 0.0
+    """CPU seconds of the cluster's own MQTT broker (mqtt transport): not modelled either."""
 
 
 def window_between(a: dict[str, Any], b: dict[str, Any], nodes: int) -> Window:
@@ -278,7 +287,9 @@ def window_between(a: dict[str, Any], b: dict[str, Any], nodes: int) -> Window:
     saw no executed request or no message (the run stalled, or the samples came too late)."""
     win = Window(seconds=b["t"] - a["t"], node_cpu_s=b["node_cpu_s"] - a["node_cpu_s"],
                  messages=b["messages"] - a["messages"], executed=b["executed"] - a["executed"],
-                 loadgen_cpu_s=b["loadgen_cpu_s"] - a["loadgen_cpu_s"], nodes=nodes)
+                 loadgen_cpu_s=b["loadgen_cpu_s"] - a["loadgen_cpu_s"], nodes=nodes,
+                 node_wait_s=b.get("node_wait_s", 0.0) - a.get("node_wait_s", 0.0),
+                 broker_cpu_s=b.get("broker_cpu_s", 0.0) - a.get("broker_cpu_s", 0.0))
     if win.messages <= 0 or win.executed <= 0 or win.seconds <= 0:
         raise ValueError(f"the sampling window saw {win.executed} executed requests and "
                          f"{win.messages} messages in {win.seconds:.2f} s: nothing to divide by "
@@ -352,10 +363,33 @@ def sim_counts(scenario: str, app: str, duration: str) -> dict[str, int]:
     return totals
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the threads of process `pid` have waited on a run queue (0 without schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended between the listing and the read
+    return total / 1e9
+
+
 async def _sample(cluster: Any, session: Any, net: Any) -> dict[str, Any]:
     from medbft.real.load import scrape
 
     cpu = cluster.cpu_seconds()
+    wait = sum(run_queue_wait_s(proc.pid) for proc in cluster.procs.values())
+    broker = cluster.broker_proc
+    broker_cpu = process_cpu_s(broker.pid) if broker is not None and broker.poll() is None else 0.0
     loadgen = time.process_time()
     t = time.monotonic()
     rows = await scrape(session, net)
@@ -363,6 +397,7 @@ async def _sample(cluster: Any, session: Any, net: Any) -> dict[str, Any]:
         raise RuntimeError(f"only {len(rows)} of {len(net.membership.node_ids)} nodes answered "
                            f"/status")
     return {"t": t, "node_cpu_s": sum(cpu.values()), "loadgen_cpu_s": loadgen,
+            "node_wait_s": wait, "broker_cpu_s": broker_cpu,
             "messages": sum(r["counters"]["messages_received"] for r in rows.values()),
             "executed": sum(r["counters"]["executed_requests"] for r in rows.values())}
 
@@ -458,15 +493,21 @@ def main_real(args: argparse.Namespace) -> int:
 
     print()
     print(f"{'app':<8}{'msgs/exec real':>16}{'msgs/exec sim':>15}{'node CPU/req':>14}"
-          f"{'priced apart/req':>18}{'load gen CPU/req':>18}")
+          f"{'priced apart/req':>18}{'load gen CPU/req':>18}{'run-queue wait/msg':>20}")
     for app, win in windows.items():
         reqs = win.executed / win.nodes
         apart = priced_apart_ns(win, sims[app], costs[app]) / reqs
         print(f"{app:<8}{win.messages / win.executed:>16.2f}{sims[app]['messages']:>15.2f}"
               f"{fmt_cost(win.node_cpu_s * 1e9 / reqs):>14}{fmt_cost(apart):>18}"
-              f"{fmt_cost(win.loadgen_cpu_s * 1e9 / reqs):>18}")
-    print("(per request = per request the cluster committed; the load generator's CPU is not "
-          "charged by the model)")
+              f"{fmt_cost(win.loadgen_cpu_s * 1e9 / reqs):>18}"
+              f"{fmt_cost(win.node_wait_s * 1e9 / win.messages):>20}")
+    print("(per request = per request the cluster committed. Not charged by the model: the "
+          "load generator's CPU, and the time node threads waited for a core)")
+    for app, win in windows.items():
+        if win.broker_cpu_s:
+            print(f"{app}: the MQTT broker spent {fmt_cost(win.broker_cpu_s * 1e9 / win.messages)}"
+                  f" of CPU per message the nodes received (not in `message`: the simulated "
+                  f"link has to carry it)")
     print()
     print(f"message {fmt_cost(costs['kv']['message'])} per message (in-memory default "
           f"{fmt_cost(DEFAULT_COSTS_NS['message'])})"
