@@ -216,7 +216,7 @@ def drive_cluster(requests: int, op_size: int, warmup: int, batch_size: int) -> 
     before = {rid: r.costs.snapshot() for rid, r in cluster.replicas.items()}
     gc.collect()
     run(requests)
-    ops = dict.fromkeys(("messages", "bytes", *CRYPTO), 0)
+    ops = dict.fromkeys(("messages", "bytes", *CRYPTO, "execute"), 0)  # Costs.snapshot order
     for rid, r in cluster.replicas.items():
         for name, b, a in zip(ops, before[rid], r.costs.snapshot(), strict=True):
             ops[name] += a - b
@@ -464,6 +464,13 @@ def main_real(args: argparse.Namespace) -> int:
     if not Path(scenario).is_file():
         raise SystemExit(f"calibrate.py: no scenario file {scenario}")
     apps = ["kv"] if args.app == "kv" else ["kv", "ledger"]
+    from medbft.scenario import ScenarioError, load_scenario
+
+    try:  # both twins run this scenario with these settings: check it before anything runs
+        for app in apps:
+            load_scenario(scenario, [f"workload.app={app}", f"duration={args.sim_duration}"])
+    except ScenarioError as exc:
+        raise SystemExit(f"calibrate.py: the scenario does not validate:\n{exc}") from None
     print(f"calibrating REAL nodes on {platform.machine()} / Python "
           f"{platform.python_version()}: {scenario}, apps {' and '.join(apps)}, "
           f"{args.transport}, TLS on; load average {os.getloadavg()[0]:.2f} on "
@@ -477,8 +484,11 @@ def main_real(args: argparse.Namespace) -> int:
         for app in apps:
             counts = sim_counts(scenario, app, args.sim_duration)
             sims[app] = per_executed(counts)
-            win, summary = real_window(scenario, app, args.transport, duration_s, warmup_s,
-                                       tail_s, Path(tmp) / app)
+            try:
+                win, summary = real_window(scenario, app, args.transport, duration_s,
+                                           warmup_s, tail_s, Path(tmp) / app)
+            except (RuntimeError, ValueError) as exc:  # a cluster that did not come up
+                raise SystemExit(f"calibrate.py: the real {app} run failed: {exc}") from None
             windows[app], summaries[app] = win, summary
             ok = summary["safety"]["ok"] and summary["safety"]["state_agreement"]["ok"]
             print(f"  {app}: real run {summary['requests']['committed']} committed, p50 "

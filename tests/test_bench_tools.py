@@ -171,3 +171,13 @@ def test_the_proc_readers_read_this_process_and_forget_a_gone_one() -> None:
     gone = 2**22 + 12_345  # above the largest pid Linux allows (2**22): no such process
     assert calibrate.process_cpu_s(gone) == 0.0
     assert calibrate.run_queue_wait_s(gone) == 0.0
+
+
+def test_the_in_memory_calibration_counts_every_costs_counter() -> None:
+    """A few requests through the in-memory cluster (no timing asserted): every counter the
+    replicas keep, `execute` included, lands in the run's operation counts."""
+    run = calibrate.drive_cluster(4, 64, warmup=2, batch_size=1)
+    assert set(run["ops"]) == {"messages", "bytes", "sign", "verify", "mac", "digest",
+                               "execute"}
+    assert run["ops"]["execute"] == 4 * 4  # each of 4 replicas executed each request
+    assert run["ops"]["messages"] > 0 and run["steps"] > 0
