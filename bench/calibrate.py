@@ -32,6 +32,56 @@ What is measured (medians over several repetitions, `time.perf_counter_ns`):
   Requests write one of four keys, so the replicated state (and with it the cost of the
   checkpoint snapshot taken every 128 requests) stays small and constant during the run:
   state-machine cost that grows with the state is not a per-message cost.
+
+`--real`: what a REAL node process spends, everything included
+-------------------------------------------------------------
+
+The in-memory figures above price the replica core alone. A real node also runs the event
+loop, aiohttp or the MQTT client, TLS, frame encoding, SQLite commits and the kernel's socket
+work, about ten times more per message on loopback (issue 17). `--real` measures that:
+
+    .venv/bin/python bench/calibrate.py --real                    # kv, then ledger, HTTP
+    .venv/bin/python bench/calibrate.py --real --app kv --transport mqtt --json PATH
+
+It runs the scenario bench/compare.yaml (4 nodes on loopback, TLS on as shipped, 1 client x
+1 request in flight, batch 1) as a real cluster (`medbft.real.cluster.run_cluster`), once
+with the key-value app and, for `--app ledger`, once more with the ledger. Rather than
+differencing two runs of different lengths, each run is sampled twice in its steady middle
+(after `--warmup`, and `--tail` before the load stops): each node process's CPU seconds
+(/proc, user + system), and from each node's /status the messages it received
+(`messages_received`) and the requests it executed (`executed_requests`). Start-up,
+connection set-up, the drain and the post-run ledger checks (which read every block back and
+cost CPU per request) all fall outside the window, so nothing needs to cancel.
+
+The simulator charges sign, verify, mac, digest and byte separately, so their share is taken
+out first. Their counts come from a SIMULATED run of the same scenario and app (the replicas'
+`node.crypto.Costs` counters, per executed request), scaled by the requests the real nodes
+executed in the window; they are priced at this machine's crypto figures, measured here just
+before the runs (the `byte` cost stays at DEFAULT_COSTS_NS: one byte is a fraction of a
+nanosecond against ~100 us per message). Then
+
+    message = (node CPU - priced crypto and bytes) / messages received      (kv run)
+    execute = (node CPU - priced crypto and bytes - message x messages)
+              / requests executed                                            (ledger run)
+
+so the kv run sets `message` (kv execution, a dict write, is folded into it and `execute`
+stays 0 for kv), and the ledger run's surplus over that, per executed transaction, is the
+ledger's `execute`. The messages per executed request of both worlds are printed side by
+side: when they disagree, the simulated crypto counts do not describe the real run.
+
+Known error sources (the figures are only as good as the machine was quiet):
+* the 4 nodes and the load generator share the machine's cores (2 on the reference VM), so
+  cache and scheduler interference inflates CPU time under load, and the simulator gives
+  each replica a CPU of its own;
+* framing amortises per-message cost: at 1 request in flight each frame carries one
+  message, at higher load several, so the 1x1 figure is an upper bound for busy runs;
+* idle work (timers, the /status scrapes of the sampling itself) is charged to messages;
+* crypto is priced from a micro-benchmark in this process, not measured inside the nodes;
+* the load generator's own CPU (signing requests, checking replies) is not in the model at
+  all: it is printed per request, as what the simulator cannot charge; so is the time the
+  node threads sat runnable waiting for a core (/proc/PID/task/*/schedstat), per message,
+  which on a busy machine can exceed the CPU itself and which the model, where each replica
+  has a core of its own, cannot show either.
 """
 
 from __future__ import annotations
@@ -45,6 +95,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +216,7 @@ def drive_cluster(requests: int, op_size: int, warmup: int, batch_size: int) -> 
     before = {rid: r.costs.snapshot() for rid, r in cluster.replicas.items()}
     gc.collect()
     run(requests)
-    ops = dict.fromkeys(("messages", "bytes", *CRYPTO), 0)
+    ops = dict.fromkeys(("messages", "bytes", *CRYPTO, "execute"), 0)  # Costs.snapshot order
     for rid, r in cluster.replicas.items():
         for name, b, a in zip(ops, before[rid], r.costs.snapshot(), strict=True):
             ops[name] += a - b
@@ -199,6 +250,307 @@ def solve_message_byte(small: dict[str, float], large: dict[str, float]) -> tupl
 
 
 # ---------------------------------------------------------------------------------------------
+# Real node costs (--real)
+
+#: The cost keys the CPU model charges and the `Costs` counter each one multiplies.
+COUNTER_OF = {"message": "messages", "byte": "bytes", "sign": "sign", "verify": "verify",
+              "mac": "mac", "digest": "digest", "execute": "execute"}
+#: What the model charges besides `message` and `execute`: priced, then taken out.
+PRICED_APART = ("byte", "sign", "verify", "mac", "digest")
+SCENARIO = Path(__file__).resolve().parent / "compare.yaml"
+
+
+@dataclass
+class Window:
+    """What the node processes did between two samples in the steady middle of a real run."""
+
+    seconds: float
+    node_cpu_s: float
+    """CPU seconds (user + system) of all node processes together."""
+    messages: int
+    """Messages the nodes received (their `messages_received` counters, summed)."""
+    executed: int
+    """Requests the nodes executed (`executed_requests`, summed over the nodes)."""
+    loadgen_cpu_s: float = 0.0
+    """CPU seconds of this process (the load generator) over the window: not modelled."""
+    nodes: int = 4
+    node_wait_s: float = 0.0
+    """Seconds the node processes' threads sat runnable on a run queue, waiting for a core
+    (/proc/PID/task/*/schedstat): latency the model has no term for, since it gives every
+    replica a CPU of its own and nothing else runs."""
+    broker_cpu_s: float = 0.0
+    """CPU seconds of the cluster's own MQTT broker (mqtt transport): not modelled either."""
+
+
+def window_between(a: dict[str, Any], b: dict[str, Any], nodes: int) -> Window:
+    """The difference of two samples (see `_sample`) as a Window; ValueError when the window
+    saw no executed request or no message (the run stalled, or the samples came too late)."""
+    win = Window(seconds=b["t"] - a["t"], node_cpu_s=b["node_cpu_s"] - a["node_cpu_s"],
+                 messages=b["messages"] - a["messages"], executed=b["executed"] - a["executed"],
+                 loadgen_cpu_s=b["loadgen_cpu_s"] - a["loadgen_cpu_s"], nodes=nodes,
+                 node_wait_s=b.get("node_wait_s", 0.0) - a.get("node_wait_s", 0.0),
+                 broker_cpu_s=b.get("broker_cpu_s", 0.0) - a.get("broker_cpu_s", 0.0))
+    if win.messages <= 0 or win.executed <= 0 or win.seconds <= 0:
+        raise ValueError(f"the sampling window saw {win.executed} executed requests and "
+                         f"{win.messages} messages in {win.seconds:.2f} s: nothing to divide by "
+                         f"(did the run stall? try a longer --duration)")
+    return win
+
+
+def per_executed(totals: dict[str, int]) -> dict[str, float]:
+    """Costs counters (summed over replicas) per executed request; ValueError if none ran."""
+    executed = totals.get("execute", 0)
+    if executed <= 0:
+        raise ValueError("the simulated run executed no request: no counts to scale")
+    return {name: count / executed for name, count in totals.items()}
+
+
+def priced_apart_ns(win: Window, sim_per_exec: dict[str, float],
+                    costs: dict[str, float]) -> float:
+    """What the model charges for crypto and bytes over the window: each operation's count
+    per executed request in the simulated twin, times the requests the real nodes executed,
+    times its cost here."""
+    return sum(costs[k] * sim_per_exec[COUNTER_OF[k]] * win.executed for k in PRICED_APART)
+
+
+def message_cost_ns(win: Window, sim_per_exec: dict[str, float],
+                    costs: dict[str, float]) -> float:
+    """Node CPU per received message, after what the model charges apart (kv run)."""
+    return (win.node_cpu_s * 1e9 - priced_apart_ns(win, sim_per_exec, costs)) / win.messages
+
+
+def execute_cost_ns(win: Window, sim_per_exec: dict[str, float], costs: dict[str, float],
+                    message_ns: float) -> float:
+    """Node CPU per executed request beyond `message_ns` per message and the crypto and
+    bytes priced apart (ledger run, with `message_ns` from the kv run)."""
+    rest = (win.node_cpu_s * 1e9 - priced_apart_ns(win, sim_per_exec, costs)
+            - message_ns * win.messages)
+    return rest / win.executed
+
+
+def real_costs(windows: dict[str, Window], sims: dict[str, dict[str, float]],
+               crypto: dict[str, float],
+               byte_ns: float = DEFAULT_COSTS_NS["byte"]) -> dict[str, dict[str, float]]:
+    """Per app, the full set of per-operation costs (ns) for a scenario's `cpu:` block.
+    `windows` and `sims` need "kv"; with "ledger" too, the ledger's `execute` is its CPU
+    per executed request over the kv run's per-message cost."""
+    if "kv" not in windows:
+        raise ValueError("the per-message cost comes from a kv run: windows needs 'kv'")
+    base = {"byte": byte_ns, **{k: crypto[k] for k in CRYPTO}}
+    message = message_cost_ns(windows["kv"], sims["kv"], base)
+    out = {"kv": {"message": message, **base, "execute": 0.0}}
+    if "ledger" in windows:
+        execute = execute_cost_ns(windows["ledger"], sims["ledger"], base, message)
+        out["ledger"] = {"message": message, **base, "execute": execute}
+    return out
+
+
+def sim_counts(scenario: str, app: str, duration: str) -> dict[str, int]:
+    """The replicas' `Costs` counters, summed, after simulating `scenario` with `app`."""
+    from medbft.scenario import load_scenario
+    from sim.run import _Run  # the run object: its replicas' counters are what we need
+
+    sc = load_scenario(scenario, [f"workload.app={app}", f"duration={duration}"])
+    run = _Run(sc, sc.seed, False)
+    try:
+        run.run()
+    finally:
+        run.close()
+    totals = dict.fromkeys(COUNTER_OF.values(), 0)
+    for replica in run.replicas.values():
+        for name, value in zip(totals, replica.costs.snapshot(), strict=True):
+            totals[name] += value
+    return totals
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the threads of process `pid` have waited on a run queue (0 without schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended between the listing and the read
+    return total / 1e9
+
+
+async def _sample(cluster: Any, session: Any, net: Any) -> dict[str, Any]:
+    from medbft.real.load import scrape
+
+    cpu = cluster.cpu_seconds()
+    wait = sum(run_queue_wait_s(proc.pid) for proc in cluster.procs.values())
+    broker = cluster.broker_proc
+    broker_cpu = process_cpu_s(broker.pid) if broker is not None and broker.poll() is None else 0.0
+    loadgen = time.process_time()
+    t = time.monotonic()
+    rows = await scrape(session, net)
+    if len(rows) != len(net.membership.node_ids) or len(cpu) != len(rows):
+        raise RuntimeError(f"only {len(rows)} of {len(net.membership.node_ids)} nodes answered "
+                           f"/status")
+    return {"t": t, "node_cpu_s": sum(cpu.values()), "loadgen_cpu_s": loadgen,
+            "node_wait_s": wait, "broker_cpu_s": broker_cpu,
+            "messages": sum(r["counters"]["messages_received"] for r in rows.values()),
+            "executed": sum(r["counters"]["executed_requests"] for r in rows.values())}
+
+
+def real_window(scenario: str, app: str, transport: str, duration_s: float, warmup_s: float,
+                tail_s: float, out: Path) -> tuple[Window, dict[str, Any]]:
+    """Run `scenario` with `app` as a real cluster for `duration_s`; sample the node
+    processes after `warmup_s` and `tail_s` before the load stops. (window, run summary)"""
+    from medbft.cli.cluster import spec_from_scenario
+    from medbft.real.cluster import run_cluster
+    from node.realtime import run as run_loop
+    from node.tls import api_session
+
+    args = argparse.Namespace(transport=transport, broker=None, out=out, sync="normal",
+                              app=app)
+    spec, _ = spec_from_scenario(scenario, args, [f"workload.app={app}",
+                                                  f"duration={duration_s:g}s"])
+    box: list[Any] = []
+    samples: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    async def sampler(net: Any) -> None:
+        import asyncio
+
+        try:
+            async with api_session(net) as session:
+                await asyncio.sleep(warmup_s)
+                samples.append(await _sample(box[0], session, net))
+                await asyncio.sleep(duration_s - warmup_s - tail_s)
+                samples.append(await _sample(box[0], session, net))
+        except Exception as exc:  # run_cluster swallows a during_load failure: keep it
+            errors.append(exc)
+
+    result = run_loop(run_cluster(spec, cluster_box=box, during_load=sampler))
+    if errors:
+        raise RuntimeError(f"sampling the nodes failed: {errors[0]!r}")
+    if len(samples) != 2:
+        raise RuntimeError("the load ended before both samples were taken (the cluster run "
+                           "was shorter than --warmup + --tail?)")
+    return window_between(samples[0], samples[1], len(spec.nodes)), result.summary
+
+
+def cpu_block_text(costs: dict[str, float]) -> str:
+    """The `cpu:` mapping as YAML text, in the model's key order."""
+    return "cpu:\n" + "".join(f"  {k}: {fmt_cost(costs[k])}\n" for k in DEFAULT_COSTS_NS)
+
+
+def main_real(args: argparse.Namespace) -> int:
+    """`--real`: measure the real nodes' costs and print (and write) the `cpu:` blocks."""
+    import tempfile
+
+    from medbft.units import parse_duration_ns
+
+    try:
+        duration_s = parse_duration_ns(args.duration) / 1e9
+        warmup_s = parse_duration_ns(args.warmup) / 1e9
+        tail_s = parse_duration_ns(args.tail) / 1e9
+    except ValueError as exc:
+        raise SystemExit(f"calibrate.py: {exc}") from None
+    if duration_s - warmup_s - tail_s < 0.5:
+        raise SystemExit(f"calibrate.py: --duration {args.duration} leaves under 0.5 s between "
+                         f"--warmup {args.warmup} and --tail {args.tail}")
+    scenario = str(args.scenario)
+    if not Path(scenario).is_file():
+        raise SystemExit(f"calibrate.py: no scenario file {scenario}")
+    apps = ["kv"] if args.app == "kv" else ["kv", "ledger"]
+    from medbft.scenario import ScenarioError, load_scenario
+
+    try:  # both twins run this scenario with these settings: check it before anything runs
+        for app in apps:
+            load_scenario(scenario, [f"workload.app={app}", f"duration={args.sim_duration}"])
+    except ScenarioError as exc:
+        raise SystemExit(f"calibrate.py: the scenario does not validate:\n{exc}") from None
+    print(f"calibrating REAL nodes on {platform.machine()} / Python "
+          f"{platform.python_version()}: {scenario}, apps {' and '.join(apps)}, "
+          f"{args.transport}, TLS on; load average {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} CPUs (other work skews the figures)")
+    t_start = time.perf_counter()
+    samples = crypto_costs(args.reps or 3)
+    crypto = {k: statistics.median(v) for k, v in samples.items()}
+    print("crypto here: " + ", ".join(f"{k} {fmt_cost(v)}" for k, v in crypto.items()))
+    sims, windows, summaries = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="medbft-calibrate-") as tmp:
+        for app in apps:
+            counts = sim_counts(scenario, app, args.sim_duration)
+            sims[app] = per_executed(counts)
+            try:
+                win, summary = real_window(scenario, app, args.transport, duration_s,
+                                           warmup_s, tail_s, Path(tmp) / app)
+            except (RuntimeError, ValueError) as exc:  # a cluster that did not come up
+                raise SystemExit(f"calibrate.py: the real {app} run failed: {exc}") from None
+            windows[app], summaries[app] = win, summary
+            ok = summary["safety"]["ok"] and summary["safety"]["state_agreement"]["ok"]
+            print(f"  {app}: real run {summary['requests']['committed']} committed, p50 "
+                  f"{summary['latency_ms']['p50'] or 0:.2f} ms, safety "
+                  f"{'ok' if ok else 'VIOLATED'}; window {win.seconds:.2f} s: "
+                  f"{win.executed / win.nodes:.0f} requests, {win.messages} messages, node CPU "
+                  f"{win.node_cpu_s:.2f} s", flush=True)
+    try:
+        costs = real_costs(windows, sims, crypto)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise SystemExit(f"calibrate.py: {exc}") from None
+
+    print()
+    print(f"{'app':<8}{'msgs/exec real':>16}{'msgs/exec sim':>15}{'node CPU/req':>14}"
+          f"{'priced apart/req':>18}{'load gen CPU/req':>18}{'run-queue wait/msg':>20}")
+    for app, win in windows.items():
+        reqs = win.executed / win.nodes
+        apart = priced_apart_ns(win, sims[app], costs[app]) / reqs
+        print(f"{app:<8}{win.messages / win.executed:>16.2f}{sims[app]['messages']:>15.2f}"
+              f"{fmt_cost(win.node_cpu_s * 1e9 / reqs):>14}{fmt_cost(apart):>18}"
+              f"{fmt_cost(win.loadgen_cpu_s * 1e9 / reqs):>18}"
+              f"{fmt_cost(win.node_wait_s * 1e9 / win.messages):>20}")
+    print("(per request = per request the cluster committed. Not charged by the model: the "
+          "load generator's CPU, and the time node threads waited for a core)")
+    for app, win in windows.items():
+        if win.broker_cpu_s:
+            print(f"{app}: the MQTT broker spent {fmt_cost(win.broker_cpu_s * 1e9 / win.messages)}"
+                  f" of CPU per message the nodes received (not in `message`: the simulated "
+                  f"link has to carry it)")
+    print()
+    print(f"message {fmt_cost(costs['kv']['message'])} per message (in-memory default "
+          f"{fmt_cost(DEFAULT_COSTS_NS['message'])})"
+          + (f"; ledger execute {fmt_cost(costs['ledger']['execute'])} per executed request"
+             if "ledger" in costs else ""))
+    for app in apps:
+        print()
+        print(f"# paste into a scenario ({app} app, {args.transport}):")
+        print(cpu_block_text(costs[app]), end="")
+    print()
+    print(f"done in {time.perf_counter() - t_start:.1f} s wall")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "mode": "real", "machine": platform.machine(), "python": platform.python_version(),
+            "scenario": scenario, "transport": args.transport, "duration_s": duration_s,
+            "warmup_s": warmup_s, "tail_s": tail_s, "load_average": os.getloadavg(),
+            "crypto_ns": crypto, "crypto_samples_ns": samples,
+            "windows": {a: asdict(w) for a, w in windows.items()},
+            "sim_per_executed": sims, "costs_ns": costs,
+            "cpu_yaml_by_app": {a: {k: fmt_cost(v) for k, v in c.items()}
+                                for a, c in costs.items()},
+            "cpu_yaml": {k: fmt_cost(v) for k, v in costs[apps[-1]].items()},
+            "real_summary": {a: {"committed": s["requests"]["committed"],
+                                 "latency_ms": s["latency_ms"],
+                                 "messages": s["messages"]["total"]}
+                             for a, s in summaries.items()},
+        }, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Output
 
 
@@ -228,7 +580,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="request size in bytes of the second run, for the per-byte slope")
     ap.add_argument("--batch-size", type=int, default=1, help="protocol batch_size (default 1)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    real = ap.add_argument_group("--real: a real node's costs, everything included")
+    real.add_argument("--real", action="store_true",
+                      help="measure real node processes on loopback (see the docstring)")
+    real.add_argument("--app", choices=("kv", "ledger"), default="ledger",
+                      help="kv: the per-message cost only; ledger (default): also the ledger's "
+                           "per-request execute cost (runs kv, then ledger)")
+    real.add_argument("--transport", choices=("http", "mqtt"), default="http")
+    real.add_argument("--scenario", default=str(SCENARIO),
+                      help="the scenario to run (default bench/compare.yaml: 1 client x 1)")
+    real.add_argument("--duration", default="6s", help="each real run's load (default 6s)")
+    real.add_argument("--warmup", default="1.5s", help="load before the first sample")
+    real.add_argument("--tail", default="0.5s", help="load left after the second sample")
+    real.add_argument("--sim-duration", default="1s",
+                      help="simulated time of the twin run that counts the crypto (default 1s)")
     args = ap.parse_args(argv)
+    if args.real:
+        return main_real(args)
     reps = args.reps or (3 if args.quick else 7)
     requests = args.requests or (300 if args.quick else 1500)
     small_op = 64

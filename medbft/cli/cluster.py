@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,14 +69,18 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=handle)
 
 
-def spec_from_scenario(path: str, args: argparse.Namespace) -> Any:
-    """A `ClusterSpec` from a scenario file; warns (returns) the fault kinds it skips."""
+def spec_from_scenario(path: str, args: argparse.Namespace,
+                       overrides: Sequence[str] = ()) -> Any:
+    """A `ClusterSpec` from a scenario file; warns (returns) the fault kinds it skips.
+    `overrides` are `dotted.path=value` settings applied to the file as `medbft run --set`
+    does (bench/compare.py and bench/calibrate.py run one scenario with another app and
+    duration, and the simulated twin must see the same scenario)."""
     from medbft.real.cluster import ClusterSpec, FaultAction
     from medbft.real.load import LoadSpec
     from medbft.scenario import load_scenario, scenario_hash
     from node.netdir import protocol_block
 
-    sc = load_scenario(path)
+    sc = load_scenario(path, overrides)
     protocol = protocol_block(sc.protocol.model_dump())
     w = sc.workload
     load = LoadSpec(duration_ns=sc.duration_ns, drain_ns=sc.drain_ns, clients=w.clients,

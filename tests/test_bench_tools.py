@@ -1,0 +1,183 @@
+"""The pure parts of the benchmark tools: the arithmetic that turns measurements into costs,
+and the `cpu:` blocks they print being ones a scenario accepts.
+
+Why this exists: bench/calibrate.py --real and bench/compare.py --calibrated are measuring
+tools, never run by the tests (a real cluster is minutes of CPU and its figures depend on the
+machine). Their arithmetic and their output format can still be wrong in ways no measurement
+shows: a misplaced term gives plausible-looking costs, and a block the scenario parser rejects
+breaks the comparison only after the real runs. So those parts are checked here, on made-up
+numbers, without starting anything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from medbft.scenario import ScenarioError, load_scenario, parse_scenario
+from sim.cpu import DEFAULT_COSTS_NS, CpuCosts
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPARE_YAML = ROOT / "bench" / "compare.yaml"
+
+
+def _bench(name: str) -> ModuleType:
+    """Import bench/<name>.py (bench/ is not a package)."""
+    key = f"_bench_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+calibrate = _bench("calibrate")
+compare = _bench("compare")
+
+CRYPTO = {"sign": 20_000.0, "verify": 50_000.0, "mac": 1_000.0, "digest": 400.0}
+# Per executed request (summed over replicas), as a simulated twin would count them.
+SIM = {"messages": 6.0, "bytes": 1_000.0, "sign": 0.0, "verify": 1.0, "mac": 12.0,
+       "digest": 1.0, "execute": 1.0}
+
+
+def _window(message_ns: float, execute_ns: float, executed: int = 400) -> object:
+    """The window a node would show if each message cost `message_ns`, each executed
+    request `execute_ns`, and crypto and bytes exactly what SIM and CRYPTO say."""
+    messages = int(SIM["messages"] * executed)
+    apart = executed * (sum(CRYPTO[k] * SIM[k] for k in CRYPTO)
+                        + DEFAULT_COSTS_NS["byte"] * SIM["bytes"])
+    cpu_ns = message_ns * messages + execute_ns * executed + apart
+    return calibrate.Window(seconds=3.0, node_cpu_s=cpu_ns / 1e9, messages=messages,
+                            executed=executed)
+
+
+def test_real_costs_recover_the_message_and_execute_costs_they_were_built_from() -> None:
+    windows = {"kv": _window(150_000, 0), "ledger": _window(150_000, 40_000, executed=300)}
+    costs = calibrate.real_costs(windows, {"kv": SIM, "ledger": SIM}, CRYPTO)
+    assert costs["kv"]["message"] == pytest.approx(150_000)
+    assert costs["kv"]["execute"] == 0.0
+    assert costs["ledger"]["message"] == pytest.approx(150_000)
+    assert costs["ledger"]["execute"] == pytest.approx(40_000)
+    for app in costs:
+        assert set(costs[app]) == set(DEFAULT_COSTS_NS)
+        assert costs[app]["verify"] == CRYPTO["verify"]
+        assert costs[app]["byte"] == DEFAULT_COSTS_NS["byte"]
+
+
+def test_real_costs_need_a_kv_run() -> None:
+    with pytest.raises(ValueError, match="kv"):
+        calibrate.real_costs({"ledger": _window(1, 1)}, {"ledger": SIM}, CRYPTO)
+
+
+def test_a_window_is_the_difference_of_two_samples_and_refuses_an_empty_one() -> None:
+    a = {"t": 10.0, "node_cpu_s": 5.0, "loadgen_cpu_s": 1.0, "messages": 100, "executed": 8}
+    b = {"t": 13.0, "node_cpu_s": 7.5, "loadgen_cpu_s": 1.5, "messages": 2_500, "executed": 408}
+    win = calibrate.window_between(a, b, nodes=4)
+    assert (win.seconds, win.node_cpu_s, win.messages, win.executed) == (3.0, 2.5, 2_400, 400)
+    assert win.loadgen_cpu_s == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="nothing to divide by"):
+        calibrate.window_between(a, a, nodes=4)
+
+
+def test_per_executed_divides_by_the_executed_requests() -> None:
+    out = calibrate.per_executed({"messages": 60, "bytes": 900, "execute": 10})
+    assert out == {"messages": 6.0, "bytes": 90.0, "execute": 1.0}
+    with pytest.raises(ValueError, match="no request"):
+        calibrate.per_executed({"messages": 6, "execute": 0})
+
+
+def test_the_printed_cpu_block_is_one_a_scenario_accepts() -> None:
+    costs = {"message": 171_234.5, "byte": 0.5, "sign": 18_500.0, "verify": 44_600.0,
+             "mac": 902.0, "digest": 338.0, "execute": 37_500.0}
+    block = yaml.safe_load(calibrate.cpu_block_text(costs))
+    assert list(block["cpu"]) == list(DEFAULT_COSTS_NS)
+    raw = yaml.safe_load(COMPARE_YAML.read_text())
+    raw["cpu"] = block["cpu"]
+    parsed = CpuCosts.from_spec(parse_scenario(raw, "test").cpu)
+    assert parsed is not None
+    for k, v in costs.items():
+        assert parsed.as_dict()[k] == pytest.approx(v, rel=1e-3), k
+
+
+def test_compare_reads_the_blocks_a_real_calibration_writes(tmp_path: Path) -> None:
+    by_app = {"kv": {"message": "150us", "execute": "0ns"},
+              "ledger": {"message": "150us", "execute": "40us"}}
+    path = tmp_path / "real.json"
+    path.write_text(json.dumps({"mode": "real", "cpu_yaml_by_app": by_app, "cpu_yaml": {}}))
+    assert compare.load_calibration(str(path)) == by_app
+    for app, block in by_app.items():  # each goes into the scenario whole, as compare does
+        sc = load_scenario(COMPARE_YAML, compare.sim_overrides(0.05, app, block, "2s"))
+        assert sc.workload.app == app
+        assert sc.cpu is not None and sc.cpu.execute_ns == (40_000 if app == "ledger" else 0)
+        assert sc.cpu.sign_ns is None  # unset: the model's default, as in the block
+
+
+def test_compare_accepts_one_block_for_every_app(tmp_path: Path) -> None:
+    yaml_path = tmp_path / "cpu.yaml"
+    yaml_path.write_text("cpu:\n  message: 150us\n  execute: 30us\n")
+    blocks = compare.load_calibration(str(yaml_path))
+    assert blocks["kv"] == blocks["ledger"] == {"message": "150us", "execute": "30us"}
+    memory = tmp_path / "memory.json"  # the in-memory calibration's JSON
+    memory.write_text(json.dumps({"cpu_yaml": {"message": "15us", "byte": "2.25ns"}}))
+    assert compare.load_calibration(str(memory))["ledger"] == {"message": "15us",
+                                                               "byte": "2.25ns"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "expected a mapping"),
+    ('{"name": "x"}', "no cpu block"),
+    ('{"cpu": "fast"}', "not a mapping"),
+    ('{"cpu_yaml_by_app": {"ledger": {"message": "1us"}}}', "no 'kv' block"),
+])
+def test_compare_says_what_is_wrong_with_a_calibration_file(tmp_path: Path, text: str,
+                                                            message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(compare.CalibrationError, match=message):
+        compare.load_calibration(str(path))
+    with pytest.raises(compare.CalibrationError, match="cannot read"):
+        compare.load_calibration(str(tmp_path / "missing.json"))
+
+
+def test_a_bad_cost_in_a_block_is_a_scenario_error() -> None:
+    with pytest.raises(ScenarioError, match="cpu"):
+        load_scenario(COMPARE_YAML, compare.sim_overrides(0.05, "kv", {"message": "fast"}, None))
+
+
+def test_within_marks_the_bounds() -> None:
+    assert compare.within(10.0, 10.9, 0.10) == (pytest.approx(1.09), True)
+    assert compare.within(10.0, 11.0, 0.10)[1]  # the bound itself is within
+    assert not compare.within(10.0, 11.2, 0.10)[1]
+    assert not compare.within(10.0, 8.0, 0.10)[1]
+    assert compare.within(None, 3.0, 0.2) == (None, False)
+    assert compare.within(0.0, 3.0, 0.2) == (None, False)
+
+
+def test_the_proc_readers_read_this_process_and_forget_a_gone_one() -> None:
+    import os
+
+    assert calibrate.process_cpu_s(os.getpid()) > 0
+    assert compare.process_cpu_s(os.getpid()) > 0
+    assert calibrate.run_queue_wait_s(os.getpid()) >= 0
+    gone = 2**22 + 12_345  # above the largest pid Linux allows (2**22): no such process
+    assert calibrate.process_cpu_s(gone) == 0.0
+    assert calibrate.run_queue_wait_s(gone) == 0.0
+
+
+def test_the_in_memory_calibration_counts_every_costs_counter() -> None:
+    """A few requests through the in-memory cluster (no timing asserted): every counter the
+    replicas keep, `execute` included, lands in the run's operation counts."""
+    run = calibrate.drive_cluster(4, 64, warmup=2, batch_size=1)
+    assert set(run["ops"]) == {"messages", "bytes", "sign", "verify", "mac", "digest",
+                               "execute"}
+    assert run["ops"]["execute"] == 4 * 4  # each of 4 replicas executed each request
+    assert run["ops"]["messages"] > 0 and run["steps"] > 0
