@@ -105,7 +105,11 @@ class NodeRuntime:
         if self.cost_model is None:  # the common path, once per message: no queue
             loop = self.loop
             now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
-            self._apply(self.core.step(Receive(data), now))
+            core = self.core
+            # A replica takes the bytes directly (no Receive event built per message); other
+            # cores, and a Byzantine shell around a replica, take the event.
+            fast = getattr(core, "receive", None)
+            self._apply(fast(data, now) if fast is not None else core.step(Receive(data), now))
         else:
             self._submit(Receive(data))
 

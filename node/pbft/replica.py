@@ -126,13 +126,31 @@ class Replica:
             raise TypeError(f"unknown event {event!r}")
         out.effects = []
         if self.config.durable:
-            if self.log.votes_dirty:
-                out.persisted.append(Persist("votes", durable.votes_record(self.log)))
-                self.log.votes_dirty = False
-            if out.persisted:
-                effects[:0] = out.persisted
-                out.persisted = []
+            self._persist_first(effects)
         return effects
+
+    def receive(self, data: bytes, now_ns: int) -> list[Effect]:
+        """`step(Receive(data), now_ns)` without building the event: the runtimes call this
+        once per message."""
+        out = self.out
+        out.now_ns = now_ns
+        effects: list[Effect] = []
+        out.effects = effects
+        self._on_receive(data)
+        out.effects = []
+        if self.config.durable:
+            self._persist_first(effects)
+        return effects
+
+    def _persist_first(self, effects: list[Effect]) -> None:
+        """Durable mode: the step's Persist records go before its other effects."""
+        out = self.out
+        if self.log.votes_dirty:
+            out.persisted.append(Persist("votes", durable.votes_record(self.log)))
+            self.log.votes_dirty = False
+        if out.persisted:
+            effects[:0] = out.persisted
+            out.persisted = []
 
     # What observers (metrics, the API, tests) read.
 
