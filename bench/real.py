@@ -252,11 +252,7 @@ def main() -> int:
     print(f"\ntarget: 3,000 committed signed tx/s over HTTP; settings: {args.clients} clients x "
           f"{args.outstanding} outstanding, batch_size {args.batch_size}, max_in_flight "
           f"{args.max_in_flight}, {args.duration}, sync {args.sync}, app {args.app}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"crypto": crypto, "load_average": load_avg,
-                                         "settings": vars(args) | {"json": str(args.json)},
-                                         "results": rows}, indent=2) + "\n")
+    write_json(args, crypto, load_avg, results=rows)
     return 0
 
 
@@ -285,13 +281,18 @@ def run_matrix(args: argparse.Namespace, crypto: dict[str, float],
     print(f"\n{args.duration} per row, batch_size {args.batch_size}, max_in_flight "
           f"{args.max_in_flight}, sync {args.sync}; load average {os.getloadavg()[0]:.2f} "
           f"after the runs; {time.perf_counter() - t0:.0f} s in all")
+    write_json(args, crypto, load_avg, reference=REFERENCE, matrix=rows)
+    return 0
+
+
+def write_json(args: argparse.Namespace, crypto: dict[str, float],
+               load_avg: tuple[float, float, float], **figures: Any) -> None:
+    """With --json, the figures and what they were measured with."""
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"crypto": crypto, "load_average": load_avg,
                                          "settings": vars(args) | {"json": str(args.json)},
-                                         "reference": REFERENCE, "matrix": rows},
-                                        indent=2) + "\n")
-    return 0
+                                         **figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

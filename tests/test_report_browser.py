@@ -11,9 +11,7 @@ except under CI (`.ci/run` installs it), where they fail.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,9 @@ from typing import Any
 import pytest
 
 from medbft.cli import main
+from tests.cdp import chromium
 
 ROOT = Path(__file__).parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +40,6 @@ document.title = JSON.stringify({
 </script>"""
 
 
-def _browser() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed: apt-get install chromium (.ci/run does)")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    return CHROMIUM
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -63,7 +54,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _layout(page: Path, width: int, fragment: str = "") -> dict[str, Any]:
     proc = subprocess.run(
-        [_browser(), "--headless=new", "--no-sandbox", "--disable-gpu",
+        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
          "--hide-scrollbars", f"--window-size={width},1000", "--virtual-time-budget=3000",
          "--dump-dom", page.as_uri() + fragment],
         capture_output=True, text=True, timeout=120, check=False)

@@ -19,7 +19,32 @@ from node.ledger.txs import commitment, encode_tx
 
 from .world import Pending, TrafficState
 
-__all__ = ["Consent"]
+__all__ = ["Consent", "grant_consent"]
+
+
+def grant_consent(s: TrafficState, cid: str, custodian: str, grantee: str, *,
+                  purpose: str = "TREAT", action: str = "access", days: int = 180) -> Pending:
+    """CONSENT_GRANT by patient `cid` of its record at `custodian` to `grantee`, for one
+    purpose and action (treatment: TREAT/access; payment: HPAYMT/disclose; research:
+    HRESCH/use), valid from a day ago for `days` days."""
+    pseudonym = s.g.pseudonyms_of(cid)[custodian]
+    consent_id = s.new_id("consent")
+    start = doc.iso_time(s.calendar_ns - 86_400 * 10**9, millis=False)
+    end = doc.iso_time(s.calendar_ns + days * 86_400 * 10**9, millis=False)
+    resource = doc.fhir_consent(consent_id, cid, custodian, grantee, start, end, s.calendar_ns)
+    resource["provision"]["purpose"][0]["code"] = purpose
+    resource["provision"]["action"][0]["coding"][0]["code"] = action
+
+    def ok(_: bytes) -> None:
+        s.w.consents.setdefault(cid, []).append((consent_id, pseudonym, grantee))
+        if purpose != "TREAT":
+            s.w.consent_purpose[consent_id] = purpose
+
+    return Pending(encode_tx("CONSENT_GRANT", consent_id=consent_id, patient=pseudonym,
+                             grantee=grantee, actions=[action], purposes=[purpose],
+                             period={"start": start, "end": end},
+                             doc_commitment=s.salted(resource, consent_id)),
+                   "CONSENT_GRANT", ok)
 
 
 class Consent:
@@ -32,22 +57,7 @@ class Consent:
 
     def grant_tx(self, cid: str, custodian: str, grantee: str) -> Pending:
         """CONSENT_GRANT by patient `cid` of its record at `custodian` to `grantee` (an org)."""
-        s = self.s
-        pseudonym = s.g.pseudonyms_of(cid)[custodian]
-        consent_id = s.new_id("consent")
-        start = doc.iso_time(s.calendar_ns - 86_400 * 10**9, millis=False)
-        end = doc.iso_time(s.calendar_ns + 180 * 86_400 * 10**9, millis=False)
-        resource = doc.fhir_consent(consent_id, cid, custodian, grantee, start, end,
-                                    s.calendar_ns)
-
-        def ok(_: bytes) -> None:
-            s.w.consents.setdefault(cid, []).append((consent_id, pseudonym, grantee))
-
-        return Pending(encode_tx("CONSENT_GRANT", consent_id=consent_id, patient=pseudonym,
-                                 grantee=grantee, actions=["access"], purposes=["TREAT"],
-                                 period={"start": start, "end": end},
-                                 doc_commitment=s.salted(resource, consent_id)),
-                       "CONSENT_GRANT", ok)
+        return grant_consent(self.s, cid, custodian, grantee)
 
     def grant(self, cid: str) -> Pending:
         s = self.s

@@ -21,6 +21,7 @@ from __future__ import annotations
 from node.ledger import documents as doc
 from node.ledger.txs import commitment, encode_tx
 
+from .consent import grant_consent
 from .world import Pending, TrafficState
 
 __all__ = ["DENY_REASONS", "Partners"]
@@ -46,26 +47,9 @@ class Partners:
     def consent_tx(self, cid: str, custodian: str, grantee: str, purpose: str,
                    action: str) -> Pending:
         """CONSENT_GRANT by patient `cid` of its record at `custodian` to `grantee`, for one
-        purpose and action (payment: HPAYMT/disclose, research: HRESCH/use)."""
-        s = self.s
-        pseudonym = s.g.pseudonyms_of(cid)[custodian]
-        consent_id = s.new_id("consent")
-        start = doc.iso_time(s.calendar_ns - 86_400 * 10**9, millis=False)
-        end = doc.iso_time(s.calendar_ns + 365 * 86_400 * 10**9, millis=False)
-        resource = doc.fhir_consent(consent_id, cid, custodian, grantee, start, end,
-                                    s.calendar_ns)
-        resource["provision"]["purpose"][0]["code"] = purpose
-        resource["provision"]["action"][0]["coding"][0]["code"] = action
-
-        def ok(_: bytes) -> None:
-            s.w.consents.setdefault(cid, []).append((consent_id, pseudonym, grantee))
-            s.w.consent_purpose[consent_id] = purpose
-
-        return Pending(encode_tx("CONSENT_GRANT", consent_id=consent_id, patient=pseudonym,
-                                 grantee=grantee, actions=[action], purposes=[purpose],
-                                 period={"start": start, "end": end},
-                                 doc_commitment=s.salted(resource, consent_id)),
-                       "CONSENT_GRANT", ok)
+        purpose and action (payment: HPAYMT/disclose, research: HRESCH/use), for a year."""
+        return grant_consent(self.s, cid, custodian, grantee, purpose=purpose, action=action,
+                             days=365)
 
     def payment_consent(self, cid: str) -> Pending:
         s = self.s
