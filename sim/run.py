@@ -89,6 +89,9 @@ class SimTransport:
         self._group: list[tuple[str, bytes]] = []
         self._group_at = -1
         self._group_timer: asyncio.TimerHandle | None = None
+        #: Told of each REQUEST sent (receiver, bytes, arrival times): the harm judge's view
+        #: of which replica received which request first (medbft/harm.py). None: not wanted.
+        self.request_watch: Callable[[str, bytes, tuple[int, ...]], None] | None = None
 
     def send(self, src: str, to: str, data: bytes, kind: str) -> None:
         loop = self.loop
@@ -99,6 +102,8 @@ class SimTransport:
             self.record.append({"t": now, "node": src, "event": "send", "to": to, "kind": kind,
                                 "bytes": len(data), "lost": not arrivals,
                                 "arrive": list(arrivals)})
+        if self.request_watch is not None and kind == "REQUEST":
+            self.request_watch(to, data, tuple(arrivals))
         if not arrivals:
             self.traffic.lost += 1
             return
@@ -148,6 +153,7 @@ class _Run:
                                random.Random(f"medbft:{seed}:network"))
         self.transport = SimTransport(self.loop, self.network, self.traffic,
                                       self.trace if trace else None)
+        self.transport.request_watch = self.app.request_watch()
         self.cpu = CpuCosts.from_spec(scenario.cpu)
         model = cost_model(self.cpu) if self.cpu is not None else None
         p = scenario.protocol
@@ -174,7 +180,7 @@ class _Run:
             self.transport.endpoints[cid] = rt
         self.faults = FaultInjector(
             scenario, self.loop, self.runtimes, self.replicas, self.network, self.checker,
-            fault_rng(seed), self._record, seed)
+            fault_rng(seed), self._record, seed, tamper=self.app.tamper)
         self.workload = Workload(scenario.workload, clients, scenario.duration_ns,
                                  random.Random(f"medbft:{seed}:workload"),
                                  on_submit=self.checker.submitted.add,
@@ -325,6 +331,7 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
                 "checked_seqs": run.checker.checked_seqs()},
         liveness=verdicts.liveness,
         ledger=run.app.summarise(run),
+        harm=run.app.harm(run),
     ), sc.expect)
 
 

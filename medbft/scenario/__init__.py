@@ -70,6 +70,7 @@ from medbft.scenario.faults import (
     PartitionFault,
     RecoverFault,
     SlowFault,
+    TamperFault,
 )
 from medbft.scenario.loading import apply_overrides, load_scenario, parse_scenario
 from medbft.scenario.model import Scenario
@@ -90,6 +91,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SlowFault",
+    "TamperFault",
     "apply_overrides",
     "load_scenario",
     "parse_scenario",

@@ -16,7 +16,15 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from medbft.scenario.base import _Spec
 from medbft.scenario.errors import Loc, Problem, _fail, _names, _show
-from medbft.scenario.faults import AnyFault, FaultSpec, _check_fault_entries, _is_node_id
+from medbft.scenario.faults import (
+    LEDGER_BEHAVIORS,
+    AnyFault,
+    ByzantineFault,
+    FaultSpec,
+    TamperFault,
+    _check_fault_entries,
+    _is_node_id,
+)
 from medbft.scenario.fields import (
     CLIENT_ID_RE,
     ROLES,
@@ -218,6 +226,25 @@ class Scenario(_Spec):
         if problems:
             _fail(*problems)
         return tuple(sorted(faults, key=lambda fault: fault.at_ns))
+
+    @model_validator(mode="after")
+    def _check_ledger_faults(self) -> Scenario:
+        """Tampering and the ledger-aware behaviours act on ledger data: they need the ledger."""
+        if self.workload.app == "ledger":
+            return self
+        problems: list[tuple[Loc, str]] = []
+        for i, fault in enumerate(self.faults):
+            if isinstance(fault, TamperFault):
+                problems.append((("faults", i, "tamper"), (
+                    f"tampering alters a replica's ledger, but workload.app is "
+                    f"{self.workload.app}; use workload.app: ledger")))
+            elif isinstance(fault, ByzantineFault) and fault.behavior["name"] in LEDGER_BEHAVIORS:
+                problems.append((("faults", i, "behavior"), (
+                    f"behavior {fault.behavior['name']} reads ledger transactions, but "
+                    f"workload.app is {self.workload.app}; use workload.app: ledger")))
+        if problems:
+            _fail(*problems)
+        return self
 
     @model_validator(mode="after")
     def _check_links(self) -> Scenario:
