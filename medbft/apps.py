@@ -126,7 +126,13 @@ class LedgerApp:
         """The run's `harm` section (medbft/harm.py)."""
         history = build_history(self.genesis, self.traffic, run.workload.records, run.events,
                                 set(run.checker.honest), run.scenario.node_ids, self.arrivals)
-        return judge_harm(history, run.events, run.loop.now_ns)
+        out = judge_harm(history, run.events, run.loop.now_ns)
+        digests = self.digests(run)
+        agreed = {(d["height"], d["digest"]) for d in digests.values() if d["honest"]}
+        for entry in out["tampering"]:
+            mine = digests[entry["node"]]
+            entry["final_state_agrees"] = (mine["height"], mine["digest"]) in agreed
+        return out
 
     def _ledger(self, node_id: str) -> Ledger:
         machine = self.ledgers[node_id]

@@ -52,8 +52,9 @@ from node import messages as m
 from node.ledger import Ledger, LedgerGenesis
 from node.statemachine import BlockInfo
 
-__all__ = ["DETECTORS", "GUARDS", "HOOKS", "TAMPER_TARGETS", "tamper_ledger", "Guard", "HarmEvent", "History", "ObservedTraffic",
-           "RequestArrivals", "Tx", "empty_harm", "judge_harm"]
+__all__ = ["DETECTORS", "GUARDS", "HOOKS", "TAMPER_TARGETS", "Guard", "HarmEvent", "History",
+           "ObservedTraffic", "RequestArrivals", "Tx", "build_history", "empty_harm",
+           "judge_harm", "tamper_ledger"]
 
 #: Harm kinds that new transaction kinds will detect (docs/harm.md): name -> what it means.
 HOOKS: dict[str, str] = {
@@ -188,9 +189,12 @@ def _suspect_subject(tx: Tx, h: History) -> set[str]:
 
 #: Invariant 4 (docs/ledger.md): no unit of a recalled lot, or a quarantined unit or lot, is
 #: shipped, dispensed or administered after the recall or the flag.
-_MOVES = {"EPCIS_DISPENSE": ("dose", _dose_lots), "IMMUNIZATION_ADMINISTER": ("dose", _dose_lots),
-          "EPCIS_SHIP": ("shipment", _dose_lots)}
-_MOVES_OF = {k: (what, _dose_subjects) for k, (what, _) in _MOVES.items()}
+Touch = Callable[[Tx, "History"], set[str]]
+_MOVES: dict[str, tuple[str, Touch]] = {
+    "EPCIS_DISPENSE": ("dose", _dose_lots), "IMMUNIZATION_ADMINISTER": ("dose", _dose_lots),
+    "EPCIS_SHIP": ("shipment", _dose_lots)}
+_MOVES_OF: dict[str, tuple[str, Touch]] = {k: (what, _dose_subjects)
+                                           for k, (what, _) in _MOVES.items()}
 
 GUARDS: dict[str, Guard] = {g.kind: g for g in (
     Guard("RECALL_ISSUE", "recall", "recall-pending",
@@ -244,10 +248,10 @@ def _guard_violations(h: History) -> list[HarmEvent]:
                 continue
             if any(s in protected[guard.kind] for s in touches[1](tx, h)):
                 events.append(HarmEvent(guard.harm(tx.kind), tx, f"after {guard.kind}"))
-        guard = GUARDS.get(tx.kind)
-        if guard is not None and tx.ok(tx.result):
-            for subject in guard.protects(tx, h):
-                protected[guard.kind].setdefault(subject, tx.pos)
+        own = GUARDS.get(tx.kind)
+        if own is not None and tx.ok(tx.result):
+            for subject in own.protects(tx, h):
+                protected[own.kind].setdefault(subject, tx.pos)
     return events
 
 
@@ -286,8 +290,9 @@ def _closed_by(h: History, opened: int, closed: int | None) -> str:
 def _guard_windows(h: History) -> tuple[list[Window], list[HarmEvent]]:
     """For each protective transaction: the window from its submission until its client
     accepted it; the transactions it would have stopped that committed before it although
-    submitted after it (exposed), and of those, the ones the proposing primary received after
-    the protective one (unfair: ordering fairness, which PBFT does not promise)."""
+    submitted no earlier than it (exposed), and of those, the ones the proposing primary
+    received after the protective one (unfair: ordering fairness, which PBFT does not
+    promise)."""
     windows: list[Window] = []
     unfair: list[HarmEvent] = []
     end = len(h.committed)
@@ -310,7 +315,7 @@ def _guard_windows(h: History) -> tuple[list[Window], list[HarmEvent]]:
                            if i < upto})
             for i in hits:
                 tx = h.committed[i]
-                if tx.submit_ns <= p.submit_ns:
+                if tx.submit_ns < p.submit_ns:
                     continue
                 window.exposed += 1
                 if h.received_first(tx.proposer, p, tx):
@@ -499,10 +504,10 @@ def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
     """Rebuild the committed order from the honest replicas' executions and replay it."""
     txs: dict[str, Tx] = {}
     for key, (op, submit_ns) in observed.submitted.items():
-        cid, session, ts = key.rsplit("/", 2)
+        cid, session, stamp = key.rsplit("/", 2)
         kind, fields = _decode(op)
         record = records.get(key)
-        tx = Tx(key, cid, int(session), int(ts), op, kind, fields,
+        tx = Tx(key, cid, int(session), int(stamp), op, kind, fields,
                 record.submit_ns if record is not None else submit_ns)
         tx.accepted = observed.accepted.get(key)
         tx.accepted_ns = record.commit_ns if record is not None and tx.accepted else None

@@ -461,8 +461,8 @@ def _check_fault_entries(value: Any) -> Any:
             problems.append(((i,), f"expected a mapping such as {example}; got {_show(entry)}"))
             continue
         kinds = [k for k in entry if k in FAULT_KINDS]
-        others = [str(k) for k in entry
-                  if k not in FAULT_KINDS and k not in ("at", "until", "factor", "behavior", "target")]
+        others = [str(k) for k in entry if k not in FAULT_KINDS
+                  and k not in ("at", "until", "factor", "behavior", "target")]
         if len(kinds) > 1:
             problems.append(((i,), f"one action per fault; got {' and '.join(kinds)}: split them "
                                    f"into separate entries"))
