@@ -12,7 +12,8 @@ from medbft.scenario import load_scenario, parse_scenario
 from sim.run import run_scenario
 
 SCENARIOS = sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.yaml"))
-SLOW_SCENARIOS = {"restart-under-load", "seven-nodes", "vaccine-recall"}  # > 2 s each
+SLOW_SCENARIOS = {"restart-under-load", "seven-nodes", "vaccine-recall",
+                  "censored-recall"}  # > 2 s each
 MS = 1_000_000
 
 
