@@ -29,8 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from medbft.scenario import BEHAVIORS, parse_scenario
-from medbft.scenario.faults import LEDGER_BEHAVIORS
+from medbft.scenario import BEHAVIORS, LEDGER_BEHAVIORS, parse_scenario
 from sim.run import run_scenario
 
 __all__ = ["FuzzOutcome", "draw_scenario", "fuzz_one", "run_fuzz", "shrink"]

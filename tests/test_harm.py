@@ -278,5 +278,5 @@ def test_bad_ledger_faults_are_explained(fault: dict[str, Any], app: str,
 
 
 def test_recall_news_is_checked() -> None:
-    with pytest.raises(ScenarioError, match="workload.recall_news: .*submitted, committed"):
+    with pytest.raises(ScenarioError, match=r"workload\.recall_news: .*submitted, committed"):
         parse_scenario({**BASE, "workload": {"recall_news": "phone"}}, "s.yaml")

@@ -61,6 +61,7 @@ from medbft.scenario.canonical import scenario_hash, to_dict
 from medbft.scenario.errors import ScenarioError
 from medbft.scenario.faults import (
     BEHAVIORS,
+    LEDGER_BEHAVIORS,
     ByzantineFault,
     CrashFault,
     FaultSpec,
@@ -78,6 +79,7 @@ from medbft.scenario.specs import CpuSpec, LatencySpec
 
 __all__ = [
     "BEHAVIORS",
+    "LEDGER_BEHAVIORS",
     "ByzantineFault",
     "CpuSpec",
     "CrashFault",
