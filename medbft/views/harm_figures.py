@@ -7,8 +7,8 @@ waiting to be ordered, a false reply waiting to be outvoted) and how each window
 (normal case, a view change, f+1 matching replies, or the false reply accepted), and how many
 unfair orderings and how many harm events each run counted.
 
-`python -m medbft.views.harm_figures OUT_STEM` runs the pairs (`PAIRS`, a few seconds each)
-and writes OUT_STEM.png; `draw(runs, stem)` draws summaries the caller measured.
+`python -m medbft.views.harm_figures OUT.png` runs the pairs (`PAIRS`, a few seconds each)
+and writes the figure; `draw(runs, stem)` draws summaries the caller measured.
 What it must not know: how harm is judged (it reads summary.json's `harm` section).
 """
 
@@ -121,10 +121,11 @@ def draw(runs: Sequence[tuple[str, str, dict[str, Any]]], stem: Path,
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m medbft.views.harm_figures OUT_STEM (e.g. docs/img/harm)",
+        print("usage: python -m medbft.views.harm_figures OUT.png (e.g. docs/img/harm.png)",
               file=sys.stderr)
         return 2
-    for path in draw(measure(), Path(argv[0])):
+    out = Path(argv[0])
+    for path in draw(measure(), out.parent / out.stem):
         print(path)
     return 0
 
