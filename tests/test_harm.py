@@ -280,3 +280,42 @@ def test_bad_ledger_faults_are_explained(fault: dict[str, Any], app: str,
 def test_recall_news_is_checked() -> None:
     with pytest.raises(ScenarioError, match=r"workload\.recall_news: .*submitted, committed"):
         parse_scenario({**BASE, "workload": {"recall_news": "phone"}}, "s.yaml")
+
+
+# -- the swarm, the figure and the table -----------------------------------------------------------
+
+def test_fuzz_app_ledger_draws_the_ledger_and_leaves_default_draws_alone() -> None:
+    from medbft.fuzz import draw_scenario
+    from medbft.scenario import LEDGER_BEHAVIORS
+
+    names = set()
+    for seed in range(40):
+        default = draw_scenario(seed, 4)
+        ledger = draw_scenario(seed, 4, app="ledger")
+        assert ledger["workload"]["app"] == "ledger" and ledger["workload"]["clients"] == 7
+        assert [f["at"] for f in ledger["faults"]] == [f["at"] for f in default["faults"]]
+        for fault in ledger["faults"]:
+            if "byzantine" in fault:
+                behavior = fault["behavior"]
+                names.add(behavior if isinstance(behavior, str) else next(iter(behavior)))
+        assert all(not isinstance(f.get("behavior"), str | dict) or
+                   (f["behavior"] if isinstance(f["behavior"], str) else next(
+                       iter(f["behavior"]))) not in LEDGER_BEHAVIORS for f in default["faults"])
+        parse_scenario(ledger, "fuzz")
+    assert names & set(LEDGER_BEHAVIORS), "half the Byzantine ledger seeds read the ledger"
+
+
+def test_the_harm_figure_and_table_show_windows_and_counts(tmp_path: Path) -> None:
+    from medbft.cli.tables import summary_table
+    from medbft.views.harm_figures import _longest, draw
+
+    summary = _consent_race_with({"at": "0s", "byzantine": "hospital-2",
+                                  "behavior": "false-reply"})
+    window = _longest(summary, "false-reply")
+    assert window is not None and window["closed_by"] == "f+1 matching replies"
+    assert _longest(summary, "recall-pending") is None
+    (png,) = draw([("f liar", "false-reply", summary)], tmp_path / "harm")
+    assert png.stat().st_size > 0
+    rows = {row: value for row, value in zip(*(c._cells for c in summary_table(summary).columns),
+                                             strict=True)}
+    assert rows["harm (unfair orderings)"] == "0 (0)"
