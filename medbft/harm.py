@@ -425,7 +425,9 @@ def tampering_report(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class RequestArrivals:
     """Records, from the simulator's REQUEST sends, when each request first reached each
-    replica and in which order (same-instant arrivals are delivered in send order)."""
+    replica and in which order (same-instant arrivals are delivered in send order). An
+    arrival is the network's delivery: one at a crashed replica counts too (it is only read
+    for the primary that proposed a batch, which was up then)."""
 
     def __init__(self, replicas: Iterable[str]) -> None:
         self.replicas = frozenset(replicas)
