@@ -89,6 +89,8 @@ class Tx:
     """The committed ledger's result (replayed), or `refused:<rule>` if never admissible."""
     proposer: str | None = None
     """The primary that first proposed the batch it committed in."""
+    role: str = ""
+    """The signer's role in the genesis."""
 
     def ok(self, result: bytes | None) -> bool:
         return result is not None and result.startswith((b"ok", b"permit"))
@@ -326,6 +328,19 @@ def _guard_windows(h: History) -> tuple[list[Window], list[HarmEvent]]:
     return windows, unfair
 
 
+#: Roles whose work is regulatory oversight (a delay-regulator primary holds it back).
+REGULATOR_ROLES = ("inspector", "regulator_inspector", "auditor")
+
+
+def _regulator_windows(h: History) -> list[Window]:
+    """Each regulator transaction, from submission until its client accepted it: how long
+    oversight (a review, a quarantine, a recall's close) was held up. Nothing is exposed by
+    itself; the protective kinds among them have their own windows."""
+    return [Window("regulator-pending", tx.key, tx.submit_ns, tx.accepted_ns,
+                   _closed_by(h, tx.submit_ns, tx.accepted_ns))
+            for tx in h.txs.values() if tx.role in REGULATOR_ROLES]
+
+
 def _index(h: History, tx: Tx) -> int:
     lo, hi = 0, len(h.committed)
     while lo < hi:  # committed is sorted by position
@@ -511,6 +526,8 @@ def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
         record = records.get(key)
         tx = Tx(key, cid, int(session), int(stamp), op, kind, fields,
                 record.submit_ns if record is not None else submit_ns)
+        party = genesis.parties.get(cid)
+        tx.role = party.role if party is not None else ""
         tx.accepted = observed.accepted.get(key)
         tx.accepted_ns = record.commit_ns if record is not None and tx.accepted else None
         txs[key] = tx
@@ -564,7 +581,7 @@ def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[st
             harms.extend(fn(tx, h))
     harms.extend(_guard_violations(h))
     windows, unfair = _guard_windows(h)
-    windows += _false_reply_windows(h, events)
+    windows += _false_reply_windows(h, events) + _regulator_windows(h)
     by_kind: dict[str, int] = {}
     for ev in harms:
         by_kind[ev.kind] = by_kind.get(ev.kind, 0) + 1

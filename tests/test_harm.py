@@ -215,6 +215,10 @@ def test_delay_regulator_holds_regulator_work_just_under_the_timeout() -> None:
     assert slow["view_changes"] == 0 and slow["harm"]["events"] == 0
     inspector = slow["ledger"]["latency_ms_by_role"]["inspector"]
     assert inspector["max"] >= 400 > honest["ledger"]["latency_ms_by_role"]["inspector"]["max"]
+    held = slow["harm"]["window_stats"]["regulator-pending"]
+    assert held["max_duration_s"] >= 0.4 > honest["harm"]["window_stats"]["regulator-pending"][
+        "max_duration_s"]
+    assert held["closed_by_view_change"] == 0, "just under the timeout: PBFT never reacts"
 
 
 @pytest.mark.parametrize("target", ["audit", "blocks", "state"])
