@@ -20,6 +20,14 @@ import random
 from pathlib import Path
 from typing import Any
 
+from medbft.harm import (
+    ObservedTraffic,
+    RequestArrivals,
+    build_history,
+    empty_harm,
+    judge_harm,
+    tamper_ledger,
+)
 from medbft.metrics import latency_stats
 from medbft.traffic import LedgerTraffic
 from node.apps import STATE_MACHINES, make_state_machine
@@ -62,6 +70,16 @@ class KvApp:
     def summarise(self, run: Any) -> dict[str, Any] | None:
         return None
 
+    def harm(self, run: Any) -> dict[str, Any]:
+        """A key-value store has no domain harms (medbft/harm.py)."""
+        return empty_harm()
+
+    def request_watch(self) -> None:
+        return None
+
+    def tamper(self, node_id: str, target: str) -> str:
+        raise ValueError("tampering needs workload.app: ledger")  # refused by the schema
+
     def artifacts(self, run: Any) -> None:
         return None
 
@@ -73,9 +91,12 @@ class LedgerApp:
         w = scenario.workload
         self.scenario = scenario
         self.genesis = LedgerGenesis.from_membership(membership)
-        self.traffic = LedgerTraffic(
+        # What each client submitted and accepted is noted for the harm judge (medbft/harm.py).
+        self.traffic = ObservedTraffic(LedgerTraffic(
             self.genesis, random.Random(f"medbft:{seed}:ledger"), flow=w.flow, mix=w.mix,
-            invalid=w.invalid, event_at_ns=w.event_at_ns, duration_ns=scenario.duration_ns)
+            invalid=w.invalid, event_at_ns=w.event_at_ns, duration_ns=scenario.duration_ns,
+            recall_news=w.recall_news))
+        self.arrivals = RequestArrivals(scenario.node_ids)
         self.ledgers: dict[str, Any] = {}
         self.registry: dict[int, dict[str, str]] = {}
         self.home_gateway = w.home_gateway or w.flow == "regulator-crash"
@@ -101,7 +122,27 @@ class LedgerApp:
 
         return may_submit
 
+    def request_watch(self) -> RequestArrivals:
+        """Told of every REQUEST the simulator sends (when it reaches which replica)."""
+        return self.arrivals
+
+    def tamper(self, node_id: str, target: str) -> str:
+        """Alter `node_id`'s stored ledger (`audit`, `blocks` or `state`); what was done."""
+        return tamper_ledger(self._ledger(node_id), target)
+
     # -- results ------------------------------------------------------------------------------
+
+    def harm(self, run: Any) -> dict[str, Any]:
+        """The run's `harm` section (medbft/harm.py)."""
+        history = build_history(self.genesis, self.traffic, run.workload.records, run.events,
+                                set(run.checker.honest), run.scenario.node_ids, self.arrivals)
+        out = judge_harm(history, run.events, run.loop.now_ns)
+        digests = self.digests(run)
+        agreed = {(d["height"], d["digest"]) for d in digests.values() if d["honest"]}
+        for entry in out["tampering"]:
+            mine = digests[entry["node"]]
+            entry["final_state_agrees"] = (mine["height"], mine["digest"]) in agreed
+        return out
 
     def _ledger(self, node_id: str) -> Ledger:
         machine = self.ledgers[node_id]

@@ -7,6 +7,13 @@ which fault kinds are switched on at all and how often (swarm testing: Groce et 
 healed phase (partitions and link faults end, crashed replicas restart; a Byzantine replica
 may stay Byzantine), after which every request must settle. Safety must hold on every seed.
 
+Harm (medbft/harm.py) is judged on every seed too: with at most f faulty replicas a run must
+count no domain harm (a dose after its recall committed, a false reply accepted, ...). With
+`app="ledger"` every seed runs the healthcare ledger with one client of each role and a
+drawn flow, and half of the seeds with a Byzantine replica give it a ledger-aware behaviour
+(censor-kind, front-run-revoke, delay-regulator, false-reply) instead; these are drawn from
+their own stream, so the default swarm's schedules are unchanged.
+
 A failing seed is reported with the command that reproduces it, and its schedule is written as
 a scenario file, then shrunk (faults removed, load reduced) to a smaller scenario that still
 fails the same way.
@@ -22,13 +29,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from medbft.scenario import BEHAVIORS, parse_scenario
+from medbft.scenario import BEHAVIORS, LEDGER_BEHAVIORS, parse_scenario
 from sim.run import run_scenario
 
 __all__ = ["FuzzOutcome", "draw_scenario", "fuzz_one", "run_fuzz", "shrink"]
 
 FAULTY_PHASE_MS = 2000
-BYZANTINE = tuple(BEHAVIORS)
+#: The protocol-level behaviours every swarm draws from (ledger-aware ones: `app="ledger"`).
+BYZANTINE = tuple(b for b in BEHAVIORS if b not in LEDGER_BEHAVIORS)
+APPS = ("ledger", "kv")
+LEDGER_FLOWS = ("mixed", "vaccine-recall", "consent-race")
 
 
 @dataclass
@@ -44,14 +54,28 @@ class FuzzOutcome:
     state_transfers: int = 0
     committed: int = 0
     rejected: int = 0
+    harm: int = 0
+    """Domain harm events (summary harm.events)."""
+    harm_kinds: dict[str, int] = field(default_factory=dict)
+    within_f: bool = True
+    """At most f faulty replicas: harm must then be 0."""
+    unfair: int = 0
+    """Unfair orderings (harm.unfair.events): PBFT does not prevent them; not a failure."""
+
+    @property
+    def harm_ok(self) -> bool:
+        return self.harm == 0 or not self.within_f
 
     @property
     def ok(self) -> bool:
-        return self.safety_ok and self.liveness_ok
+        return self.safety_ok and self.liveness_ok and self.harm_ok
 
     @property
     def failure(self) -> str:
-        return "" if self.ok else ("safety" if not self.safety_ok else "liveness")
+        if self.ok:
+            return ""
+        return ("safety" if not self.safety_ok else "liveness" if not self.liveness_ok
+                else "harm")
 
 
 def _ms(value: int) -> str:
@@ -59,9 +83,10 @@ def _ms(value: int) -> str:
 
 
 def draw_scenario(seed: int, n: int = 4, faulty: int | None = None,
-                  byzantine: bool = True) -> dict[str, Any]:
+                  byzantine: bool = True, app: str | None = None) -> dict[str, Any]:
     """The scenario (as a raw mapping) that `seed` draws for an n-replica network with at most
-    `faulty` faulty replicas (default f)."""
+    `faulty` faulty replicas (default f). `app`: force the application (None: drawn, the
+    ledger on about 30% of seeds)."""
     rng = random.Random(f"medbft-fuzz:{n}:{faulty}:{byzantine}:{seed}")
     f = (n - 1) // 3
     budget = f if faulty is None else faulty
@@ -86,7 +111,7 @@ def draw_scenario(seed: int, n: int = 4, faulty: int | None = None,
     if any("partition" in fl or "link" in fl or "isolate" in fl for fl in faults):
         faults.append({"at": _ms(FAULTY_PHASE_MS), "heal": "all"})
     latency_high = rng.choice([5, 10, 30])
-    return {
+    raw: dict[str, Any] = {
         "name": f"fuzz-n{n}-seed{seed}",
         "description": f"Drawn by medbft fuzz (n={n}, faulty={budget}, seed={seed}).",
         "seed": seed,
@@ -108,6 +133,38 @@ def draw_scenario(seed: int, n: int = 4, faulty: int | None = None,
         "faults": sorted(faults, key=lambda fl: int(fl["at"][:-2])),
         "expect": {"safety": True, "liveness": True},
     }
+    if app is not None:
+        raw = _force_app(raw, app, seed, n, budget)
+    return raw
+
+
+def _force_app(raw: dict[str, Any], app: str, seed: int, n: int, budget: int,
+               ) -> dict[str, Any]:
+    """`raw` with its application forced; for the ledger, a client of each role, a drawn flow
+    and (on half the Byzantine seeds) ledger-aware behaviours, from a stream of their own."""
+    if app == "kv":
+        return {**raw, "workload": {**raw["workload"], "app": "kv"}}
+    rng = random.Random(f"medbft-fuzz-ledger:{n}:{budget}:{seed}")
+    flow = rng.choice(LEDGER_FLOWS)
+    workload: dict[str, Any] = {"clients": 7, "outstanding": raw["workload"]["outstanding"],
+                                "app": "ledger", "flow": flow}
+    if flow == "vaccine-recall":
+        workload["recall_news"] = "committed"
+    faults = raw["faults"]
+    if any("byzantine" in fl for fl in faults) and rng.random() < 0.5:
+        behavior = _ledger_behavior(rng, rng.choice(LEDGER_BEHAVIORS))
+        faults = [{**fl, "behavior": behavior} if "byzantine" in fl else fl for fl in faults]
+    return {**raw, "workload": workload, "faults": faults}
+
+
+def _ledger_behavior(rng: random.Random, name: str) -> Any:
+    if name == "censor-kind":
+        kinds = rng.choice([["RECALL_ISSUE"], ["CONSENT_REVOKE"], ["RECALL_ISSUE",
+                                                                   "CONSENT_REVOKE"]])
+        return {name: {"kinds": kinds}}
+    if name == "front-run-revoke":
+        return {name: {"hold": _ms(rng.choice([50, 200]))}}
+    return name  # delay-regulator (just under the view-change timeout), false-reply
 
 
 def _window(rng: random.Random) -> tuple[int, int]:
@@ -154,12 +211,17 @@ def _link_fault(rng: random.Random, ids: list[str]) -> dict[str, Any]:
 
 
 def check(raw: dict[str, Any]) -> FuzzOutcome:
-    """Run one drawn scenario and judge it."""
+    """Run one drawn scenario and judge it (harm counts against it only within f faults)."""
     summary = run_scenario(parse_scenario(raw, raw["name"])).summary
+    faulty = {str(fl[k]) for fl in raw["faults"] for k in ("crash", "byzantine", "tamper")
+              if k in fl}
+    harm = summary.get("harm", {})
     return FuzzOutcome(raw["seed"], summary["safety"]["ok"], summary["liveness"]["ok"],
                        summary["safety"]["violations"][:5], summary["liveness"]["unsettled"],
                        raw, summary["view_changes"], summary["state_transfers"],
-                       summary["requests"]["committed"], summary["rejected_messages"]["total"])
+                       summary["requests"]["committed"], summary["rejected_messages"]["total"],
+                       harm.get("events", 0), harm.get("by_kind", {}),
+                       len(faulty) <= summary["f"], harm.get("unfair", {}).get("events", 0))
 
 
 def fault_labels(raw: dict[str, Any]) -> list[str]:
@@ -189,6 +251,10 @@ class Coverage:
     with_rejected: int = 0
     most_view_changes: int = 0
     committed: int = 0
+    ledger_seeds: int = 0
+    harm_within_f: int = 0
+    unfair: int = 0
+    with_unfair: int = 0
 
     def add(self, outcome: FuzzOutcome) -> None:
         self.seeds += 1
@@ -199,6 +265,10 @@ class Coverage:
         self.with_rejected += outcome.rejected > 0
         self.most_view_changes = max(self.most_view_changes, outcome.view_changes)
         self.committed += outcome.committed
+        self.ledger_seeds += outcome.scenario.get("workload", {}).get("app") == "ledger"
+        self.harm_within_f += outcome.harm if outcome.within_f else 0
+        self.unfair += outcome.unfair
+        self.with_unfair += outcome.unfair > 0
 
     def lines(self) -> list[str]:
         def pct(k: int) -> str:
@@ -208,25 +278,28 @@ class Coverage:
                f"{self.most_view_changes}",
                f"seeds with a state transfer: {pct(self.with_state_transfer)}",
                f"seeds with rejected (forged or invalid) messages: {pct(self.with_rejected)}",
-               f"requests committed in all: {self.committed}"]
+               f"requests committed in all: {self.committed}",
+               f"ledger seeds: {pct(self.ledger_seeds)}; harm events within f faults: "
+               f"{self.harm_within_f}; unfair orderings (not prevented by PBFT): "
+               f"{self.unfair} in {self.with_unfair} seeds"]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
         out.append(f"seeds per fault kind: {kinds}")
         return out
 
 
 def fuzz_one(seed: int, n: int = 4, faulty: int | None = None,
-             byzantine: bool = True) -> FuzzOutcome:
-    return check(draw_scenario(seed, n, faulty, byzantine))
+             byzantine: bool = True, app: str | None = None) -> FuzzOutcome:
+    return check(draw_scenario(seed, n, faulty, byzantine, app))
 
 
-def _fuzz_args(args: tuple[int, int, int | None, bool]) -> FuzzOutcome:
+def _fuzz_args(args: tuple[int, int, int | None, bool, str | None]) -> FuzzOutcome:
     return fuzz_one(*args)
 
 
 def run_fuzz(seeds: range, n: int, faulty: int | None, byzantine: bool, jobs: int,
-             ) -> Iterator[FuzzOutcome]:
+             app: str | None = None) -> Iterator[FuzzOutcome]:
     """Outcomes of every seed (in completion order when jobs > 1)."""
-    tasks = [(seed, n, faulty, byzantine) for seed in seeds]
+    tasks = [(seed, n, faulty, byzantine, app) for seed in seeds]
     if jobs <= 1:
         yield from map(_fuzz_args, tasks)
         return

@@ -24,7 +24,8 @@ The keys, in order (docs/results.md defines each measurement):
 - `rejected_messages`, `ignored_messages` (drops, classified by the replica itself: see
   `node.pbft.BENIGN_DROPS`);
 - `cpu`, `nodes` (each replica's final view, last executed and stable checkpoint);
-- `safety`, `liveness`, then `ledger` on a ledger run, then `expect`.
+- `safety`, `liveness`, then `ledger` on a ledger run, `harm` on a simulated run (domain
+  harms, medbft/harm.py and docs/harm.md), then `expect`.
 What it must not know: how the parts were measured.
 """
 
@@ -85,6 +86,9 @@ class Measured:
     faults: list[dict[str, Any]] = field(default_factory=list)
     byzantine: list[str] = field(default_factory=list)
     ledger: dict[str, Any] | None = None
+    harm: dict[str, Any] | None = None
+    """Domain harms (medbft/harm.py): simulated runs only (a real run cannot see every
+    replica's order)."""
 
 
 def build_summary(m: Measured, expect: Any = None) -> dict[str, Any]:
@@ -131,6 +135,8 @@ def build_summary(m: Measured, expect: Any = None) -> dict[str, Any]:
     }
     if m.ledger is not None:
         summary["ledger"] = m.ledger
+    if m.harm is not None:
+        summary["harm"] = m.harm
     summary["expect"] = check_expect(expect, summary)
     return summary
 
@@ -163,6 +169,8 @@ def _measured(summary: dict[str, Any]) -> dict[str, Any]:
         "rejected_messages": summary["rejected_messages"]["total"],
         "state_transfers": summary["state_transfers"],
         "final_view": summary["final_view"],
+        "harm": summary["harm"]["events"] if "harm" in summary else None,
+        "harm_unfair": summary["harm"]["unfair"]["events"] if "harm" in summary else None,
     }
 
 
@@ -189,11 +197,17 @@ def check_expect(expect: Any, summary: dict[str, Any]) -> dict[str, Any]:
     for name in ("latency_ms_p50_max", "latency_ms_p99_max", "throughput_tps_max"):
         bound = getattr(exp, name)
         check(name, name[: -len("_max")], bound, functools.partial(operator.ge, bound))
-    if exp.view_changes is not None:
-        lo, hi = exp.view_changes.min, exp.view_changes.max
-        check("view_changes", "view_changes", exp.view_changes.model_dump(exclude_none=True),
-              lambda v: (lo is None or v >= lo) and (hi is None or v <= hi))
+    for name in ("view_changes", "harm_unfair"):
+        spec = getattr(exp, name)
+        if spec is not None:
+            check(name, name, spec.model_dump(exclude_none=True),
+                  functools.partial(_in_range, spec.min, spec.max))
+    check("harm", "harm", exp.harm, lambda v: v == exp.harm)
     return {"ok": not failed, "failed": failed}
+
+
+def _in_range(lo: int | None, hi: int | None, value: int) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
 def verdict(summary: dict[str, Any], expected_safety: bool | None) -> bool:

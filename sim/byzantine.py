@@ -27,6 +27,19 @@ Behaviours (scenario `behavior:` names):
 - premature-view-change {every}: asks for a view change every `every` (default 1 s) without
   cause (f such replicas alone cannot force one: f+1 are needed).
 
+Behaviours that understand the healthcare ledger (they read transactions' `kind`; the harm they
+aim at is measured by medbft/harm.py, not reported by the shell):
+- censor-kind {kinds}: as primary, never proposes transactions of those kinds (e.g.
+  RECALL_ISSUE): drops them when they arrive, from the client or relayed by a backup.
+- front-run-revoke {hold}: as primary, holds each CONSENT_REVOKE it receives for `hold`
+  (default half the view-change timeout) before taking it in, so accesses that arrive
+  meanwhile are ordered first, under the consent being withdrawn.
+- delay-regulator {delay, roles}: as primary, holds each PRE-PREPARE whose batch holds a
+  transaction signed by a regulator's client (roles, default inspector, regulator_inspector
+  and auditor) for `delay` (default 90% of the view-change timeout: just under it).
+- false-reply: its REPLYs say `permit:` where its ledger said `deny:`; a client needs f+1
+  matching replies, so it must never accept one from f such replicas.
+
 What it must not know: the network model or the checker. Randomness comes from the seeded
 `random.Random` it is given.
 """
@@ -35,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
 from collections import deque
 from typing import Any
@@ -47,6 +61,7 @@ from node.pbft import Replica
 __all__ = ["ByzantineShell", "Coalition"]
 
 _PREFIX = "byz:"
+REGULATOR_ROLES = ("inspector", "regulator_inspector", "auditor")
 
 
 class Coalition:
@@ -97,6 +112,10 @@ class ByzantineShell:
         self.held: dict[str, list[Effect]] = {}
         self.counter = 0
         self.forged = 0
+        self.later: dict[str, Receive] = {}
+        """front-run-revoke: requests held back from the replica, by timer key."""
+        roles = set(behavior.get("roles") or REGULATOR_ROLES)
+        self.regulators = {c.id for c in inner.membership.clients if c.role in roles}
         coalition.join(self.id)
 
     # -- the replica's face -------------------------------------------------------------------
@@ -110,11 +129,15 @@ class ByzantineShell:
             return [SetTimer(_PREFIX + "pvc", every or 1_000_000_000)]
         return []
 
-    def stop(self) -> list[Effect]:
+    def stop(self, now_ns: int = 0) -> list[Effect]:
         """The behaviour ends: release held messages, leave the coalition."""
         self.coalition.leave(self.id)
         released = [eff for effs in self.held.values() for eff in effs]
         self.held.clear()
+        # Requests held back re-enter the (now honest) replica; their timers then find nothing.
+        for event in self.later.values():
+            released += self.inner.step(event, now_ns)
+        self.later.clear()
         return released
 
     def step(self, event: Event, now_ns: int) -> list[Effect]:
@@ -122,6 +145,19 @@ class ByzantineShell:
             return self._on_own_timer(event.key, now_ns)
         if self.name == "censor" and type(event) is Receive and self._censored(event.data):
             return [Trace("byzantine", {"behavior": "censor", "action": "dropped request"})]
+        if self.name in ("censor-kind", "front-run-revoke") and type(event) is Receive:
+            kind = self._request_kind(event.data)
+            if kind is not None and self.name == "censor-kind" and kind in self.behavior[
+                    "kinds"]:
+                return [Trace("byzantine", {"behavior": self.name, "action": "dropped request",
+                                            "tx_kind": kind})]
+            if kind == "CONSENT_REVOKE" and self.name == "front-run-revoke":
+                self.counter += 1
+                key = f"{_PREFIX}later:{self.counter}"
+                self.later[key] = event
+                hold = self.behavior.get("hold") or self.inner.config.view_change_timeout_ns // 2
+                return [SetTimer(key, hold),
+                        Trace("byzantine", {"behavior": self.name, "action": "held revocation"})]
         return self._rewrite(self.inner.step(event, now_ns))
 
     # -- inputs -------------------------------------------------------------------------------
@@ -138,8 +174,37 @@ class ByzantineShell:
             return False
         return isinstance(req, m.Request) and req.client in self.behavior.get("clients", [])
 
+    def _request(self, data: bytes) -> m.Request | None:
+        """The client request `data` carries (from the client or relayed), else None."""
+        try:
+            env = m.decode(data)
+            if type(env) is not m.Envelope or not env.payload or env.payload[0] != m.Request.TAG:
+                return None
+            req = m.decode(env.payload)
+        except DecodeError:
+            return None
+        return req if isinstance(req, m.Request) else None
+
+    def _request_kind(self, data: bytes) -> str | None:
+        """The ledger transaction kind of a request reaching us as primary, else None."""
+        if not self.inner.is_primary:
+            return None
+        req = self._request(data)
+        if req is None:
+            return None
+        try:
+            tx = json.loads(req.op)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        kind = tx.get("kind") if isinstance(tx, dict) else None
+        return kind if isinstance(kind, str) else None
+
     def _on_own_timer(self, key: str, now_ns: int) -> list[Effect]:
         out: list[Effect] = []
+        if key in self.later:
+            event = self.later.pop(key)
+            return [Trace("byzantine", {"behavior": self.name, "action": "released revocation"}),
+                    *self._rewrite(self.inner.step(event, now_ns))]
         if key == _PREFIX + "replay":
             out += self._replay()
             out.append(SetTimer(key, self.behavior.get("every") or 50_000_000))
@@ -184,6 +249,11 @@ class ByzantineShell:
                 out.append(eff)
             elif name == "slow-primary" and eff.kind == "PRE-PREPARE":
                 out += self._hold(eff)
+            elif name == "delay-regulator" and eff.kind == "PRE-PREPARE" and self._regulated(eff):
+                out += self._hold(eff, self.behavior.get("delay")
+                                  or self.inner.config.view_change_timeout_ns * 9 // 10)
+            elif name == "false-reply" and eff.kind == "REPLY":
+                out += self._false_reply(eff)
             else:
                 out.append(eff)
         return out
@@ -200,11 +270,27 @@ class ByzantineShell:
         mac = self.keys.mac(to, self.id.encode() + b"\x00" + payload)
         return Send(to, m.encode(m.Envelope(name, payload, mac)), msg.KIND)
 
-    def _hold(self, eff: Send) -> list[Effect]:
+    def _hold(self, eff: Send, delay: int | None = None) -> list[Effect]:
         self.counter += 1
         key = f"{_PREFIX}hold:{self.counter}"
         self.held[key] = [eff]
-        return [SetTimer(key, self.behavior["delay"])]
+        return [SetTimer(key, delay if delay is not None else self.behavior["delay"])]
+
+    def _regulated(self, eff: Send) -> bool:
+        """Does this PRE-PREPARE's batch hold a regulator's transaction?"""
+        _, msg = self._open(eff)
+        return isinstance(msg, m.PrePrepare) and any(
+            r.client in self.regulators for r in msg.batch.requests)
+
+    def _false_reply(self, eff: Send) -> list[Effect]:
+        """`deny:<rule>` becomes `permit:<rule>`; every other reply goes out as it was."""
+        _, msg = self._open(eff)
+        if not isinstance(msg, m.Reply) or not msg.result.startswith(b"deny:"):
+            return [eff]
+        forged = dataclasses.replace(msg, result=b"permit:" + msg.result[len(b"deny:"):])
+        return [self._seal(eff.to, forged),
+                Trace("byzantine", {"behavior": self.name, "action": "false reply",
+                                    "request": f"{msg.client}/{msg.session}/{msg.timestamp}"})]
 
     def _corrupt(self, eff: Send) -> Send:
         if eff.kind not in ("PREPARE", "COMMIT"):

@@ -39,10 +39,12 @@ class Checker:
 
     def on_execute(self, node: str, seq: int, digest: str, executed: Iterable[str]) -> None:
         seen = self.executions.setdefault(node, {})
-        if seq in seen and seen[seq] != digest and node in self.honest:
+        prior = seen.get(seq)
+        if prior is not None and prior != digest and node in self.honest:
             self.violations.append({"kind": "re-execution with another digest", "node": node,
                                     "seq": seq})
-        seen[seq] = digest
+        if prior is None:  # the first digest stays: a later repair must not hide a fork
+            seen[seq] = digest
         keys = self.executed_keys.setdefault(node, {})
         for key in executed:
             if key in keys and node in self.honest:
@@ -62,8 +64,10 @@ class Checker:
         self.checkpoints.setdefault(node, {})[seq] = digest
 
     def verdicts(self, settled: int, submitted: int, extra: dict[str, Any]) -> Verdicts:
-        violations = list(self.violations) + self._forks(self.executions, "batch") + \
-            self._forks(self.checkpoints, "state digest")
+        # Forks first: beyond f, a replica that found its checkpoint outvoted repairs its state
+        # and re-executes (node/pbft/transfer.py), which adds consequences after the cause.
+        violations = self._forks(self.executions, "batch") + \
+            self._forks(self.checkpoints, "state digest") + list(self.violations)
         liveness_ok = settled == submitted
         liveness = {"ok": liveness_ok, "submitted": submitted, "settled": settled,
                     "unsettled": submitted - settled, **extra}

@@ -28,6 +28,7 @@ from medbft.scenario import (
     RequestFault,
     Scenario,
     SlowFault,
+    TamperFault,
 )
 from medbft.targets import primary_of, resolve_target
 from node.pbft import Replica
@@ -67,6 +68,8 @@ class FaultInjector:
     record: Callable[[dict[str, Any]], None]
     seed: int
     """The run's seed: each Byzantine replica's own stream is derived from it."""
+    tamper: Callable[[str, str], str] | None = None
+    """The application's tampering (medbft.apps: alter a replica's stored ledger)."""
     windows: list[FaultWindow] = field(default_factory=list)
     coalitions: dict[str, Coalition] = field(default_factory=dict)
     shells: dict[str, ByzantineShell] = field(default_factory=dict)
@@ -134,6 +137,8 @@ class FaultInjector:
         elif isinstance(fault, RequestFault):
             if self.submit is not None:
                 self.submit(fault.client)
+        elif isinstance(fault, TamperFault):
+            self._tamper(fault)
         else:  # pragma: no cover - the schema admits only the kinds handled above
             raise AssertionError(f"unhandled fault {fault!r}")
         if until is not None and ended is not None:
@@ -235,9 +240,21 @@ class FaultInjector:
                     continue
                 rt = self.runtimes[node]
                 rt.core = shell.inner
-                rt.apply(shell.stop())
+                rt.apply(shell.stop(self.loop.now_ns))
                 window = self._open.get(("byzantine", f"byz:{node}"))
                 if window is not None:
                     self._close(window)
 
         return end
+
+    def _tamper(self, fault: TamperFault) -> None:
+        """Alter the stored data of the targeted replicas. A tampered replica is faulty from
+        now on (it leaves the checker's honest set, as a Byzantine one does): the harm report
+        shows when its checkpoint disagreed with the quorum and when state transfer repaired
+        it (medbft/harm.py)."""
+        assert self.tamper is not None, "the application cannot be tampered with"
+        for node in self.resolve(fault.node):
+            what = self.tamper(node, fault.target)
+            self.checker.honest.discard(node)
+            self.record({"t": self.loop.now_ns, "node": node, "event": "tamper",
+                         "target": fault.target, "what": what})

@@ -93,6 +93,9 @@ class SimTransport:
         # A full trace only (`_trace_send`): the send rows of messages on their way.
         self.message_fields = MessageFields()
         self.in_flight_rows: dict[tuple[str, int, int], dict[str, Any]] = {}
+        #: Told of each REQUEST sent (receiver, bytes, arrival times): the harm judge's view
+        #: of which replica received which request first (medbft/harm.py). None: not wanted.
+        self.request_watch: Callable[[str, bytes, tuple[int, ...]], None] | None = None
 
     def send(self, src: str, to: str, data: bytes, kind: str) -> None:
         loop = self.loop
@@ -105,6 +108,8 @@ class SimTransport:
                    "bytes": nbytes, "lost": not arrivals, "arrive": list(arrivals)}
             self.record.append(row)
             self._trace_send(row, to, data, arrivals)
+        if self.request_watch is not None and kind == "REQUEST":
+            self.request_watch(to, data, tuple(arrivals))
         if not arrivals:
             self.traffic.lost += 1
             return
@@ -188,6 +193,7 @@ class _Run:
                                random.Random(f"medbft:{seed}:network"))
         self.transport = SimTransport(self.loop, self.network, self.traffic,
                                       self.trace if trace else None)
+        self.transport.request_watch = self.app.request_watch()
         self.cpu = CpuCosts.from_spec(scenario.cpu)
         model = cost_model(self.cpu) if self.cpu is not None else None
         p = scenario.protocol
@@ -214,7 +220,7 @@ class _Run:
             self.transport.endpoints[cid] = rt
         self.faults = FaultInjector(
             scenario, self.loop, self.runtimes, self.replicas, self.network, self.checker,
-            fault_rng(seed), self._record, seed)
+            fault_rng(seed), self._record, seed, tamper=self.app.tamper)
         self.workload = Workload(scenario.workload, clients, scenario.duration_ns,
                                  random.Random(f"medbft:{seed}:workload"),
                                  on_submit=self.checker.submitted.add,
@@ -381,6 +387,7 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
                 "checked_seqs": run.checker.checked_seqs()},
         liveness=verdicts.liveness,
         ledger=run.app.summarise(run),
+        harm=run.app.harm(run),
     ), sc.expect)
 
 

@@ -636,11 +636,10 @@ def test_package_exports_exactly_the_names_importers_use() -> None:
     import medbft.scenario as package
 
     assert package.__all__ == [
-        "BEHAVIORS", "ByzantineFault", "CpuSpec", "CrashFault", "FaultSpec", "HealFault",
-        "IsolateFault", "LatencySpec", "LinkFault", "PartitionFault", "RecoverFault",
-        "RequestFault", "Scenario", "ScenarioError", "SlowFault", "apply_overrides",
-        "load_scenario", "parse_scenario",
-        "scenario_hash", "to_dict",
+        "BEHAVIORS", "LEDGER_BEHAVIORS", "ByzantineFault", "CpuSpec", "CrashFault", "FaultSpec",
+        "HealFault", "IsolateFault", "LatencySpec", "LinkFault", "PartitionFault",
+        "RecoverFault", "RequestFault", "Scenario", "ScenarioError", "SlowFault", "TamperFault",
+        "apply_overrides", "load_scenario", "parse_scenario", "scenario_hash", "to_dict",
     ]
     assert all(hasattr(package, name) for name in package.__all__)
 

@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 
 from medbft.errors import UsageError
-from medbft.fuzz import Coverage, FuzzOutcome, draw_scenario, run_fuzz, shrink
+from medbft.fuzz import APPS, Coverage, FuzzOutcome, draw_scenario, run_fuzz, shrink
 from medbft.progress import Reporter, count_detail
 
 
@@ -25,6 +25,10 @@ def register(sub: Any) -> None:
     p.add_argument("--faulty", type=int, help="faulty replicas at most (default f; more "
                                               "explores beyond the bound)")
     p.add_argument("--no-byzantine", action="store_true", help="crash and network faults only")
+    p.add_argument("--app", choices=APPS,
+                   help="force the application on every seed (default: the ledger on about "
+                        "30%% of seeds); ledger: a client of each role, a drawn flow, and "
+                        "ledger-aware Byzantine behaviours on half the Byzantine seeds")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--out", default="results/fuzz", help="where failing schedules are written")
     p.add_argument("--no-shrink", action="store_true", help="do not shrink failing schedules")
@@ -41,6 +45,8 @@ def _command(args: argparse.Namespace, seed: int) -> str:
         parts += ["--faulty", str(args.faulty)]
     if args.no_byzantine:
         parts.append("--no-byzantine")
+    if args.app:
+        parts += ["--app", args.app]
     return " ".join(parts)
 
 
@@ -71,7 +77,8 @@ def handle(args: argparse.Namespace, console: Console, err: Console) -> int:
     # every few seconds); failures themselves are results and go to stdout.
     with Reporter("fuzz", enabled=not (args.quiet or args.json)) as reporter:
         reporter.update(count_detail(reporter, 0, len(seeds), "seeds", 0), 0, len(seeds))
-        for outcome in run_fuzz(seeds, args.n, args.faulty, not args.no_byzantine, args.jobs):
+        for outcome in run_fuzz(seeds, args.n, args.faulty, not args.no_byzantine, args.jobs,
+                                args.app):
             if not outcome.ok:
                 failures.append(outcome)
                 console.print(f"seed {outcome.seed}: {outcome.failure} FAILED "
@@ -106,7 +113,10 @@ def _describe(outcome: FuzzOutcome) -> str:
     if not outcome.safety_ok:
         v = outcome.violations[0] if outcome.violations else {}
         return f"{v.get('kind', 'violation')} at seq {v.get('seq', '?')}"
-    return f"{outcome.unsettled} requests never settled after healing"
+    if not outcome.liveness_ok:
+        return f"{outcome.unsettled} requests never settled after healing"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(outcome.harm_kinds.items()))
+    return f"{outcome.harm} harm events within f faults ({kinds})"
 
 
 def _write_failure(args: argparse.Namespace, outcome: FuzzOutcome,
@@ -114,7 +124,7 @@ def _write_failure(args: argparse.Namespace, outcome: FuzzOutcome,
     """Write the failing schedule (and its shrunk form); returns their paths and commands."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = draw_scenario(outcome.seed, args.n, args.faulty, not args.no_byzantine)
+    raw = draw_scenario(outcome.seed, args.n, args.faulty, not args.no_byzantine, args.app)
     path = out / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     console.print(f"  schedule: {path} (medbft run {path})", markup=False)

@@ -63,6 +63,17 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("liveness", "held" if summary["liveness"]["ok"] else
          f"lost ({summary['liveness']['unsettled']} unsettled)"),
     ]
+    harm = summary.get("harm")  # simulated runs: docs/harm.md
+    if harm is not None:
+        kinds = ", ".join(f"{k} {v}" for k, v in harm["by_kind"].items())
+        rows.append(("harm (unfair orderings)",
+                     f"{harm['events']}{f' ({kinds})' if kinds else ''} "
+                     f"({harm['unfair']['events']})"))
+        for t in harm["tampering"]:
+            found = ("not detected" if t["detected_at_s"] is None else
+                     f"detected {t['detected_at_s']:.3f} s by {t['detected_by']}, repaired "
+                     + ("-" if t["repaired_at_s"] is None else f"{t['repaired_at_s']:.3f} s"))
+            rows.append((f"tampering {t['node']} {t['target']}", f"{t['at_s']:.3f} s: {found}"))
     if summary.get("sim_time_s") is None:  # a real run has no virtual time
         rows.append(("wall time", f"{summary['wall_time_s']} s"))
     else:

@@ -61,6 +61,7 @@ from medbft.scenario.canonical import scenario_hash, to_dict
 from medbft.scenario.errors import ScenarioError
 from medbft.scenario.faults import (
     BEHAVIORS,
+    LEDGER_BEHAVIORS,
     ByzantineFault,
     CrashFault,
     FaultSpec,
@@ -71,6 +72,7 @@ from medbft.scenario.faults import (
     RecoverFault,
     RequestFault,
     SlowFault,
+    TamperFault,
 )
 from medbft.scenario.loading import apply_overrides, load_scenario, parse_scenario
 from medbft.scenario.model import Scenario
@@ -78,6 +80,7 @@ from medbft.scenario.specs import CpuSpec, LatencySpec
 
 __all__ = [
     "BEHAVIORS",
+    "LEDGER_BEHAVIORS",
     "ByzantineFault",
     "CpuSpec",
     "CrashFault",
@@ -92,6 +95,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SlowFault",
+    "TamperFault",
     "apply_overrides",
     "load_scenario",
     "parse_scenario",

@@ -39,6 +39,7 @@ from medbft.units import format_duration_ns
 __all__ = [
     "BEHAVIORS",
     "FAULT_KINDS",
+    "LEDGER_BEHAVIORS",
     "PLANNED_FAULT_KINDS",
     "AnyFault",
     "ByzantineFault",
@@ -52,6 +53,7 @@ __all__ = [
     "RecoverFault",
     "RequestFault",
     "SlowFault",
+    "TamperFault",
 ]
 
 #: Fault actions we plan to support; using one now gives "not supported yet" instead of "unknown".
@@ -66,7 +68,17 @@ BEHAVIORS: dict[str, tuple[tuple[str, ...], str]] = {
     "slow-primary": (("delay",), "{slow-primary: {delay: 400ms}}"),
     "censor": (("clients",), "{censor: {clients: [client-1]}}"),
     "premature-view-change": (("every",), "{premature-view-change: {every: 1s}}"),
+    # Ledger-aware (they need workload.app: ledger; docs/harm.md):
+    "censor-kind": (("kinds",), "{censor-kind: {kinds: [RECALL_ISSUE]}}"),
+    "front-run-revoke": (("hold",), "{front-run-revoke: {hold: 200ms}}"),
+    "delay-regulator": (("delay", "roles"), "{delay-regulator: {delay: 450ms}}"),
+    "false-reply": ((), "false-reply"),
 }
+#: The behaviours that read ledger transactions (a key-value run has none to read).
+LEDGER_BEHAVIORS: tuple[str, ...] = ("censor-kind", "front-run-revoke", "delay-regulator",
+                                     "false-reply")
+#: Behaviours whose parameters are required (the rest have defaults).
+_REQUIRED: dict[str, tuple[str, ...]] = {"censor-kind": ("kinds",)}
 
 #: Prefix of the union tag naming each fault kind; stripped from error paths (``loading``).
 _FAULT_TAG = "fault:"
@@ -301,10 +313,17 @@ def _behavior(value: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"behavior {name} has no parameter {unknown[0]!r}; allowed: "
                          f"{', '.join(allowed) or 'none'}; e.g. {example}")
+    missing = [k for k in _REQUIRED.get(name, ()) if k not in params]
+    if missing:
+        raise ValueError(f"behavior {name} needs {missing[0]}; e.g. {example}")
     out: dict[str, Any] = {}
     for key, raw in params.items():
-        if key in ("delay", "every"):
+        if key in ("delay", "every", "hold"):
             out[key] = _positive_duration(raw)
+        elif key == "kinds":
+            out[key] = _tx_kinds(raw)
+        elif key == "roles":
+            out[key] = _client_roles(raw)
         elif key == "clients":
             if not isinstance(raw, list | tuple) or not all(
                     isinstance(c, str) and NODE_ID_RE.fullmatch(c) for c in raw):
@@ -314,8 +333,33 @@ def _behavior(value: Any) -> dict[str, Any]:
     return {"name": name, **out}
 
 
+def _tx_kinds(raw: Any) -> list[str]:
+    from node.ledger.txs import SCHEMA
+
+    if not isinstance(raw, list | tuple) or not raw:
+        raise ValueError(f"kinds: expected a list of transaction kinds such as "
+                         f"[RECALL_ISSUE, CONSENT_REVOKE]; got {_show(raw)}")
+    for kind in raw:
+        if not isinstance(kind, str) or kind not in SCHEMA:
+            guess = difflib.get_close_matches(str(kind), list(SCHEMA), n=1)
+            hint = f"did you mean {guess[0]!r}? " if guess else ""
+            raise ValueError(f"kinds: unknown transaction kind {_show(kind)}; {hint}allowed: "
+                             f"{', '.join(sorted(SCHEMA))}")
+    return list(raw)
+
+
+def _client_roles(raw: Any) -> list[str]:
+    from node.ledger.roles import CLIENT_ROLES
+
+    if not isinstance(raw, list | tuple) or not raw or not all(
+            isinstance(r, str) and r in CLIENT_ROLES for r in raw):
+        raise ValueError(f"roles: expected a list of client roles, each one of "
+                         f"{', '.join(CLIENT_ROLES)}; got {_show(raw)}")
+    return list(raw)
+
+
 def _behavior_json(value: dict[str, Any]) -> Any:
-    params = {k: (format_duration_ns(v) if k in ("delay", "every") else v)
+    params = {k: (format_duration_ns(v) if k in ("delay", "every", "hold") else v)
               for k, v in value.items() if k != "name"}
     return {value["name"]: params} if params else value["name"]
 
@@ -348,10 +392,44 @@ class RequestFault(FaultSpec):
     client: Annotated[str, _leaf(_node_id)] = Field(alias="request")
 
 
+def _tamper_target(value: Any) -> str:
+    from medbft.harm import TAMPER_TARGETS
+
+    if value not in TAMPER_TARGETS:
+        raise ValueError(f"expected what to alter, one of: {', '.join(TAMPER_TARGETS)} "
+                         f"(the replica's audit log, block headers or state tables); "
+                         f"got {_show(value)}")
+    return str(value)
+
+
+class TamperFault(FaultSpec):
+    """``{at: 2s, tamper: hospital-2, target: audit}``: alters that replica's stored ledger
+    (``audit``: an audit entry's decision; ``blocks``: a block header; ``state``: a table row)
+    and recomputes the chain head, as an insider covering their tracks would. The replica is
+    faulty from then on. Its next checkpoint disagrees with the quorum's, so it notices and
+    repairs its state by state transfer (docs/harm.md). Needs workload.app: ledger."""
+
+    action: ClassVar[str] = "tamper"
+
+    node: Target = Field(alias="tamper")
+    target: Annotated[str, _leaf(_tamper_target)] = Field(alias="target")
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super()._prepare(data)
+        if data.get("target") is None:
+            _fail((("target",), "missing; expected what to alter: audit, blocks or state, "
+                                "e.g. {at: 2s, tamper: hospital-2, target: audit}"))
+        return data
+
+    def targets(self) -> tuple[tuple[Loc, str], ...]:
+        return ((("tamper",), self.node),)
+
+
 #: Implemented fault actions: action key -> class.
 FAULT_KINDS: dict[str, type[FaultSpec]] = {c.action: c for c in (
     CrashFault, RecoverFault, PartitionFault, IsolateFault, HealFault, LinkFault,
-    SlowFault, ByzantineFault, RequestFault)}
+    SlowFault, ByzantineFault, RequestFault, TamperFault)}
 
 
 def _fault_tag(value: Any) -> str | None:
@@ -375,6 +453,7 @@ AnyFault = Annotated[
         Annotated[SlowFault, Tag(_FAULT_TAG + "slow")],
         Annotated[ByzantineFault, Tag(_FAULT_TAG + "byzantine")],
         Annotated[RequestFault, Tag(_FAULT_TAG + "request")],
+        Annotated[TamperFault, Tag(_FAULT_TAG + "tamper")],
     ],
     Discriminator(_fault_tag),
 ]
@@ -394,8 +473,8 @@ def _check_fault_entries(value: Any) -> Any:
             problems.append(((i,), f"expected a mapping such as {example}; got {_show(entry)}"))
             continue
         kinds = [k for k in entry if k in FAULT_KINDS]
-        others = [str(k) for k in entry
-                  if k not in FAULT_KINDS and k not in ("at", "until", "factor", "behavior")]
+        others = [str(k) for k in entry if k not in FAULT_KINDS
+                  and k not in ("at", "until", "factor", "behavior", "target")]
         if len(kinds) > 1:
             problems.append(((i,), f"one action per fault; got {' and '.join(kinds)}: split them "
                                    f"into separate entries"))

@@ -17,9 +17,12 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 from medbft.scenario.base import _Spec
 from medbft.scenario.errors import Loc, Problem, _fail, _names, _show
 from medbft.scenario.faults import (
+    LEDGER_BEHAVIORS,
     AnyFault,
+    ByzantineFault,
     FaultSpec,
     RequestFault,
+    TamperFault,
     _check_fault_entries,
     _is_node_id,
 )
@@ -234,6 +237,25 @@ class Scenario(_Spec):
                 else f"client-1 .. client-{self.workload.clients}"))
             for i, fault in enumerate(self.faults)
             if isinstance(fault, RequestFault) and not self.is_client(fault.client)]
+        if problems:
+            _fail(*problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_ledger_faults(self) -> Scenario:
+        """Tampering and the ledger-aware behaviours act on ledger data: they need the ledger."""
+        if self.workload.app == "ledger":
+            return self
+        problems: list[tuple[Loc, str]] = []
+        for i, fault in enumerate(self.faults):
+            if isinstance(fault, TamperFault):
+                problems.append((("faults", i, "tamper"), (
+                    f"tampering alters a replica's ledger, but workload.app is "
+                    f"{self.workload.app}; use workload.app: ledger")))
+            elif isinstance(fault, ByzantineFault) and fault.behavior["name"] in LEDGER_BEHAVIORS:
+                problems.append((("faults", i, "behavior"), (
+                    f"behavior {fault.behavior['name']} reads ledger transactions, but "
+                    f"workload.app is {self.workload.app}; use workload.app: ledger")))
         if problems:
             _fail(*problems)
         return self

@@ -336,7 +336,18 @@ def _population(value: Any) -> dict[str, int]:
 #: Applications a run can execute: the healthcare ledger, or the key-value placeholder
 #: (node/apps.py holds the one list).
 APPS: tuple[str, ...] = tuple(STATE_MACHINES)
-_LEDGER_ONLY = ("flow", "mix", "invalid", "population", "event_at", "home_gateway")
+_LEDGER_ONLY = ("flow", "mix", "invalid", "population", "event_at", "home_gateway",
+                "recall_news")
+#: When custodians learn of a recall: when the manufacturer submits it (out of band, a phone
+#: call; the default) or only when it commits on the ledger.
+RECALL_NEWS = ("submitted", "committed")
+
+
+def _recall_news(value: Any) -> str:
+    if value not in RECALL_NEWS:
+        raise ValueError(f"expected when custodians learn of a recall, one of: "
+                         f"{', '.join(RECALL_NEWS)}; got {_show(value)}")
+    return str(value)
 
 
 class WorkloadSpec(_Spec):
@@ -358,6 +369,8 @@ class WorkloadSpec(_Spec):
     population: Annotated[dict[str, int], _leaf(_population)] | None = None
     event_at_ns: DurationNs | None = Field(None, alias="event_at")
     home_gateway: Flag = False
+    recall_news: Annotated[str, _leaf(_recall_news)] | None = None
+    """None: `submitted` (kept out of the canonical form, so older scenarios hash the same)."""
 
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -411,4 +424,8 @@ class ExpectSpec(_Spec):
     rejected_messages_min: Whole | None = None
     state_transfers_min: Whole | None = None
     final_view_min: Whole | None = None
+    harm: Whole | None = None
+    """Domain harm events (summary `harm.events`; medbft/harm.py): 0 within f faults."""
+    harm_unfair: RangeSpec | None = None
+    """Unfair orderings (summary `harm.unfair.events`), e.g. {min: 1} for a censor."""
 

@@ -56,6 +56,9 @@ def flatten_metrics(summary: Mapping[str, Any], derived: Mapping[str, Any]) -> d
     out.update({f"cpu.utilisation.{k}": v for k, v in _stats(util.values()).items()})
     for key in ("safety", "liveness", "expect"):
         out[f"{key}.ok"] = summary[key]["ok"]
+    harm = summary.get("harm")  # simulated runs (docs/harm.md)
+    out["harm.events"] = None if harm is None else harm["events"]
+    out["harm.unfair"] = None if harm is None else harm["unfair"]["events"]
     out["sim_time_s"] = summary["sim_time_s"]
     return out
 

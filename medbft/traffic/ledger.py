@@ -88,13 +88,16 @@ class LedgerTraffic(TrafficState):
     def __init__(self, genesis: LedgerGenesis, rng: random.Random, *, flow: str = "mixed",
                  mix: dict[str, float] | None = None, invalid: float = 0.0,
                  event_at_ns: int | None = None, duration_ns: int = 0,
-                 keep_documents: int = 20_000) -> None:
+                 keep_documents: int = 20_000, recall_news: str | None = None) -> None:
         super().__init__(genesis, rng, keep_documents=keep_documents)
         self.flow = flow
         self.weights = dict(mix) if mix is not None else dict(FLOWS[flow])
         self.invalid = invalid
         self.event_at_ns = event_at_ns if event_at_ns is not None else duration_ns // 2
         self.duration_ns = duration_ns
+        #: "committed": custodians stop using a recalled lot only once its recall commits
+        #: (the ledger is their only news); otherwise as soon as it is submitted.
+        self.recall_news = recall_news or "submitted"
         self.pending: dict[tuple[str, int], Pending] = {}
         #: Requests the replicas refused at admission (never ordered), by rule.
         self.refused: dict[str, int] = {}

@@ -156,9 +156,13 @@ class SupplyChain:
         """RECALL_ISSUE of `lot` (class I); on commit, custodians that held it must ack."""
         s = self.s
         recall_id = s.new_id("recall")
-        s.w.recalled.add(lot)
+        on_commit = getattr(s, "recall_news", "submitted") == "committed"
+        if not on_commit:
+            s.w.recalled.add(lot)
 
         def ok(_: bytes) -> None:
+            if on_commit:
+                s.w.recalled.add(lot)
             s.w.recalls[recall_id] = ((lot,), set(s.w.exposure.get(lot, ())), set())
             s.story.setdefault("recalls", []).append(
                 {"recall_id": recall_id, "lot": lot, "committed_s": s.now_ns / 1e9})

@@ -94,8 +94,10 @@ def read_snapshot(data: bytes) -> tuple[bytes, dict[tuple[str, int], CachedReply
 class CheckpointHost(Protocol):
     """What checkpointing asks of the rest of the replica."""
 
-    def fetch_state(self) -> None:
-        """We are behind (or our state differs): get the stable state from others."""
+    def fetch_state(self, repair: int = 0) -> None:
+        """We are behind (or our state differs): get the stable state from others.
+        `repair`: our own checkpoint at that seq disagrees with a quorum's, so our state is
+        bad: install theirs even though we executed that far."""
 
     def replay_future(self) -> None:
         """The window moved: buffered messages may be acceptable now."""
@@ -213,8 +215,10 @@ class Checkpoints:
             self.out.trace("behind", seq=seq, last_executed=log.last_executed)
             self.host.fetch_state()
         else:
+            # Our state at seq differs from what q replicas signed: it was damaged (tampered
+            # with, or a bad disk), since executing is deterministic. Repair it by transfer.
             self.out.trace("checkpoint mismatch", seq=seq)
-            self.host.fetch_state()
+            self.host.fetch_state(repair=seq)
 
     def make_stable(self, seq: int, proof: tuple[m.Checkpoint, ...],
                     snap: bytes | None = None) -> None:

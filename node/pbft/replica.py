@@ -281,8 +281,8 @@ class Replica:
     # =========================================================================================
     # Where one part reaches another (CheckpointHost, TransferHost, ViewChangeHost)
 
-    def fetch_state(self) -> None:
-        self.transfer.fetch_state()
+    def fetch_state(self, repair: int = 0) -> None:
+        self.transfer.fetch_state(repair=repair)
 
     def maybe_propose(self) -> None:
         self.normal.maybe_propose()

@@ -123,6 +123,9 @@ class StateTransfer:
         """A FETCH-STATE went out (late answers are considered only then)."""
         self.persistent = False
         self.idle_rounds = 0
+        self.repair = 0
+        """A checkpoint seq at which our own state was found bad (0: none): the stable state
+        at or above it is installed even though we executed beyond it (a repair)."""
 
     # -- batch bodies ------------------------------------------------------------------------
 
@@ -154,15 +157,20 @@ class StateTransfer:
 
     # -- state -------------------------------------------------------------------------------
 
-    def fetch_state(self, persistent: bool = False) -> None:
+    def fetch_state(self, persistent: bool = False, repair: int = 0) -> None:
         """Ask every replica for what we lack. `persistent` (a restart): keep asking, with
-        backoff, through rounds that bring nothing (see the module docstring)."""
+        backoff, through rounds that bring nothing (see the module docstring). `repair`: our
+        state at that checkpoint is bad; ask as if we had executed only up to before it."""
         if persistent and not self.persistent:
             self.persistent, self.idle_rounds = True, 0
+        if repair:
+            self.repair = max(self.repair, repair)
         self.fetching = True
         self.asked = True
         self.fetch_mark = self.transferred
         last = self.log.last_executed
+        if self.repair:
+            last = min(last, self.repair - 1)
         self.out.bcast(m.FetchState(last, 0, 0, self.me))
         self.out.trace("fetch-state", last_executed=last)
         if T_FETCH not in self.out.timers:
@@ -183,7 +191,8 @@ class StateTransfer:
             if self.assembling is not None and self._chunks_still_coming():
                 self.attempt += 1
                 self._request_chunks()
-            elif self.transferred != self.fetch_mark or log.h > log.last_executed:
+            elif (self.transferred != self.fetch_mark or log.h > log.last_executed
+                  or self.repair):
                 self.idle_rounds = 0
                 self.fetch_state()  # the last round brought something (or we are not there yet)
             elif self.persistent and self.idle_rounds < PERSISTENT_IDLE_ROUNDS:
@@ -253,7 +262,8 @@ class StateTransfer:
                 self.out.set_timer(T_FETCH, self.timeout_ns)
         if sd.new_view:
             self._maybe_adopt_new_view(sd.new_view)
-        if sd.stable_seq > self.log.last_executed:
+        if sd.stable_seq > self.log.last_executed or (self.repair
+                                                       and sd.stable_seq >= self.repair):
             self._on_chunk(sender, sd)
         window_top = self.log.last_executed + self.window
         for cb in sd.committed:
@@ -267,6 +277,8 @@ class StateTransfer:
     def _newer(self, sd: m.StateData) -> bool:
         """Does `sd` bring a checkpoint or a batch beyond what we executed?"""
         last = self.log.last_executed
+        if self.repair and sd.stable_seq >= self.repair:
+            return True
         return sd.stable_seq > last or any(cb.seq > last for cb in sd.committed)
 
     def _maybe_adopt_new_view(self, raw: bytes) -> None:
@@ -357,6 +369,8 @@ class StateTransfer:
                 del self.claims[r]
             return
         log, cps = self.log, self.checkpoints
+        if seq >= self.repair:
+            self.repair = 0  # repaired: the state at seq is the quorum's
         log.last_executed = seq
         self.transferred += 1
         log.next_seq = max(log.next_seq, log.last_executed + 1)
