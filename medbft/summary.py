@@ -24,8 +24,9 @@ The keys, in order (docs/results.md defines each measurement):
 - `rejected_messages`, `ignored_messages` (drops, classified by the replica itself: see
   `node.pbft.BENIGN_DROPS`);
 - `cpu`, `nodes` (each replica's final view, last executed and stable checkpoint);
-- `safety`, `liveness`, then `ledger` on a ledger run, `harm` on a simulated run (domain
-  harms, medbft/harm.py and docs/harm.md), then `expect`.
+- `safety`, `liveness`, then `ledger` on a ledger run, `harm` (domain harms, medbft/harm.py
+  and docs/harm.md; null in a real run, which cannot see every replica's order), then
+  `expect`.
 What it must not know: how the parts were measured.
 """
 
@@ -135,8 +136,7 @@ def build_summary(m: Measured, expect: Any = None) -> dict[str, Any]:
     }
     if m.ledger is not None:
         summary["ledger"] = m.ledger
-    if m.harm is not None:
-        summary["harm"] = m.harm
+    summary["harm"] = m.harm  # None (null) in a real run: both modes have the same keys
     summary["expect"] = check_expect(expect, summary)
     return summary
 
@@ -157,6 +157,7 @@ def _insert_after(d: dict[str, Any], after: str, key: str, value: Any) -> dict[s
 
 def _measured(summary: dict[str, Any]) -> dict[str, Any]:
     requests = summary["requests"]
+    harm = summary.get("harm")
     return {
         "safety": summary["safety"]["ok"],
         "liveness": summary["liveness"]["ok"],
@@ -169,8 +170,8 @@ def _measured(summary: dict[str, Any]) -> dict[str, Any]:
         "rejected_messages": summary["rejected_messages"]["total"],
         "state_transfers": summary["state_transfers"],
         "final_view": summary["final_view"],
-        "harm": summary["harm"]["events"] if "harm" in summary else None,
-        "harm_unfair": summary["harm"]["unfair"]["events"] if "harm" in summary else None,
+        "harm": harm["events"] if harm else None,
+        "harm_unfair": harm["unfair"]["events"] if harm else None,
     }
 
 
