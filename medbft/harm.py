@@ -35,7 +35,9 @@ Extending it (the registry is keyed by transaction kind, so new kinds plug in):
   protects, which later kinds it must stop, and the harm's name. Committed-order violations,
   windows and unfair orderings all follow from it.
 `claim-without-consent` (CLAIM_ADJUDICATE) and `research-below-cohort` (RESEARCH_QUERY) are
-detectors of this kind: they read the replayed ledger's tables, not the row the rule wrote.
+detectors of this kind: the first reads the replayed consents at the payment's position (not
+the consent the claim row names), the second the cohort the replayed ledger counted for the
+query against the study's minimum and the floor (not the row's own verdict).
 
 What it must not know: the network or the protocol's internals; it reads the run's events.
 """

@@ -334,6 +334,27 @@ def test_false_replies_from_f_replicas_are_outvoted_and_from_f_plus_one_are_acce
     assert two["harm"]["by_kind"].get("false-reply-accepted", 0) >= 1 and not two["harm"]["ok"]
 
 
+@pytest.mark.parametrize(("story", "lie", "harm_kind"), [
+    ("insurance-claim", "paid", "claim-without-consent"),
+    ("research-study", "released", "research-below-cohort")])
+def test_f_plus_one_liars_make_a_client_accept_a_payment_or_a_release_and_f_cannot(
+        story: str, lie: str, harm_kind: str) -> None:
+    def run(*liars: str) -> dict[str, Any]:
+        raw = _raw(story)
+        raw["duration"] = "4s"  # the story runs from 3 s to under 4 s
+        raw["faults"] = [{"at": "0s", "byzantine": node,
+                          "behavior": {"false-reply": {"lies": [lie]}}} for node in liars]
+        harm: dict[str, Any] = _run(raw)["harm"]
+        return harm
+
+    one = run("hospital-2")
+    assert one["events"] == 0 and one["window_stats"]["false-reply"]["count"] >= 1
+    assert {w["closed_by"] for w in one["windows"] if w["kind"] == "false-reply"} == {
+        "f+1 matching replies"}
+    two = run("hospital-2", "pharmacy-1")
+    assert two["by_kind"].get(harm_kind, 0) >= 1 and not two["ok"]
+    assert two["by_kind"][harm_kind] <= two["by_kind"]["false-reply-accepted"]
+
 def test_delay_regulator_holds_regulator_work_just_under_the_timeout() -> None:
     honest = _consent_race_with()
     slow = _consent_race_with({"at": "0s", "byzantine": "hospital-1",
@@ -391,6 +412,10 @@ BASE: dict[str, Any] = {"name": "t", "nodes": 4, "duration": "2s"}
      "ledger", ["behavior"]),
     ({"at": "1s", "byzantine": "primary", "behavior": {"false-reply": {"rate": 1}}}, "ledger",
      ["no parameter 'rate'"]),
+    ({"at": "1s", "byzantine": "primary", "behavior": {"false-reply": {"lies": ["refund"]}}},
+     "ledger", ["lies", "permit, paid, released"]),
+    ({"at": "1s", "byzantine": "primary", "behavior": {"false-reply": {"lies": []}}},
+     "ledger", ["lies", "each once"]),
     ({"at": "1s", "byzantine": "primary", "behavior": "false-reply"}, "kv",
      ["faults[0].behavior", "workload.app: ledger"]),
 ])
