@@ -19,9 +19,9 @@ Two classes of harm, because PBFT promises one and not the other (docs/harm.md):
 - **harm** (`events`, `by_kind`): what the ledger's rules plus PBFT's safety must prevent while
   at most f replicas are faulty: a dose from a lot after its recall committed, an access
   permitted after its consent's revocation committed, a PHI-bearing transaction accepted, a
-  client accepting a result the committed ledger did not give (a false reply), and, through
-  the hooks below, a claim paid without consent or a research answer below the cohort
-  minimum. The swarm checks these are 0 within f faults.
+  client accepting a result the committed ledger did not give (a false reply), a claim paid
+  without a payment consent in force, a research answer released below the cohort minimum.
+  The swarm checks these are 0 within f faults.
 - **unfair orderings** (`unfair`): a harmful transaction the primary ordered before a
   protective one it had received first (a censored recall, a front-run revocation). PBFT
   orders; it does not order fairly. These are reported with the *window* during which harm
@@ -34,9 +34,10 @@ Extending it (the registry is keyed by transaction kind, so new kinds plug in):
 - `GUARDS[kind]`: a protective kind (RECALL_ISSUE, CONSENT_REVOKE, ...): which subjects it
   protects, which later kinds it must stop, and the harm's name. Committed-order violations,
   windows and unfair orderings all follow from it.
-The hooks `claim-without-consent` (CLAIM_SUBMIT / CLAIM_ADJUDICATE paid without an `HPAYMT`
-consent in force) and `research-below-cohort` (RESEARCH_QUERY answered for a cohort under its
-minimum) are registered by name in `HOOKS`; their detectors are added when those kinds exist.
+`claim-without-consent` (CLAIM_ADJUDICATE) and `research-below-cohort` (RESEARCH_QUERY) are
+detectors of this kind: the first reads the replayed consents at the payment's position (not
+the consent the claim row names), the second the cohort the replayed ledger counted for the
+query against the study's minimum and the floor (not the row's own verdict).
 
 What it must not know: the network or the protocol's internals; it reads the run's events.
 """
@@ -50,19 +51,13 @@ from typing import Any
 
 from node import messages as m
 from node.ledger import Ledger, LedgerGenesis
+from node.ledger.partners import MIN_COHORT_FLOOR, PAYMENT
 from node.statemachine import BlockInfo
 
-__all__ = ["DETECTORS", "GUARDS", "HOOKS", "TAMPER_TARGETS", "Guard", "HarmEvent", "History",
+__all__ = ["DETECTORS", "GUARDS", "TAMPER_TARGETS", "Guard", "HarmEvent", "History",
            "ObservedTraffic", "RequestArrivals", "Tx", "build_history", "empty_harm",
            "judge_harm", "tamper_ledger"]
 
-#: Harm kinds that new transaction kinds will detect (docs/harm.md): name -> what it means.
-HOOKS: dict[str, str] = {
-    "claim-without-consent": "an insurance claim paid (CLAIM_ADJUDICATE approve) without an "
-                             "HPAYMT consent in force for the claim's patient",
-    "research-below-cohort": "a RESEARCH_QUERY answered for a cohort smaller than the study's "
-                             "minimum (the answer must be suppressed)",
-}
 #: How many harm events and windows a summary lists in full (all are counted).
 LISTED = 20
 
@@ -231,6 +226,82 @@ def _phi_accepted(tx: Tx, h: History) -> Iterable[HarmEvent]:
             b"refused:")):
         return [HarmEvent("phi-accepted", tx, refused.split(":")[0])]
     return []
+
+
+# -- detectors of the partner kinds (claims, research; issue 16) ------------------------------
+
+PAID = b"ok:paid"
+RELEASED = b"ok:aggregate="
+
+
+def _position_after(h: History) -> tuple[int, int]:
+    """A position after every committed transaction: where a payment that never committed is
+    judged (a consent in force there was in force at any later position too)."""
+    return (h.committed[-1].pos[0] + 1, 0) if h.committed and h.committed[-1].pos else (1, 0)
+
+
+def _ledger_now_ns(h: History, pos: tuple[int, int]) -> int | None:
+    """The ledger's clock at `pos` (the genesis epoch + its block's agreed timestamp), or None
+    when the replayed ledger has no such block (never committed, or a hand-built history)."""
+    blocks = h.ledger.state.blocks.entries
+    return h.ledger.genesis.epoch_ns + blocks[pos[0] - 1][2] if pos[0] <= len(blocks) else None
+
+
+def _payment_consent_at(h: History, patient: str, payer: str,
+                        pos: tuple[int, int]) -> str | None:
+    """The earliest-granted HPAYMT (disclose) consent of `patient` naming `payer` or every
+    insurer that was in force at `pos` in the committed order: granted before it, not revoked
+    before it, not limited to data classes, its period holding the block's time; else None.
+    Read from the replayed consents table (a revoked consent stays, with the revocation's
+    position), never from the consent the claim row names, so a faulty rule would show too."""
+    purpose, action = PAYMENT
+    now = _ledger_now_ns(h, pos)
+    found: list[tuple[tuple[int, int], str]] = []
+    for cid, row in h.ledger.state.tables["consents"].items():
+        if (row[0] == patient and row[1] in (payer, "role:insurer") and action in row[2]
+                and purpose in row[3] and not row[4] and tuple(row[7]) < pos
+                and (row[8] is None or tuple(row[8]) > pos)
+                and (now is None or row[5] <= now < row[6])):
+            found.append((tuple(row[7]), cid))
+    return min(found)[1] if found else None
+
+
+@detector("CLAIM_ADJUDICATE")
+def _claim_without_consent(tx: Tx, h: History) -> Iterable[HarmEvent]:
+    """A claim paid (its insurer's client accepted `ok:paid`, or the committed ledger said so)
+    although no HPAYMT consent naming the payer was in force at the payment's position in the
+    committed order (e.g. its revocation committed first). A payment that never committed is
+    judged after the whole committed order."""
+    if PAID not in (tx.accepted, tx.result):
+        return []
+    claim = h.ledger.state.tables["claims"].get(str(tx.fields.get("claim_id")))
+    at = tx.pos if tx.pos is not None else _position_after(h)
+    where = f"{at[0]}.{at[1]}" if tx.pos is not None else "the end (never committed)"
+    if claim is None or tuple(claim[10]) > at:
+        return [HarmEvent("claim-without-consent", tx, f"no claim submitted by {where}")]
+    if _payment_consent_at(h, claim[0], claim[3], at) is not None:
+        return []
+    return [HarmEvent("claim-without-consent", tx, f"no HPAYMT consent in force at {where}")]
+
+
+@detector("RESEARCH_QUERY")
+def _research_below_cohort(tx: Tx, h: History) -> Iterable[HarmEvent]:
+    """A research answer released (its researcher's client accepted `ok:aggregate=`, or the
+    committed ledger said so) although the cohort the committed ledger counted for it is below
+    the study's minimum or below the floor every study has (MIN_COHORT_FLOOR). The cohort is
+    the replayed ledger's research row for this very query (its position); a release with no
+    such row has no cohort that was ever shown to meet the minimum."""
+    if not any(r is not None and r.startswith(RELEASED) for r in (tx.accepted, tx.result)):
+        return []
+    tables = h.ledger.state.tables
+    row = tables["research"].get(str(tx.fields.get("query_id")))
+    if row is None or tx.pos is None or tuple(row[7]) != tx.pos:
+        return [HarmEvent("research-below-cohort", tx, "released with no committed answer")]
+    study = tables["studies"].get(row[0])
+    minimum = max(study[5] if study is not None else 0, MIN_COHORT_FLOOR)
+    if row[4] >= minimum:
+        return []
+    return [HarmEvent("research-below-cohort", tx, f"cohort {row[4]} < minimum {minimum}")]
 
 
 def _guard_violations(h: History) -> list[HarmEvent]:

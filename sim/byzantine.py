@@ -37,8 +37,11 @@ aim at is measured by medbft/harm.py, not reported by the shell):
 - delay-regulator {delay, roles}: as primary, holds each PRE-PREPARE whose batch holds a
   transaction signed by a regulator's client (roles, default inspector, regulator_inspector
   and auditor) for `delay` (default 90% of the view-change timeout: just under it).
-- false-reply: its REPLYs say `permit:` where its ledger said `deny:`; a client needs f+1
-  matching replies, so it must never accept one from f such replicas.
+- false-reply {lies}: its REPLYs lie; a client needs f+1 matching replies, so it must never
+  accept one from f such replicas. `lies` (default [permit]): `permit` says `permit:` where
+  its ledger said `deny:`; `paid` says `ok:paid` to a claim adjudication its ledger did not
+  pay; `released` says `ok:aggregate=1` where its ledger suppressed a research answer (every
+  liar makes up the same count, so f+1 of them match).
 
 What it must not know: the network model or the checker. Randomness comes from the seeded
 `random.Random` it is given.
@@ -114,6 +117,10 @@ class ByzantineShell:
         self.forged = 0
         self.later: dict[str, Receive] = {}
         """front-run-revoke: requests held back from the replica, by timer key."""
+        self.lies: tuple[str, ...] = tuple(behavior.get("lies") or ("permit",))
+        self.adjudications: set[tuple[str, int, int]] = set()
+        """false-reply `paid`: the claim adjudications this replica was sent (request keys),
+        so their replies can be told apart (a refusal reads the same for other kinds)."""
         roles = set(behavior.get("roles") or REGULATOR_ROLES)
         self.regulators = {c.id for c in inner.membership.clients if c.role in roles}
         coalition.join(self.id)
@@ -158,6 +165,8 @@ class ByzantineShell:
                 hold = self.behavior.get("hold") or self.inner.config.view_change_timeout_ns // 2
                 return [SetTimer(key, hold),
                         Trace("byzantine", {"behavior": self.name, "action": "held revocation"})]
+        if self.name == "false-reply" and "paid" in self.lies and type(event) is Receive:
+            self._note_adjudications(event.data)
         return self._rewrite(self.inner.step(event, now_ns))
 
     # -- inputs -------------------------------------------------------------------------------
@@ -184,6 +193,34 @@ class ByzantineShell:
         except DecodeError:
             return None
         return req if isinstance(req, m.Request) else None
+
+    def _note_adjudications(self, data: bytes) -> None:
+        """Remember the CLAIM_ADJUDICATE requests in `data`: a request (from its client or
+        relayed), a proposal's batch or a fetched batch, whichever way this replica learns of
+        them."""
+        try:
+            env = m.decode(data)
+            if type(env) is not m.Envelope or not env.payload:
+                return
+            tag = env.payload[0]
+            if tag == m.Request.TAG:
+                requests: tuple[m.Request, ...] = (m.decode(env.payload),)  # type: ignore
+            elif tag in (m.PrePrepare.TAG, m.BatchData.TAG):
+                msg = m.decode(env.payload)
+                requests = msg.batch.requests if isinstance(msg, m.PrePrepare | m.BatchData) \
+                    else ()
+            else:
+                return
+        except DecodeError:
+            return
+        for req in requests:
+            if isinstance(req, m.Request) and b"CLAIM_ADJUDICATE" in req.op:
+                try:
+                    tx = json.loads(req.op)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(tx, dict) and tx.get("kind") == "CLAIM_ADJUDICATE":
+                    self.adjudications.add((req.client, req.session, req.timestamp))
 
     def _request_kind(self, data: bytes) -> str | None:
         """The ledger transaction kind of a request reaching us as primary, else None."""
@@ -283,11 +320,23 @@ class ByzantineShell:
             r.client in self.regulators for r in msg.batch.requests)
 
     def _false_reply(self, eff: Send) -> list[Effect]:
-        """`deny:<rule>` becomes `permit:<rule>`; every other reply goes out as it was."""
+        """The reply as `lies` rewrite it (`deny:<rule>` becomes `permit:<rule>`, a claim
+        adjudication not paid becomes `ok:paid`, `ok:suppressed` becomes a count); every
+        other reply goes out as it was."""
         _, msg = self._open(eff)
-        if not isinstance(msg, m.Reply) or not msg.result.startswith(b"deny:"):
+        if not isinstance(msg, m.Reply):
             return [eff]
-        forged = dataclasses.replace(msg, result=b"permit:" + msg.result[len(b"deny:"):])
+        result = msg.result
+        if "permit" in self.lies and result.startswith(b"deny:"):
+            lie = b"permit:" + result[len(b"deny:"):]
+        elif "paid" in self.lies and result != b"ok:paid" and (
+                msg.client, msg.session, msg.timestamp) in self.adjudications:
+            lie = b"ok:paid"
+        elif "released" in self.lies and result == b"ok:suppressed":
+            lie = b"ok:aggregate=1"
+        else:
+            return [eff]
+        forged = dataclasses.replace(msg, result=lie)
         return [self._seal(eff.to, forged),
                 Trace("byzantine", {"behavior": self.name, "action": "false reply",
                                     "request": f"{msg.client}/{msg.session}/{msg.timestamp}"})]

@@ -19,7 +19,7 @@ from medbft.scenario import ScenarioError, load_scenario, parse_scenario
 from medbft.summary import check_expect
 from node.ledger import Ledger, encode_tx
 from sim.run import run_scenario
-from tests.ledger_support import genesis
+from tests.ledger_support import Harness, genesis, pp, sha
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 EPC = "urn:epc:id:sgtin:0614141.000001.7"
@@ -108,6 +108,132 @@ def test_personal_data_ordered_or_acknowledged_is_harm() -> None:
     assert _judge(phi)["by_kind"] == {"phi-accepted": 1}
     phi.pos, phi.result, phi.accepted = None, b"refused:phi-field:name", b"refused:phi-field:name"
     assert _judge(phi)["events"] == 0
+
+
+# -- claims and research: a committed order run on a real ledger -------------------------------
+
+class _Committed:
+    """A hand-built committed order whose steps run on a real ledger, one block each, so the
+    judge reads real consents, claims and research rows at real positions; each step's client
+    accepted what the ledger said unless a test then makes it accept a lie."""
+
+    def __init__(self, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        self.h = Harness(extra)
+        self.txs: list[Tx] = []
+
+    def step(self, who: str, kind: str, **fields: Any) -> Tx:
+        result = self.h.tx(who, kind, **fields).encode()
+        height, stamp = len(self.h.ledger.state.block_hashes), len(self.txs) + 1
+        tx = Tx(f"{who}/0/{stamp}", who, 0, stamp, encode_tx(kind, **fields), kind,
+                {"kind": kind, **fields}, submit_ns=height)
+        tx.pos, tx.result, tx.accepted, tx.accepted_ns = (height, 0), result, result, height
+        self.txs.append(tx)
+        return tx
+
+    def grant(self, patient: str, grantee: str, consent_id: str, **scope: Any) -> Tx:
+        return self.step(patient, "CONSENT_GRANT", consent_id=consent_id,
+                         patient=pp(patient, "hospital-1"), grantee=grantee,
+                         period={"start": "2025-01-01T00:00:00Z",
+                                 "end": "2026-01-01T00:00:00Z"},
+                         doc_commitment=sha(consent_id), **scope)
+
+    def judge(self) -> dict[str, Any]:
+        committed = [t for t in self.txs if t.pos is not None]
+        h = History({t.key: t for t in self.txs}, committed, self.h.ledger, {}, [])
+        return judge_harm(h, [], 10**9)
+
+
+PAYMENT = {"actions": ["disclose"], "purposes": ["HPAYMT"]}
+RESEARCH = {"actions": ["use"], "purposes": ["HRESCH"]}
+
+
+def _billed(revoke_first: bool) -> tuple[_Committed, Tx]:
+    """A claim under a payment consent, the consent revoked before or after the insurer's
+    approval; returns the approval."""
+    run = _Committed()
+    assert run.h.anchor("clinician-1", "patient-1", "hospital-1", "r-1") == "ok"
+    run.grant("patient-1", "ins-1", "c-1", **PAYMENT)
+    assert run.step("clinician-1", "CLAIM_SUBMIT", claim_id="cl-1",
+                    patient=pp("patient-1", "hospital-1"), to="ins-1",
+                    claim_type="professional", record_ids=["r-1"],
+                    claim_commitment=sha("cl-1")).result == b"ok"
+    if revoke_first:
+        run.step("patient-1", "CONSENT_REVOKE", consent_id="c-1")
+    pay = run.step("insurer-1", "CLAIM_ADJUDICATE", claim_id="cl-1", decision="approve",
+                   reason_code="covered")
+    if not revoke_first:
+        run.step("patient-1", "CONSENT_REVOKE", consent_id="c-1")
+    return run, pay
+
+
+def test_a_payment_accepted_after_the_consent_was_revoked_is_harm() -> None:
+    run, pay = _billed(revoke_first=True)
+    assert pay.result == b"rejected:no-consent"
+    assert run.judge()["events"] == 0, "refused, and the insurer was told so"
+    pay.accepted = b"ok:paid"  # f+1 replicas lied: the insurer pays
+    harm = run.judge()
+    assert harm["by_kind"] == {"claim-without-consent": 1, "false-reply-accepted": 1}
+    (event,) = [e for e in harm["listed"] if e["kind"] == "claim-without-consent"]
+    assert event["request"] == pay.key and "no HPAYMT consent in force at" in event["detail"]
+
+
+def test_a_payment_before_the_revocation_committed_is_not_harm() -> None:
+    run, pay = _billed(revoke_first=False)
+    assert pay.result == pay.accepted == b"ok:paid"
+    assert run.h.ledger.state.tables["consents"]["c-1"][8] is not None, "revoked in the end"
+    assert run.judge()["events"] == 0, "in force at the payment's position: judged there"
+
+
+def test_a_payment_that_never_committed_is_judged_after_the_committed_order() -> None:
+    run, pay = _billed(revoke_first=True)
+    pay.pos, pay.result, pay.accepted = None, None, b"ok:paid"
+    harm = run.judge()
+    assert harm["by_kind"] == {"claim-without-consent": 1}
+    assert "never committed" in harm["listed"][0]["detail"]
+
+
+def _researched(consenting: int) -> tuple[_Committed, Tx]:
+    """A study (minimum 5) over seven patients' observations, `consenting` of whom consent to
+    research; returns the researcher's count of patients."""
+    run = _Committed(tuple((f"patient-{k}", "patient") for k in range(3, 8)))
+    assert run.step("ethics_board-1", "STUDY_APPROVE", study_id="st-1",
+                    researcher="researcher-1", protocol_commitment=sha("st-1"),
+                    data_classes=["Observation"], min_cohort=5).result == b"ok"
+    for k in range(1, 8):
+        assert run.h.anchor("clinician-1", f"patient-{k}", "hospital-1", f"r-{k}") == "ok"
+    for k in range(1, consenting + 1):
+        run.grant(f"patient-{k}", "res-1", f"c-{k}", **RESEARCH)
+    return run, run.step("researcher-1", "RESEARCH_QUERY", query_id="q-1", study_id="st-1",
+                         resource_type="Observation", measure="patients")
+
+
+def test_a_released_answer_below_the_cohort_minimum_is_harm() -> None:
+    run, query = _researched(consenting=4)
+    assert query.result == b"ok:suppressed"
+    assert run.judge()["events"] == 0
+    query.accepted = b"ok:aggregate=4"  # f+1 replicas released what the ledger suppressed
+    harm = run.judge()
+    assert harm["by_kind"] == {"false-reply-accepted": 1, "research-below-cohort": 1}
+    (event,) = [e for e in harm["listed"] if e["kind"] == "research-below-cohort"]
+    assert event["request"] == query.key and event["detail"] == "cohort 4 < minimum 5"
+
+
+def test_a_released_answer_at_the_cohort_minimum_is_not() -> None:
+    run, query = _researched(consenting=5)
+    assert query.result == query.accepted == b"ok:aggregate=5"
+    assert run.judge()["events"] == 0
+
+
+def test_the_cohort_floor_holds_whatever_the_study_says() -> None:
+    run, query = _researched(consenting=4)
+    study = run.h.ledger.state.tables["studies"]["st-1"]
+    run.h.ledger.state.put("studies", "st-1", (*study[:5], 3, *study[6:]))  # a bad approval
+    query.accepted = b"ok:aggregate=4"
+    (event,) = [e for e in run.judge()["listed"] if e["kind"] == "research-below-cohort"]
+    assert event["detail"] == "cohort 4 < minimum 5"
+    query.pos = None
+    (event,) = [e for e in run.judge()["listed"] if e["kind"] == "research-below-cohort"]
+    assert event["detail"] == "released with no committed answer"
 
 
 def test_an_ordering_against_what_the_primary_received_first_is_unfair() -> None:
@@ -208,6 +334,27 @@ def test_false_replies_from_f_replicas_are_outvoted_and_from_f_plus_one_are_acce
     assert two["harm"]["by_kind"].get("false-reply-accepted", 0) >= 1 and not two["harm"]["ok"]
 
 
+@pytest.mark.parametrize(("story", "lie", "harm_kind"), [
+    ("insurance-claim", "paid", "claim-without-consent"),
+    ("research-study", "released", "research-below-cohort")])
+def test_f_plus_one_liars_make_a_client_accept_a_payment_or_a_release_and_f_cannot(
+        story: str, lie: str, harm_kind: str) -> None:
+    def run(*liars: str) -> dict[str, Any]:
+        raw = _raw(story)
+        raw["duration"] = "4s"  # the story runs from 3 s to under 4 s
+        raw["faults"] = [{"at": "0s", "byzantine": node,
+                          "behavior": {"false-reply": {"lies": [lie]}}} for node in liars]
+        harm: dict[str, Any] = _run(raw)["harm"]
+        return harm
+
+    one = run("hospital-2")
+    assert one["events"] == 0 and one["window_stats"]["false-reply"]["count"] >= 1
+    assert {w["closed_by"] for w in one["windows"] if w["kind"] == "false-reply"} == {
+        "f+1 matching replies"}
+    two = run("hospital-2", "pharmacy-1")
+    assert two["by_kind"].get(harm_kind, 0) >= 1 and not two["ok"]
+    assert two["by_kind"][harm_kind] <= two["by_kind"]["false-reply-accepted"]
+
 def test_delay_regulator_holds_regulator_work_just_under_the_timeout() -> None:
     honest = _consent_race_with()
     slow = _consent_race_with({"at": "0s", "byzantine": "hospital-1",
@@ -265,6 +412,10 @@ BASE: dict[str, Any] = {"name": "t", "nodes": 4, "duration": "2s"}
      "ledger", ["behavior"]),
     ({"at": "1s", "byzantine": "primary", "behavior": {"false-reply": {"rate": 1}}}, "ledger",
      ["no parameter 'rate'"]),
+    ({"at": "1s", "byzantine": "primary", "behavior": {"false-reply": {"lies": ["refund"]}}},
+     "ledger", ["lies", "permit, paid, released"]),
+    ({"at": "1s", "byzantine": "primary", "behavior": {"false-reply": {"lies": []}}},
+     "ledger", ["lies", "each once"]),
     ({"at": "1s", "byzantine": "primary", "behavior": "false-reply"}, "kv",
      ["faults[0].behavior", "workload.app: ledger"]),
 ])

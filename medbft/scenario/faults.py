@@ -72,8 +72,12 @@ BEHAVIORS: dict[str, tuple[tuple[str, ...], str]] = {
     "censor-kind": (("kinds",), "{censor-kind: {kinds: [RECALL_ISSUE]}}"),
     "front-run-revoke": (("hold",), "{front-run-revoke: {hold: 200ms}}"),
     "delay-regulator": (("delay", "roles"), "{delay-regulator: {delay: 450ms}}"),
-    "false-reply": ((), "false-reply"),
+    "false-reply": (("lies",), "{false-reply: {lies: [permit, paid, released]}}"),
 }
+#: What a `false-reply` replica lies about (sim/byzantine.py): an access `deny:` told as
+#: `permit:` (the default), a claim adjudication the ledger did not pay told as `ok:paid`, a
+#: suppressed research answer told as released.
+FALSE_REPLY_LIES: tuple[str, ...] = ("permit", "paid", "released")
 #: The behaviours that read ledger transactions (a key-value run has none to read).
 LEDGER_BEHAVIORS: tuple[str, ...] = ("censor-kind", "front-run-revoke", "delay-regulator",
                                      "false-reply")
@@ -324,6 +328,8 @@ def _behavior(value: Any) -> dict[str, Any]:
             out[key] = _tx_kinds(raw)
         elif key == "roles":
             out[key] = _client_roles(raw)
+        elif key == "lies":
+            out[key] = _lies(raw)
         elif key == "clients":
             if not isinstance(raw, list | tuple) or not all(
                     isinstance(c, str) and NODE_ID_RE.fullmatch(c) for c in raw):
@@ -345,6 +351,15 @@ def _tx_kinds(raw: Any) -> list[str]:
             hint = f"did you mean {guess[0]!r}? " if guess else ""
             raise ValueError(f"kinds: unknown transaction kind {_show(kind)}; {hint}allowed: "
                              f"{', '.join(sorted(SCHEMA))}")
+    return list(raw)
+
+
+def _lies(raw: Any) -> list[str]:
+    """false-reply's `lies`: a non-empty list drawn from FALSE_REPLY_LIES, each once."""
+    if not isinstance(raw, list | tuple) or not raw or len(set(map(str, raw))) != len(raw) \
+            or not all(isinstance(x, str) and x in FALSE_REPLY_LIES for x in raw):
+        raise ValueError(f"lies: expected a list of what to lie about, each once, from "
+                         f"{', '.join(FALSE_REPLY_LIES)}; got {_show(raw)}")
     return list(raw)
 
 
