@@ -170,12 +170,13 @@ class NodeRuntime:
         self._apply(effects)
 
     def _apply(self, effects: Sequence[Any]) -> None:
-        if self.crashed:
+        if self.crashed or not effects:
             return
+        send, me = self.transport.send, self.id
         for eff in effects:
             kind = type(eff)
             if kind is Send:
-                self.transport.send(self.id, eff.to, eff.data, eff.kind)  # type: ignore[union-attr]
+                send(me, eff.to, eff.data, eff.kind)
             elif kind is SetTimer:
                 old = self._timers.get(eff.key)  # type: ignore[union-attr]
                 if old is not None:

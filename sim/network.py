@@ -37,8 +37,7 @@ def latency_sampler(spec: object) -> Sampler:
     """
     dist = getattr(spec, "dist")
     if dist == "constant":
-        value = int(getattr(spec, "value_ns"))
-        return lambda rng: value
+        return ConstantDelay(int(getattr(spec, "value_ns")))
     if dist == "uniform":
         low, high = int(getattr(spec, "low_ns")), int(getattr(spec, "high_ns"))
         return lambda rng: round(rng.uniform(low, high))
@@ -64,6 +63,23 @@ class LinkState:
     busy_until_ns: int = 0
     duplicate: float = 0.0
     reorder: float = 0.0
+    fixed_ns: int | None = None
+    """The delay of every packet when nothing on this link draws a random number or queues
+    (constant latency, no loss, bandwidth, reordering or duplication): `deliveries` then
+    skips the general path. Set once the link is configured; None otherwise."""
+
+
+class ConstantDelay:
+    """A constant latency (a `Sampler` that ignores its rng): one that `LinkState.fixed_ns`
+    can recognise."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self, rng: random.Random) -> int:
+        return self.value
 
 
 @dataclass(slots=True)
@@ -125,6 +141,10 @@ class Network:
         self._links: dict[tuple[str, str], LinkState] = {
             (a, b): d["link"] for a, b, d in graph.edges(data=True)
         }
+        for state in self._links.values():
+            if (type(state.latency) is ConstantDelay and not state.bandwidth_bps
+                    and state.loss == 0.0 and state.duplicate == 0.0 and state.reorder == 0.0):
+                state.fixed_ns = state.latency.value
         self.replicas = frozenset(self.nodes)
         self.partitions: dict[int, dict[str, int]] = {}
         self.isolated: dict[int, frozenset[str]] = {}
@@ -220,6 +240,8 @@ class Network:
                 return self._lose(reason)
         if self._faulty_links:
             link = self._faulty_links.get((src, dst), link)
+        if link.fixed_ns is not None:  # the common case: what the general path below gives
+            return [now_ns + link.fixed_ns]
         rng = self.rng
         if link.loss > 0.0 and rng.random() < link.loss:
             return self._lose("loss")
