@@ -130,6 +130,59 @@ def test_the_state_is_read_from_the_replicas(opened: list[Session]) -> None:
     assert node["lastExec"] == 1 and node["slots"][0]["phase"] == "executed"
 
 
+def test_the_ledger_panel_shows_lot_statuses_and_a_patients_consents(
+        opened: list[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    session = _open(opened, ROOT / "scenarios" / "vaccine-recall.yaml", "duration=4200ms")
+    session.advance_to(3_900_000_000)  # the recall is issued at 4 s
+    state = session.poll(session.gen, 0)["state"]
+    for node in state["nodes"].values():
+        assert {lot["status"] for lot in node["book"]["lots"]} == {"active"}
+    session.advance_to(4_100_000_000)
+    state = session.poll(session.gen, 0)["state"]
+    total = len(session.stepper.run.app.ledgers["hospital-1"].state.tables["lots"])
+    for node in state["nodes"].values():
+        book = node["book"]
+        # recalled first, then the newest; bounded, the rest counted
+        assert book["lots"][0] == {"lot": "LOT-0614141-160", "status": "recalled",
+                                   "recall": "recall-520"}
+        assert [lot["status"] for lot in book["lots"][1:]] == ["active"] * 19
+        assert total > 20 and book["lots_more"] == total - 20
+    # the consents of the pseudonym changed last (by default), or of the one asked for
+    assert state["patient"] in state["patients"] and len(state["patients"]) > 1
+    other = next(p for p in state["patients"] if p != state["patient"])
+    book = session.poll(session.gen, 0, other)["state"]["nodes"]["hospital-2"]["book"]
+    assert book["patient"] == other and book["consents"]
+    assert all(c["status"] in ("in force", "revoked", "outside its period")
+               for c in book["consents"])
+    monkeypatch.setattr("medbft.studio.session.SHOWN_CONSENTS", 1)
+    shown = session.poll(session.gen, 0, other)["state"]["nodes"]["hospital-2"]["book"]
+    assert shown["consents"] == book["consents"][:1]
+    assert shown["consents_more"] == len(book["consents"]) - 1 + book["consents_more"]
+    with pytest.raises(UsageError, match="patient: expected a pseudonym"):
+        session.poll(session.gen, 0, 7)  # type: ignore[arg-type]
+
+
+def test_the_ledger_panel_shows_a_revoked_consent_and_nothing_for_kv(
+        opened: list[Session]) -> None:
+    session = _open(opened, ROOT / "scenarios" / "consent-race.yaml", "duration=2500ms")
+    session.advance_to(2_500_000_000)
+    state = session.poll(session.gen, 0)["state"]
+    for node in state["nodes"].values():
+        consent = node["book"]["consents"][0]
+        assert node["book"]["patient"] == state["patient"]
+        # the race: the latest consent changed was granted and revoked at once
+        assert consent["consent_id"].startswith("consent-") and consent["grantee"] in (
+            "hospital-1", "hospital-2")
+        assert (consent["purposes"], consent["status"]) == (["TREAT"], "revoked")
+        assert consent["revoked_height"] > consent["granted_height"]
+    assert all(p.startswith("pp:") for p in state["patients"])  # pseudonyms only
+    kv = _open(opened, BASELINE, "duration=200ms", "workload.app=kv")
+    kv.advance_to(100_000_000)
+    state = kv.poll(kv.gen, 0)["state"]
+    assert "patients" not in state
+    assert all(node["book"] is None for node in state["nodes"].values())
+
+
 def test_a_fork_shows_in_the_live_verdicts(opened: list[Session]) -> None:
     session = _open(opened, ROOT / "scenarios" / "f-plus-one-equivocators.yaml",
                     "duration=2200ms")
@@ -183,6 +236,13 @@ async def test_the_http_api(tmp_path: Path, opened: list[Session]) -> None:
         assert acted["gen"] == first["gen"] + 1
         assert acted["actions"] == ["{at: 60ms, behavior: silent, byzantine: pharmacy-1}"]
         assert acted["state"]["nodes"]["pharmacy-1"]["byz"] == "silent"
+        # a patient no replica knows: the panel falls back to the latest changed (none yet)
+        polled = await (await client.post("/api/poll", json={
+            "gen": acted["gen"], "since": 10**9, "patient": "pp:nobody"})).json()
+        assert (polled["state"]["patients"], polled["state"]["patient"]) == ([], None)
+        assert polled["state"]["nodes"]["hospital-2"]["book"]["consents"] == []
+        bad = await client.post("/api/poll", json={"patient": ["pp:x"]})
+        assert bad.status == 400 and "patient" in (await bad.json())["error"]
         bad = await client.post("/api/seek", json={"t_ns": "soon"})
         assert bad.status == 400 and "t_ns" in (await bad.json())["error"]
         bad = await client.post("/api/action", json={"action": "crash"})

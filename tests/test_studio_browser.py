@@ -4,7 +4,8 @@ packages, driven over the DevTools protocol (tests/cdp.py).
 Checked where the script runs: the pages load without a console error or an uncaught
 exception; play advances virtual time; clicking a replica's name and "crash" changes its state
 card and its lane; the scenario saved from the page is reproduced by `medbft run` (same summary
-digest as the session); the replay page makes no network request and shows the fork of
+digest as the session); the ledger panel lists vaccine-recall's recalled lot once the recall
+commits; the replay page makes no network request and shows the fork of
 f-plus-one-equivocators (the two Byzantine lanes, the two digests, which honest replica executed
 which). Without Chromium the tests skip, except under CI, where they fail. The server listens on
 loopback only.
@@ -130,6 +131,38 @@ async def test_the_studio_plays_crashes_and_saves_a_reproducible_scenario(
     assert digest_summary({**ran, "wall_time_s": 0.0}) == digest_summary(
         {**result.summary, "wall_time_s": 0.0})
     assert ran["view_changes"] >= 1
+
+
+async def test_the_ledger_panel_shows_the_recalled_lot(tmp_path: Path) -> None:
+    """vaccine-recall: once the recall commits (4 s) every replica's card lists the lot as
+    recalled; choosing a patient shows that pseudonym's consents."""
+    chromium()
+    session = await asyncio.to_thread(Session, load_scenario(
+        ROOT / "scenarios" / "vaccine-recall.yaml", ["duration=4200ms"]))
+    runner, url = await _serve(session, tmp_path)
+    recalled = ("[...document.querySelectorAll('.card .lots td.st-recalled')]"
+                ".map(td => td.closest('.card').dataset.node + ' ' + td.textContent)")
+    try:
+        async with Browser() as b:
+            await b.goto(url, "document.querySelectorAll('.card .ledger').length === 4")
+            assert await b.eval(recalled) == []
+            await b.eval("studio.seek(4100 * 1e6)")
+            await b.wait_for(f"{recalled}.length === 4")
+            assert await b.eval(recalled) == [
+                f"{n} recalled (recall-520)" for n in session.ids]
+            assert await b.eval("document.querySelector('.card .lots tr.lot td')"
+                                ".textContent") == "LOT-0614141-160"
+            assert await b.eval("document.querySelectorAll('.differs').length") == 0
+            assert await b.eval("document.getElementById('ledger-pick').hidden") is False
+            patient = await b.eval("document.getElementById('patient').options[1].value")
+            await b.eval("(() => { const s = document.getElementById('patient');"
+                         " s.selectedIndex = 1; s.dispatchEvent(new Event('change')); })()")
+            await b.wait_for("document.querySelector('.card .ledger').textContent"
+                             f".includes('Consents of {patient}')")
+            assert await b.eval("document.querySelectorAll('.card tr.consent').length") > 0
+            assert b.errors() == []
+    finally:
+        await runner.cleanup()
 
 
 async def test_the_replay_renders_offline_and_shows_the_fork(tmp_path: Path) -> None:

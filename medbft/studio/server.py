@@ -5,8 +5,10 @@ page. It listens on loopback by default (the studio is a local teaching tool: no
 authentication, no TLS). Routes:
 
 - `GET /`: the page (medbft/views/replay.py's page in studio mode);
-- `POST /api/poll {gen, since}`: new trace rows since row `since` (all of them when the run was
-  rebuilt: `gen` differs), their narration, each replica's state, the checker's verdicts;
+- `POST /api/poll {gen, since, patient}`: new trace rows since row `since` (all of them when the
+  run was rebuilt: `gen` differs), their narration, each replica's state (for a ledger run
+  also its lot statuses and the consents of pseudonym `patient`, optional in every body),
+  the checker's verdicts;
 - `POST /api/advance {to_ns}`, `/api/step {what}`, `/api/seek {t_ns}`: move in virtual time
   (step: `event`, `message` or `phase`; seek backwards replays from the seed);
 - `POST /api/action {action}`: a what-if (see `session.ACTIONS`), recorded as a timed fault;
@@ -58,7 +60,8 @@ def make_app(session: Session, save_dir: Path) -> web.Application:
 
                 def run() -> dict[str, Any]:
                     move(session, body)
-                    return session.poll(int(body.get("gen", -1)), int(body.get("since", 0)))
+                    return session.poll(int(body.get("gen", -1)), int(body.get("since", 0)),
+                                        body.get("patient") or None)
 
                 return web.json_response(await call(run))
             except (UsageError, ScenarioError, ValueError, TypeError, KeyError) as exc:

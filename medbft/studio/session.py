@@ -11,9 +11,10 @@ rebuild, to an earlier time (one seed, one run: the simulator is deterministic).
 
 It also reads what the page shows from the live parts: each replica's position and log slots
 (view, watermarks, stable checkpoint, last executed, the phase and quorum counters of its
-latest slots) from the replica objects, a little of each replica's ledger (counts only, no
-personal data), and the checker's verdicts, so a fork shows the moment two honest replicas
-execute different batches at one sequence number.
+latest slots) from the replica objects, the part of each replica's ledger that matters to the
+story (lot statuses, one patient's consents: ids and pseudonyms only, the ledger holds no
+personal data; bounded, see `ledger_view`), and the checker's verdicts, so a fork shows the
+moment two honest replicas execute different batches at one sequence number.
 
 What it must not know: HTTP (medbft/studio/server.py) or how the page draws.
 """
@@ -31,6 +32,7 @@ from medbft.scenario import BEHAVIORS, Scenario, ScenarioError, parse_scenario, 
 from medbft.scenario.model import simulation_problems
 from medbft.units import format_duration_ns
 from medbft.views.replay import page_meta, step_narration
+from node.ledger.queries import active_consents
 from sim.stepper import Stepper
 
 __all__ = ["ACTIONS", "PHASE_EVENTS", "Session"]
@@ -50,6 +52,9 @@ _STEPS = {"event": lambda row: True, "message": lambda row: row["event"] == "sen
           "phase": lambda row: row["event"] in PHASE_EVENTS}
 #: How many of a replica's latest log slots the state panel shows.
 SHOWN_SLOTS = 6
+#: How many lots, consents and patient pseudonyms the ledger panel lists (then "+N more").
+SHOWN_LOTS = SHOWN_CONSENTS = 20
+SHOWN_PATIENTS = 50
 
 
 class Session:
@@ -203,9 +208,12 @@ class Session:
         return [{k: v for k, v in row.items() if k != "bytes"}
                 for row in self.stepper.trace[since:]]
 
-    def poll(self, gen: int, since: int) -> dict[str, Any]:
+    def poll(self, gen: int, since: int, patient: str | None = None) -> dict[str, Any]:
         """What changed since the page's last poll: new rows (all of them when the run was
-        rebuilt since: `gen` differs), their narration, and the state now."""
+        rebuilt since: `gen` differs), their narration, and the state now (the ledger panel
+        shows the consents of `patient`, a pseudonym; by default the latest one changed)."""
+        if patient is not None and not isinstance(patient, str):
+            raise UsageError(f"patient: expected a pseudonym such as 'pp:...'; got {patient!r}")
         if gen != self.gen:
             since = 0
         rows = self.rows(since)
@@ -215,15 +223,18 @@ class Session:
             "gen": self.gen, "now_ns": self.now_ns, "end_ns": self.stepper.end_ns,
             "done": self.stepper.done, "rows": rows,
             "narration": step_narration(rows, self.roles),
-            "state": self.state(verdicts.violations),
+            "state": self.state(verdicts.violations, patient),
             "honest": sorted(run.checker.honest), "safety_ok": verdicts.safety_ok,
             "violations": verdicts.violations[:5], "actions": self.action_lines(),
         }
 
-    def state(self, violations: list[dict[str, Any]]) -> dict[str, Any]:
+    def state(self, violations: list[dict[str, Any]], patient: str | None = None
+              ) -> dict[str, Any]:
         """Each replica as the page's snapshot() has it, read from the replica objects."""
         run = self.stepper.run
         q = self.meta["q"]
+        ledgers = {nid: _ledger_of(run.app, nid) for nid in self.ids}
+        patients, patient = _patients(ledgers, patient)
         nodes = {}
         for nid in self.ids:
             replica = run.replicas[nid]
@@ -245,11 +256,15 @@ class Session:
                 "lastExec": replica.last_executed, "stable": replica.h, "low": replica.h,
                 "high": log.high, "slots": slots, "cause": self._causes().get(nid),
                 "ledger": _ledger_line(run.app, nid),
+                "book": ledger_view(ledgers[nid], patient),
             }
         forks = [{"seq": v["seq"], "digests": _by_digest(v["digests"])}
                  for v in violations if v.get("kind") == "agreement: different batch at one seq"]
-        return {"t": self.now_ns, "nodes": nodes, "forks": forks, "q": q, "derived": False,
-                "partitions": [], "links": []}
+        out = {"t": self.now_ns, "nodes": nodes, "forks": forks, "q": q, "derived": False,
+               "partitions": [], "links": []}
+        if any(ledger is not None for ledger in ledgers.values()):
+            out["patients"], out["patient"] = patients, patient
+        return out
 
 
     def _causes(self) -> dict[str, str]:
@@ -280,13 +295,89 @@ def _by_digest(digests: dict[str, str]) -> dict[str, list[str]]:
 def _ledger_line(app: Any, nid: str) -> str | None:
     """A replica's ledger in a few counts (no personal data): blocks, lots and how many are
     recalled, consents on record and how many are withdrawn."""
-    machine = getattr(app, "ledgers", {}).get(nid)
-    if machine is None:
+    ledger = _ledger_of(app, nid)
+    if ledger is None:
         return None
-    state = getattr(machine, "ledger", machine).state
+    state = ledger.state
     lots = state.tables["lots"]
     consents = state.tables["consents"]
     recalled = sum(1 for row in lots.values() if row[3] is not None)
     withdrawn = sum(1 for row in consents.values() if row[8] is not None)
     return (f"ledger: {len(state.blocks.entries)} blocks · {len(lots)} lots ({recalled} "
             f"recalled) · {len(consents)} consents ({withdrawn} withdrawn)")
+
+
+def _ledger_of(app: Any, nid: str) -> Any:
+    """A replica's ledger (node.ledger.ledger.Ledger), or None in a run without one (kv)."""
+    machine = getattr(app, "ledgers", {}).get(nid)
+    return None if machine is None else getattr(machine, "ledger", machine)
+
+
+def _patients(ledgers: dict[str, Any], wanted: str | None) -> tuple[list[str], str | None]:
+    """The pseudonyms with a consent on any replica (sorted, at most SHOWN_PATIENTS, `wanted`
+    kept), and the one to show: `wanted` if some replica knows it, else the pseudonym whose
+    consent was granted or revoked last (the latest block position on any replica)."""
+    latest: dict[str, tuple[int, int]] = {}
+    for ledger in ledgers.values():
+        if ledger is None:
+            continue
+        for row in ledger.state.tables["consents"].values():
+            moved = max(tuple(row[7]), tuple(row[8] or (0, 0)))
+            if moved > latest.get(row[0], (-1, -1)):
+                latest[row[0]] = moved
+    if wanted not in latest:
+        wanted = max(latest, key=lambda p: (latest[p], p)) if latest else None
+    shown = sorted(latest)[:SHOWN_PATIENTS]
+    if wanted is not None and wanted not in shown:
+        shown = sorted([*shown[:-1], wanted])
+    return shown, wanted
+
+
+def ledger_view(ledger: Any, patient: str | None) -> dict[str, Any] | None:
+    """What the ledger panel shows of one replica's ledger (None without a ledger):
+
+    - `lots`: each lot's id and status as the ledger records it: `recalled` (with the recall
+      id; the rule that blocks its units), `quarantined` (a cold-chain excursion or a flag
+      on the whole lot) or `active`; the recalled and quarantined first, then the newest
+      (latest first event of its units), at most SHOWN_LOTS, `lots_more` the rest;
+    - `consents`: the consents of pseudonym `patient`, newest grant first, at most
+      SHOWN_CONSENTS (`consents_more` the rest): id, grantee, actions, purposes and status,
+      `in force` (node.ledger.queries.active_consents at the last block), `revoked` (with
+      the block it was revoked in) or `outside its period`.
+
+    Ids and pseudonyms only: the ledger holds no personal data."""
+    if ledger is None:
+        return None
+    st = ledger.state
+    suspects = st.tables["suspects"]
+    lots = []
+    for lot, row in st.tables["lots"].items():
+        status = ("recalled" if row[3] else
+                  "quarantined" if "lot:" + lot in suspects else "active")
+        first = min((st.trace_idx[epc][0] for epc in st.lot_units.get(lot, ())
+                     if st.trace_idx.get(epc)), default=-1)
+        lots.append((status == "active", -first, lot, status, row[3]))
+    lots.sort()
+    consents = []
+    if patient is not None:
+        live = {c["consent_id"] for c in active_consents(ledger, patient)}
+        for cid, row in st.tables["consents"].items():
+            if row[0] != patient:
+                continue
+            status = ("revoked" if row[8] is not None else
+                      "in force" if cid in live else "outside its period")
+            consents.append((tuple(row[7]), cid, row, status))
+        consents.sort(reverse=True)
+    return {
+        "blocks": len(st.blocks.entries),
+        "lots": [{"lot": lot, "status": status, "recall": recall}
+                 for _, _, lot, status, recall in lots[:SHOWN_LOTS]],
+        "lots_more": max(0, len(lots) - SHOWN_LOTS),
+        "patient": patient,
+        "consents": [{"consent_id": cid, "grantee": row[1], "actions": list(row[2]),
+                      "purposes": list(row[3]), "status": status,
+                      "granted_height": row[7][0],
+                      "revoked_height": None if row[8] is None else row[8][0]}
+                     for _, cid, row, status in consents[:SHOWN_CONSENTS]],
+        "consents_more": max(0, len(consents) - SHOWN_CONSENTS),
+    }

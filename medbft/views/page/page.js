@@ -466,6 +466,7 @@ function drawState(snap) {
     ? `(derived from the trace at ${fmtMs(snap.t)}; n = ${META.n}, f = ${META.f}, quorum ${q})`
     : `(read from the replicas at ${fmtMs(snap.t)}; n = ${META.n}, f = ${META.f}, quorum ${q})`;
   cards.replaceChildren();
+  const differ = ledgerDifferences(snap);
   for (const id of NODE_IDS) {
     const n = snap.nodes[id];
     const card = document.createElement('div');
@@ -493,9 +494,65 @@ function drawState(snap) {
       `watermarks ${n.low}–${n.high ?? '?'}</div>` +
       (rows ? `<table><tr><th>seq</th><th>view</th><th>digest</th><th>phase</th><th title="matching PREPAREs / the 2f needed">PREPAREs / 2f</th><th title="matching COMMITs / the 2f+1 needed">COMMITs / 2f+1</th></tr>${rows}</table>`
             : '<div class="muted">no slots in the log</div>') +
-      (n.ledger ? `<div class="pos muted">${esc(n.ledger)}</div>` : '');
+      (n.ledger ? `<div class="pos muted">${esc(n.ledger)}</div>` : '') +
+      (n.book ? drawBook(n.book, differ) : '');
     cards.append(card);
   }
+  drawPatientPick(snap);
+}
+
+// The studio's ledger panel in a card: the lots' statuses and one patient's consents, as
+// this replica's ledger records them (ids and pseudonyms only). A status that differs
+// between replicas (one lagging, or corrupted) is outlined red.
+const slug = s => String(s).replace(/[^a-z]+/g, '-');
+function drawBook(b, differ) {
+  const lots = b.lots.map(l => `<tr class="lot" data-lot="${esc(l.lot)}"><td>${esc(l.lot)}</td>` +
+    `<td class="st-${slug(l.status)}${differ.has('lot ' + l.lot) ? ' differs' : ''}"` +
+    `${l.recall ? ` title="${esc(l.recall)}"` : ''}>${esc(l.status)}${l.recall ? ' (' + esc(l.recall) + ')' : ''}</td></tr>`).join('');
+  const consents = b.consents.map(c => `<tr class="consent" data-consent="${esc(c.consent_id)}">` +
+    `<td>${esc(c.consent_id)}</td><td>${esc(c.grantee)}</td>` +
+    `<td title="${esc(c.actions.join(', '))}">${esc(c.purposes.join(', '))}</td>` +
+    `<td class="st-${slug(c.status)}${differ.has('consent ' + c.consent_id) ? ' differs' : ''}">${esc(c.status)}` +
+    `${c.revoked_height !== null ? ' at block ' + c.revoked_height : ''}</td></tr>`).join('');
+  const more = k => k ? `<div class="muted">+${k} more</div>` : '';
+  return `<div class="ledger"><h4>Lots</h4>` +
+    (lots ? `<div class="scroll"><table class="lots"><tr><th>lot</th><th>status</th></tr>${lots}</table></div>`
+          : '<div class="muted">no lots yet</div>') + more(b.lots_more) +
+    `<h4>Consents of ${esc(b.patient || '–')}</h4>` +
+    (consents ? `<div class="scroll"><table class="consents"><tr><th>consent</th><th>grantee</th><th>purpose</th><th>status</th></tr>${consents}</table></div>`
+              : '<div class="muted">none</div>') + more(b.consents_more) + '</div>';
+}
+
+// Lots and consents whose status is not the same on every replica that lists them.
+function ledgerDifferences(snap) {
+  const seen = new Map();
+  const note = (key, status) => {
+    if (!seen.has(key)) seen.set(key, new Set());
+    seen.get(key).add(status);
+  };
+  for (const id of NODE_IDS) {
+    const b = (snap.nodes[id] || {}).book;
+    if (!b) continue;
+    for (const l of b.lots) note('lot ' + l.lot, l.status);
+    for (const c of b.consents) note('consent ' + c.consent_id, c.status);
+  }
+  return new Set([...seen].filter(([, statuses]) => statuses.size > 1).map(([key]) => key));
+}
+
+// The patient chooser (studio, ledger runs): the pseudonyms with a consent; the server shows
+// the one chosen, or the latest one changed while none is.
+function drawPatientPick(snap) {
+  const pick = document.getElementById('ledger-pick');
+  pick.hidden = !snap.patients;
+  if (!snap.patients) return;
+  const select = document.getElementById('patient');
+  const want = ['', ...snap.patients].join('\n');
+  if (select.dataset.options !== want) {
+    select.replaceChildren(new Option('the latest changed', ''),
+                           ...snap.patients.map(p => new Option(p, p)));
+    select.dataset.options = want;
+  }
+  select.value = snap.patients.includes(studio.patient) ? studio.patient : '';
 }
 
 function drawForks(snap) {
@@ -622,6 +679,7 @@ addEventListener('resize', () => render());
 // time), and then the page drops its rows and takes the new ones from the start.
 const studio = {
   gen: -1, end: 0, state: null, honest: null, safety: null, pending: 0, actions: [],
+  patient: '',   // the pseudonym whose consents the ledger panel shows ('' = the latest changed)
   async call(path, body) {
     const res = await fetch(path, body === undefined ? {} : {
       method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
@@ -649,7 +707,10 @@ const studio = {
     if (droppable && this.pending) return Promise.resolve();
     this.pending += 1;
     const run = async () => {
-      try { this.take(await this.call(path, {...body, gen: this.gen, since: this.since()})); }
+      try {
+        this.take(await this.call(path, {...body, gen: this.gen, since: this.since(),
+                                         patient: this.patient || null}));
+      }
       catch (e) { document.getElementById('saved').textContent = 'error: ' + e.message; }
     };
     this.queue = this.queue.then(run).finally(() => { this.pending -= 1; });
@@ -753,6 +814,11 @@ function fromHash() {
   const t = Number(args.get('t'));
   return args.has('t') && Number.isFinite(t) ? t * MS : null;
 }
+
+document.getElementById('patient').onchange = e => {
+  studio.patient = e.target.value;
+  studio.refresh();
+};
 
 drawLegend();
 const start = fromHash();
