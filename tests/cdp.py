@@ -95,7 +95,15 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.profile.cleanup()
+        # Chromium's helper processes (crash handler, utility) can still be writing into the
+        # profile for a moment after the browser exits: retry, then give up on a leftover.
+        for _ in range(50):
+            try:
+                self.profile.cleanup()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+        shutil.rmtree(self.profile.name, ignore_errors=True)
 
     async def _read(self) -> None:
         assert self.ws is not None
