@@ -371,7 +371,19 @@ class Request(Message):
     signature: bytes
 
     def unsigned(self) -> bytes:
-        return encode(Request(self.op, self.timestamp, self.client, self.session, b""))
+        """The bytes the client signs: this request encoded with an empty signature.
+        Remembered (see `_unsigned`): every replica needs them two or three times per
+        request (the signature check, the batch digest), and re-encoding was the codec's
+        largest per-request cost."""
+        key = (self.op, self.timestamp, self.client, self.session)
+        raw = _unsigned.get(key)
+        if raw is None:
+            raw = encode(Request(self.op, self.timestamp, self.client, self.session, b""))
+            if len(self.op) <= _UNSIGNED_MAX_OP:
+                if len(_unsigned) >= UNSIGNED_KEPT:
+                    _unsigned.popitem(last=False)
+                _unsigned[key] = raw
+        return raw
 
     def digest(self) -> bytes:
         return digest_of(self.unsigned())
@@ -379,6 +391,15 @@ class Request(Message):
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.client, self.session, self.timestamp)
+
+
+#: How many requests' `unsigned()` bytes are remembered (oldest forgotten first), and the
+#: largest op remembered: at most about 2 x 4096 x 64 KiB held.
+UNSIGNED_KEPT = 4096
+_UNSIGNED_MAX_OP = 64 * 1024
+# (op, timestamp, client, session) -> Request.unsigned(): a pure function of those fields
+# (the signature is not among them), so remembering it changes speed, never results.
+_unsigned: OrderedDict[tuple[bytes, int, str, int], bytes] = OrderedDict()
 
 
 @_message(2, "BATCH")

@@ -574,3 +574,19 @@ def test_open_envelope_agrees_with_decode_on_valid_and_damaged_bytes(
                 m.open_envelope(data)
         else:
             assert m.open_envelope(data) == (expected.sender, expected.payload, expected.mac)
+
+
+def test_request_unsigned_is_remembered_without_changing_it() -> None:
+    """Request.unsigned() is remembered by (op, timestamp, client, session): the same bytes
+    as encoding the request with an empty signature, whatever the signature, and an op too
+    large to remember is still encoded right."""
+    req = m.Request(b"put k v", 7, "client-1", 0, b"\x01" * 64)
+    expected = m.encode(m.Request(b"put k v", 7, "client-1", 0, b""))
+    assert req.unsigned() == expected
+    assert req.unsigned() is req.unsigned()  # remembered
+    forged = m.Request(b"put k v", 7, "client-1", 0, b"\x02" * 64)
+    assert forged.unsigned() == expected  # the signature is not signed over
+    assert m.Request(b"put k w", 7, "client-1", 0, b"").unsigned() != expected
+    big = m.Request(b"x" * (m._UNSIGNED_MAX_OP + 1), 1, "client-1", 0, b"")
+    assert big.unsigned() == m.encode(m.Request(big.op, 1, "client-1", 0, b""))
+    assert (big.op, 1, "client-1", 0) not in m._unsigned
