@@ -174,14 +174,8 @@ class ByzantineShell:
     def _censored(self, data: bytes) -> bool:
         if not self.inner.is_primary:
             return False
-        try:
-            env = m.decode(data)
-            if type(env) is not m.Envelope or not env.payload or env.payload[0] != m.Request.TAG:
-                return False
-            req = m.decode(env.payload)
-        except DecodeError:
-            return False
-        return isinstance(req, m.Request) and req.client in self.behavior.get("clients", [])
+        req = self._request(data)
+        return req is not None and req.client in self.behavior.get("clients", [])
 
     def _request(self, data: bytes) -> m.Request | None:
         """The client request `data` carries (from the client or relayed), else None."""

@@ -41,14 +41,19 @@ def _state_data(p: Packet) -> m.StateData | None:
     return sd
 
 
-def test_a_lagging_replica_transfers_a_state_larger_than_one_message() -> None:
-    c = _big_cluster()
+def _recover_r3(c: InMemoryCluster, seconds: int) -> None:
+    """Restart r3 and give it up to `seconds` of virtual time to catch up to seq 14."""
     c.recover("r3")
     c.deliver_all()
-    for _ in range(5):
+    for _ in range(seconds):
         if c.replicas["r3"].last_executed == 14:
             break
         c.advance(SECOND)
+
+
+def test_a_lagging_replica_transfers_a_state_larger_than_one_message() -> None:
+    c = _big_cluster()
+    _recover_r3(c, seconds=5)
     r3, r0 = c.replicas["r3"], c.replicas["r0"]
     assert len(r0.sm.snapshot()) > m.MAX_MESSAGE_BYTES
     assert r3.last_executed == 14
@@ -76,12 +81,7 @@ def test_a_corrupted_chunk_is_dropped_and_fetched_from_another_replica() -> None
         return [Packet(p.src, p.dst, m.encode(m.Envelope("r1", payload, mac)), p.kind)]
 
     c.intercept = corrupt
-    c.recover("r3")
-    c.deliver_all()
-    for _ in range(10):
-        if c.replicas["r3"].last_executed == 14:
-            break
-        c.advance(SECOND)
+    _recover_r3(c, seconds=10)
     r3, r0 = c.replicas["r3"], c.replicas["r0"]
     assert r3.last_executed == 14
     assert r3.sm.digest() == r0.sm.digest()
