@@ -55,6 +55,15 @@ class Traffic:
             pair[0] += 1
             pair[1] += nbytes
 
+    def count_many(self, src: str, kind: str, messages: int, nbytes: int) -> None:
+        """`count` for `messages` messages of `nbytes` bytes in all (a multicast's copies)."""
+        pair = self._pairs.get((src, kind))
+        if pair is None:
+            self._pairs[(src, kind)] = [messages, nbytes]
+        else:
+            pair[0] += messages
+            pair[1] += nbytes
+
     def _table(self, by: int, column: int) -> dict[str, int]:
         table: dict[str, int] = {}
         for key, counts in self._pairs.items():

@@ -19,6 +19,7 @@ __all__ = [
     "CancelTimer",
     "Effect",
     "Event",
+    "Multicast",
     "Persist",
     "Receive",
     "Send",
@@ -26,6 +27,7 @@ __all__ = [
     "Start",
     "Timeout",
     "Trace",
+    "sends",
 ]
 
 
@@ -70,6 +72,22 @@ class Send:
 
 
 @dataclass(slots=True, unsafe_hash=True)
+class Multicast:
+    """Send one message to several parties: `data[i]` (its own envelope, whose MAC is for
+    `to[i]`) to `to[i]`. Exactly the `Send`s it expands to (`sends`), as one effect, so that a
+    transport able to put a multicast on the wire in one go (the simulator's) need not handle
+    n - 1 effects one by one. A runtime whose transport cannot sends the copies in order."""
+
+    to: tuple[str, ...]
+    data: tuple[bytes, ...]
+    kind: str
+
+    def sends(self) -> list[Send]:
+        kind = self.kind
+        return [Send(to, data, kind) for to, data in zip(self.to, self.data, strict=True)]
+
+
+@dataclass(slots=True, unsafe_hash=True)
 class SetTimer:
     """(Re)arm timer `key` to fire after `delay_ns`; replaces an armed timer of that key."""
 
@@ -106,4 +124,18 @@ class Persist:
     data: bytes
 
 
-Effect = Send | SetTimer | CancelTimer | Trace | Persist
+Effect = Send | Multicast | SetTimer | CancelTimer | Trace | Persist
+
+
+def sends(effects: list[Effect]) -> list[Effect]:
+    """`effects` with every `Multicast` replaced by the `Send`s it stands for, in order: for
+    readers that look at messages one by one (tests, a Byzantine shell that rewrites them)."""
+    if not any(type(eff) is Multicast for eff in effects):
+        return effects
+    out: list[Effect] = []
+    for eff in effects:
+        if type(eff) is Multicast:
+            out += eff.sends()
+        else:
+            out.append(eff)
+    return out

@@ -20,12 +20,28 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from node.crypto import Costs
-from node.events import CancelTimer, Effect, Event, Receive, Send, SetTimer, Start, Timeout, Trace
+from node.events import (
+    CancelTimer,
+    Effect,
+    Event,
+    Multicast,
+    Receive,
+    Send,
+    SetTimer,
+    Start,
+    Timeout,
+    Trace,
+)
 
 __all__ = ["CostModel", "NodeRuntime", "TraceSink", "Transport"]
 
 
 class Transport(Protocol):
+    """Puts messages on the wire. A transport may also offer
+    `multicast(src, to: tuple[str, ...], data: tuple[bytes, ...], kind)`, which must do
+    exactly what sending each copy in order would (the simulator's does it in one go); the
+    runtime sends the copies one by one when it does not."""
+
     def send(self, src: str, to: str, data: bytes, kind: str) -> None: ...
 
 
@@ -78,6 +94,8 @@ class NodeRuntime:
         self.core = core
         self.id = core.id
         self.transport = transport
+        self._multicast: Callable[[str, tuple[str, ...], tuple[bytes, ...], str], None] | None
+        self._multicast = getattr(transport, "multicast", None)
         self.loop = loop
         self.cost_model = cost_model
         self.trace_sink = trace
@@ -93,6 +111,19 @@ class NodeRuntime:
         self._wakeup: asyncio.TimerHandle | None = None
         self._pending_apply: asyncio.TimerHandle | None = None
 
+    @property
+    def core(self) -> Core:
+        return self._core
+
+    @core.setter
+    def core(self, core: Core) -> None:
+        """A fault may swap the core (a Byzantine shell around the replica, and back)."""
+        self._core = core
+        # A replica takes a message's bytes directly (`Replica.receive`: no Receive event
+        # built per message); other cores, and a Byzantine shell, take the event.
+        self._receive_bytes: Callable[[bytes, int], Sequence[object]] | None = getattr(
+            core, "receive", None)
+
     # -- inputs -------------------------------------------------------------------------------
 
     def start(self, recovering: bool = False) -> None:
@@ -105,11 +136,9 @@ class NodeRuntime:
         if self.cost_model is None:  # the common path, once per message: no queue
             loop = self.loop
             now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
-            core = self.core
-            # A replica takes the bytes directly (no Receive event built per message); other
-            # cores, and a Byzantine shell around a replica, take the event.
-            fast = getattr(core, "receive", None)
-            self._apply(fast(data, now) if fast is not None else core.step(Receive(data), now))
+            fast = self._receive_bytes
+            self._apply(fast(data, now) if fast is not None
+                        else self._core.step(Receive(data), now))
         else:
             self._submit(Receive(data))
 
@@ -177,6 +206,12 @@ class NodeRuntime:
             kind = type(eff)
             if kind is Send:
                 send(me, eff.to, eff.data, eff.kind)
+            elif kind is Multicast:
+                if self._multicast is not None:
+                    self._multicast(me, eff.to, eff.data, eff.kind)  # type: ignore[union-attr]
+                else:
+                    for to, data in zip(eff.to, eff.data, strict=True):  # type: ignore[union-attr]
+                        send(me, to, data, eff.kind)  # type: ignore[union-attr]
             elif kind is SetTimer:
                 old = self._timers.get(eff.key)  # type: ignore[union-attr]
                 if old is not None:

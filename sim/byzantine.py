@@ -57,7 +57,7 @@ from collections import deque
 from typing import Any
 
 from node import messages as m
-from node.events import Effect, Event, Receive, Send, SetTimer, Timeout, Trace
+from node.events import Effect, Event, Receive, Send, SetTimer, Timeout, Trace, sends
 from node.messages import DecodeError
 from node.pbft import Replica
 
@@ -264,7 +264,7 @@ class ByzantineShell:
     def _rewrite(self, effects: list[Effect]) -> list[Effect]:
         name = self.name
         out: list[Effect] = []
-        for eff in effects:
+        for eff in sends(effects):  # behaviours act on each copy of a multicast
             if type(eff) is not Send:
                 out.append(eff)
             elif name == "silent":

@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from node.client import Accepted, Client
 from node.config import Config
 from node.crypto import Costs, Identity, Keyring, VerifyCache
-from node.events import CancelTimer, Persist, Receive, Send, SetTimer, Start, Timeout, Trace
+from node.events import (
+    CancelTimer,
+    Persist,
+    Receive,
+    Send,
+    SetTimer,
+    Start,
+    Timeout,
+    Trace,
+    sends,
+)
 from node.membership import Member, Membership
 from node.pbft import Replica
 from node.statemachine import KeyValueStore
@@ -180,7 +190,7 @@ class InMemoryCluster:
     def _apply(self, party: str, effects: list) -> None:  # type: ignore[type-arg]
         if party in self.crashed:
             return
-        for eff in effects:
+        for eff in sends(effects):
             if type(eff) is Send:
                 pkt = Packet(party, eff.to, eff.data, eff.kind)
                 pkts = self.intercept(pkt) if self.intercept else [pkt]

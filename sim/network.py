@@ -146,6 +146,9 @@ class Network:
                     and state.loss == 0.0 and state.duplicate == 0.0 and state.reorder == 0.0):
                 state.fixed_ns = state.latency.value
         self.replicas = frozenset(self.nodes)
+        delays = {self._links[(a, b)].fixed_ns for a in self.nodes for b in self.nodes
+                  if a != b}
+        self._mesh_fixed_ns = delays.pop() if len(delays) == 1 else None
         self.partitions: dict[int, dict[str, int]] = {}
         self.isolated: dict[int, frozenset[str]] = {}
         self.overlays: dict[int, LinkFaultOverlay] = {}
@@ -203,6 +206,15 @@ class Network:
                     ov.loss if ov.loss is not None else base.loss,
                     0, ov.duplicate or base.duplicate, ov.reorder or base.reorder,
                 )
+
+    @property
+    def mesh_fixed_ns(self) -> int | None:
+        """The delay of every packet between two replicas, when it is one constant for all of
+        them now (every replica-to-replica link fixed at the same value, no fault active):
+        `deliveries` would then return [now + it] for each, drawing nothing. None otherwise."""
+        if self.partitions or self.isolated or self._faulty_links:
+            return None
+        return self._mesh_fixed_ns
 
     def cut_reason(self, src: str, dst: str) -> str | None:
         """Why a packet from src to dst cannot get through now (None: it can)."""

@@ -125,6 +125,33 @@ class SimTransport:
             self._group_timer = loop.call_at_ns(arrival, self._deliver_group, group,
                                                 context=self._context)
 
+    def multicast(self, src: str, tos: tuple[str, ...], datas: tuple[bytes, ...],
+                  kind: str) -> None:
+        """`send` each copy in order, in one go when that provably gives the same run: every
+        copy goes to a replica over a link of the same constant delay with no fault active
+        (`Network.mesh_fixed_ns`: nothing drawn from the rng, nothing lost), and no full trace
+        or request watch wants a row per copy. Then every copy arrives at now + delay, and
+        the copies join one delivery group exactly as the per-copy path would put them."""
+        fixed = self.network.mesh_fixed_ns
+        if (fixed is None or not tos or self.record is not None or kind == "REQUEST"
+                or not self.network.replicas.issuperset(tos)):
+            for to, data in zip(tos, datas, strict=True):
+                self.send(src, to, data, kind)
+            return
+        count = len(tos)
+        self.traffic.count_many(src, kind, count, sum(map(len, datas)))
+        self.in_flight += count
+        loop = self.loop
+        arrival = loop.now_ns + fixed
+        timer = self._group_timer
+        if arrival == self._group_at and timer is not None and loop.is_last_pending(timer):
+            self._group.extend(zip(tos, datas, strict=True))
+            return
+        group = list(zip(tos, datas, strict=True))
+        self._group, self._group_at = group, arrival
+        self._group_timer = loop.call_at_ns(arrival, self._deliver_group, group,
+                                            context=self._context)
+
     def _trace_send(self, row: dict[str, Any], to: str, data: bytes,
                     arrivals: list[int]) -> None:
         """A full trace only: the message's view, seq and digest as sent to `to`

@@ -358,3 +358,103 @@ def test_randomness_only_from_given_rng() -> None:
     random.seed(2)
     b = _trace(network(MIXED, seed=7), 0)
     assert a == b
+
+
+# ---------------------------------------------------------------------------------------------
+# Multicasts: one call for all copies, the same run as one send per copy
+
+def test_mesh_fixed_ns_only_when_every_replica_link_is_one_constant_and_no_fault() -> None:
+    assert network({"latency": "5ms"}).mesh_fixed_ns == 5 * MS
+    # client links do not matter: a multicast goes to replicas only
+    assert network({"latency": "5ms", "links": [{"between": [H1, C1], "latency": "9ms"}]}
+                   ).mesh_fixed_ns == 5 * MS
+    assert network({"latency": "5ms", "links": [{"between": [H1, R1], "latency": "9ms"}]}
+                   ).mesh_fixed_ns is None
+    assert network({"latency": "5ms", "loss": 0.1}).mesh_fixed_ns is None
+    assert network({"latency": {"dist": "uniform", "low": "1ms", "high": "2ms"}}
+                   ).mesh_fixed_ns is None
+    nw = network({"latency": "5ms"})
+    nw.partition(1, [[H1, P1]])
+    assert nw.mesh_fixed_ns is None
+    nw.end_fault(1)
+    assert nw.mesh_fixed_ns == 5 * MS
+    nw.degrade(2, [(H1, P1)], None, None, 0.5, None, None)
+    assert nw.mesh_fixed_ns is None
+
+
+class _Counting:
+    """SimTransport that counts per-copy sends, to tell which path a multicast took."""
+
+    @staticmethod
+    def make(net: dict[str, Any], record: bool) -> tuple[Any, Any, list[tuple[int, str, bytes]]]:
+        from medbft.metrics import Traffic
+        from sim.loop import VirtualTimeLoop
+        from sim.run import SimTransport
+
+        class Counting(SimTransport):
+            sends = 0
+
+            def send(self, src: str, to: str, data: bytes, kind: str) -> None:
+                Counting.sends += 1
+                super().send(src, to, data, kind)
+
+        loop = VirtualTimeLoop()
+        transport = Counting(loop, network(net), Traffic(), [] if record else None)
+        got: list[tuple[int, str, bytes]] = []
+
+        class Endpoint:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def receive(self, data: bytes) -> None:
+                got.append((loop.now_ns, self.name, data))
+
+        for name in (*NODES, C1, C2):
+            transport.endpoints[name] = Endpoint(name)
+        return loop, transport, got
+
+
+def _exchange(net: dict[str, Any], multicast: bool, record: bool = False,
+              partition: bool = False) -> tuple[list[tuple[int, str, bytes]], Any, int]:
+    loop, transport, got = _Counting.make(net, record)
+    if partition:
+        transport.network.partition(1, [[H1], [P1, R1, H2]])
+    others = (P1, R1, H2)
+
+    def burst(tag: bytes) -> None:
+        datas = tuple(tag + b"-" + to.encode() for to in others)
+        if multicast:
+            transport.multicast(H1, others, datas, "PREPARE")
+        else:
+            for to, data in zip(others, datas, strict=True):
+                transport.send(H1, to, data, "PREPARE")
+        transport.send(P1, H1, tag + b"-single", "COMMIT")
+
+    for i in range(3):
+        loop.call_at_ns(i * MS, burst, f"b{i}".encode())
+        loop.call_at_ns(i * MS, burst, f"c{i}".encode())  # two at one instant: one group
+    loop.run_until_ns(100 * MS)
+    loop.close()
+    by_kind = transport.traffic.by_type, transport.traffic.bytes_by_type
+    return got, by_kind, type(transport).sends
+
+
+@pytest.mark.parametrize("case", [
+    {"net": {"latency": "5ms"}},
+    {"net": {"latency": "5ms"}, "record": True},
+    {"net": {"latency": "5ms"}, "partition": True},
+    {"net": {"latency": "5ms", "links": [{"between": [H1, R1], "latency": "9ms"}]}},
+    {"net": {"latency": "5ms", "loss": 0.3}},
+])
+def test_multicast_delivers_exactly_what_one_send_per_copy_does(case: dict[str, Any]) -> None:
+    one_go, traffic, sends = _exchange(case["net"], True, case.get("record", False),
+                                       case.get("partition", False))
+    per_copy, traffic_per_copy, _ = _exchange(case["net"], False, case.get("record", False),
+                                              case.get("partition", False))
+    assert one_go == per_copy  # same copies, same instants, same order
+    assert traffic == traffic_per_copy
+    fast = case == {"net": {"latency": "5ms"}}
+    # the fast path sends no copy one by one (only the 6 single COMMITs); the rest fall back
+    assert sends == (6 if fast else 6 + 6 * 3)
+    if fast:
+        assert [t for t, _, _ in one_go][:6] == [5 * MS] * 6

@@ -11,6 +11,7 @@ from typing import Any
 from node.crypto import Costs
 from node.events import (
     CancelTimer,
+    Multicast,
     Persist,
     Receive,
     Send,
@@ -18,6 +19,7 @@ from node.events import (
     Start,
     Timeout,
     Trace,
+    sends,
 )
 from node.runtime import NodeRuntime, call_later_ns, loop_now_ns
 from sim.loop import VirtualTimeLoop
@@ -78,6 +80,30 @@ def test_sends_go_to_the_transport_in_order_with_the_cores_id(vloop: VirtualTime
                                                    Send("r3", b"b", "COMMIT")]})
     rt.start()
     assert transport.sent == [(0, "r1", "r2", b"a", "PREPARE"), (0, "r1", "r3", b"b", "COMMIT")]
+
+
+def test_a_multicast_goes_copy_by_copy_to_a_transport_without_multicast(
+        vloop: VirtualTimeLoop) -> None:
+    mc = Multicast(("r2", "r3", "r4"), (b"a", b"b", b"c"), "PREPARE")
+    _, transport, rt = make(vloop, {Start(False): [mc, Send("r2", b"z", "COMMIT")]})
+    rt.start()
+    assert transport.sent == [(0, "r1", "r2", b"a", "PREPARE"), (0, "r1", "r3", b"b", "PREPARE"),
+                              (0, "r1", "r4", b"c", "PREPARE"), (0, "r1", "r2", b"z", "COMMIT")]
+    assert sends([mc]) == [Send("r2", b"a", "PREPARE"), Send("r3", b"b", "PREPARE"),
+                           Send("r4", b"c", "PREPARE")]
+
+
+def test_a_multicast_goes_in_one_call_to_a_transport_with_multicast(
+        vloop: VirtualTimeLoop) -> None:
+    class Multicasting(RecordingTransport):
+        def multicast(self, src: str, to: tuple[str, ...], data: tuple[bytes, ...],
+                      kind: str) -> None:
+            self.sent.append((loop_now_ns(self.loop), src, ",".join(to), b"|".join(data), kind))
+
+    core = ScriptedCore({Start(False): [Multicast(("r2", "r3"), (b"a", b"b"), "PREPARE")]})
+    transport = Multicasting(vloop)
+    NodeRuntime(core, transport, vloop).start()
+    assert transport.sent == [(0, "r1", "r2,r3", b"a|b", "PREPARE")]
 
 
 def test_a_timer_fires_as_a_timeout_after_its_delay(vloop: VirtualTimeLoop) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from node import messages as m
 from node.crypto import Keyring
-from node.events import CancelTimer, Effect, Persist, Send, SetTimer, Trace
+from node.events import CancelTimer, Effect, Multicast, Persist, Send, SetTimer, Trace
 from node.messages import Message
 
 __all__ = ["BENIGN_DROPS", "Outbox"]
@@ -72,15 +72,15 @@ class Outbox:
         self.effects.append(Send(to_id, self._envelope(to_id, m.encode(msg)), msg.KIND))
 
     def bcast(self, msg: Message) -> None:
-        """Multicast to every other replica (point-to-point sends, one MAC each)."""
+        """Multicast to every other replica: point-to-point copies, one MAC each, as one
+        `Multicast` effect."""
         payload = m.encode(msg)
         kind = msg.KIND
         others = self._others
         # each receiver's MAC covers our id and the payload; the copies differ only in it
         tags = self.keys.macs(others, self._mac_prefix + payload)
         head = m.envelope_head(self._env_prefix, payload)
-        self.effects.extend([Send(to_id, head + tag, kind)
-                             for to_id, tag in zip(others, tags, strict=True)])
+        self.effects.append(Multicast(others, tuple([head + tag for tag in tags]), kind))
 
     def set_timer(self, key: str, delay_ns: int) -> None:
         self.timers.add(key)
