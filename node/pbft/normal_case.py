@@ -350,7 +350,11 @@ class NormalCase:
             at = self._ahead_at
             if at >= 0:
                 self._ahead += (seq > at) - (old > at)
-            if T_CATCH_UP not in self.out.timers and self.behind_peers():
+            # (`_ahead_at` still at our next slot with at most f peers ahead: not behind,
+            # without the call)
+            if (T_CATCH_UP not in self.out.timers
+                    and (at != log.last_executed + 1 or self._ahead > self.f)
+                    and self.behind_peers()):
                 # f+1 replicas commit past a hole in our log: give the hole a moment to fill
                 # (messages may be on their way), then fetch what we missed.
                 self.catch_up_from = log.last_executed

@@ -109,13 +109,13 @@ class Replica:
 
     def step(self, event: Event, now_ns: int) -> list[Effect]:
         """Feed one event at time `now_ns`; return the effects to carry out, in order."""
+        if type(event) is Receive:
+            return self.receive(event.data, now_ns)
         out = self.out
         out.now_ns = now_ns
         effects: list[Effect] = []
         out.effects = effects
-        if type(event) is Receive:
-            self._on_receive(event.data)
-        elif type(event) is Timeout:
+        if type(event) is Timeout:
             self.timers.discard(event.key)
             handler = self._timer_handlers.get(event.key)
             if handler is not None:
@@ -124,23 +124,7 @@ class Replica:
             self._on_start(event.recovering)
         else:
             raise TypeError(f"unknown event {event!r}")
-        out.effects = []
-        if self.config.durable:
-            self._persist_first(effects)
-        return effects
-
-    def receive(self, data: bytes, now_ns: int) -> list[Effect]:
-        """`step(Receive(data), now_ns)` without building the event: the runtimes call this
-        once per message."""
-        out = self.out
-        out.now_ns = now_ns
-        effects: list[Effect] = []
-        out.effects = effects
-        self._on_receive(data)
-        out.effects = []
-        if self.config.durable:
-            self._persist_first(effects)
-        return effects
+        return self._finish(effects)
 
     def _persist_first(self, effects: list[Effect]) -> None:
         """Durable mode: the step's Persist records go before its other effects."""
@@ -195,42 +179,59 @@ class Replica:
     # =========================================================================================
     # Receiving: decode, authenticate, dispatch
 
-    def _on_receive(self, data: bytes) -> None:
-        """Authenticate before decoding: a replica's message is decoded only once its MAC
+    def receive(self, data: bytes, now_ns: int) -> list[Effect]:
+        """`step(Receive(data), now_ns)` without building the event: the runtimes call this
+        once per message.
+
+        Authenticate before decoding: a replica's message is decoded only once its MAC
         holds, so forged bytes cost one MAC, never a parse. A client's REQUEST carries a
         signature instead, which normal_case checks on the decoded request."""
+        out = self.out
+        out.now_ns = now_ns
+        effects: list[Effect] = []
+        out.effects = effects
         costs = self.costs
         costs.messages += 1
         costs.bytes += len(data)
         try:
             sender, payload, mac = m.open_envelope(data)
         except DecodeError:
-            self.out.drop("malformed")
-            return
+            out.drop("malformed")
+            return self._finish(effects)
         index = self._peers.get(sender)
         if index is None:
             self._on_receive_other(sender, payload)
-            return
+            return self._finish(effects)
         if not self.keys.check_mac(sender, self._mac_prefixes[index] + payload, mac):
-            self.out.drop("bad MAC", sender, _kind_of(payload))
-            return
+            out.drop("bad MAC", sender, _kind_of(payload))
+            return self._finish(effects)
         try:
             msg = m.decode_authenticated(payload)
         except DecodeError:
-            self.out.drop("malformed")
-            return
+            out.drop("malformed")
+            return self._finish(effects)
         kind = type(msg)
         if kind is m.Request:
             self.normal.on_request(msg, False)  # type: ignore[arg-type]
-            return
-        if getattr(msg, "replica", index) != index and kind is not m.NewView:
-            self.out.drop("replica field does not match sender", sender, msg.KIND)
-            return
-        handler = self._handlers.get(kind)
-        if handler is None:
-            self.out.drop("unexpected message type", sender, msg.KIND)
-            return
-        handler(index, msg)
+        elif getattr(msg, "replica", index) != index and kind is not m.NewView:
+            out.drop("replica field does not match sender", sender, msg.KIND)
+        else:
+            handler = self._handlers.get(kind)
+            if handler is None:
+                out.drop("unexpected message type", sender, msg.KIND)
+            else:
+                handler(index, msg)
+        out.effects = []
+        if self.config.durable:
+            self._persist_first(effects)
+        return effects
+
+    def _finish(self, effects: list[Effect]) -> list[Effect]:
+        """The end of a step: later effects go to a new list; Persist records go first."""
+        self.out.effects = []
+        if self.config.durable:
+            self._persist_first(effects)
+        return effects
 
     def _on_receive_other(self, sender: str, payload: bytes) -> None:
         """An envelope not from another replica: a client's REQUEST (signed, so its envelope
