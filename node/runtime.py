@@ -162,7 +162,7 @@ class NodeRuntime:
 
     def _submit(self, event: Event) -> None:
         if self.cost_model is None:
-            self._apply(self.core.step(event, loop_now_ns(self.loop)))
+            self._apply(self._core.step(event, loop_now_ns(self.loop)))
             return
         self._inbox.append(event)
         if self._wakeup is None:
@@ -170,29 +170,42 @@ class NodeRuntime:
 
     def _drain(self) -> None:
         self._wakeup = None
-        now = loop_now_ns(self.loop)
+        loop = self.loop
+        now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
         if now < self._busy_until_ns:
-            self._wakeup = call_later_ns(self.loop, self._busy_until_ns - now, self._drain)
+            self._wakeup = call_later_ns(loop, self._busy_until_ns - now, self._drain)
             return
         if not self._inbox or self.crashed:
             return
         event = self._inbox.popleft()
-        before = self.core.costs.snapshot()
-        effects = self.core.step(event, now)
+        core = self._core
+        before = core.costs.snapshot()
+        effects = core.step(event, now)
         assert self.cost_model is not None
-        cost = round(self.cost_model(before, self.core.costs.snapshot()) * self.slowdown)
+        cost = round(self.cost_model(before, core.costs.snapshot()) * self.slowdown)
         self.busy_ns += cost
         self._busy_until_ns = now + cost
         if cost > 0:
-            self._pending_apply = call_later_ns(self.loop, cost, self._apply_later, effects)
-        else:
-            self._apply(effects)
+            if self._inbox:
+                # The effects and the next event are both due at now + cost, the one right
+                # after the other: one timer runs both, in that order (as two would).
+                self._pending_apply = self._wakeup = call_later_ns(
+                    loop, cost, self._apply_then_drain, effects)
+            else:
+                self._pending_apply = call_later_ns(loop, cost, self._apply_later, effects)
+            return
+        self._apply(effects)
         if self._inbox:
-            self._wakeup = call_later_ns(self.loop, cost, self._drain)
+            self._wakeup = call_later_ns(loop, cost, self._drain)
 
     def _apply_later(self, effects: Sequence[object]) -> None:
         self._pending_apply = None
         self._apply(effects)
+
+    def _apply_then_drain(self, effects: Sequence[object]) -> None:
+        self._pending_apply = None
+        self._apply(effects)
+        self._drain()
 
     def apply(self, effects: Sequence[object]) -> None:
         """Carry out effects produced outside `step` (e.g. a client's `submit`)."""
