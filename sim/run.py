@@ -349,14 +349,15 @@ def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = F
     try:
         run.run(progress)
         summary = _summarise(run, seed)
+        _assign_seqs(run)
+        records = sorted(run.workload.records.values(),
+                         key=lambda r: (r.submit_ns, r.client, r.session))
+        artifacts = run.app.artifacts(run)
     finally:
         gc.set_threshold(*thresholds)
         run.close()
     summary["wall_time_s"] = round(time.perf_counter() - wall_start, 3)
-    _assign_seqs(run)
-    return RunResult(summary, sorted(run.workload.records.values(),
-                                     key=lambda r: (r.submit_ns, r.client, r.session)),
-                     run.trace, run.events, run.app.artifacts(run))
+    return RunResult(summary, records, run.trace, run.events, artifacts)
 
 
 def _assign_seqs(run: _Run) -> None:
