@@ -34,6 +34,8 @@ targets; `--quick` runs each row for 5 s instead of 10 s.
 
     .venv/bin/python bench/real.py --matrix                 # 12 runs, about 4 minutes
     .venv/bin/python bench/real.py --matrix --quick --json results/bench-real-matrix.json
+    .venv/bin/python bench/real.py --transport http --app ledger --outstanding 16 \
+        --profile /tmp/prof                               # where the nodes' CPU goes
 """
 
 from __future__ import annotations
@@ -122,7 +124,9 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
     load = LoadSpec(duration_ns=parse_duration_ns(args.duration), drain_ns=5_000_000_000,
                     clients=clients, outstanding=outstanding, transport=transport,
                     broker=broker, op_size_bytes=args.op_size, name=f"bench-{name}")
+    profile_dir = args.profile / name if args.profile else None
     spec = ClusterSpec(nodes=[(f"node-{i + 1}", "hospital") for i in range(args.nodes)],
+                       node_args=["--profile-dir", str(profile_dir)] if profile_dir else [],
                        load=load, out=out / name, broker=broker or None, sync=args.sync,
                        app=app, insecure_plaintext=args.insecure_plaintext,
                        protocol={"batch_size": args.batch_size,
@@ -130,6 +134,8 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
                                  "checkpoint_interval": 128, "watermark_window": 256,
                                  "client_timeout_ms": 5000, "view_change_timeout_ms": 5000})
     result = run(run_cluster(spec))
+    if profile_dir is not None:
+        print_profile(profile_dir, label or transport)
     s = result.summary
     committed = s["requests"]["committed"]
     cpu_seconds = s["cpu"]["cpu_seconds"]
@@ -142,6 +148,33 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
                               for k, v in cpu_seconds.items()},
             "safety": s["safety"]["ok"],
             "state_agreement": s["safety"]["state_agreement"]["ok"]}
+
+
+def print_profile(profile_dir: Path, label: str, top: int = 25) -> None:
+    """Where the nodes' CPU went (cProfile of every node process, summed): own time by file,
+    then the top functions. cProfile slows Python calls more than C calls, so read shares,
+    not absolute times."""
+    import pstats
+
+    files = sorted(profile_dir.glob("*.pstats"))
+    if not files:
+        print(f"  (no profile written in {profile_dir}: did the nodes stop cleanly?)")
+        return
+    stats = pstats.Stats(*map(str, files))
+    by_file: dict[str, float] = {}
+    total = 0.0
+    for (path, _, func), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = (f"C: {func}" if path == "~" else
+                 "/".join(Path(path).parts[-2:]) if "site-packages" not in path
+                 else Path(path).parts[Path(path).parts.index("site-packages") + 1])
+        by_file[where] = by_file.get(where, 0.0) + tottime
+        total += tottime
+    print(f"\nprofile of {label} ({len(files)} nodes, {total:.1f} s own time in all): "
+          f"own time by file or package")
+    for where, t in sorted(by_file.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {t:8.2f} s {100 * t / total:5.1f}%  {where}")
+    print(f"top {top} functions by own time:")
+    stats.sort_stats("tottime").print_stats(top)
 
 
 def _ratio(value: float | None, ref: float | None) -> str:
@@ -212,6 +245,9 @@ def main() -> int:
                    help="run the fixed matrix (1x1, 64 and 256 in flight; kv and ledger; HTTP "
                         "and MQTT) instead of one shape")
     p.add_argument("--quick", action="store_true", help="with --matrix: 5 s per row")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run every node under cProfile, keep DIR/<row>/<node>.pstats and print "
+                   "where the nodes' CPU went (slows the nodes: figures are not comparable)")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()

@@ -423,6 +423,10 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-burst", type=int, default=d.rate_burst, metavar="N",
                         help="requests a client may send at once (default %(default)d)")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument("--profile-dir", type=Path, metavar="DIR",
+                        help="profile this node (cProfile) and write DIR/<id>.pstats when it "
+                        "stops cleanly (SIGTERM/SIGINT); for finding where a node's CPU goes "
+                        "(bench/real.py --profile), not for production")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -467,7 +471,19 @@ def run_node(args: argparse.Namespace) -> int:
     net.address(args.node_id)
     use_uvloop = not args.no_uvloop
     log.info("event loop: %s", "uvloop" if use_uvloop and uvloop_available() else "asyncio")
-    return run(serve(net, options_from_args(args)), use_uvloop=use_uvloop)
+    profile_dir: Path | None = getattr(args, "profile_dir", None)
+    if profile_dir is None:
+        return run(serve(net, options_from_args(args)), use_uvloop=use_uvloop)
+    import cProfile  # only when asked: profiling slows every Python call
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        return run(serve(net, options_from_args(args)), use_uvloop=use_uvloop)
+    finally:
+        profiler.disable()
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(str(profile_dir / f"{args.node_id}.pstats"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

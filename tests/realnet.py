@@ -53,7 +53,8 @@ def require_mosquitto() -> None:
 def real_cluster(tmp_path: Path, transport: str, n: int = 4,
                  protocol: dict[str, float] | None = None,
                  clients: int = 2,
-                 insecure_plaintext: bool = False) -> Iterator[LocalCluster]:
+                 insecure_plaintext: bool = False,
+                 node_args: list[str] | None = None) -> Iterator[LocalCluster]:
     """n node processes of a fresh network under `tmp_path`, ready; stopped on exit. Over TLS
     (the default) an MQTT cluster gets its own Mosquitto, started from the configuration
     `keys init` wrote, on a free port; in plaintext it uses the anonymous broker `BROKER`."""
@@ -61,7 +62,7 @@ def real_cluster(tmp_path: Path, transport: str, n: int = 4,
     net = init_network(tmp_path / "net", default_node_ids(n), clients=clients,
                        ports=free_ports(n), protocol={**FAST_PROTOCOL, **(protocol or {})},
                        broker=broker, insecure_plaintext=insecure_plaintext)
-    cluster = LocalCluster(net, transport, tmp_path / "logs")
+    cluster = LocalCluster(net, transport, tmp_path / "logs", extra_args=node_args)
     try:
         if transport == "mqtt" and not insecure_plaintext:
             cluster.start_broker()

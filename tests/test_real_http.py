@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pstats
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,22 @@ def test_four_nodes_commit_and_a_killed_backup_catches_up(tmp_path: Path) -> Non
         assert ledgers["blocks_by_node"][backup] > 0
         accepted = [r.key for res in (first, during) for r in res.requests if r.commit_ns]
         assert accepted and all(key in seqs for key in accepted)
+
+
+@pytest.mark.real
+def test_profiled_nodes_write_where_their_cpu_went_when_stopped(tmp_path: Path) -> None:
+    """`--profile-dir` (bench/real.py --profile): each node process writes its cProfile
+    statistics when it stops cleanly, and they show the replica at work."""
+    profiles = tmp_path / "profiles"
+    with real_cluster(tmp_path, "http", node_args=["--profile-dir", str(profiles)]) as cluster:
+        result = load(cluster.net, "http", seconds=0.5)
+        assert result.summary["requests"]["committed"] >= 5
+    files = sorted(profiles.glob("*.pstats"))
+    assert [f.stem for f in files] == sorted(cluster.net.membership.node_ids)
+    stats = pstats.Stats(*map(str, files))
+    handlers = {func for (path, _, func) in stats.stats  # type: ignore[attr-defined]
+                if path.endswith("node/pbft/normal_case.py")}
+    assert {"on_pre_prepare", "on_commit", "execute"} <= handlers
 
 
 async def _ledgers(net: NetworkDir, node: str, end: int) -> tuple[dict[str, Any], dict[str, int]]:
