@@ -137,8 +137,9 @@ class NodeRuntime:
             loop = self.loop
             now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
             fast = self._receive_bytes
-            self._apply(fast(data, now) if fast is not None
-                        else self._core.step(Receive(data), now))
+            effects = fast(data, now) if fast is not None else self._core.step(Receive(data), now)
+            if effects:  # most messages change state and send nothing
+                self._apply(effects)
         else:
             self._submit(Receive(data))
 

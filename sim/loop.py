@@ -140,10 +140,12 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
 
     def __init__(self, start_ns: int = 0, livelock_rounds: int = LIVELOCK_ROUNDS) -> None:
         super().__init__()
-        self._now_ns: int = operator.index(start_ns)
+        self.now_ns: int = operator.index(start_ns)
+        """Current virtual time in integer nanoseconds (read it; only the loop moves it). A
+        plain attribute, not a property: every simulated message reads it."""
         self._livelock_rounds = livelock_rounds
         self._rounds_at_now = 0
-        self._rounds_at_ns = self._now_ns
+        self._rounds_at_ns = self.now_ns
         self._heap: list[tuple[int, int, _VTimerHandle]] = []
         self._last_timer: asyncio.TimerHandle | None = None
         self._seq = itertools.count()
@@ -165,14 +167,9 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
 
     # ------------------------------------------------------------------ clock
 
-    @property
-    def now_ns(self) -> int:
-        """Current virtual time in integer nanoseconds."""
-        return self._now_ns
-
     def time(self) -> float:
         """Current virtual time in float seconds (for the stdlib asyncio machinery)."""
-        return self._now_ns / 1e9
+        return self.now_ns / 1e9
 
     # ------------------------------------------------------------- scheduling
 
@@ -211,7 +208,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_later_ns")
-        when_ns = self._now_ns + delay_ns
+        when_ns = self.now_ns + delay_ns
         timer = _VTimerHandle(when_ns / 1e9, callback, args, self, context)
         _heappush(self._heap, (when_ns, next(self._seq), timer))
         self._last_timer = timer
@@ -258,7 +255,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             self._check_thread()
             self._check_callback(callback, "call_later")
         try:
-            when_ns = self._now_ns + round(delay * _NS_PER_S)
+            when_ns = self.now_ns + round(delay * _NS_PER_S)
         except OverflowError:  # +/-inf, e.g. asyncio.sleep(math.inf) to sleep forever
             return self._infinite_timer(delay, callback, args, context)
         timer = _VTimerHandle(when_ns / 1e9, callback, args, self, context)
@@ -291,7 +288,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         loop from being idle or deadlocked); one at -inf is due now."""
         if when < 0:
             timer = _VTimerHandle(self.time(), callback, args, self, context)
-            _heappush(self._heap, (self._now_ns, next(self._seq), timer))
+            _heappush(self._heap, (self.now_ns, next(self._seq), timer))
             self._last_timer = timer
         else:
             timer = _VTimerHandle(when, callback, args, self, context)
@@ -355,11 +352,11 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             when = heap[0][0]
             deadline = self._deadline_ns
             if deadline is not None and when > deadline:
-                self._now_ns = max(self._now_ns, deadline)
+                self.now_ns = max(self.now_ns, deadline)
                 self._stopping = True
                 return
-            self._now_ns = max(self._now_ns, when)
-        now = self._now_ns
+            self.now_ns = max(self.now_ns, when)
+        now = self.now_ns
         if now == self._rounds_at_ns:
             self._rounds_at_now += 1
             if self._rounds_at_now > self._livelock_rounds:
@@ -398,13 +395,13 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         """Nothing ready and no live timers."""
         deadline = self._deadline_ns
         if deadline is not None:
-            self._now_ns = max(self._now_ns, deadline)
+            self.now_ns = max(self.now_ns, deadline)
             self._stopping = True
         elif self._idle_ok:
             self._stopping = True
         else:
             raise DeadlockError(
-                f"deadlock at virtual time {self._now_ns} ns: no callback is ready and no "
+                f"deadlock at virtual time {self.now_ns} ns: no callback is ready and no "
                 "timer is scheduled, but the loop was asked to keep running "
                 "(run_forever/run_until_complete waiting for something that can never happen)"
             )
@@ -441,8 +438,8 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         does, and could stop earlier than one call would.
         """
         deadline_ns = operator.index(deadline_ns)
-        if deadline_ns < self._now_ns:
-            raise ValueError(f"deadline {deadline_ns} ns is before now ({self._now_ns} ns)")
+        if deadline_ns < self.now_ns:
+            raise ValueError(f"deadline {deadline_ns} ns is before now ({self.now_ns} ns)")
         if check_first and stop_when is not None and stop_when():
             return True
         self._deadline_ns = deadline_ns
@@ -457,7 +454,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
 
     def run_for_ns(self, duration_ns: int, stop_when: Callable[[], bool] | None = None) -> bool:
         """``run_until_ns(now_ns + duration_ns, stop_when)``."""
-        return self.run_until_ns(self._now_ns + operator.index(duration_ns), stop_when)
+        return self.run_until_ns(self.now_ns + operator.index(duration_ns), stop_when)
 
     def run_until_idle(self) -> None:
         """Run until no callback is ready and no live timer remains.
@@ -482,7 +479,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         if not isinstance(exc, BaseException):
             exc = RuntimeError(message)
         else:
-            exc.add_note(f"[VirtualTimeLoop] {message} (virtual time {self._now_ns} ns)")
+            exc.add_note(f"[VirtualTimeLoop] {message} (virtual time {self.now_ns} ns)")
         self._recorded = exc
         self.stop()
 

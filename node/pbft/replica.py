@@ -22,7 +22,14 @@ from node.config import Config
 from node.crypto import Keyring
 from node.events import Effect, Event, Persist, Receive, Start, Timeout
 from node.membership import Membership
-from node.messages import DecodeError, Message
+from node.messages import (
+    DecodeError,
+    Message,
+    NewView,
+    Request,
+    decode_authenticated,
+    open_envelope,
+)
 from node.pbft import durable
 from node.pbft.checkpoint import CachedReply, Checkpoints
 from node.pbft.log import Future, Log, Slot
@@ -194,7 +201,7 @@ class Replica:
         costs.messages += 1
         costs.bytes += len(data)
         try:
-            sender, payload, mac = m.open_envelope(data)
+            sender, payload, mac = open_envelope(data)
         except DecodeError:
             out.drop("malformed")
             return self._finish(effects)
@@ -206,14 +213,14 @@ class Replica:
             out.drop("bad MAC", sender, _kind_of(payload))
             return self._finish(effects)
         try:
-            msg = m.decode_authenticated(payload)
+            msg = decode_authenticated(payload)
         except DecodeError:
             out.drop("malformed")
             return self._finish(effects)
         kind = type(msg)
-        if kind is m.Request:
+        if kind is Request:
             self.normal.on_request(msg, False)  # type: ignore[arg-type]
-        elif getattr(msg, "replica", index) != index and kind is not m.NewView:
+        elif getattr(msg, "replica", index) != index and kind is not NewView:
             out.drop("replica field does not match sender", sender, msg.KIND)
         else:
             handler = self._handlers.get(kind)
