@@ -683,6 +683,11 @@ def empty_harm() -> dict[str, Any]:
             "tampering": []}
 
 
+#: The events judge_harm reads besides the history: false replies, tamperings and how they
+#: were detected and repaired.
+_JUDGED_EVENTS = frozenset({"byzantine", "tamper", "checkpoint mismatch", "state-transfer"})
+
+
 def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[str, Any]:
     """The `harm` section of summary.json for one run (see the module docstring)."""
     harms: list[HarmEvent] = []
@@ -692,7 +697,11 @@ def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[st
             harms.extend(fn(tx, h))
     harms.extend(_guard_violations(h))
     windows, unfair = _guard_windows(h)
-    windows += _false_reply_windows(h, events) + _regulator_windows(h)
+    # The false-reply windows and the tampering report read only these events: select them
+    # in one pass, in order (each used to scan every event, and the report once more per
+    # tampering); both only ever look for rows of these kinds, so their answers are the same.
+    judged = [row for row in events if row["event"] in _JUDGED_EVENTS]
+    windows += _false_reply_windows(h, judged) + _regulator_windows(h)
     by_kind: dict[str, int] = {}
     for ev in harms:
         by_kind[ev.kind] = by_kind.get(ev.kind, 0) + 1
@@ -721,7 +730,7 @@ def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[st
         "unfair": {"events": len(unfair), "by_kind": dict(sorted(unfair_by.items()))},
         "windows": [w.as_dict(end_ns) for w in notable[:LISTED]],
         "window_stats": dict(sorted(stats.items())),
-        "tampering": tampering_report(events),
+        "tampering": tampering_report(judged),
     }
 
 
