@@ -579,6 +579,10 @@ class ObservedTraffic:
 
     def __init__(self, traffic: Any) -> None:
         self._traffic = traffic
+        # The workload reads `followups` after every result: the generator's own list (it is
+        # only ever appended to and popped, never replaced), so no __getattr__ each time.
+        if hasattr(traffic, "followups"):
+            self.followups = traffic.followups
         self.submitted: dict[str, tuple[bytes, int]] = {}
         self.accepted: dict[str, bytes] = {}
         self._count: dict[tuple[str, int], int] = {}
