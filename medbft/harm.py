@@ -44,6 +44,7 @@ What it must not know: the network or the protocol's internals; it reads the run
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -103,6 +104,10 @@ class HarmEvent:
                            else self.tx.submit_ns), "detail": self.detail}
 
 
+#: A guard's subject function: the subjects (lots, units, consents) a transaction touches.
+Touch = Callable[[Tx, "History"], set[str]]
+
+
 @dataclass
 class History:
     """Everything the judge knows about one run."""
@@ -115,6 +120,30 @@ class History:
     """(replica, request key) -> (ns, order) of its first arrival there."""
     view_entered_ns: list[int]
     """When an honest replica entered a new view (sorted)."""
+    admission: dict[str, str | None] = field(default_factory=dict)
+    """Request key -> the replayed ledger's admission verdict on its op, as build_history
+    computed it (see `admissible`)."""
+    _subjects: dict[tuple[Any, str], set[str]] = field(default_factory=dict, init=False,
+                                                        repr=False, compare=False)
+
+    def admissible(self, tx: Tx) -> str | None:
+        """`ledger.admissible(tx.op)`, read from `admission` when build_history already asked:
+        the verdict depends on the op's bytes and the genesis only (never on state), so the
+        one computed before the replay is the one the final ledger would give."""
+        if tx.key in self.admission:
+            return self.admission[tx.key]
+        return self.ledger.admissible(tx.op)
+
+    def subjects(self, touch: Touch, tx: Tx) -> set[str]:
+        """`touch(tx, self)` (a guard's protects/stops/lifted_by function), remembered per
+        function and transaction: they read only the transaction and the final replayed
+        ledger, both fixed once the history is built, and the guard passes (violations, then
+        windows, per guard) ask the same ones several times. Callers only read the set."""
+        memo = (touch, tx.key)
+        found = self._subjects.get(memo)
+        if found is None:
+            found = self._subjects[memo] = touch(tx, self)
+        return found
 
     def lot_of(self, epc: str) -> str | None:
         row = self.ledger.state.tables["units"].get(epc)
@@ -186,7 +215,6 @@ def _suspect_subject(tx: Tx, h: History) -> set[str]:
 
 #: Invariant 4 (docs/ledger.md): no unit of a recalled lot, or a quarantined unit or lot, is
 #: shipped, dispensed or administered after the recall or the flag.
-Touch = Callable[[Tx, "History"], set[str]]
 _MOVES: dict[str, tuple[str, Touch]] = {
     "EPCIS_DISPENSE": ("dose", _dose_lots), "IMMUNIZATION_ADMINISTER": ("dose", _dose_lots),
     "EPCIS_SHIP": ("shipment", _dose_lots)}
@@ -219,7 +247,7 @@ def _false_reply(tx: Tx, h: History) -> Iterable[HarmEvent]:
 @detector("*")
 def _phi_accepted(tx: Tx, h: History) -> Iterable[HarmEvent]:
     """A transaction carrying personal data was ordered, or a client was told it was."""
-    refused = h.ledger.admissible(tx.op)
+    refused = h.admissible(tx)
     if refused is None or not refused.startswith("phi-"):
         return []
     if tx.pos is not None or (tx.accepted is not None and not tx.accepted.startswith(
@@ -314,16 +342,16 @@ def _guard_violations(h: History) -> list[HarmEvent]:
         for guard in GUARDS.values():
             frees = guard.lifted_by.get(tx.kind)
             if frees is not None and tx.ok(tx.result):
-                for subject in frees(tx, h):
+                for subject in h.subjects(frees, tx):
                     protected[guard.kind].pop(subject, None)
             touches = guard.stops.get(tx.kind)
             if touches is None or not (tx.ok(tx.result) or tx.ok(tx.accepted)):
                 continue
-            if any(s in protected[guard.kind] for s in touches[1](tx, h)):
+            if any(s in protected[guard.kind] for s in h.subjects(touches[1], tx)):
                 events.append(HarmEvent(guard.harm(tx.kind), tx, f"after {guard.kind}"))
         own = GUARDS.get(tx.kind)
         if own is not None and tx.ok(tx.result):
-            for subject in own.protects(tx, h):
+            for subject in h.subjects(own.protects, tx):
                 protected[own.kind].setdefault(subject, tx.pos)
     return events
 
@@ -355,7 +383,11 @@ class Window:
 def _closed_by(h: History, opened: int, closed: int | None) -> str:
     if closed is None:
         return "still open at the end of the run"
-    if any(opened < t <= closed for t in h.view_entered_ns):
+    # view_entered_ns is sorted: the first entry after `opened` decides (a scan per window
+    # made this windows x view changes)
+    entered = h.view_entered_ns
+    i = bisect.bisect_right(entered, opened)
+    if i < len(entered) and entered[i] <= closed:
         return "view-change"
     return "normal-case"
 
@@ -375,7 +407,7 @@ def _guard_windows(h: History) -> tuple[list[Window], list[HarmEvent]]:
         for i, tx in enumerate(h.committed):
             touches = guard.stops.get(tx.kind)
             if touches is not None and tx.ok(tx.result):
-                for subject in touches[1](tx, h):
+                for subject in h.subjects(touches[1], tx):
                     by_subject.setdefault(subject, []).append(i)
         for p in h.txs.values():
             if p.kind != guard.kind or (p.result is not None and not p.ok(p.result)):
@@ -384,7 +416,7 @@ def _guard_windows(h: History) -> tuple[list[Window], list[HarmEvent]]:
             window = Window(guard.window, p.key, p.submit_ns, closed,
                             _closed_by(h, p.submit_ns, closed))
             upto = end if p.pos is None else _index(h, p)
-            hits = sorted({i for s in guard.protects(p, h) for i in by_subject.get(s, ())
+            hits = sorted({i for s in h.subjects(guard.protects, p) for i in by_subject.get(s, ())
                            if i < upto})
             for i in hits:
                 tx = h.committed[i]
@@ -547,6 +579,10 @@ class ObservedTraffic:
 
     def __init__(self, traffic: Any) -> None:
         self._traffic = traffic
+        # The workload reads `followups` after every result: the generator's own list (it is
+        # only ever appended to and popped, never replaced), so no __getattr__ each time.
+        if hasattr(traffic, "followups"):
+            self.followups = traffic.followups
         self.submitted: dict[str, tuple[bytes, int]] = {}
         self.accepted: dict[str, bytes] = {}
         self._count: dict[tuple[str, int], int] = {}
@@ -617,9 +653,15 @@ def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
             entered.append(row["t"])
     ledger = Ledger(genesis)
     committed: list[Tx] = []
+    # Each op's admission verdict, asked once (the PHI detector reads it too): asked just
+    # before its block executes, as a replica does, the ledger keeps the decode it made for
+    # the execution (Ledger.admissible), so the replay parses each op once, not twice.
+    admission: dict[str, str | None] = {}
     for seq in sorted(batches):
         view, ts, keys, digest = batches[seq]
         block = [txs[k] for k in keys if k in txs]
+        for t in block:
+            admission[t.key] = ledger.admissible(t.op)
         requests = [m.Request(t.op, t.timestamp, t.client, t.session, b"") for t in block]
         height = len(ledger.state.block_hashes) + 1
         results = ledger.execute(requests, BlockInfo(seq, view, ts))
@@ -629,10 +671,11 @@ def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
             committed.append(tx)
     for tx in txs.values():
         if tx.result is None:
-            refused = ledger.admissible(tx.op)
+            refused = admission[tx.key] = ledger.admissible(tx.op)
             if refused is not None:
                 tx.result = b"refused:" + refused.encode()
-    return History(txs, committed, ledger, arrivals.first if arrivals else {}, sorted(entered))
+    return History(txs, committed, ledger, arrivals.first if arrivals else {}, sorted(entered),
+                   admission)
 
 
 # -- the summary section ------------------------------------------------------------------------
@@ -644,15 +687,25 @@ def empty_harm() -> dict[str, Any]:
             "tampering": []}
 
 
+#: The events judge_harm reads besides the history: false replies, tamperings and how they
+#: were detected and repaired.
+_JUDGED_EVENTS = frozenset({"byzantine", "tamper", "checkpoint mismatch", "state-transfer"})
+
+
 def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[str, Any]:
     """The `harm` section of summary.json for one run (see the module docstring)."""
     harms: list[HarmEvent] = []
+    every = DETECTORS.get("*", [])
     for tx in sorted(h.txs.values(), key=lambda t: (t.submit_ns, t.key)):
-        for fn in DETECTORS.get(tx.kind, []) + DETECTORS.get("*", []):
+        for fn in DETECTORS.get(tx.kind, []) + every:
             harms.extend(fn(tx, h))
     harms.extend(_guard_violations(h))
     windows, unfair = _guard_windows(h)
-    windows += _false_reply_windows(h, events) + _regulator_windows(h)
+    # The false-reply windows and the tampering report read only these events: select them
+    # in one pass, in order (each used to scan every event, and the report once more per
+    # tampering); both only ever look for rows of these kinds, so their answers are the same.
+    judged = [row for row in events if row["event"] in _JUDGED_EVENTS]
+    windows += _false_reply_windows(h, judged) + _regulator_windows(h)
     by_kind: dict[str, int] = {}
     for ev in harms:
         by_kind[ev.kind] = by_kind.get(ev.kind, 0) + 1
@@ -681,7 +734,7 @@ def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[st
         "unfair": {"events": len(unfair), "by_kind": dict(sorted(unfair_by.items()))},
         "windows": [w.as_dict(end_ns) for w in notable[:LISTED]],
         "window_stats": dict(sorted(stats.items())),
-        "tampering": tampering_report(events),
+        "tampering": tampering_report(judged),
     }
 
 

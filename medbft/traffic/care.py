@@ -32,7 +32,7 @@ class Care:
         source = s.w.held[org] if epc in s.w.held.get(org, []) else s.w.stock[org]
         source.remove(epc)
         patient = s.pick(s.patients)
-        pseudonym = s.g.pseudonyms_of(patient)[s.pick(s.custodians)]
+        pseudonym = s.pseudonyms_of(patient)[s.pick(s.custodians)]
         lot = s.w.lot_of[epc]
         _gtin, expiry, mfr = s.w.lots[lot]
         record_id = s.new_id("imm")
@@ -61,7 +61,7 @@ class Care:
     def anchor(self, role: str, org: str) -> Pending:
         s = self.s
         patient = s.pick(s.patients)
-        pseudonym = s.g.pseudonyms_of(patient)[org]
+        pseudonym = s.pseudonyms_of(patient)[org]
         record_id = s.new_id("rec")
         if role == "pharmacist":
             gtin = next(iter(sorted(s.w.gtin.values())), "00614141000012")

@@ -27,7 +27,7 @@ def grant_consent(s: TrafficState, cid: str, custodian: str, grantee: str, *,
     """CONSENT_GRANT by patient `cid` of its record at `custodian` to `grantee`, for one
     purpose and action (treatment: TREAT/access; payment: HPAYMT/disclose; research:
     HRESCH/use), valid from a day ago for `days` days."""
-    pseudonym = s.g.pseudonyms_of(cid)[custodian]
+    pseudonym = s.pseudonyms_of(cid)[custodian]
     consent_id = s.new_id("consent")
     start = doc.iso_time(s.calendar_ns - 86_400 * 10**9, millis=False)
     end = doc.iso_time(s.calendar_ns + days * 86_400 * 10**9, millis=False)
@@ -61,7 +61,7 @@ class Consent:
 
     def grant(self, cid: str) -> Pending:
         s = self.s
-        mine = s.g.pseudonyms_of(cid)
+        mine = s.pseudonyms_of(cid)
         custodian = s.pick(sorted(mine))
         grantees = [o for o in s.custodians if o != custodian] or [custodian]
         return self.grant_tx(cid, custodian, s.pick(grantees))
@@ -77,7 +77,7 @@ class Consent:
 
     def own_access(self, cid: str) -> Pending:
         s = self.s
-        pseudonym = s.pick(sorted(s.g.pseudonyms_of(cid).values()))
+        pseudonym = s.pick(sorted(s.pseudonyms_of(cid).values()))
         return Pending(encode_tx("ACCESS_REQUEST", patient=pseudonym, purpose="TREAT"),
                        "ACCESS_REQUEST")
 
@@ -92,14 +92,14 @@ class Consent:
             record_id, pseudonym, _ = s.pick(s.w.records[s.pick(others)])
             return Pending(encode_tx("ACCESS_REQUEST", patient=pseudonym, purpose="TREAT",
                                      record_id=record_id), "ACCESS_REQUEST")
-        pseudonym = s.g.pseudonyms_of(s.pick(s.patients))[org]
+        pseudonym = s.pseudonyms_of(s.pick(s.patients))[org]
         return Pending(encode_tx("ACCESS_REQUEST", patient=pseudonym, purpose="TREAT"),
                        "ACCESS_REQUEST")
 
     def break_glass(self) -> Pending:
         s = self.s
         patient = s.pick(s.patients)
-        pseudonym = s.pick(sorted(s.g.pseudonyms_of(patient).values()))
+        pseudonym = s.pick(sorted(s.pseudonyms_of(patient).values()))
 
         def ok(result: bytes) -> None:
             s.w.reviews.append(result.decode().rsplit(":", 1)[1])
@@ -114,7 +114,7 @@ class Consent:
 
     def metadata_access(self) -> Pending:
         s = self.s
-        pseudonym = s.pick(sorted(s.g.pseudonyms_of(s.pick(s.patients)).values()))
+        pseudonym = s.pick(sorted(s.pseudonyms_of(s.pick(s.patients)).values()))
         return Pending(encode_tx("ACCESS_REQUEST", patient=pseudonym, purpose="PUBHLTH",
                                  scope="metadata"), "ACCESS_REQUEST")
 

@@ -270,7 +270,7 @@ class LedgerTraffic(TrafficState):
         if self.w.consents.get(cid):
             out.append(("CONSENT_REVOKE", lambda: consent.revoke(cid)))
         out.append(("ACCESS_REQUEST", lambda: consent.own_access(cid)))
-        mine = sorted(self.g.pseudonyms_of(cid).values())
+        mine = sorted(self.pseudonyms_of(cid).values())
         if mine:
             out.append(("BIOMETRIC_ENROLL", lambda: consent.enroll(mine)))
             if any(self.w.biometrics.get(p, 0) > 0 for p in mine):

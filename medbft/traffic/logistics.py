@@ -68,7 +68,7 @@ class Logistics:
         parent, epcs = s.w.cases[org].pop(0)
         kinds = ("distributor", "pharmacy", "hospital") if s.g.orgs[org] == "manufacturer" \
             else ("pharmacy", "hospital")
-        to = s.pick([o for o in s.g.orgs_of_type(*kinds) if o != org])
+        to = s.pick([o for o in s.orgs_of_type(*kinds) if o != org])
         event = doc.epcis_event("EPCIS_SHIP", s.g, org, [parent], s.calendar_ns, to=to)
         lot = s.w.lot_of[epcs[0]]
 

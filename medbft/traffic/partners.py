@@ -53,7 +53,7 @@ class Partners:
 
     def payment_consent(self, cid: str) -> Pending:
         s = self.s
-        custodian = s.pick(sorted(s.g.pseudonyms_of(cid)))
+        custodian = s.pick(sorted(s.pseudonyms_of(cid)))
         return self.consent_tx(cid, custodian, s.pick(self.insurers), "HPAYMT", "disclose")
 
     # -- claims -------------------------------------------------------------------------------

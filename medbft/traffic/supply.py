@@ -92,7 +92,7 @@ class SupplyChain:
         s = self.s
         kinds = ("distributor", "pharmacy", "hospital") if s.g.orgs[org] == "manufacturer" \
             else ("pharmacy", "hospital")
-        targets = [o for o in s.g.orgs_of_type(*kinds) if o != org]
+        targets = [o for o in s.orgs_of_type(*kinds) if o != org]
         to = s.pick(targets)
         first = next(stock)
         lot = s.w.lot_of[first]

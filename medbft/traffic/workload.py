@@ -150,8 +150,9 @@ class Workload:
             return
         effects = client.submit(session, op)
         record = RequestRecord(cid, session, client.timestamps[session], arrived_ns)
-        self.records[record.key] = record
-        self.on_submit(record.key)
+        key = record.key  # a property that formats the key: once per request
+        self.records[key] = record
+        self.on_submit(key)
         self.outstanding[(cid, session)] = record
         if not counted:
             self.submitted += 1

@@ -15,7 +15,7 @@ this state, and every choice iterates sorted collections.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,25 @@ class TrafficState:
         self.patients = sorted(p for p, party in genesis.parties.items()
                                if party.role == "patient")
         self.custodians = genesis.orgs_of_type("hospital", "pharmacy")
+        # The genesis never changes during a run, and its pseudonyms_of and orgs_of_type sort
+        # every pseudonym or organisation on each call: each answer is remembered here.
+        self._pseudonyms: dict[str, Mapping[str, str]] = {}
+        self._orgs_of_type: dict[tuple[str, ...], list[str]] = {}
+
+    def pseudonyms_of(self, patient: str) -> Mapping[str, str]:
+        """custodian org -> pseudonym of `patient` (the genesis's answer, remembered; shared,
+        so read-only)."""
+        found = self._pseudonyms.get(patient)
+        if found is None:
+            found = self._pseudonyms[patient] = self.g.pseudonyms_of(patient)
+        return found
+
+    def orgs_of_type(self, *types: str) -> list[str]:
+        """The genesis's organisations of `types`, sorted (remembered; shared, so read-only)."""
+        found = self._orgs_of_type.get(types)
+        if found is None:
+            found = self._orgs_of_type[types] = self.g.orgs_of_type(*types)
+        return found
 
     @property
     def calendar_ns(self) -> int:
