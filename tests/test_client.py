@@ -165,6 +165,24 @@ def test_replies_for_another_client_or_from_non_replicas_are_dropped() -> None:
     assert p.client.outstanding
 
 
+def test_a_replys_mac_is_checked_before_its_payload_is_parsed() -> None:
+    p = Parties()
+    p.client.submit(0, b"op")
+    garbage = b"\xff" * 40
+    forged = m.encode(m.Envelope("r0", garbage, b"\x00" * 32))
+    sealed = m.encode(m.Envelope("r0", garbage, p.keys["r0"].mac(
+        "client-1", b"r0\x00" + garbage)))
+    not_reply = m.encode(m.Prepare(0, 1, b"d" * 32, 0))
+    p.step(Receive(forged))      # unparseable, and not from r0: the MAC says so first
+    p.step(Receive(sealed))      # from r0, but not a message
+    p.step(Receive(m.encode(m.Envelope("r0", not_reply, p.keys["r0"].mac(
+        "client-1", b"r0\x00" + not_reply)))))
+    p.step(Receive(not_reply))   # a message, but not an envelope
+    assert p.client.dropped == {"bad MAC": 1, "malformed": 1, "not a reply from a replica": 1,
+                                "not an envelope": 1}
+    assert p.client.outstanding
+
+
 # -- retransmission ------------------------------------------------------------------------------
 
 
