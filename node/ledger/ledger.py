@@ -42,6 +42,8 @@ _EMPTY_ROOT = hashlib.sha256(b"").digest()
 #: Every kind's rules: rules.py, and issue 16's partners.py and logistics.py.
 _HANDLERS = {**HANDLERS, **PARTNER_HANDLERS, **LOGISTICS_HANDLERS}
 _ZERO = bytes(32)
+_ZERO_HEX = _ZERO.hex()
+_NS_PER_DAY = 86_400 * 10**9
 
 
 def tx_leaf(req: Request) -> bytes:
@@ -84,6 +86,10 @@ class Ledger:
         # checkpoint seq -> what a read receipt needs of that state (node.ledger.receipts):
         # the digest parts other than the blocks head, and the number of blocks.
         self.proof_parts: dict[int, tuple[bytes, bytes, bytes, bytes, int]] = {}
+        # Per-genesis constants (the genesis is frozen and never replaced): the state digest's
+        # prefix, and the last calendar day `_today` converted (day number, ISO date).
+        self._state_prefix = b"medbft-ledger-state/1" + genesis.digest
+        self._day: tuple[int | None, str] = (None, "")
 
     # -- StateMachine -------------------------------------------------------------------------
 
@@ -114,20 +120,37 @@ class Ledger:
         """Apply `requests` in order as one block; return one result per request."""
         st = self.state
         height = len(st.block_hashes) + 1
-        last_ts = st.blocks.entries[-1][2] if st.blocks.entries else 0
-        ts = max(block.timestamp_ns, last_ts)
+        last = st.blocks.entries[-1] if st.blocks.entries else None
+        ts = block.timestamp_ns if last is None else max(block.timestamp_ns, last[2])
         now_ns = self.genesis.epoch_ns + ts
-        today = datetime.fromtimestamp(now_ns // 10**9, tz=UTC).date().isoformat()
+        today = self._today(now_ns)
         results = [self._apply(req, height, i, now_ns, today) for i, req in enumerate(requests)]
-        root = merkle_root([tx_leaf(r) for r in requests])
-        prev = st.block_hashes[-1] if st.block_hashes else _ZERO
-        state_digest = self.state_digest()
-        header = (height, block.seq, ts, prev.hex(), root.hex(), state_digest.hex(), len(requests))
-        block_hash = hashlib.sha256(_ENC.encode(header).encode()).digest()
-        st.blocks.append((*header, block_hash.hex()))
+        # merkle_root of a single leaf is that leaf (the usual block: one request).
+        root = (tx_leaf(requests[0]) if len(requests) == 1
+                else merkle_root([tx_leaf(r) for r in requests]))
+        # The previous block's hash in hex is the last field of its stored header.
+        prev_hex = _ZERO_HEX if last is None else last[-1]
+        header = (height, block.seq, ts, prev_hex, root.hex(), self.state_digest().hex(),
+                  len(requests))
+        text = _ENC.encode(header)
+        block_hash = hashlib.sha256(text.encode()).digest()
+        block_hex = block_hash.hex()
+        # The stored entry is the header plus its hash; its canonical text is the header's
+        # with the hash appended as one more array item (a hex string needs no escaping), so
+        # it is built from the text just hashed instead of being encoded a second time.
+        st.blocks.append_encoded((*header, block_hex), f'{text[:-1]},"{block_hex}"]')
         st.block_hashes.append(block_hash)
         self.views[height] = block.view
         return results
+
+    def _today(self, now_ns: int) -> str:
+        """The UTC calendar date of `now_ns`, ISO format. Remembered for the last day seen:
+        the date is a pure function of the day number (now_ns // NS_PER_DAY, the same floor
+        as that of the seconds), and consecutive blocks almost always share a day."""
+        day = now_ns // _NS_PER_DAY
+        if day != self._day[0]:
+            self._day = (day, datetime.fromtimestamp(day * 86_400, tz=UTC).date().isoformat())
+        return self._day[1]
 
     def digest(self) -> bytes:
         """Digest of the whole snapshotted state: the block headers' state digest (tables
@@ -190,8 +213,7 @@ class Ledger:
     def state_digest(self) -> bytes:
         """The digest block headers carry: tables (multiset hash) and the three log heads,
         O(1). `digest` adds the stats for checkpoints (everything a snapshot holds)."""
-        return hashlib.sha256(b"medbft-ledger-state/1" + self.genesis.digest
-                              + self.state.digest_parts()).digest()
+        return hashlib.sha256(self._state_prefix + self.state.digest_parts()).digest()
 
     def _apply(self, req: Request, height: int, index: int, now_ns: int, today: str) -> bytes:
         st = self.state

@@ -81,6 +81,12 @@ class _Chain:
         self.entries.append(entry)
         return len(self.entries) - 1
 
+    def append_encoded(self, entry: tuple[Any, ...], text: str) -> int:
+        """`append`, given `text` = _ENC.encode(entry) (the caller had it already)."""
+        self.head = hashlib.sha256(self.head + text.encode()).digest()
+        self.entries.append(entry)
+        return len(self.entries) - 1
+
     def recompute(self, upto: int | None = None) -> bytes:
         head = _ZERO
         for entry in self.entries[:upto]:
@@ -93,6 +99,13 @@ class State:
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, tuple[Any, ...]]] = {t: {} for t in TABLES + LATER_TABLES}
+        # table -> key -> (row, _row_hash(table, key, row)) for the rows `put` wrote: a row's
+        # term is subtracted from the digest when it is overwritten or deleted, and looking it
+        # up saves encoding and hashing the old row again. Used only while the row stored is
+        # that very object (`is`: rows are immutable tuples), so a row changed behind `put`'s
+        # back (a test's tampering) is hashed afresh, as before. Never hashed or snapshotted.
+        self._row_hashes: dict[str, dict[str, tuple[tuple[Any, ...], int]]] = {
+            t: {} for t in self.tables}
         self.acc = 0
         self.events = _Chain()   # (height, index, kind, org, epcs, detail, event_hash)
         self.audit = _Chain()    # (height, index, actor, action, target, decision, rule)
@@ -123,15 +136,20 @@ class State:
     def put(self, table: str, key: str, value: tuple[Any, ...] | None) -> None:
         """Set (or with None delete) one row, keeping the multiset digest current."""
         rows = self.tables[table]
+        hashes = self._row_hashes[table]
         old = rows.get(key)
         acc = self.acc
         if self.dirty is not None:
             self.dirty.add((table, key))
         self.versions.note((table, key), old)
         if old is not None:
-            acc -= _row_hash(table, key, old)
+            known = hashes.get(key)
+            if known is None or known[0] is not old:  # stored behind put's back
+                known = (old, _row_hash(table, key, old))
+            acc -= known[1]
         if value is None:
             rows.pop(key, None)
+            hashes.pop(key, None)
         else:
             rows[key] = value
             if old is None and table == "units":
@@ -141,7 +159,9 @@ class State:
                     self.consents_of[value[0]].append(key)
                 elif value[8] is not None and old is not None and old[8] is None:
                     self.consents_of[value[0]].remove(key)
-            acc += _row_hash(table, key, value)
+            term = _row_hash(table, key, value)
+            hashes[key] = (value, term)
+            acc += term
         self.acc = acc & _MASK
 
     def add_event(self, entry: tuple[Any, ...]) -> int:
