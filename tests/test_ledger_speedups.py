@@ -97,3 +97,32 @@ def test_a_restored_state_digests_and_continues_like_the_original() -> None:
     assert other.digest() == h.ledger.digest()
     assert other.state.acc == _scratch_acc(other.state) == _scratch_acc(h.ledger.state)
     assert GTIN in other.state.tables["gtins"]
+
+
+def test_block_header_text_is_its_canonical_encoding() -> None:
+    from node.ledger.ledger import _header_text
+
+    hexes = (bytes(32).hex(), hashlib.sha256(b"r").hexdigest(), hashlib.sha256(b"s").hexdigest())
+    for seq, ts in ((1, 0), (10**12, 2**63), (True, 5), (3, 1.5), (0, -7)):
+        header = (7, seq, ts, *hexes, 2)
+        assert _header_text(header) == _ENC.encode(header)
+
+
+def test_a_remembered_transaction_decodes_as_json_loads_does() -> None:
+    import json
+
+    from node.ledger import encode_tx, txs
+
+    ops = [encode_tx("EPCIS_SHIP", to="dist-1", epcs=[epc(1), epc(2)], event_hash=ev("x")),
+           encode_tx("CONSENT_GRANT", consent_id="c-9", patient="pp:" + "a" * 20,
+                     grantee="role:clinician", actions=["access"], purposes=["TREAT"],
+                     period={"start": "2025-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+                     doc_commitment="sha256:" + "0" * 64),
+           encode_tx("RECALL_ACK", recall_id="recall-1", on_hand=3)]
+    for op in ops:
+        first = txs.decode_tx(op)           # checked (or remembered from before)
+        again = txs.decode_tx(op)           # remembered: parsed by the scanner directly
+        assert op in txs._checked and txs._checked[op] is None
+        assert again == first == json.loads(op)
+        assert list(again) == list(json.loads(op))
+        assert again is not first

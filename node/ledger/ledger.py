@@ -42,7 +42,6 @@ _EMPTY_ROOT = hashlib.sha256(b"").digest()
 #: Every kind's rules: rules.py, and issue 16's partners.py and logistics.py.
 _HANDLERS = {**HANDLERS, **PARTNER_HANDLERS, **LOGISTICS_HANDLERS}
 _ZERO = bytes(32)
-_ZERO_HEX = _ZERO.hex()
 _NS_PER_DAY = 86_400 * 10**9
 
 
@@ -64,6 +63,17 @@ def merkle_root(leaves: list[bytes]) -> bytes:
             nxt.append(level[-1])
         level = nxt
     return level[0]
+
+
+def _header_text(header: tuple[Any, ...]) -> str:
+    """_ENC.encode(header) for a block header (height, seq, ts, three hex digests, count),
+    formatted directly: JSON writes an int as its decimal digits and a hex string between
+    quotes with nothing to escape. Only when seq and ts are plain ints (the rest always
+    are); anything else goes through the encoder."""
+    height, seq, ts, prev, root, state, count = header
+    if type(seq) is not int or type(ts) is not int:
+        return _ENC.encode(header)
+    return f'[{height},{seq},{ts},"{prev}","{root}","{state}",{count}]'
 
 
 #: How many admitted transactions a replica keeps decoded until they execute.
@@ -120,19 +130,18 @@ class Ledger:
         """Apply `requests` in order as one block; return one result per request."""
         st = self.state
         height = len(st.block_hashes) + 1
-        last = st.blocks.entries[-1] if st.blocks.entries else None
-        ts = block.timestamp_ns if last is None else max(block.timestamp_ns, last[2])
+        last_ts = st.blocks.entries[-1][2] if st.blocks.entries else 0
+        ts = max(block.timestamp_ns, last_ts)
         now_ns = self.genesis.epoch_ns + ts
         today = self._today(now_ns)
         results = [self._apply(req, height, i, now_ns, today) for i, req in enumerate(requests)]
         # merkle_root of a single leaf is that leaf (the usual block: one request).
         root = (tx_leaf(requests[0]) if len(requests) == 1
                 else merkle_root([tx_leaf(r) for r in requests]))
-        # The previous block's hash in hex is the last field of its stored header.
-        prev_hex = _ZERO_HEX if last is None else last[-1]
-        header = (height, block.seq, ts, prev_hex, root.hex(), self.state_digest().hex(),
+        prev = st.block_hashes[-1] if st.block_hashes else _ZERO
+        header = (height, block.seq, ts, prev.hex(), root.hex(), self.state_digest().hex(),
                   len(requests))
-        text = _ENC.encode(header)
+        text = _header_text(header)
         block_hash = hashlib.sha256(text.encode()).digest()
         block_hex = block_hash.hex()
         # The stored entry is the header plus its hash; its canonical text is the header's

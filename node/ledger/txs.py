@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from node.ledger.canonical import CanonicalJson
@@ -160,6 +161,13 @@ CHECKED_KEPT = 4096
 # own fresh dict, never one shared with another replica.
 _checked: OrderedDict[bytes, str | None] = OrderedDict()
 _UNSEEN: Any = object()
+# json.loads's own parser (a default JSONDecoder's scanner), called directly for a
+# remembered valid transaction: its bytes are then canonical JSON (it was checked to equal
+# its own canonical ASCII encoding), so they decode as ASCII, hold no surrounding whitespace
+# and parse to their end: exactly json.loads's result, without its encoding detection,
+# decoding wrapper and trailing-whitespace check.
+_scan_once: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]  # (not in typeshed)
 
 
 def decode_tx(op: bytes) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def decode_tx(op: bytes) -> dict[str, Any]:
         raise TxError("too-large")
     verdict = _checked.get(op, _UNSEEN)
     if verdict is None:
-        return json.loads(op)  # type: ignore[no-any-return]
+        return _scan_once(op.decode("ascii"), 0)[0]  # type: ignore[no-any-return]
     if verdict is not _UNSEEN:
         raise TxError(verdict)
     try:
