@@ -126,3 +126,39 @@ def test_a_remembered_transaction_decodes_as_json_loads_does() -> None:
         assert again == first == json.loads(op)
         assert list(again) == list(json.loads(op))
         assert again is not first
+
+
+def test_remembered_row_terms_are_the_row_hashes() -> None:
+    from node.ledger.state import _row_term, _row_terms
+
+    rows = [("units", "u1", ("g", "lot", "org", "active", None)),
+            ("units", "u1", ("g", "lot", "org", "active", None)),     # remembered
+            ("units", "u1", ("g", "lot", "org", "in_transit", "é\"\\")),
+            ("incidents", "i1", ("epc:x", "c", "p", (1, 2), True, "open")),
+            ("incidents", "i1", ("epc:x", "c", "p", (1, 2), 1, "open")),  # == the row above
+            ("acks", "a1", ("p", 1.0, 1, (3, 4), 5)),
+            ("acks", "a1", ("p", 1, 1, (3, 4), 5)),
+            ("lots", "l", ("g", "2026-01-01", "org", None)),
+            ("units", "u1", "not-a-tuple")]
+    for table, key, value in rows:
+        assert _row_term(table, key, value) == _row_hash(table, key, value)
+    assert ("units", "u1", ("g", "lot", "org", "active", None)) in _row_terms
+    assert not any(table in ("incidents", "acks") for table, _, _ in _row_terms)
+
+
+def test_remembered_leaves_are_the_leaves() -> None:
+    from node.ledger.ledger import tx_leaf
+    from node.messages import Request
+
+    def plain(req: Request) -> bytes:
+        head = f"{req.client}\x00{req.session}\x00{req.timestamp}\x00".encode()
+        return hashlib.sha256(b"\x00" + head + req.op).digest()
+
+    reqs = [Request(b'{"kind":"X"}', 5, "clinician-1", 1, b""),
+            Request(b'{"kind":"X"}', 5, "clinician-1", 1, b"sig"),   # same leaf
+            Request(b'{"kind":"X"}', 5, "clinician-1", True, b""),   # == 1, another leaf
+            Request(b'{"kind":"X"}', 5, "clinician-1\x001", 0, b""),
+            Request(b'{"kind":"Y"}', 5, "clinician-1", 1, b"")]
+    for _ in range(2):
+        assert [tx_leaf(r) for r in reqs] == [plain(r) for r in reqs]
+    assert len({tx_leaf(r) for r in reqs}) == 4

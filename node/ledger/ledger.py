@@ -32,7 +32,7 @@ from node.ledger.partners import PARTNER_HANDLERS
 from node.ledger.roles import may_submit
 from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
 from node.ledger.state import _ENC, State
-from node.ledger.txs import TxError, decode_tx
+from node.ledger.txs import MAX_TX_BYTES, TxError, decode_tx
 from node.messages import Request
 from node.statemachine import Accept, BlockInfo
 
@@ -45,10 +45,28 @@ _ZERO = bytes(32)
 _NS_PER_DAY = 86_400 * 10**9
 
 
+#: How many transactions' Merkle leaves `tx_leaf` remembers (oldest forgotten first), each
+#: of an op of at most MAX_TX_BYTES: at most 32 MiB of op bytes held.
+LEAVES_KEPT = 4096
+# (head text, op) -> leaf. The leaf is a pure function of exactly these (the key is the text
+# hashed, not the fields it is formatted from), so remembering it changes speed, never
+# results; in a simulated run (one process) every replica computes the leaf of every
+# transaction it executes, so this turns n hash computations per transaction into one.
+_leaves: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+
+
 def tx_leaf(req: Request) -> bytes:
     """Merkle leaf of one signed transaction: H(0x00 || signer || session || timestamp || op)."""
-    head = f"{req.client}\x00{req.session}\x00{req.timestamp}\x00".encode()
-    return hashlib.sha256(b"\x00" + head + req.op).digest()
+    head = f"\x00{req.client}\x00{req.session}\x00{req.timestamp}\x00"
+    key = (head, req.op)
+    leaf = _leaves.get(key)
+    if leaf is None:
+        leaf = hashlib.sha256(head.encode() + req.op).digest()
+        if len(req.op) <= MAX_TX_BYTES:
+            if len(_leaves) >= LEAVES_KEPT:
+                _leaves.popitem(last=False)
+            _leaves[key] = leaf
+    return leaf
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:
