@@ -162,3 +162,30 @@ def test_remembered_leaves_are_the_leaves() -> None:
     for _ in range(2):
         assert [tx_leaf(r) for r in reqs] == [plain(r) for r in reqs]
     assert len({tx_leaf(r) for r in reqs}) == 4
+
+
+def test_remembered_chain_links_are_the_links() -> None:
+    from node.ledger.state import _link, _plain
+
+    def plain_link(head: bytes, entry: tuple[object, ...]) -> bytes:
+        return hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+
+    head = hashlib.sha256(b"h").digest()
+    entries: list[tuple[object, ...]] = [
+        (3, 0, "EPCIS_SHIP", "mfr-1", (epc(1), epc(2)), "dist-1", ev("s")),
+        (3, 0, "EPCIS_SHIP", "mfr-1", (epc(1), epc(2)), "dist-1", ev("s")),   # remembered
+        (3, 0, "IMMUNIZATION_ADMINISTER", "h-1", (epc(3),), ("pp:x", "LOT", "imm-1"), ""),
+        (3, 0, "a", "ACCESS_DECISION", "pp:x", "permit", True),     # == the next entry
+        (3, 0, "a", "ACCESS_DECISION", "pp:x", "permit", 1),
+        (3, 0, "a", "ACCESS_DECISION", "pp:x", "permit", 1.0),
+        (3, 0, "a", "x", ((1, (2, False)),), None, "é"),
+        (3, 0, "a", "x", ((1, (2, 0)),), None, "é"),
+    ]
+    for _ in range(2):
+        for entry in entries:
+            assert _link(head, entry) == plain_link(head, entry)
+    assert [_plain(e) for e in entries] == [True, True, True, False, True, False, False, True]
+    st = State()
+    for entry in entries:
+        st.audit.append(entry)
+    assert st.audit.recompute() == st.audit.head

@@ -63,12 +63,14 @@ ROW_TERMS_KEPT = 8192
 # replica writes the same rows, so this hashes each once instead of n times. Rows holding
 # numbers are not remembered: 1 == 1.0 == True in Python, not in JSON.
 _row_terms: OrderedDict[tuple[str, str, tuple[Any, ...]], int] = OrderedDict()
+_STR_OR_NONE = frozenset({str, type(None)})
 
 
 def _row_term(table: str, key: str, value: tuple[Any, ...]) -> int:
     """_row_hash(table, key, value), remembered for rows of strings and None."""
-    if type(value) is not tuple or type(key) is not str or not all(
-            type(item) is str or item is None for item in value):
+    # (the item check: every item's type is exactly str or NoneType, done in C)
+    if (type(value) is not tuple or type(key) is not str
+            or not _STR_OR_NONE.issuperset(map(type, value))):
         return _row_hash(table, key, value)
     memo = (table, key, value)
     term = _row_terms.get(memo)
@@ -78,6 +80,42 @@ def _row_term(table: str, key: str, value: tuple[Any, ...]) -> int:
             _row_terms.popitem(last=False)
         _row_terms[memo] = term
     return term
+
+
+#: How many chain links `_link` remembers (oldest forgotten first).
+LINKS_KEPT = 8192
+# (head, entry) -> H(head || canonical entry), for entries `_plain` accepts (for those,
+# equal keys have equal canonical JSON): a pure function of the key, so remembering it
+# changes speed, never results. In a simulated run every replica appends the same audit and
+# event entries to chains with the same heads, so each link is computed once, not n times.
+_links: OrderedDict[tuple[bytes, tuple[Any, ...]], bytes] = OrderedDict()
+_PLAIN_LEAVES = frozenset({str, int, type(None)})
+
+
+def _plain(value: tuple[Any, ...]) -> bool:
+    """Whether `value` holds only str, int (not bool), None and tuples of those: the values
+    whose Python equality is equality of their canonical JSON (1 == 1.0 == True otherwise)."""
+    types = set(map(type, value))
+    if tuple in types:
+        types.discard(tuple)
+        for item in value:
+            if type(item) is tuple and not _plain(item):
+                return False
+    return _PLAIN_LEAVES.issuperset(types)
+
+
+def _link(head: bytes, entry: tuple[Any, ...]) -> bytes:
+    """H(head || canonical entry): the next head of a hash chain."""
+    if type(entry) is not tuple or not _plain(entry):
+        return hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+    key = (head, entry)
+    link = _links.get(key)
+    if link is None:
+        link = hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+        if len(_links) >= LINKS_KEPT:
+            _links.popitem(last=False)
+        _links[key] = link
+    return link
 
 
 def _listed(tables: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
@@ -103,7 +141,7 @@ class _Chain:
         self.head = _ZERO
 
     def append(self, entry: tuple[Any, ...]) -> int:
-        self.head = hashlib.sha256(self.head + _ENC.encode(entry).encode()).digest()
+        self.head = _link(self.head, entry)
         self.entries.append(entry)
         return len(self.entries) - 1
 
