@@ -189,3 +189,11 @@ def test_remembered_chain_links_are_the_links() -> None:
     for entry in entries:
         st.audit.append(entry)
     assert st.audit.recompute() == st.audit.head
+
+
+def test_remembered_block_hashes_are_the_hashes() -> None:
+    from node.ledger.state import _block_hashes, block_sha256
+
+    for data in (b"", b"x" * 213, bytes(range(256)), b"x" * 213):
+        assert block_sha256(data) == hashlib.sha256(data).digest()
+    assert b"x" * 213 in _block_hashes

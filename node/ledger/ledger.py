@@ -31,7 +31,7 @@ from node.ledger.logistics import LOGISTICS_HANDLERS
 from node.ledger.partners import PARTNER_HANDLERS
 from node.ledger.roles import may_submit
 from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
-from node.ledger.state import _ENC, State
+from node.ledger.state import _ENC, State, block_sha256
 from node.ledger.txs import MAX_TX_BYTES, TxError, decode_tx
 from node.messages import Request
 from node.statemachine import Accept, BlockInfo
@@ -160,7 +160,7 @@ class Ledger:
         header = (height, block.seq, ts, prev.hex(), root.hex(), self.state_digest().hex(),
                   len(requests))
         text = _header_text(header)
-        block_hash = hashlib.sha256(text.encode()).digest()
+        block_hash = block_sha256(text.encode())
         block_hex = block_hash.hex()
         # The stored entry is the header plus its hash; its canonical text is the header's
         # with the hash appended as one more array item (a hex string needs no escaping), so
@@ -240,7 +240,7 @@ class Ledger:
     def state_digest(self) -> bytes:
         """The digest block headers carry: tables (multiset hash) and the three log heads,
         O(1). `digest` adds the stats for checkpoints (everything a snapshot holds)."""
-        return hashlib.sha256(self._state_prefix + self.state.digest_parts()).digest()
+        return block_sha256(self._state_prefix + self.state.digest_parts())
 
     def _apply(self, req: Request, height: int, index: int, now_ns: int, today: str) -> bytes:
         st = self.state
