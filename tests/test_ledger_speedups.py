@@ -109,6 +109,7 @@ def test_block_header_text_is_its_canonical_encoding() -> None:
 
 
 def test_a_remembered_transaction_decodes_as_json_loads_does() -> None:
+    """Every caller gets json.loads's result, as its own dict (lists and dicts included)."""
     import json
 
     from node.ledger import encode_tx, txs
@@ -121,11 +122,18 @@ def test_a_remembered_transaction_decodes_as_json_loads_does() -> None:
            encode_tx("RECALL_ACK", recall_id="recall-1", on_hand=3)]
     for op in ops:
         first = txs.decode_tx(op)           # checked (or remembered from before)
-        again = txs.decode_tx(op)           # remembered: parsed by the scanner directly
-        assert op in txs._checked and txs._checked[op] is None
+        again = txs.decode_tx(op)           # remembered: a copy of the remembered decoding
+        assert op in txs._checked and type(txs._checked[op]) is dict
         assert again == first == json.loads(op)
         assert list(again) == list(json.loads(op))
         assert again is not first
+        for key, value in again.items():    # no mutable part shared with another caller
+            if isinstance(value, (list, dict)):
+                assert value is not first[key] and value is not txs._checked[op][key]
+        again["epcs" if "epcs" in again else "kind"] = "changed"
+        if "period" in again:
+            again["period"]["start"] = "changed"
+        assert txs.decode_tx(op) == json.loads(op)
 
 
 def test_remembered_row_terms_are_the_row_hashes() -> None:
