@@ -194,10 +194,11 @@ def test_a_primary_proposing_personal_data_is_refused_and_replaced() -> None:
     assert len(c.accepted) == 2 and c.accepted[-1][1].view >= 1
 
 
-def test_decode_tx_remembers_verdicts_not_dicts() -> None:
+def test_decode_tx_remembers_verdicts_and_hands_out_fresh_dicts() -> None:
     """decode_tx remembers each transaction's verdict (a pure function of the bytes) and
-    changes speed only: a remembered valid transaction still comes back as a fresh dict,
-    never one another replica holds, and a remembered refusal raises the same reason."""
+    changes speed only: a remembered valid transaction still comes back as a fresh dict (a
+    copy of the remembered decoding), never one another replica holds, and a remembered
+    refusal raises the same reason."""
     from node.ledger import txs
 
     op = encode_tx("RECORD_ANCHOR", **{**ANCHOR, "record_id": "rec-2"})

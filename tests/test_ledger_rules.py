@@ -330,7 +330,7 @@ def test_canonical_json_is_the_standard_encoders_output(obj: object) -> None:
     from node.ledger.canonical import CanonicalJson
 
     fast = CanonicalJson()
-    assert fast._encode.__name__ == "fast"  # the C path is in use on CPython
+    assert fast.encode.__name__ == "fast"  # the C path is in use on CPython
     reference = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     assert fast.encode(obj) == reference.encode(obj)
 

@@ -31,8 +31,8 @@ from node.ledger.logistics import LOGISTICS_HANDLERS
 from node.ledger.partners import PARTNER_HANDLERS
 from node.ledger.roles import may_submit
 from node.ledger.rules import HANDLERS, Ctx, Reject, commission_duplicates
-from node.ledger.state import _ENC, State
-from node.ledger.txs import TxError, decode_tx
+from node.ledger.state import _ENC, State, block_sha256
+from node.ledger.txs import MAX_TX_BYTES, TxError, decode_tx
 from node.messages import Request
 from node.statemachine import Accept, BlockInfo
 
@@ -42,12 +42,31 @@ _EMPTY_ROOT = hashlib.sha256(b"").digest()
 #: Every kind's rules: rules.py, and issue 16's partners.py and logistics.py.
 _HANDLERS = {**HANDLERS, **PARTNER_HANDLERS, **LOGISTICS_HANDLERS}
 _ZERO = bytes(32)
+_NS_PER_DAY = 86_400 * 10**9
+
+
+#: How many transactions' Merkle leaves `tx_leaf` remembers (oldest forgotten first), each
+#: of an op of at most MAX_TX_BYTES: at most 32 MiB of op bytes held.
+LEAVES_KEPT = 4096
+# (head text, op) -> leaf. The leaf is a pure function of exactly these (the key is the text
+# hashed, not the fields it is formatted from), so remembering it changes speed, never
+# results; in a simulated run (one process) every replica computes the leaf of every
+# transaction it executes, so this turns n hash computations per transaction into one.
+_leaves: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
 
 
 def tx_leaf(req: Request) -> bytes:
     """Merkle leaf of one signed transaction: H(0x00 || signer || session || timestamp || op)."""
-    head = f"{req.client}\x00{req.session}\x00{req.timestamp}\x00".encode()
-    return hashlib.sha256(b"\x00" + head + req.op).digest()
+    head = f"\x00{req.client}\x00{req.session}\x00{req.timestamp}\x00"
+    key = (head, req.op)
+    leaf = _leaves.get(key)
+    if leaf is None:
+        leaf = hashlib.sha256(head.encode() + req.op).digest()
+        if len(req.op) <= MAX_TX_BYTES:
+            if len(_leaves) >= LEAVES_KEPT:
+                _leaves.popitem(last=False)
+            _leaves[key] = leaf
+    return leaf
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:
@@ -62,6 +81,17 @@ def merkle_root(leaves: list[bytes]) -> bytes:
             nxt.append(level[-1])
         level = nxt
     return level[0]
+
+
+def _header_text(header: tuple[Any, ...]) -> str:
+    """_ENC.encode(header) for a block header (height, seq, ts, three hex digests, count),
+    formatted directly: JSON writes an int as its decimal digits and a hex string between
+    quotes with nothing to escape. Only when seq and ts are plain ints (the rest always
+    are); anything else goes through the encoder."""
+    height, seq, ts, prev, root, state, count = header
+    if type(seq) is not int or type(ts) is not int:
+        return _ENC.encode(header)
+    return f'[{height},{seq},{ts},"{prev}","{root}","{state}",{count}]'
 
 
 #: How many admitted transactions a replica keeps decoded until they execute.
@@ -84,6 +114,10 @@ class Ledger:
         # checkpoint seq -> what a read receipt needs of that state (node.ledger.receipts):
         # the digest parts other than the blocks head, and the number of blocks.
         self.proof_parts: dict[int, tuple[bytes, bytes, bytes, bytes, int]] = {}
+        # Per-genesis constants (the genesis is frozen and never replaced): the state digest's
+        # prefix, and the last calendar day `_today` converted (day number, ISO date).
+        self._state_prefix = b"medbft-ledger-state/1" + genesis.digest
+        self._day: tuple[int | None, str] = (None, "")
 
     # -- StateMachine -------------------------------------------------------------------------
 
@@ -117,17 +151,33 @@ class Ledger:
         last_ts = st.blocks.entries[-1][2] if st.blocks.entries else 0
         ts = max(block.timestamp_ns, last_ts)
         now_ns = self.genesis.epoch_ns + ts
-        today = datetime.fromtimestamp(now_ns // 10**9, tz=UTC).date().isoformat()
+        today = self._today(now_ns)
         results = [self._apply(req, height, i, now_ns, today) for i, req in enumerate(requests)]
-        root = merkle_root([tx_leaf(r) for r in requests])
+        # merkle_root of a single leaf is that leaf (the usual block: one request).
+        root = (tx_leaf(requests[0]) if len(requests) == 1
+                else merkle_root([tx_leaf(r) for r in requests]))
         prev = st.block_hashes[-1] if st.block_hashes else _ZERO
-        state_digest = self.state_digest()
-        header = (height, block.seq, ts, prev.hex(), root.hex(), state_digest.hex(), len(requests))
-        block_hash = hashlib.sha256(_ENC.encode(header).encode()).digest()
-        st.blocks.append((*header, block_hash.hex()))
+        header = (height, block.seq, ts, prev.hex(), root.hex(), self.state_digest().hex(),
+                  len(requests))
+        text = _header_text(header)
+        block_hash = block_sha256(text.encode())
+        block_hex = block_hash.hex()
+        # The stored entry is the header plus its hash; its canonical text is the header's
+        # with the hash appended as one more array item (a hex string needs no escaping), so
+        # it is built from the text just hashed instead of being encoded a second time.
+        st.blocks.append_encoded((*header, block_hex), f'{text[:-1]},"{block_hex}"]')
         st.block_hashes.append(block_hash)
         self.views[height] = block.view
         return results
+
+    def _today(self, now_ns: int) -> str:
+        """The UTC calendar date of `now_ns`, ISO format. Remembered for the last day seen:
+        the date is a pure function of the day number (now_ns // NS_PER_DAY, the same floor
+        as that of the seconds), and consecutive blocks almost always share a day."""
+        day = now_ns // _NS_PER_DAY
+        if day != self._day[0]:
+            self._day = (day, datetime.fromtimestamp(day * 86_400, tz=UTC).date().isoformat())
+        return self._day[1]
 
     def digest(self) -> bytes:
         """Digest of the whole snapshotted state: the block headers' state digest (tables
@@ -190,8 +240,7 @@ class Ledger:
     def state_digest(self) -> bytes:
         """The digest block headers carry: tables (multiset hash) and the three log heads,
         O(1). `digest` adds the stats for checkpoints (everything a snapshot holds)."""
-        return hashlib.sha256(b"medbft-ledger-state/1" + self.genesis.digest
-                              + self.state.digest_parts()).digest()
+        return block_sha256(self._state_prefix + self.state.digest_parts())
 
     def _apply(self, req: Request, height: int, index: int, now_ns: int, today: str) -> bytes:
         st = self.state

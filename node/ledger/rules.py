@@ -106,10 +106,10 @@ def _units(ctx: Ctx, epcs: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
     _need(is_event_hash(ctx.tx.get("event_hash", "")), "bad-event-hash")
     units = ctx.st.tables["units"]
     rows = []
-    for epc in epcs:
+    for epc in epcs:  # (per unit: the checks are written out, not _need calls)
         row = units.get(epc)
-        _need(row is not None, "unknown-epc")
-        assert row is not None
+        if row is None:
+            raise Reject("unknown-epc")
         rows.append((epc, row))
     return rows
 
@@ -346,24 +346,31 @@ def epcis_ship(ctx: Ctx) -> bytes:
     _need(to != ctx.party.org, "ship-to-self")
     _need(ctx.st.get("org_status", to) is None, "destination-suspended")
     rows = _moving(ctx)
+    org, st = ctx.party.org, ctx.st
     for epc, row in rows:
-        _need(row[2] == ctx.party.org, "not-custodian")
-        _need(row[3] in MOVABLE, f"bad-lifecycle:{row[3]}")
-        blocked = blocked_reason(ctx.st, epc, row[1])
-        _need(blocked is None, blocked or "")
+        if row[2] != org:
+            raise Reject("not-custodian")
+        if row[3] not in MOVABLE:
+            raise Reject(f"bad-lifecycle:{row[3]}")
+        blocked = blocked_reason(st, epc, row[1])
+        if blocked is not None:
+            raise Reject(blocked)
     for epc, row in rows:
-        ctx.st.put("units", epc, (*row[:3], "in_transit", to))
+        st.put("units", epc, (*row[:3], "in_transit", to))
     _event(ctx, [epc for epc, _ in rows], to)
     return b"ok"
 
 
 def epcis_receive(ctx: Ctx) -> bytes:
     rows = _moving(ctx)
+    org, st = ctx.party.org, ctx.st
     for _, row in rows:
-        _need(row[3] in EN_ROUTE, f"bad-lifecycle:{row[3]}")
-        _need(row[4] == ctx.party.org, "not-destination")
+        if row[3] not in EN_ROUTE:
+            raise Reject(f"bad-lifecycle:{row[3]}")
+        if row[4] != org:
+            raise Reject("not-destination")
     for epc, row in rows:
-        ctx.st.put("units", epc, (row[0], row[1], ctx.party.org, "in_progress", None))
+        st.put("units", epc, (row[0], row[1], org, "in_progress", None))
     _event(ctx, [epc for epc, _ in rows])
     return b"ok"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 from node.ledger.canonical import CanonicalJson
@@ -54,6 +54,90 @@ def _row_hash(table: str, key: str, value: Any) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=64).digest(), "big")
 
 
+#: How many row terms `_row_term` remembers (oldest forgotten first).
+ROW_TERMS_KEPT = 8192
+# (table, key, row) -> _row_hash(table, key, row) for rows made of strings and None only (a
+# unit's, a lot's): for those, equal keys have equal canonical JSON (a str equals only a str
+# of the same characters, None only None), so the term is a pure function of the key and
+# remembering it changes speed, never results. In a simulated run (one process) every
+# replica writes the same rows, so this hashes each once instead of n times. Rows holding
+# numbers are not remembered: 1 == 1.0 == True in Python, not in JSON.
+_row_terms: OrderedDict[tuple[str, str, tuple[Any, ...]], int] = OrderedDict()
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
+def _row_term(table: str, key: str, value: tuple[Any, ...]) -> int:
+    """_row_hash(table, key, value), remembered for rows of strings and None."""
+    # (the item check: every item's type is exactly str or NoneType, done in C)
+    if (type(value) is not tuple or type(key) is not str
+            or not _STR_OR_NONE.issuperset(map(type, value))):
+        return _row_hash(table, key, value)
+    memo = (table, key, value)
+    term = _row_terms.get(memo)
+    if term is None:
+        term = _row_hash(table, key, value)
+        if len(_row_terms) >= ROW_TERMS_KEPT:
+            _row_terms.popitem(last=False)
+        _row_terms[memo] = term
+    return term
+
+
+#: How many chain links `_link` remembers (oldest forgotten first).
+LINKS_KEPT = 8192
+# (head, entry) -> H(head || canonical entry), for entries `_plain` accepts (for those,
+# equal keys have equal canonical JSON): a pure function of the key, so remembering it
+# changes speed, never results. In a simulated run every replica appends the same audit and
+# event entries to chains with the same heads, so each link is computed once, not n times.
+_links: OrderedDict[tuple[bytes, tuple[Any, ...]], bytes] = OrderedDict()
+_PLAIN_LEAVES = frozenset({str, int, type(None)})
+
+
+def _plain(value: tuple[Any, ...]) -> bool:
+    """Whether `value` holds only str, int (not bool), None and tuples of those: the values
+    whose Python equality is equality of their canonical JSON (1 == 1.0 == True otherwise)."""
+    types = set(map(type, value))
+    if tuple in types:
+        types.discard(tuple)
+        for item in value:
+            if type(item) is tuple and not _plain(item):
+                return False
+    return _PLAIN_LEAVES.issuperset(types)
+
+
+def _link(head: bytes, entry: tuple[Any, ...]) -> bytes:
+    """H(head || canonical entry): the next head of a hash chain."""
+    if type(entry) is not tuple or not _plain(entry):
+        return hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+    key = (head, entry)
+    link = _links.get(key)
+    if link is None:
+        link = hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+        if len(_links) >= LINKS_KEPT:
+            _links.popitem(last=False)
+        _links[key] = link
+    return link
+
+
+#: How many inputs `block_sha256` remembers (oldest forgotten first; each a few hundred bytes).
+BLOCK_HASHES_KEPT = 8192
+# data -> sha256(data).digest(), for the three hashes of each block (its state digest, its
+# hash, its link in the block chain): a pure function of the bytes, so remembering it
+# changes speed, never results. Every replica of a simulated run (and the harm judge's
+# replay) hashes the same bytes for the same block, so each is computed once, not n times.
+_block_hashes: OrderedDict[bytes, bytes] = OrderedDict()
+
+
+def block_sha256(data: bytes) -> bytes:
+    """hashlib.sha256(data).digest(), remembered (see `_block_hashes`)."""
+    digest = _block_hashes.get(data)
+    if digest is None:
+        digest = hashlib.sha256(data).digest()
+        if len(_block_hashes) >= BLOCK_HASHES_KEPT:
+            _block_hashes.popitem(last=False)
+        _block_hashes[data] = digest
+    return digest
+
+
 def _listed(tables: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
     """The tables as a snapshot lists them: sorted rows; a later table only once used."""
     return {t: sorted(rows.items()) for t, rows in tables.items()
@@ -77,7 +161,14 @@ class _Chain:
         self.head = _ZERO
 
     def append(self, entry: tuple[Any, ...]) -> int:
-        self.head = hashlib.sha256(self.head + _ENC.encode(entry).encode()).digest()
+        self.head = _link(self.head, entry)
+        self.entries.append(entry)
+        return len(self.entries) - 1
+
+    def append_encoded(self, entry: tuple[Any, ...], text: str) -> int:
+        """`append`, given `text` = _ENC.encode(entry) (the caller had it already); for
+        the block chain: its link is remembered by `block_sha256`."""
+        self.head = block_sha256(self.head + text.encode())
         self.entries.append(entry)
         return len(self.entries) - 1
 
@@ -93,6 +184,13 @@ class State:
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, tuple[Any, ...]]] = {t: {} for t in TABLES + LATER_TABLES}
+        # table -> key -> (row, _row_hash(table, key, row)) for the rows `put` wrote: a row's
+        # term is subtracted from the digest when it is overwritten or deleted, and looking it
+        # up saves encoding and hashing the old row again. Used only while the row stored is
+        # that very object (`is`: rows are immutable tuples), so a row changed behind `put`'s
+        # back (a test's tampering) is hashed afresh, as before. Never hashed or snapshotted.
+        self._row_hashes: dict[str, dict[str, tuple[tuple[Any, ...], int]]] = {
+            t: {} for t in self.tables}
         self.acc = 0
         self.events = _Chain()   # (height, index, kind, org, epcs, detail, event_hash)
         self.audit = _Chain()    # (height, index, actor, action, target, decision, rule)
@@ -123,15 +221,20 @@ class State:
     def put(self, table: str, key: str, value: tuple[Any, ...] | None) -> None:
         """Set (or with None delete) one row, keeping the multiset digest current."""
         rows = self.tables[table]
+        hashes = self._row_hashes[table]
         old = rows.get(key)
         acc = self.acc
         if self.dirty is not None:
             self.dirty.add((table, key))
         self.versions.note((table, key), old)
         if old is not None:
-            acc -= _row_hash(table, key, old)
+            known = hashes.get(key)
+            if known is None or known[0] is not old:  # stored behind put's back
+                known = (old, _row_term(table, key, old))
+            acc -= known[1]
         if value is None:
             rows.pop(key, None)
+            hashes.pop(key, None)
         else:
             rows[key] = value
             if old is None and table == "units":
@@ -141,7 +244,9 @@ class State:
                     self.consents_of[value[0]].append(key)
                 elif value[8] is not None and old is not None and old[8] is None:
                     self.consents_of[value[0]].remove(key)
-            acc += _row_hash(table, key, value)
+            term = _row_term(table, key, value)
+            hashes[key] = (value, term)
+            acc += term
         self.acc = acc & _MASK
 
     def add_event(self, entry: tuple[Any, ...]) -> int:

@@ -151,15 +151,23 @@ def encode_tx(kind: str, **fields: Any) -> bytes:
 
 
 #: How many transactions' verdicts `decode_tx` remembers (oldest forgotten first): at most
-#: CHECKED_KEPT * MAX_TX_BYTES = 32 MiB of op bytes.
+#: CHECKED_KEPT * MAX_TX_BYTES = 32 MiB of op bytes, and their decodings.
 CHECKED_KEPT = 4096
-# op bytes -> None (valid) or the reason it is not. The verdict is a pure function of the
-# bytes, so remembering it changes speed, never results; every replica of a simulated run
-# (one process) checks a transaction at admission and again at execution, so this turns
-# 2n checks per transaction into one. A hit still parses the bytes: each caller gets its
-# own fresh dict, never one shared with another replica.
-_checked: OrderedDict[bytes, str | None] = OrderedDict()
+# op bytes -> the reason it is refused, or its decoding if it is valid. Both are pure
+# functions of the bytes, so remembering them changes speed, never results; every replica of
+# a simulated run (one process) checks a transaction at admission and again at execution, so
+# this turns 2n checks and decodings per transaction into one. A hit returns a copy (`_fresh`):
+# each caller gets its own dict, never one shared with another replica.
+_checked: OrderedDict[bytes, str | dict[str, Any]] = OrderedDict()
 _UNSEEN: Any = object()
+
+
+def _fresh(tx: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a valid transaction that shares no mutable part with it: its values are
+    strings, ints, lists of strings and (CONSENT_GRANT.period) a dict of strings, as
+    _check_schema and _check_values require, so copying each list and dict suffices."""
+    return {key: value.copy() if type(value) is list or type(value) is dict else value
+            for key, value in tx.items()}
 
 
 def decode_tx(op: bytes) -> dict[str, Any]:
@@ -171,8 +179,8 @@ def decode_tx(op: bytes) -> dict[str, Any]:
     if len(op) > MAX_TX_BYTES:  # checked first: never remember an oversized op
         raise TxError("too-large")
     verdict = _checked.get(op, _UNSEEN)
-    if verdict is None:
-        return json.loads(op)  # type: ignore[no-any-return]
+    if type(verdict) is dict:
+        return _fresh(verdict)
     if verdict is not _UNSEEN:
         raise TxError(verdict)
     try:
@@ -180,11 +188,11 @@ def decode_tx(op: bytes) -> dict[str, Any]:
     except TxError as exc:
         _remember(op, exc.reason)
         raise
-    _remember(op, None)
+    _remember(op, _fresh(tx))
     return tx
 
 
-def _remember(op: bytes, verdict: str | None) -> None:
+def _remember(op: bytes, verdict: str | dict[str, Any]) -> None:
     if len(_checked) >= CHECKED_KEPT:
         _checked.popitem(last=False)
     _checked[op] = verdict

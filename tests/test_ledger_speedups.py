@@ -1,0 +1,207 @@
+"""The ledger's per-transaction shortcuts give exactly what the plain computation gives.
+
+Why this exists: `Ledger.execute` runs on every replica for every transaction, so it skips
+work it can prove redundant (a block header encoded once, a row's digest term remembered,
+the calendar date remembered per day, ...). Each shortcut must be invisible in every byte
+of the results, the blocks and the digests; these tests compare each one with the
+computation it replaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from ledger_support import DAY, GTIN, SECOND, Harness, epc, ev
+
+from node.ledger import Ledger
+from node.ledger.queries import verify_chain
+from node.ledger.state import _ENC, _MASK, State, _row_hash
+from node.statemachine import BlockInfo
+
+
+def _scratch_acc(st: State) -> int:
+    acc = 0
+    for table, rows in st.tables.items():
+        for key, value in rows.items():
+            acc += _row_hash(table, key, value)
+    return acc & _MASK
+
+
+def test_block_entries_are_hashed_as_their_canonical_encoding() -> None:
+    h = Harness()
+    assert h.commission([1, 2, 3]) == "ok"
+    assert h.ship("manufacturer-1", [1, 2], "dist-1") == "ok"
+    two = [h.request("distributor-1", "EPCIS_RECEIVE", epcs=[epc(1)], event_hash=ev("r1")),
+           h.request("distributor-1", "EPCIS_RECEIVE", epcs=[epc(2)], event_hash=ev("r2")),
+           h.request("distributor-1", "EPCIS_RECEIVE", epcs=[epc(9)], event_hash=ev("r9"))]
+    assert h.block(*two) == ["ok", "ok", "rejected:unknown-epc"]
+    assert h.block() == []  # an empty block too
+    st = h.ledger.state
+    head = bytes(32)
+    for entry in st.blocks.entries:
+        head = hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+        assert hashlib.sha256(_ENC.encode(entry[:-1]).encode()).hexdigest() == entry[-1]
+    assert head == st.blocks.head
+    assert verify_chain(h.ledger)["ok"]
+
+
+def test_the_remembered_date_is_the_date_of_every_block_time() -> None:
+    ledger = Ledger(Harness().ledger.genesis)
+    epoch = ledger.genesis.epoch_ns
+    stamps = [0, 1, SECOND - 1, DAY - 1, DAY, DAY + 1, 5 * DAY - 1, 3 * DAY, 400 * DAY + 7,
+              DAY - 1]
+    for ts in stamps:
+        now = epoch + ts
+        assert ledger._today(now) == datetime.fromtimestamp(now // 10**9,
+                                                            tz=UTC).date().isoformat()
+    # ... and a block whose agreed time crosses midnight sees the new day's date.
+    h = Harness()
+    assert h.commission([1], expiry="2025-03-02") == "ok"          # day 0: 2025-03-01
+    h.ts += DAY
+    assert h.commission([2], expiry="2025-03-02") == "ok"          # 2025-03-02: still valid
+    h.ts += DAY
+    assert h.commission([3], expiry="2025-03-02") == "rejected:expired"
+
+
+def test_remembered_row_terms_keep_the_multiset_digest_exact() -> None:
+    st = State()
+    st.put("units", "a", ("g", "lot", "org", "active", None))
+    st.put("units", "b", ("g", "lot", "org", "active", None))
+    st.put("units", "a", ("g", "lot", "org", "in_transit", "x"))
+    st.put("lots", "lot", ("g", "2026-01-01", "org", None))
+    st.put("units", "b", None)
+    st.put("units", "b", ("g", "lot", "org2", "active", None))
+    assert st.acc == _scratch_acc(st)
+    # A row replaced behind put's back (tampering) is hashed afresh when put overwrites it,
+    # as the plain computation does: subtract the term of the row actually stored.
+    row = st.tables["units"]["a"]
+    stolen = (*row[:2], "thief", *row[3:])
+    st.tables["units"]["a"] = stolen
+    before = st.acc
+    st.put("units", "a", row)
+    assert st.acc == (before - _row_hash("units", "a", stolen)
+                      + _row_hash("units", "a", row)) & _MASK
+
+
+def test_a_restored_state_digests_and_continues_like_the_original() -> None:
+    h = Harness()
+    assert h.commission([1, 2]) == "ok"
+    assert h.ship("manufacturer-1", [1], "dist-1") == "ok"
+    other = Ledger(h.ledger.genesis)
+    other.restore(h.ledger.snapshot())
+    assert other.digest() == h.ledger.digest()
+    req = h.request("distributor-1", "EPCIS_RECEIVE", epcs=[epc(1)], event_hash=ev("r"))
+    block = BlockInfo(99, 0, h.ts + SECOND)
+    assert h.ledger.execute([req], block) == other.execute([req], block) == [b"ok"]
+    assert other.digest() == h.ledger.digest()
+    assert other.state.acc == _scratch_acc(other.state) == _scratch_acc(h.ledger.state)
+    assert GTIN in other.state.tables["gtins"]
+
+
+def test_block_header_text_is_its_canonical_encoding() -> None:
+    from node.ledger.ledger import _header_text
+
+    hexes = (bytes(32).hex(), hashlib.sha256(b"r").hexdigest(), hashlib.sha256(b"s").hexdigest())
+    for seq, ts in ((1, 0), (10**12, 2**63), (True, 5), (3, 1.5), (0, -7)):
+        header = (7, seq, ts, *hexes, 2)
+        assert _header_text(header) == _ENC.encode(header)
+
+
+def test_a_remembered_transaction_decodes_as_json_loads_does() -> None:
+    """Every caller gets json.loads's result, as its own dict (lists and dicts included)."""
+    import json
+
+    from node.ledger import encode_tx, txs
+
+    ops = [encode_tx("EPCIS_SHIP", to="dist-1", epcs=[epc(1), epc(2)], event_hash=ev("x")),
+           encode_tx("CONSENT_GRANT", consent_id="c-9", patient="pp:" + "a" * 20,
+                     grantee="role:clinician", actions=["access"], purposes=["TREAT"],
+                     period={"start": "2025-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+                     doc_commitment="sha256:" + "0" * 64),
+           encode_tx("RECALL_ACK", recall_id="recall-1", on_hand=3)]
+    for op in ops:
+        first = txs.decode_tx(op)           # checked (or remembered from before)
+        again = txs.decode_tx(op)           # remembered: a copy of the remembered decoding
+        assert op in txs._checked and type(txs._checked[op]) is dict
+        assert again == first == json.loads(op)
+        assert list(again) == list(json.loads(op))
+        assert again is not first
+        for key, value in again.items():    # no mutable part shared with another caller
+            if isinstance(value, (list, dict)):
+                assert value is not first[key] and value is not txs._checked[op][key]
+        again["epcs" if "epcs" in again else "kind"] = "changed"
+        if "period" in again:
+            again["period"]["start"] = "changed"
+        assert txs.decode_tx(op) == json.loads(op)
+
+
+def test_remembered_row_terms_are_the_row_hashes() -> None:
+    from node.ledger.state import _row_term, _row_terms
+
+    rows = [("units", "u1", ("g", "lot", "org", "active", None)),
+            ("units", "u1", ("g", "lot", "org", "active", None)),     # remembered
+            ("units", "u1", ("g", "lot", "org", "in_transit", "é\"\\")),
+            ("incidents", "i1", ("epc:x", "c", "p", (1, 2), True, "open")),
+            ("incidents", "i1", ("epc:x", "c", "p", (1, 2), 1, "open")),  # == the row above
+            ("acks", "a1", ("p", 1.0, 1, (3, 4), 5)),
+            ("acks", "a1", ("p", 1, 1, (3, 4), 5)),
+            ("lots", "l", ("g", "2026-01-01", "org", None)),
+            ("units", "u1", "not-a-tuple")]
+    for table, key, value in rows:
+        assert _row_term(table, key, value) == _row_hash(table, key, value)
+    assert ("units", "u1", ("g", "lot", "org", "active", None)) in _row_terms
+    assert not any(table in ("incidents", "acks") for table, _, _ in _row_terms)
+
+
+def test_remembered_leaves_are_the_leaves() -> None:
+    from node.ledger.ledger import tx_leaf
+    from node.messages import Request
+
+    def plain(req: Request) -> bytes:
+        head = f"{req.client}\x00{req.session}\x00{req.timestamp}\x00".encode()
+        return hashlib.sha256(b"\x00" + head + req.op).digest()
+
+    reqs = [Request(b'{"kind":"X"}', 5, "clinician-1", 1, b""),
+            Request(b'{"kind":"X"}', 5, "clinician-1", 1, b"sig"),   # same leaf
+            Request(b'{"kind":"X"}', 5, "clinician-1", True, b""),   # == 1, another leaf
+            Request(b'{"kind":"X"}', 5, "clinician-1\x001", 0, b""),
+            Request(b'{"kind":"Y"}', 5, "clinician-1", 1, b"")]
+    for _ in range(2):
+        assert [tx_leaf(r) for r in reqs] == [plain(r) for r in reqs]
+    assert len({tx_leaf(r) for r in reqs}) == 4
+
+
+def test_remembered_chain_links_are_the_links() -> None:
+    from node.ledger.state import _link, _plain
+
+    def plain_link(head: bytes, entry: tuple[object, ...]) -> bytes:
+        return hashlib.sha256(head + _ENC.encode(entry).encode()).digest()
+
+    head = hashlib.sha256(b"h").digest()
+    entries: list[tuple[object, ...]] = [
+        (3, 0, "EPCIS_SHIP", "mfr-1", (epc(1), epc(2)), "dist-1", ev("s")),
+        (3, 0, "EPCIS_SHIP", "mfr-1", (epc(1), epc(2)), "dist-1", ev("s")),   # remembered
+        (3, 0, "IMMUNIZATION_ADMINISTER", "h-1", (epc(3),), ("pp:x", "LOT", "imm-1"), ""),
+        (3, 0, "a", "ACCESS_DECISION", "pp:x", "permit", True),     # == the next entry
+        (3, 0, "a", "ACCESS_DECISION", "pp:x", "permit", 1),
+        (3, 0, "a", "ACCESS_DECISION", "pp:x", "permit", 1.0),
+        (3, 0, "a", "x", ((1, (2, False)),), None, "é"),
+        (3, 0, "a", "x", ((1, (2, 0)),), None, "é"),
+    ]
+    for _ in range(2):
+        for entry in entries:
+            assert _link(head, entry) == plain_link(head, entry)
+    assert [_plain(e) for e in entries] == [True, True, True, False, True, False, False, True]
+    st = State()
+    for entry in entries:
+        st.audit.append(entry)
+    assert st.audit.recompute() == st.audit.head
+
+
+def test_remembered_block_hashes_are_the_hashes() -> None:
+    from node.ledger.state import _block_hashes, block_sha256
+
+    for data in (b"", b"x" * 213, bytes(range(256)), b"x" * 213):
+        assert block_sha256(data) == hashlib.sha256(data).digest()
+    assert b"x" * 213 in _block_hashes
