@@ -113,6 +113,13 @@ class SimTransport:
         if not arrivals:
             self.traffic.lost += 1
             return
+        self._schedule(to, data, arrivals)
+
+    def _schedule(self, to: str, data: bytes, arrivals: list[int]) -> None:
+        """Deliver `data` to `to` at each of `arrivals`: a copy arriving at the instant of the
+        latest delivery group joins it while that group's timer is the last one scheduled
+        (`VirtualTimeLoop.is_last_pending`: the order is then the same as a timer of its own)."""
+        loop = self.loop
         for arrival in arrivals:
             self.in_flight += 1
             timer = self._group_timer
@@ -127,21 +134,34 @@ class SimTransport:
 
     def multicast(self, src: str, tos: tuple[str, ...], datas: tuple[bytes, ...],
                   kind: str) -> None:
-        """`send` each copy in order, in one go when that provably gives the same run: every
-        copy goes to a replica over a link of the same constant delay with no fault active
-        (`Network.mesh_fixed_ns`: nothing drawn from the rng, nothing lost), and no full trace
-        or request watch wants a row per copy. Then every copy arrives at now + delay, and
-        the copies join one delivery group exactly as the per-copy path would put them."""
-        fixed = self.network.mesh_fixed_ns
-        if (fixed is None or not tos or self.record is not None or kind == "REQUEST"
-                or not self.network.replicas.issuperset(tos)):
+        """`send` each copy in order, with the per-copy bookkeeping done once. A full trace or
+        a request watch wants a row per copy: then each copy goes through `send`. Otherwise
+        the copies are counted together (the counters only sum) and each is delivered as
+        `send` would, the network drawing for them in the same order. When every copy goes
+        to a replica over a link of one constant delay with no fault active
+        (`Network.mesh_fixed_ns`: nothing drawn, nothing lost), they all arrive at now +
+        delay and join one delivery group in one go, exactly where the per-copy path would
+        put them."""
+        if not tos or self.record is not None or kind == "REQUEST":
             for to, data in zip(tos, datas, strict=True):
                 self.send(src, to, data, kind)
             return
         count = len(tos)
         self.traffic.count_many(src, kind, count, sum(map(len, datas)))
-        self.in_flight += count
         loop = self.loop
+        network = self.network
+        fixed = network.mesh_fixed_ns
+        if fixed is None or not network.replicas.issuperset(tos):
+            now = loop.now_ns
+            deliveries = network.deliveries
+            for to, data in zip(tos, datas, strict=True):
+                arrivals = deliveries(src, to, len(data), now)
+                if arrivals:
+                    self._schedule(to, data, arrivals)
+                else:
+                    self.traffic.lost += 1
+            return
+        self.in_flight += count
         arrival = loop.now_ns + fixed
         timer = self._group_timer
         if arrival == self._group_at and timer is not None and loop.is_last_pending(timer):

@@ -435,8 +435,9 @@ def _exchange(net: dict[str, Any], multicast: bool, record: bool = False,
         loop.call_at_ns(i * MS, burst, f"c{i}".encode())  # two at one instant: one group
     loop.run_until_ns(100 * MS)
     loop.close()
-    by_kind = transport.traffic.by_type, transport.traffic.bytes_by_type
-    return got, by_kind, type(transport).sends
+    counted = (transport.traffic.by_type, transport.traffic.bytes_by_type,
+               transport.traffic.lost, transport.network.lost_by_reason)
+    return got, counted, type(transport).sends
 
 
 @pytest.mark.parametrize("case", [
@@ -453,8 +454,9 @@ def test_multicast_delivers_exactly_what_one_send_per_copy_does(case: dict[str, 
                                               case.get("partition", False))
     assert one_go == per_copy  # same copies, same instants, same order
     assert traffic == traffic_per_copy
-    fast = case == {"net": {"latency": "5ms"}}
-    # the fast path sends no copy one by one (only the 6 single COMMITs); the rest fall back
-    assert sends == (6 if fast else 6 + 6 * 3)
-    if fast:
+    # only a full trace sends the copies one by one (the 6 single COMMITs always go so)
+    assert sends == (6 + 6 * 3 if case.get("record") else 6)
+    if case == {"net": {"latency": "5ms"}}:
         assert [t for t, _, _ in one_go][:6] == [5 * MS] * 6
+    if "loss" in case["net"]:
+        assert traffic[2] > 0, "some copies were lost, and counted as the per-copy path does"
