@@ -308,10 +308,14 @@ class NormalCase:
         slot = log.slots.get(seq)
         if slot is None or slot.view != log.view:
             slot = log.slot(seq)
-        if slot.prepares.setdefault(sender, p.digest) != p.digest:
+        prepares = slot.prepares
+        if prepares.setdefault(sender, p.digest) != p.digest:
             self.out.drop("conflicting prepare", self.ids[sender], p.KIND)
             return
-        self.maybe_prepared(p.seq, slot)
+        # maybe_prepared's first tests, without the call (most votes arrive before enough
+        # of them have, or after the slot prepared)
+        if not slot.prepared and slot.pre_prepared and len(prepares) >= self.q - 1:
+            self.maybe_prepared(p.seq, slot)
 
     def maybe_prepared(self, seq: int, slot: Slot) -> bool:
         """prepared(m,v,n,i): pre-prepare plus q-1 (2f when n = 3f+1) matching PREPAREs from
@@ -362,10 +366,13 @@ class NormalCase:
         slot = log.slots.get(seq)
         if slot is None or slot.view != log.view:
             slot = log.slot(seq)
-        if slot.commits.setdefault(sender, c.digest) != c.digest:
+        commits = slot.commits
+        if commits.setdefault(sender, c.digest) != c.digest:
             self.out.drop("conflicting commit", self.ids[sender], c.KIND)
             return
-        self._maybe_committed(c.seq, slot)
+        # _maybe_committed's first test, without the call
+        if not slot.committed and slot.prepared and len(commits) >= self.q:
+            self._maybe_committed(c.seq, slot)
 
     def _maybe_committed(self, seq: int, slot: Slot) -> None:
         """committed-local: prepared plus q (2f+1) matching COMMITs, own included (§4.2)."""
