@@ -243,12 +243,9 @@ class Keyring:
         return key
 
     def _mac_base(self, party: str) -> blake2b | None:
-        base = self._mac_bases.get(party)
-        if base is None:
-            if self._mac_key(party) is None:
-                return None
-            base = self._mac_bases[party]
-        return base
+        """The keyed base for `party` on first use (its session key derived then); None for
+        a party without a public key. Callers look in `_mac_bases` first."""
+        return None if self._mac_key(party) is None else self._mac_bases[party]
 
     def mac(self, party: str, data: bytes) -> bytes:
         """The MAC of `data` under the session key shared with `party` (keyed BLAKE2b,

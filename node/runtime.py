@@ -222,10 +222,10 @@ class NodeRuntime:
                 send(me, eff.to, eff.data, eff.kind)
             elif kind is Multicast:
                 if self._multicast is not None:
-                    self._multicast(me, eff.to, eff.data, eff.kind)  # type: ignore[union-attr]
+                    self._multicast(me, eff.to, eff.data, eff.kind)
                 else:
-                    for to, data in zip(eff.to, eff.data, strict=True):  # type: ignore[union-attr]
-                        send(me, to, data, eff.kind)  # type: ignore[union-attr]
+                    for to, data in zip(eff.to, eff.data, strict=True):
+                        send(me, to, data, eff.kind)
             elif kind is SetTimer:
                 old = self._timers.get(eff.key)  # type: ignore[union-attr]
                 if old is not None:
