@@ -71,17 +71,20 @@ side: when they disagree, the simulated crypto counts do not describe the real r
 
 Known error sources (the figures are only as good as the machine was quiet):
 * the 4 nodes and the load generator share the machine's cores (2 on the reference VM), so
-  cache and scheduler interference inflates CPU time under load, and the simulator gives
-  each replica a CPU of its own;
+  cache and scheduler interference inflates CPU time under load (the queueing for those
+  cores is modelled: `cores` below; the interference is not);
 * framing amortises per-message cost: at 1 request in flight each frame carries one
   message, at higher load several, so the 1x1 figure is an upper bound for busy runs;
 * idle work (timers, the /status scrapes of the sampling itself) is charged to messages;
 * crypto is priced from a micro-benchmark in this process, not measured inside the nodes;
-* the load generator's own CPU (signing requests, checking replies) is not in the model at
-  all: it is printed per request, as what the simulator cannot charge; so is the time the
-  node threads sat runnable waiting for a core (/proc/PID/task/*/schedstat), per message,
-  which on a busy machine can exceed the CPU itself and which the model, where each replica
-  has a core of its own, cannot show either.
+* the time the node threads sat runnable waiting for a core (/proc/PID/task/*/schedstat) is
+  printed per message: on a busy machine it can exceed the CPU itself.
+
+The machine (unless `--no-machine`): the block also gets `cores`, the cores this process may
+run on (the nodes and the load generator shared them), and `client`, the load generator's CPU
+(this process: building and signing requests, checking replies) per reply a client handled.
+With them the simulator queues the replicas for the shared cores and charges the clients, the
+two things a per-operation model leaves out of a loopback cluster (sim/cpu.py).
 """
 
 from __future__ import annotations
@@ -345,6 +348,14 @@ def real_costs(windows: dict[str, Window], sims: dict[str, dict[str, float]],
     return out
 
 
+def machine_terms(win: Window, cores: int) -> dict[str, float]:
+    """The `cpu:` fields that describe the machine of a loopback run: the cores the nodes and
+    the load generator shared, and the load generator's CPU per reply a client handled (each
+    request a node executed sends one reply, so `executed`, summed over the nodes, counts the
+    replies)."""
+    return {"cores": cores, "client": win.loadgen_cpu_s * 1e9 / win.executed}
+
+
 def sim_counts(scenario: str, app: str, duration: str) -> dict[str, int]:
     """The replicas' `Costs` counters, summed, after simulating `scenario` with `app`."""
     from medbft.scenario import load_scenario
@@ -440,9 +451,20 @@ def real_window(scenario: str, app: str, transport: str, duration_s: float, warm
     return window_between(samples[0], samples[1], len(spec.nodes)), result.summary
 
 
+def cpu_block(costs: dict[str, float]) -> dict[str, str | int]:
+    """The `cpu:` mapping a scenario takes, in the model's key order: durations as text,
+    `cores` (when measured) as a count."""
+    out: dict[str, str | int] = {k: fmt_cost(costs[k]) for k in DEFAULT_COSTS_NS}
+    if "cores" in costs:
+        out["cores"] = int(costs["cores"])
+    if "client" in costs:
+        out["client"] = fmt_cost(costs["client"])
+    return out
+
+
 def cpu_block_text(costs: dict[str, float]) -> str:
     """The `cpu:` mapping as YAML text, in the model's key order."""
-    return "cpu:\n" + "".join(f"  {k}: {fmt_cost(costs[k])}\n" for k in DEFAULT_COSTS_NS)
+    return "cpu:\n" + "".join(f"  {k}: {v}\n" for k, v in cpu_block(costs).items())
 
 
 def main_real(args: argparse.Namespace) -> int:
@@ -500,6 +522,10 @@ def main_real(args: argparse.Namespace) -> int:
         costs = real_costs(windows, sims, crypto)
     except (ValueError, ZeroDivisionError) as exc:
         raise SystemExit(f"calibrate.py: {exc}") from None
+    if not args.no_machine:  # the cores everything shared, and the load generator's CPU
+        cores = len(os.sched_getaffinity(0))
+        for app, win in windows.items():
+            costs[app].update(machine_terms(win, cores))
 
     print()
     print(f"{'app':<8}{'msgs/exec real':>16}{'msgs/exec sim':>15}{'node CPU/req':>14}"
@@ -511,8 +537,9 @@ def main_real(args: argparse.Namespace) -> int:
               f"{fmt_cost(win.node_cpu_s * 1e9 / reqs):>14}{fmt_cost(apart):>18}"
               f"{fmt_cost(win.loadgen_cpu_s * 1e9 / reqs):>18}"
               f"{fmt_cost(win.node_wait_s * 1e9 / win.messages):>20}")
-    print("(per request = per request the cluster committed. Not charged by the model: the "
-          "load generator's CPU, and the time node threads waited for a core)")
+    print("(per request = per request the cluster committed. The model charges the load "
+          "generator's CPU as `client` and the wait for a core through `cores`, unless "
+          "--no-machine)")
     for app, win in windows.items():
         if win.broker_cpu_s:
             print(f"{app}: the MQTT broker spent {fmt_cost(win.broker_cpu_s * 1e9 / win.messages)}"
@@ -538,9 +565,8 @@ def main_real(args: argparse.Namespace) -> int:
             "crypto_ns": crypto, "crypto_samples_ns": samples,
             "windows": {a: asdict(w) for a, w in windows.items()},
             "sim_per_executed": sims, "costs_ns": costs,
-            "cpu_yaml_by_app": {a: {k: fmt_cost(v) for k, v in c.items()}
-                                for a, c in costs.items()},
-            "cpu_yaml": {k: fmt_cost(v) for k, v in costs[apps[-1]].items()},
+            "cpu_yaml_by_app": {a: cpu_block(c) for a, c in costs.items()},
+            "cpu_yaml": cpu_block(costs[apps[-1]]),
             "real_summary": {a: {"committed": s["requests"]["committed"],
                                  "latency_ms": s["latency_ms"],
                                  "messages": s["messages"]["total"]}
@@ -592,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--duration", default="6s", help="each real run's load (default 6s)")
     real.add_argument("--warmup", default="1.5s", help="load before the first sample")
     real.add_argument("--tail", default="0.5s", help="load left after the second sample")
+    real.add_argument("--no-machine", action="store_true",
+                      help="leave out `cores` and `client` (the machine the cluster shared "
+                           "and the load generator's CPU): costs per operation only")
     real.add_argument("--sim-duration", default="1s",
                       help="simulated time of the twin run that counts the crypto (default 1s)")
     args = ap.parse_args(argv)

@@ -30,7 +30,10 @@ loopback and with emulated links, for the kv and the ledger app):
 `--calibrated PATH` replaces the scenario's `cpu:` block with the one in PATH: the JSON that
 `bench/calibrate.py --json` writes (`--real`: one block per app, `cpu_yaml_by_app`; the
 in-memory mode: one block, `cpu_yaml`), or a YAML or JSON file with a top-level `cpu:`
-mapping (one block for every app). A real calibration's `message` cost already holds the CPU
+mapping (one block for every app). A real calibration's block also says what machine the
+cluster ran on (`cores`, shared by the nodes and the load generator, and `client`, the load
+generator's CPU per reply); `--no-machine` leaves those out, to see what they change. A real
+calibration's `message` cost already holds the CPU
 a node spends sending and receiving a frame, so the simulated link then carries only half of
 what is left of the ping-pong's mean round trip once both ends' CPU per round trip (echo
 server and client, from /proc) is taken out: the time on the wire, the wake-ups and the
@@ -156,6 +159,10 @@ class CalibrationError(ValueError):
     """A --calibrated file that holds no usable `cpu:` block."""
 
 
+#: The `cpu:` fields that describe the machine rather than an operation (sim/cpu.py).
+MACHINE = ("cores", "client")
+
+
 def cpu_blocks(data: object, source: str = "<calibration>") -> dict[str, dict[str, str]]:
     """The `cpu:` block for each app from a parsed calibration file: `bench/calibrate.py
     --json` output (`cpu_yaml_by_app` from --real, else `cpu_yaml`) or a mapping with a
@@ -180,7 +187,21 @@ def cpu_blocks(data: object, source: str = "<calibration>") -> dict[str, dict[st
         if not isinstance(block, dict) or not block:
             raise CalibrationError(f"{source}: the {app} cpu block is not a mapping of "
                                    f"per-operation costs: {block!r}")
-    return {app: {str(k): str(v) for k, v in b.items()} for app, b in blocks.items()}
+    # Durations as text; `cores` stays a count. One block for both apps stays one object
+    # (main() notes that the ledger's then shares the kv block's execute cost).
+    kv = {str(k): v if type(v) is int else str(v) for k, v in blocks["kv"].items()}
+    if blocks["ledger"] is blocks["kv"]:
+        return {"kv": kv, "ledger": kv}
+    return {"kv": kv, "ledger": {str(k): v if type(v) is int else str(v)
+                                 for k, v in blocks["ledger"].items()}}
+
+
+def without_machine(blocks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`blocks` without `cores` and `client`: per-operation costs only (`--no-machine`)."""
+    kv = {k: v for k, v in blocks["kv"].items() if k not in MACHINE}
+    if blocks["ledger"] is blocks["kv"]:
+        return {"kv": kv, "ledger": kv}
+    return {"kv": kv, "ledger": {k: v for k, v in blocks["ledger"].items() if k not in MACHINE}}
 
 
 def load_calibration(path: str) -> dict[str, dict[str, str]]:
@@ -274,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrated", metavar="PATH",
                    help="use the cpu: block(s) in PATH (bench/calibrate.py --json output, or "
                         "a file with a top-level cpu: mapping) instead of the scenario's")
+    p.add_argument("--no-machine", action="store_true",
+                   help="drop `cores` and `client` from the calibrated blocks: every replica "
+                        "on a core of its own and clients free, as before they were modelled")
     p.add_argument("--app", choices=("kv", "ledger", "both"), default="both")
     p.add_argument("--duration", help="override the scenario's duration (e.g. 3s), both sides")
     args = p.parse_args(argv)
@@ -285,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             blocks = load_calibration(args.calibrated)
         except CalibrationError as exc:
             p.error(str(exc))
+        if args.no_machine:
+            blocks = without_machine(blocks)
     apps = list(APPS) if args.app == "both" else [args.app]
     from medbft.scenario import ScenarioError, load_scenario
 

@@ -9,7 +9,9 @@ when present and plain `loop.time()` otherwise).
 A CPU model may be attached (simulation): each event is then processed only when the node's
 single CPU is free, its cost (from the core's operation counters) keeps the CPU busy, and the
 effects take place when the processing ends, so crypto and O(n^2) load queue up as they would
-on a real machine. Without one, effects take place at once (real mode: the real CPU pays).
+on a real machine. Runtimes may share a `Processor` (the simulator's clients: one load
+generator) and a machine's `Cores` (a whole cluster on one host): a step then also waits for a
+free core. Without a model, effects take place at once (real mode: the real CPU pays).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from node.events import (
     Trace,
 )
 
-__all__ = ["CostModel", "NodeRuntime", "TraceSink", "Transport"]
+__all__ = ["Cores", "CostModel", "NodeRuntime", "Processor", "TraceSink", "Transport"]
 
 
 class Transport(Protocol):
@@ -78,6 +80,60 @@ def call_later_ns(
     return loop.call_later(delay_ns / 1e9, callback, *args)
 
 
+class Processor:
+    """One serial CPU (a process's thread): busy until `busy_until_ns`. A replica has its own;
+    the simulator's clients share one, as one load-generator process would."""
+
+    __slots__ = ("busy_until_ns",)
+
+    def __init__(self) -> None:
+        self.busy_until_ns = 0
+
+
+class Cores:
+    """A machine's cores, shared by the processors of every runtime on it (simulation, with a
+    CPU model): a step runs only while it holds a core. A runtime that finds none free waits
+    in line; cores that come free go to the runtimes in the order they asked, like a fair
+    scheduler's run queue (a runtime that just finished a step and has more to do goes to the
+    back of the line, it does not keep its core)."""
+
+    def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
+        if count < 1:
+            raise ValueError(f"a machine needs at least one core, not {count}")
+        self.free_at = [0] * count
+        self.loop = loop
+        self._waiting: deque[Callable[[], None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def request(self, now: int, granted: Callable[[], None]) -> bool:
+        """True: a core is free now and nobody waits, so the caller takes it at once (and then
+        calls `hold`). False: `granted` is called when a core is the caller's."""
+        if not self._waiting and min(self.free_at) <= now:
+            return True
+        self._waiting.append(granted)
+        self._arm(now)
+        return False
+
+    def hold(self, now: int, cost_ns: int) -> None:
+        """The caller, given a core at `now`, keeps it for `cost_ns`."""
+        free_at = self.free_at
+        i = free_at.index(min(free_at))
+        free_at[i] = now + cost_ns
+
+    def _arm(self, now: int) -> None:
+        if self._timer is None and self._waiting:
+            self._timer = call_later_ns(self.loop, max(0, min(self.free_at) - now), self._grant)
+
+    def _grant(self) -> None:
+        """Hand every core free now to the longest waiters (each grantee calls `hold` or, with
+        nothing left to do, passes its turn on by not holding)."""
+        self._timer = None
+        now = loop_now_ns(self.loop)
+        while self._waiting and min(self.free_at) <= now:
+            self._waiting.popleft()()
+        self._arm(now)
+
+
 class NodeRuntime:
     """Owns one core; feeds it events; carries out its effects."""
 
@@ -88,6 +144,8 @@ class NodeRuntime:
         loop: asyncio.AbstractEventLoop,
         *,
         cost_model: CostModel | None = None,
+        processor: Processor | None = None,
+        cores: Cores | None = None,
         trace: TraceSink | None = None,
         on_other: Callable[[Effect | Any], None] | None = None,
     ) -> None:
@@ -105,7 +163,10 @@ class NodeRuntime:
         self.slowdown = 1.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._inbox: deque[Event] = deque()
-        self._busy_until_ns = 0
+        self.processor = processor if processor is not None else Processor()
+        self._shared_processor = processor is not None
+        self.cores = cores
+        self._awaiting_core = False
         # A loop that keeps integer virtual time (the simulator's) is read directly.
         self._virtual_clock = type(getattr(loop, "now_ns", None)) is int
         self._wakeup: asyncio.TimerHandle | None = None
@@ -154,7 +215,8 @@ class NodeRuntime:
             if pending is not None:
                 pending.cancel()
         self._wakeup = self._pending_apply = None
-        self._busy_until_ns = 0
+        if not self._shared_processor:  # the step in progress is lost with the node
+            self.processor.busy_until_ns = 0
 
     def recover(self) -> None:
         self.start(recovering=True)
@@ -166,17 +228,24 @@ class NodeRuntime:
             self._apply(self._core.step(event, loop_now_ns(self.loop)))
             return
         self._inbox.append(event)
-        if self._wakeup is None:
+        if self._wakeup is None and not self._awaiting_core:
             self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, granted: bool = False) -> None:
+        """Take the next event if the processor is free (and, on a machine with `Cores`, once
+        a core is ours: `granted`)."""
         self._wakeup = None
         loop = self.loop
         now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
-        if now < self._busy_until_ns:
-            self._wakeup = call_later_ns(loop, self._busy_until_ns - now, self._drain)
+        busy_until = self.processor.busy_until_ns
+        if now < busy_until:  # a granted core we cannot use goes to the next in line
+            self._wakeup = call_later_ns(loop, busy_until - now, self._drain)
             return
         if not self._inbox or self.crashed:
+            return
+        cores = self.cores
+        if cores is not None and not granted and not cores.request(now, self._on_core):
+            self._awaiting_core = True
             return
         event = self._inbox.popleft()
         core = self._core
@@ -185,7 +254,9 @@ class NodeRuntime:
         assert self.cost_model is not None
         cost = round(self.cost_model(before, core.costs.snapshot()) * self.slowdown)
         self.busy_ns += cost
-        self._busy_until_ns = now + cost
+        self.processor.busy_until_ns = now + cost
+        if cores is not None:
+            cores.hold(now, cost)
         if cost > 0:
             if self._inbox:
                 # The effects and the next event are both due at now + cost, the one right
@@ -198,6 +269,12 @@ class NodeRuntime:
         self._apply(effects)
         if self._inbox:
             self._wakeup = call_later_ns(loop, cost, self._drain)
+
+    def _on_core(self) -> None:
+        """A core is ours (`Cores`): take a step on it, unless there is nothing to do or the
+        processor we share is busy after all (then the core goes to the next in line)."""
+        self._awaiting_core = False
+        self._drain(granted=True)
 
     def _apply_later(self, effects: Sequence[object]) -> None:
         self._pending_apply = None

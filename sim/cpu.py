@@ -9,6 +9,20 @@ digests, each at a per-operation cost.
 
 `cpu: none` in a scenario turns the model off (everything free, so latency is pure network).
 
+Two optional fields describe the machine rather than an operation:
+
+* `cores: K`: all replicas share one machine with K cores, as a cluster on one host does (the
+  loopback runs of `medbft cluster` and `bench/compare.py`). A replica's step then waits for a
+  free core as well as for its own CPU, and waiting replicas get cores in the order they asked
+  (`node.runtime.Cores`). Without it each replica has a core of its own, which is right for
+  one replica per machine and wrong for four replicas and a load generator on two cores: there
+  the replicas of a multicast phase queue for the cores, which is most of the gap between a
+  simulated and a real loopback run.
+* `client: T`: the load generator's CPU, T per reply a client handles (its share of building,
+  signing and sending the request and of checking the replies), on one CPU that all clients
+  share (one load-generator process) and, with `cores`, on the same cores as the replicas.
+  `bench/calibrate.py --real` measures both.
+
 DEFAULT_COSTS_NS were measured on this project's reference machine (2-core x86_64 VM,
 Python 3.11, cryptography 48 / OpenSSL): ECDSA P-256 sign 17.5 us, verify 42.2 us,
 HMAC-SHA256 of a small message 1.43 us, SHA-256 of 200 bytes 0.32 us; `message` is the
@@ -25,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_COSTS_NS", "CpuCosts", "cost_model"]
+__all__ = ["DEFAULT_COSTS_NS", "CpuCosts", "client_cost_model", "cost_model"]
 
 DEFAULT_COSTS_NS: dict[str, float] = {
     "message": 20_000.0,
@@ -52,6 +66,10 @@ class CpuCosts:
     mac: float
     digest: float
     execute: float = 0.0
+    cores: int | None = None
+    """Cores the whole network shares (None: a core per replica)."""
+    client: float = 0.0
+    """Load-generator CPU per reply a client handles (0: clients cost nothing)."""
 
     @classmethod
     def from_spec(cls, spec: object | None) -> CpuCosts | None:
@@ -62,10 +80,18 @@ class CpuCosts:
         for name, default in DEFAULT_COSTS_NS.items():
             given = getattr(spec, f"{name}_ns", None)
             values[name] = float(default if given is None else given)
-        return cls(**values)
+        client = getattr(spec, "client_ns", None)
+        return cls(**values, cores=getattr(spec, "cores", None),
+                   client=0.0 if client is None else float(client))
 
     def as_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in DEFAULT_COSTS_NS}
+        """The costs (and `cores` and `client` when set: runs without them read as before)."""
+        out: dict[str, float] = {k: getattr(self, k) for k in DEFAULT_COSTS_NS}
+        if self.cores is not None:
+            out["cores"] = self.cores
+        if self.client:
+            out["client"] = self.client
+        return out
 
 
 def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
@@ -80,5 +106,16 @@ def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
             if a != b:
                 total += w * (a - b)
         return round(total)
+
+    return charge
+
+
+def client_cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
+    """A `node.runtime.CostModel` for a client: `costs.client` per step (a reply handled, or a
+    retransmission timer)."""
+    cost = round(costs.client)
+
+    def charge(before: tuple[int, ...], after: tuple[int, ...]) -> int:
+        return cost
 
     return charge

@@ -41,9 +41,9 @@ from node.crypto import Costs, Identity, Keyring, VerifyCache
 from node.events import Trace
 from node.membership import Member, Membership
 from node.pbft import Replica
-from node.runtime import NodeRuntime
+from node.runtime import Cores, NodeRuntime, Processor
 from sim.checker import Checker
-from sim.cpu import CpuCosts, cost_model
+from sim.cpu import CpuCosts, client_cost_model, cost_model
 from sim.faults import FaultInjector
 from sim.loop import VirtualTimeLoop
 from sim.network import Network
@@ -243,6 +243,13 @@ class _Run:
         self.transport.request_watch = self.app.request_watch()
         self.cpu = CpuCosts.from_spec(scenario.cpu)
         model = cost_model(self.cpu) if self.cpu is not None else None
+        # `cpu.cores`: the whole network on one machine; `cpu.client`: the load generator's
+        # CPU, one processor for all clients (sim/cpu.py).
+        cores = (Cores(self.cpu.cores, self.loop)
+                 if self.cpu is not None and self.cpu.cores is not None else None)
+        client_model = (client_cost_model(self.cpu)
+                        if self.cpu is not None and self.cpu.client else None)
+        loadgen = Processor()
         p = scenario.protocol
         config = Config.from_mapping(p.model_dump())
         cache = VerifyCache()
@@ -254,16 +261,20 @@ class _Run:
                               self.app.state_machine(nid), config)
             self.replicas[nid] = replica
             rt = NodeRuntime(replica, self.transport, self.loop, cost_model=model,
-                             trace=self._on_trace)
+                             cores=cores, trace=self._on_trace)
             self.runtimes[nid] = rt
             self.transport.endpoints[nid] = _TracedEndpoint(rt, self.transport) if trace else rt
         clients: dict[str, tuple[Client, NodeRuntime]] = {}
+        self.client_runtimes: list[NodeRuntime] = []
         for cid in scenario.clients:
             core = Client(self.membership, Keyring(idents[cid], pubs, Costs(), cache),
                           p.client_timeout_ns)
-            rt = NodeRuntime(core, self.transport, self.loop, trace=self._on_trace,
+            rt = NodeRuntime(core, self.transport, self.loop, cost_model=client_model,
+                             processor=loadgen, cores=cores if client_model else None,
+                             trace=self._on_trace,
                              on_other=functools.partial(self._client_effect, cid))
             clients[cid] = (core, rt)
+            self.client_runtimes.append(rt)
             self.transport.endpoints[cid] = rt
         self.faults = FaultInjector(
             scenario, self.loop, self.runtimes, self.replicas, self.network, self.checker,
@@ -444,7 +455,11 @@ def _cpu_summary(run: _Run, now_ns: int) -> dict[str, Any]:
         return {"model": "none"}
     util = {nid: round(rt.busy_ns / now_ns, 6) if now_ns else 0.0
             for nid, rt in sorted(run.runtimes.items())}
-    return {"model": "costs", "costs_ns": run.cpu.as_dict(), "utilisation": util}
+    out: dict[str, Any] = {"model": "costs", "costs_ns": run.cpu.as_dict(), "utilisation": util}
+    if run.cpu.client and now_ns:  # one load generator for all clients
+        out["load_generator_utilisation"] = round(
+            sum(rt.busy_ns for rt in run.client_runtimes) / now_ns, 6)
+    return out
 
 
 def digest_summary(summary: dict[str, Any]) -> str:

@@ -108,6 +108,34 @@ def test_the_printed_cpu_block_is_one_a_scenario_accepts() -> None:
         assert parsed.as_dict()[k] == pytest.approx(v, rel=1e-3), k
 
 
+def test_the_machine_terms_are_the_cores_and_the_load_generators_cpu_per_reply() -> None:
+    win = calibrate.Window(seconds=3.0, node_cpu_s=2.0, messages=7_000, executed=1_200,
+                           loadgen_cpu_s=0.18)
+    assert calibrate.machine_terms(win, 2) == {"cores": 2, "client": pytest.approx(150_000)}
+    costs = {k: 1_000.0 for k in DEFAULT_COSTS_NS} | calibrate.machine_terms(win, 2)
+    block = yaml.safe_load(calibrate.cpu_block_text(costs))["cpu"]
+    assert block["cores"] == 2 and block["client"] == "150us"
+    raw = yaml.safe_load(COMPARE_YAML.read_text())
+    raw["cpu"] = block
+    parsed = CpuCosts.from_spec(parse_scenario(raw, "test").cpu)
+    assert parsed is not None and parsed.cores == 2 and parsed.client == 150_000.0
+
+
+def test_compare_keeps_cores_a_count_and_can_leave_the_machine_out(tmp_path: Path) -> None:
+    by_app = {"kv": {"message": "150us", "cores": 2, "client": "120us"},
+              "ledger": {"message": "150us", "execute": "40us", "cores": 2, "client": "200us"}}
+    path = tmp_path / "real.json"
+    path.write_text(json.dumps({"mode": "real", "cpu_yaml_by_app": by_app}))
+    blocks = compare.load_calibration(str(path))
+    assert blocks == by_app
+    sc = load_scenario(COMPARE_YAML, compare.sim_overrides(0.05, "ledger", blocks["ledger"],
+                                                           "2s"))
+    assert sc.cpu is not None and sc.cpu.cores == 2 and sc.cpu.client_ns == 200_000
+    bare = compare.without_machine(blocks)
+    assert bare == {"kv": {"message": "150us"},
+                    "ledger": {"message": "150us", "execute": "40us"}}
+
+
 def test_compare_reads_the_blocks_a_real_calibration_writes(tmp_path: Path) -> None:
     by_app = {"kv": {"message": "150us", "execute": "0ns"},
               "ledger": {"message": "150us", "execute": "40us"}}

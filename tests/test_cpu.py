@@ -135,3 +135,50 @@ def test_executed_requests_are_charged_per_request() -> None:
     # one request at a time: each pays 2 ms of execution on the replicas' critical path
     assert paid["latency_ms"]["p50"] > free["latency_ms"]["p50"] + 1.5
     assert paid["requests"]["committed"] < free["requests"]["committed"]
+
+
+# -- the machine: shared cores and the load generator ---------------------------------------------
+
+ONLY_MESSAGES = {k: "0ns" for k in DEFAULT_COSTS_NS} | {"message": "1ms"}
+
+
+def test_enough_cores_are_the_same_as_a_core_per_replica() -> None:
+    own = _run(ONLY_MESSAGES, outstanding=4).summary
+    shared = _run(ONLY_MESSAGES | {"cores": 5}, outstanding=4).summary
+    assert shared["cpu"]["costs_ns"]["cores"] == 5
+    assert "cores" not in own["cpu"]["costs_ns"]
+    for key in ("latency_ms", "requests", "messages", "nodes"):
+        assert shared[key] == own[key], key
+    assert shared["cpu"]["utilisation"] == own["cpu"]["utilisation"]
+
+
+def test_replicas_sharing_cores_queue_for_them() -> None:
+    own = _run(ONLY_MESSAGES).summary
+    one = _run(ONLY_MESSAGES | {"cores": 1}).summary
+    # A core each: 5 ms of handling on the critical path (see above). One core for all: the
+    # three backups handle the PRE-PREPARE one after the other, and so on, but a request
+    # never takes longer than all 25 ms of its handling in a row.
+    assert own["latency_ms"]["p50"] == 55.0
+    assert 55.0 < one["latency_ms"]["p50"] <= 50.0 + 25.0
+    assert sum(one["cpu"]["utilisation"].values()) <= 1.0 + 1e-9
+
+
+def test_the_load_generator_is_charged_per_reply_on_one_processor() -> None:
+    s = _run({k: "0ns" for k in DEFAULT_COSTS_NS} | {"client": "1ms"}).summary
+    # The four replies arrive together after 50 ms; the second (f + 1 = 2 matching) is
+    # handled by 52 ms.
+    assert s["latency_ms"]["p50"] == s["latency_ms"]["max"] == 52.0
+    assert s["cpu"]["costs_ns"]["client"] == 1_000_000.0
+    assert set(s["cpu"]["utilisation"].values()) == {0.0}
+    assert s["cpu"]["load_generator_utilisation"] > 0.07  # 4 ms per 52 ms request
+    two = _run({k: "0ns" for k in DEFAULT_COSTS_NS} | {"client": "1ms"}, clients=2).summary
+    # Two clients share the one load generator: their replies queue behind each other.
+    assert two["latency_ms"]["max"] > 52.0
+
+
+def test_cores_must_be_a_positive_count() -> None:
+    from medbft.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"cpu\.cores") as info:
+        parse_scenario(_data(ONLY_MESSAGES | {"cores": 0}), "machine.yaml")
+    assert "whole number >= 1" in str(info.value)

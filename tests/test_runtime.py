@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from node.crypto import Costs
 from node.events import (
     CancelTimer,
@@ -21,7 +23,7 @@ from node.events import (
     Trace,
     sends,
 )
-from node.runtime import NodeRuntime, call_later_ns, loop_now_ns
+from node.runtime import Cores, NodeRuntime, Processor, call_later_ns, loop_now_ns
 from sim.loop import VirtualTimeLoop
 
 MS = 1_000_000
@@ -261,6 +263,98 @@ def test_a_timer_set_after_processing_counts_from_the_end_of_it(vloop: VirtualTi
 
 
 # -- loop helpers ------------------------------------------------------------------------------
+
+
+# -- runtimes sharing a machine's cores, or one processor ---------------------------------------
+
+
+def _fleet(vloop: VirtualTimeLoop, count: int, **kw: Any
+           ) -> list[tuple[ScriptedCore, RecordingTransport, NodeRuntime]]:
+    """`count` runtimes r1, r2 ... each sending "done" to r9 after every event, 2 ms per
+    message."""
+    fleet = []
+    for i in range(count):
+        core, transport, rt = make(vloop, cost_model=per_message(2 * MS), **kw)
+        core.id = rt.id = f"r{i + 1}"
+        core.script = {Receive(x): [Send("r9", b"done", "X")] for x in (b"a", b"b", b"c")}
+        fleet.append((core, transport, rt))
+    return fleet
+
+
+def _finished(fleet: list[tuple[ScriptedCore, RecordingTransport, NodeRuntime]]
+              ) -> list[tuple[int, str]]:
+    return sorted((t, src) for _, transport, _ in fleet for t, src, *_ in transport.sent)
+
+
+def test_runtimes_sharing_cores_wait_for_one(vloop: VirtualTimeLoop) -> None:
+    fleet = _fleet(vloop, 4, cores=Cores(2, vloop))
+    for _, _, rt in fleet:
+        rt.receive(b"a")
+    vloop.run_until_idle()
+    # Two cores for four runtimes that all have work at 0: two finish at 2 ms, two at 4 ms.
+    assert _finished(fleet) == [(2 * MS, "r1"), (2 * MS, "r2"), (4 * MS, "r3"), (4 * MS, "r4")]
+    assert [core.seen[0][1] for core, _, _ in fleet] == [0, 0, 2 * MS, 2 * MS]
+    assert [rt.busy_ns for _, _, rt in fleet] == [2 * MS] * 4
+
+
+def test_cores_go_to_the_longest_waiting_runtime(vloop: VirtualTimeLoop) -> None:
+    fleet = _fleet(vloop, 3, cores=Cores(1, vloop))
+    (c1, _, r1), (c2, _, r2), (c3, _, r3) = fleet
+    r1.receive(b"a")
+    r1.receive(b"b")  # r1 has more work, but r2 and r3 asked for the core before it finished
+    r2.receive(b"a")
+    vloop.call_later_ns(1 * MS, r3.receive, b"a")
+    vloop.run_until_idle()
+    assert c1.seen == [(Receive(b"a"), 0), (Receive(b"b"), 6 * MS)]
+    assert c2.seen == [(Receive(b"a"), 2 * MS)]
+    assert c3.seen == [(Receive(b"a"), 4 * MS)]
+
+
+def test_enough_cores_change_nothing(vloop: VirtualTimeLoop) -> None:
+    def schedule(**kw: Any) -> list[tuple[int, str]]:
+        loop = VirtualTimeLoop()
+        try:
+            fleet = _fleet(loop, 3, **kw)
+            for i, (_, _, rt) in enumerate(fleet):
+                rt.receive(b"a")
+                loop.call_later_ns(i * MS, rt.receive, b"b")
+            loop.run_until_idle()
+            return _finished(fleet)
+        finally:
+            loop.close()
+
+    assert schedule(cores=Cores(3, vloop)) == schedule() == [
+        (2 * MS, "r1"), (2 * MS, "r2"), (2 * MS, "r3"), (4 * MS, "r1"), (4 * MS, "r2"),
+        (4 * MS, "r3")]
+
+
+def test_runtimes_sharing_a_processor_take_turns(vloop: VirtualTimeLoop) -> None:
+    shared = Processor()
+    fleet = _fleet(vloop, 2, processor=shared, cores=Cores(2, vloop))
+    for _, _, rt in fleet:
+        rt.receive(b"a")
+    vloop.run_until_idle()
+    # One processor: the second waits although a core is free.
+    assert _finished(fleet) == [(2 * MS, "r1"), (4 * MS, "r2")]
+
+
+def test_a_runtime_that_crashed_while_waiting_passes_its_turn_on(vloop: VirtualTimeLoop) -> None:
+    fleet = _fleet(vloop, 3, cores=Cores(1, vloop))
+    (_c1, _, r1), (c2, _, r2), (c3, _, r3) = fleet
+    r1.receive(b"a")
+    r2.receive(b"a")
+    r3.receive(b"a")
+    vloop.call_later_ns(1 * MS, r2.crash)  # waiting for the core: its turn goes to r3
+    vloop.run_until_idle()
+    assert c2.seen == [] and c3.seen == [(Receive(b"a"), 2 * MS)]
+    r2.recover()  # back in line, and served
+    vloop.run_until_idle()
+    assert c2.seen == [(Start(True), 4 * MS)]
+
+
+def test_a_machine_has_at_least_one_core(vloop: VirtualTimeLoop) -> None:
+    with pytest.raises(ValueError, match="at least one core"):
+        Cores(0, vloop)
 
 
 def test_helpers_use_exact_nanoseconds_on_the_virtual_loop(vloop: VirtualTimeLoop) -> None:

@@ -26,7 +26,9 @@ File format (all durations take units ns/us/ms/s/m, see ``medbft.units``)::
     protocol: {batch_size: 1, batch_timeout: 0ms, max_in_flight: 16, checkpoint_interval: 128,
                watermark_window: 256, view_change_timeout: 500ms, client_timeout: 1s}  # defaults
     cpu: none                      # default; or 'default', or {message, byte, sign, verify, mac,
-                                   # digest} costs such as {sign: 16us, byte: 0.5ns}
+                                   # digest, execute} costs such as {sign: 16us, byte: 0.5ns},
+                                   # and the machine: cores (shared by all replicas), client
+                                   # (load-generator CPU per reply); see sim/cpu.py
     workload: {clients: 1, outstanding: 1, op_size: 64B}   # defaults; or rate: 200/s instead of
                                    # outstanding (exactly one; neither means outstanding: 1);
                                    # app: ledger|kv, flow, mix, invalid, population, event_at,

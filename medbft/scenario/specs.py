@@ -254,7 +254,8 @@ else:
 
 
 class CpuSpec(_Spec):
-    """Per-operation CPU costs in float nanoseconds; None means "use the measured default"."""
+    """Per-operation CPU costs in float nanoseconds (None means "use the measured default"),
+    and optionally the machine they run on (`cores`) and the load generator's cost (`client`)."""
 
     _EXAMPLE = "{sign: 16us, verify: 43us}"
 
@@ -265,6 +266,14 @@ class CpuSpec(_Spec):
     mac_ns: CostNs | None = Field(None, alias="mac")
     digest_ns: CostNs | None = Field(None, alias="digest")
     execute_ns: CostNs | None = Field(None, alias="execute")
+    cores: Count | None = None
+    """The whole network shares a machine with this many cores (a cluster on one host, as on
+    loopback): a replica's step waits for a free one. Unset: each replica has a core of its
+    own."""
+    client_ns: CostNs | None = Field(None, alias="client")
+    """CPU the load generator spends per reply it handles (its share of building, signing and
+    sending a request and checking the replies), on one CPU shared by all clients. Unset:
+    clients cost nothing."""
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
