@@ -18,7 +18,9 @@ a MAC for its receiver), so a fan-out frame holds each message once as a *record
 head, then every receiver's tail in the order of the membership's replicas (without the
 sender); a receiver keeps the head and its own tail, exactly the bytes a publish to its inbox
 would have carried. Within one flush, order is kept per topic (each inbox, the fan-out), as
-it was per destination; PBFT does not rely on order between messages of different kinds.
+it was per destination; PBFT does not rely on order between messages (it is built for a
+network that reorders them). Counters stay comparable with inbox sends: every copy counts
+as a message sent (with its bytes), every publish as one frame.
 MQTT 3.1.1 has no "no local" option, so the broker sends a replica its own fan-out publishes
 too: they are recognised by the sender in the topic and dropped unread (`echoes`, not bad
 frames). After each (re)connection a replica publishes an empty probe to its fan-out topic
@@ -207,7 +209,8 @@ def unpack_fanout_record(record: bytes, index: int, copies: int) -> bytes:
         raise FrameError(f"fan-out record of {count} copies of {tail} bytes in "
                          f"{len(record)} bytes, for {copies} receivers")
     start = end + index * tail
-    return record[_RECORD.size:end] + record[start:start + tail]
+    view = memoryview(record)
+    return b"".join((view[_RECORD.size:end], view[start:start + tail]))
 
 
 class MqttTransport:
@@ -398,7 +401,7 @@ class MqttTransport:
                     self._subscribed.set()
                     backoff.reset()
                     log.info("subscribed to %s on %s", inbox, self.broker.describe())
-                    if self.is_replica:  # fan out once this comes back (`_on_fanout`)
+                    if self.is_replica:  # the probe: we fan out once it comes back (`_read`)
                         await client.publish(self._topics[FANOUT], b"", qos=qos)
                     await self._pump(client)
             except asyncio.CancelledError:
@@ -434,7 +437,9 @@ class MqttTransport:
                 sender = topic[skip:]
                 if sender == self.id:  # our own, back from the broker: dropped unread
                     self.echoes += 1
-                    self.fanout_ready = True  # (the probe, or later ones: we may fan out)
+                    if not self.fanout_ready:  # the probe: the broker lets us fan out
+                        self.fanout_ready = True
+                        log.info("fanning out on %s", topic)
                 elif isinstance(payload, (bytes, bytearray)):
                     self._on_fanout(sender, bytes(payload))
                 else:
