@@ -75,8 +75,9 @@ class Send:
 class Multicast:
     """Send one message to several parties: `data[i]` (its own envelope, whose MAC is for
     `to[i]`) to `to[i]`. Exactly the `Send`s it expands to (`sends`), as one effect, so that a
-    transport able to put a multicast on the wire in one go (the simulator's) need not handle
-    n - 1 effects one by one. A runtime whose transport cannot sends the copies in order."""
+    transport able to put a multicast on the wire in one go (the simulator's; the MQTT
+    transport's fan-out) need not handle n - 1 effects one by one. A runtime whose transport
+    cannot sends the copies in order."""
 
     to: tuple[str, ...]
     data: tuple[bytes, ...]

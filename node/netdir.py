@@ -207,7 +207,7 @@ def init_network(
         write_pki(root, network_id, {**hosts, BROKER_ID: [broker_host]},
                   [*(c.id for c in client_members), OPERATOR_ID])
         write_broker_config(root, prefix, broker_host, broker_parts.port or 8883,
-                            [*hosts, *(c.id for c in client_members)])
+                            [m.id for m in members], [c.id for c in client_members])
     (root / "genesis.json").write_text(membership.to_json() + "\n")
     (root / "network.json").write_text(json.dumps(settings, indent=2) + "\n")
     return NetworkDir.load(root)

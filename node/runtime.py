@@ -40,9 +40,10 @@ __all__ = ["Cores", "CostModel", "NodeRuntime", "Processor", "TraceSink", "Trans
 
 class Transport(Protocol):
     """Puts messages on the wire. A transport may also offer
-    `multicast(src, to: tuple[str, ...], data: tuple[bytes, ...], kind)`, which must do
-    exactly what sending each copy in order would (the simulator's does it in one go); the
-    runtime sends the copies one by one when it does not."""
+    `multicast(src, to: tuple[str, ...], data: tuple[bytes, ...], kind)`, which must deliver
+    exactly what sending each copy in order would (the simulator's does it in one go, the
+    MQTT transport publishes a multicast to every other replica once); the runtime sends the
+    copies one by one when it does not."""
 
     def send(self, src: str, to: str, data: bytes, kind: str) -> None: ...
 

@@ -155,7 +155,8 @@ class NodeServer:
             password=opts.broker_password or os.environ.get("MEDBFT_BROKER_PASSWORD"),
             ca_file=opts.broker_ca, insecure=opts.broker_insecure, qos=opts.qos)
         return MqttTransport(self.id, broker, str(mqtt["topic_prefix"]), loop,
-                             before_flush=self._commit, link_delay_s=net.link_delay_s)
+                             replicas=net.membership.node_ids, before_flush=self._commit,
+                             link_delay_s=net.link_delay_s)
 
     async def start(self) -> None:
         """Open storage, rebuild the replica, connect, serve the API, start the protocol.

@@ -15,7 +15,8 @@ kick a node off by reusing its client id. So `medbft keys init` also writes a sm
     DIR/keys/<party>.mqtt-password each MQTT party's broker password (0600)
     DIR/mosquitto.conf, .passwd, .acl  the broker: TLS with client certificates, no anonymous
                                    clients, per-party passwords, each party reads only its own
-                                   inbox and publishes only under its own name
+                                   inbox (replicas also the fan-out topics) and publishes only
+                                   under its own name (to the fan-out: replicas only)
 
 Nodes serve HTTP and WebSocket over TLS and require a CA-issued client certificate from
 everyone (peers, clients, the operator); a WebSocket hello must come from the party its
@@ -170,12 +171,13 @@ def mosquitto_hash(password: str, salt: bytes | None = None,
 
 
 def write_broker_config(root: Path, prefix: str, host: str, port: int,
-                        parties: Iterable[str]) -> None:
+                        replicas: Iterable[str], clients: Iterable[str]) -> None:
     """Write DIR/mosquitto.conf, .passwd and .acl, and each party's password (0600). Paths in
     the configuration are absolute: Mosquitto resolves relative ones against its working
     directory."""
     root = root.resolve()
-    parties = list(parties)
+    replicas = list(replicas)
+    parties = [*replicas, *clients]
     passwd = root / "mosquitto.passwd"
     lines = []
     for party in parties:
@@ -184,10 +186,14 @@ def write_broker_config(root: Path, prefix: str, host: str, port: int,
         lines.append(f"{party}:{mosquitto_hash(password)}")
     _write_private(passwd, ("\n".join(lines) + "\n").encode())
     acl = [f"# medbft: each party reads only its own inbox ({prefix}/inbox/<party>/<sender>)",
-           "# and publishes only with itself as the sender; anything else is denied."]
+           "# and publishes only with itself as the sender. Replicas, and only they, also",
+           f"# read every replica's fan-out topic ({prefix}/all/<sender>) and publish to",
+           "# their own. Anything else is denied."]
     for party in parties:
         acl += ["", f"user {party}", f"topic read {prefix}/inbox/{party}/+",
                 f"topic write {prefix}/inbox/+/{party}"]
+        if party in replicas:
+            acl += [f"topic read {prefix}/all/+", f"topic write {prefix}/all/{party}"]
     (root / "mosquitto.acl").write_text("\n".join(acl) + "\n")
     conf = [
         "# Written by `medbft keys init`. Start the broker with:",

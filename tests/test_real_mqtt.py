@@ -6,21 +6,36 @@ a free loopback port, and stopped at the end. It needs the `mosquitto` binary (`
 install mosquitto`); without it the test is skipped, except under CI (`CI` set, as `.ci/run`
 sets it), where a missing broker is a failure: CI must not pass by testing nothing.
 Thin on purpose: a 4-node cluster commits requests over MQTT, and a backup killed with
-SIGKILL restarts from disk and catches up to the same state. What the broker refuses is in
-tests/test_tls.py.
+SIGKILL restarts from disk and catches up to the same state. The fan-out is checked on bare
+transports through such a broker: a replica's multicast to every other replica is one
+publish, to some of them inbox publishes, its own fan-out comes back and is dropped unread,
+and under an ACL from before the fan-out everything still arrives (through inboxes). What
+the broker refuses is in tests/test_tls.py (and here, for the fan-out topic).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import realnet
 from realnet import load, poll, real_cluster, require_mosquitto, statuses, wait_ready
 
-from node.netdir import NetworkDir
-from node.transport.mqtt import BrokerSettings
+from medbft.real.cluster import LocalCluster, free_ports
+from node.netdir import NetworkDir, default_node_ids, init_network
+from node.transport import FrameError, pack_frames
+from node.transport.mqtt import (
+    BrokerSettings,
+    MqttTransport,
+    fanout_topic,
+    pack_fanout_record,
+    unpack_fanout_record,
+)
 
 
 def _caught_up(net: NetworkDir, ids: list[str]) -> dict[str, Any] | None:
@@ -44,6 +59,7 @@ def test_four_nodes_commit_over_mqtt_and_a_killed_backup_catches_up(tmp_path: Pa
         assert all(r["peers"]["broker"]["connected"] for r in rows.values())
         assert net.tls and cluster.broker_proc is not None
         assert all(r["peers"]["broker"]["address"].startswith("mqtts://") for r in rows.values())
+        assert all(r["peers"]["broker"]["fanout"] for r in rows.values())  # the ACL allows it
 
         backup = ids[3]
         cluster.kill(backup)
@@ -81,3 +97,215 @@ def test_a_missing_broker_skips_outside_ci_and_fails_in_ci(
         require_mosquitto()
     monkeypatch.setattr(realnet.cluster, "mosquitto_binary", lambda: "/usr/sbin/mosquitto")
     require_mosquitto()  # a broker: neither
+
+
+# -- the fan-out ------------------------------------------------------------------------------
+
+
+def _copies(n: int, size: int = 300) -> tuple[bytes, ...]:
+    """n copies of one message that differ, like sealed envelopes, in a 32-byte MAC at the end."""
+    head = os.urandom(size)
+    return tuple(head + os.urandom(32) for _ in range(n))
+
+
+def test_fanout_records_give_each_receiver_its_own_copy() -> None:
+    copies = _copies(3)
+    record = pack_fanout_record(copies, 16)
+    assert record is None  # the copies differ in their last 32 bytes, not 16
+    record = pack_fanout_record(copies, 32)
+    assert record is not None and len(record) < 300 + 3 * 32 + 8
+    assert [unpack_fanout_record(record, i, 3) for i in range(3)] == list(copies)
+    assert pack_fanout_record(copies, 64) is not None  # a longer tail works too
+    assert pack_fanout_record((copies[0], copies[1] + b"x"), 32) is None  # lengths differ
+    with pytest.raises(FrameError):
+        unpack_fanout_record(record, 0, 4)  # a record for another number of receivers
+    with pytest.raises(FrameError):
+        unpack_fanout_record(record[:50], 0, 3)  # shorter than its tails
+    with pytest.raises(FrameError):
+        unpack_fanout_record(b"\x00", 0, 3)
+
+
+def test_a_fanout_frame_is_unpacked_whole_or_dropped_as_bad() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        ids = [party for party, _role in default_node_ids(4)]
+        got: list[bytes] = []
+        t = MqttTransport(ids[2], BrokerSettings(), "p", loop, replicas=ids)
+        t.on_receive = got.append
+        copies = _copies(3)  # from ids[0]: to ids[1], ids[2], ids[3]
+        record = pack_fanout_record(copies, 32)
+        assert record is not None
+        t._on_fanout(ids[0], pack_frames([record, record])[0])
+        assert got == [copies[1], copies[1]] and t.stats.frames_received == 1
+        t._on_fanout(ids[0], b"")  # a probe: nothing, and not bad
+        t._on_fanout("client-1", pack_frames([record])[0])  # not a replica's topic
+        t._on_fanout(ids[0], pack_frames([record, record[:50]])[0])  # one bad record: none
+        t._on_fanout(ids[0], b"\x00\x00")  # not a frame
+        assert len(got) == 2 and t.stats.bad_frames == 3 and t.stats.frames_received == 1
+    finally:
+        loop.close()
+
+
+def _private_broker(tmp_path: Path, acl_edit: Callable[[str], str] | None = None) -> tuple[
+        NetworkDir, LocalCluster]:
+    net = init_network(tmp_path / "net", default_node_ids(4), clients=1, ports=free_ports(4),
+                       broker=f"mqtts://127.0.0.1:{free_ports(1)[0]}")
+    if acl_edit is not None:
+        acl = net.path / "mosquitto.acl"
+        acl.write_text(acl_edit(acl.read_text()))
+    cluster = LocalCluster(net, "mqtt", tmp_path / "logs")
+    cluster.start_broker()
+    return net, cluster
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+class _Parties:
+    """A bare MqttTransport per replica and one client of `net`, collecting what arrives."""
+
+    def __init__(self, net: NetworkDir) -> None:
+        loop = asyncio.get_running_loop()
+        prefix = str(net.settings["mqtt"]["topic_prefix"])
+        self.ids = net.membership.node_ids
+        self.client = net.membership.clients[0].id
+        self.got: dict[str, list[bytes]] = {}
+        self.t: dict[str, MqttTransport] = {}
+        for party in (*self.ids, self.client):
+            t = MqttTransport(party, BrokerSettings.for_party(net, party), prefix, loop,
+                              replicas=self.ids)
+            self.got[party] = []
+            t.on_receive = self.got[party].append
+            self.t[party] = t
+
+    async def start(self) -> None:
+        for t in self.t.values():
+            await t.start()
+        for t in self.t.values():
+            assert await t.wait_subscribed(10)
+
+    async def close(self) -> None:
+        for t in self.t.values():
+            await t.close(drain_s=0)
+
+
+def _spy(net: NetworkDir, party: str) -> aiomqtt.Client:
+    b = BrokerSettings.for_party(net, party)
+    return aiomqtt.Client(b.host, b.port, username=b.username, password=b.password,
+                          tls_context=b.tls_context(), timeout=5)
+
+
+async def _next_frame(client: aiomqtt.Client, timeout_s: float) -> aiomqtt.Message:
+    """The next message that is not a probe (an empty fan-out publish)."""
+    while True:
+        message = await asyncio.wait_for(anext(aiter(client.messages)), timeout_s)
+        if message.payload:
+            return message
+
+
+async def _fanout_checks(net: NetworkDir) -> None:
+    prefix = str(net.settings["mqtt"]["topic_prefix"])
+    parties = _Parties(net)
+    await parties.start()
+    ids, t, got = parties.ids, parties.t, parties.got
+    sender, others = t[ids[0]], ids[1:]
+    client = t[parties.client]
+    try:
+        await _until(lambda: all(t[r].fanout_ready for r in ids), 10, "the probes")
+        assert not client.is_replica and not client.fanout_ready
+        async with _spy(net, ids[1]) as spy, _spy(net, parties.client) as intruder:
+            await spy.subscribe(fanout_topic(prefix))
+            await intruder.subscribe(fanout_topic(prefix))  # a client: the ACL says no
+            await asyncio.sleep(0.2)
+
+            # To every other replica: one publish, two messages in it, each copy counted.
+            prepare, commit = _copies(3), _copies(3, 100)
+            sender.multicast(sender.id, others, prepare, "PREPARE")
+            sender.multicast(sender.id, others, commit, "COMMIT")
+            await _until(lambda: all(len(got[r]) == 2 for r in others), 10, "the fan-out")
+            for i, r in enumerate(others):
+                assert got[r] == [prepare[i], commit[i]]
+                assert (t[r].stats.frames_received, t[r].stats.bad_frames) == (1, 0)
+            stats = sender.stats
+            assert (stats.frames_sent, sender.fanout_frames_sent) == (1, 1)
+            assert stats.messages_sent == 6
+            assert stats.sent_by_kind == {"PREPARE": 3, "COMMIT": 3}
+            seen = await _next_frame(spy, 5)
+            assert seen.topic.value == fanout_topic(prefix, sender.id)
+            with pytest.raises(TimeoutError):  # once, not once per receiver
+                await _next_frame(spy, 0.3)
+
+            # Our own fan-out came back, and was dropped unread: not a bad frame.
+            await _until(lambda: sender.echoes >= 2, 5, "the echo")  # the probe and this one
+            assert (stats.frames_received, stats.bad_frames, got[sender.id]) == (0, 0, [])
+
+            # To some of the replicas: their inboxes, one publish each.
+            subset = _copies(2)
+            sender.multicast(sender.id, others[:2], subset, "PREPARE")
+            await _until(lambda: all(len(got[r]) == 3 for r in others[:2]), 10, "the inboxes")
+            assert [got[r][-1] for r in others[:2]] == list(subset) and len(got[ids[3]]) == 2
+            assert (stats.frames_sent, sender.fanout_frames_sent) == (3, 1)
+
+            # A client's multicast to all replicas goes to their inboxes.
+            request = _copies(4)
+            client.multicast(client.id, ids, request, "REQUEST")
+            await _until(lambda: all(len(got[r]) == 1 for r in ids[:1]), 10, "the request")
+            assert client.stats.frames_sent == 4 and client.fanout_frames_sent == 0
+
+            # The broker keeps clients off the fan-out: their publishes reach no replica,
+            # and they read nothing from it.
+            await intruder.publish(fanout_topic(prefix, parties.client), b"forged")
+            await intruder.publish(fanout_topic(prefix, ids[0]), b"forged")
+            sender.multicast(sender.id, others, _copies(3), "COMMIT")
+            genuine = await _next_frame(spy, 5)
+            assert genuine.topic.value == fanout_topic(prefix, sender.id)
+            with pytest.raises(TimeoutError):
+                await _next_frame(spy, 0.5)
+            with pytest.raises(TimeoutError):
+                await _next_frame(intruder, 0.1)
+            await _until(lambda: all(len(got[r]) >= 3 for r in others), 10, "the last fan-out")
+            assert all(t[r].stats.bad_frames == 0 for r in ids)
+    finally:
+        await parties.close()
+
+
+@pytest.mark.real
+def test_a_multicast_to_every_other_replica_is_one_publish(tmp_path: Path) -> None:
+    require_mosquitto()
+    net, cluster = _private_broker(tmp_path)
+    try:
+        asyncio.run(_fanout_checks(net))
+    finally:
+        cluster.stop_all()
+
+
+async def _no_fanout_checks(net: NetworkDir) -> None:
+    parties = _Parties(net)
+    await parties.start()
+    ids, t, got = parties.ids, parties.t, parties.got
+    sender = t[ids[0]]
+    try:
+        await asyncio.sleep(0.5)  # time for a probe to come back, were it allowed
+        assert not any(t[r].fanout_ready for r in ids)
+        copies = _copies(3)
+        sender.multicast(sender.id, ids[1:], copies, "PREPARE")
+        await _until(lambda: all(len(got[r]) == 1 for r in ids[1:]), 10, "the inboxes")
+        assert [got[r][0] for r in ids[1:]] == list(copies)
+        assert (sender.stats.frames_sent, sender.fanout_frames_sent) == (3, 0)
+    finally:
+        await parties.close()
+
+
+@pytest.mark.real
+def test_under_an_acl_from_before_the_fanout_multicasts_go_to_inboxes(tmp_path: Path) -> None:
+    require_mosquitto()
+    net, cluster = _private_broker(
+        tmp_path, lambda acl: "\n".join(line for line in acl.splitlines() if "/all/" not in line))
+    try:
+        asyncio.run(_no_fanout_checks(net))
+    finally:
+        cluster.stop_all()

@@ -73,7 +73,13 @@ def test_keys_init_writes_a_ca_certificates_and_a_broker_config(tmp_path: Path) 
     acl = (root / "mosquitto.acl").read_text()
     prefix = net.settings["mqtt"]["topic_prefix"]
     assert f"user hospital-1\ntopic read {prefix}/inbox/hospital-1/+\n" \
-           f"topic write {prefix}/inbox/+/hospital-1" in acl
+           f"topic write {prefix}/inbox/+/hospital-1\ntopic read {prefix}/all/+\n" \
+           f"topic write {prefix}/all/hospital-1\n" in acl
+    # Only replicas fan out: a client reads its inbox and writes to inboxes, nothing more.
+    client_rules = acl.split("user client-1\n")[1].split("\n\n")[0].splitlines()
+    assert client_rules == [f"topic read {prefix}/inbox/client-1/+",
+                            f"topic write {prefix}/inbox/+/client-1"]
+    assert sum(f"topic write {prefix}/all/" in line for line in acl.splitlines()) == 4
     users = [line.split(":")[0] for line in (root / "mosquitto.passwd").read_text().split()]
     assert users == parties[:-1]  # every node and client, not the operator
     password = net.broker_password("client-1")

@@ -8,6 +8,25 @@ to `<prefix>/inbox/<its id>/+` and sends to another by publishing to
 make every party publish only under its own name (node.tls writes such an ACL). Publishes
 carry frames of many protocol messages (`node.transport.pack_frames`).
 
+Fan-out: a replica multicasts most of what it sends (PRE-PREPARE, PREPARE, COMMIT,
+CHECKPOINT, ...) to every other replica, and n - 1 publishes of nearly the same frame cost the
+sender, the broker and the event loop n - 1 times what one would. So a replica also
+subscribes to `<prefix>/all/+` and publishes such a multicast **once**, to its fan-out topic
+`<prefix>/all/<its id>`; copies to some replicas only, and everything to or from clients, go
+to inboxes as before. The copies of a multicast differ only in their last bytes (each carries
+a MAC for its receiver), so a fan-out frame holds each message once as a *record*: the shared
+head, then every receiver's tail in the order of the membership's replicas (without the
+sender); a receiver keeps the head and its own tail, exactly the bytes a publish to its inbox
+would have carried. Within one flush, order is kept per topic (each inbox, the fan-out), as
+it was per destination; PBFT does not rely on order between messages (it is built for a
+network that reorders them). Counters stay comparable with inbox sends: every copy counts
+as a message sent (with its bytes), every publish as one frame.
+MQTT 3.1.1 has no "no local" option, so the broker sends a replica its own fan-out publishes
+too: they are recognised by the sender in the topic and dropped unread (`echoes`, not bad
+frames). After each (re)connection a replica publishes an empty probe to its fan-out topic
+and fans out only once the probe comes back: under a broker whose ACL predates the fan-out
+(or that refuses it) its multicasts keep going to inboxes and the network keeps working.
+
 QoS choice: **QoS 0 (at most once) by default.** PBFT already tolerates lost and duplicated
 messages (clients retransmit, replicas re-send stuck PREPAREs/COMMITs, lagging replicas fetch
 batches and state), so the broker's acknowledgements would buy nothing the protocol does not
@@ -24,8 +43,9 @@ authenticated by the replica core (MACs, signatures), so a message published by 
 into an inbox is dropped as "bad MAC" or "unknown sender". On a TLS network (the default,
 node.tls) the broker also keeps everyone else out: `mqtts://` with a client certificate,
 per-party passwords, no anonymous clients, and an ACL under which a party reads only its own
-inbox. Client ids are random per connection, so nobody can kick a node off the broker by
-connecting under its id.
+inbox and the replicas' fan-out topics, publishes only under its own name, and only replicas
+may publish to the fan-out. Client ids are random per connection, so nobody can kick a node
+off the broker by connecting under its id.
 """
 
 from __future__ import annotations
@@ -35,7 +55,8 @@ import logging
 import secrets
 import socket
 import ssl
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -45,13 +66,32 @@ import aiomqtt
 if TYPE_CHECKING:
     from node.netdir import NetworkDir
 
-from node.transport import Backoff, FrameQueue, LinkStats, Outbox, receive_frame
+from node.transport import (
+    Backoff,
+    FrameError,
+    FrameQueue,
+    LinkStats,
+    Outbox,
+    receive_frame,
+    unpack_frame,
+)
 
-__all__ = ["BrokerSettings", "MqttTransport", "inbox_topic"]
+__all__ = [
+    "BrokerSettings",
+    "MqttTransport",
+    "fanout_topic",
+    "inbox_topic",
+    "pack_fanout_record",
+    "unpack_fanout_record",
+]
 
 log = logging.getLogger("medbft.transport.mqtt")
 
 MAX_QUEUED_INCOMING = 10_000
+FANOUT = "#"
+"""The Outbox destination of fan-out records: never a party's id, since `#` (a wildcard) cannot
+be in a topic one publishes to."""
+_RECORD = struct.Struct(">HH")  # a fan-out record's copies and tail length
 
 
 @dataclass(frozen=True)
@@ -134,9 +174,52 @@ def inbox_topic(prefix: str, party: str, sender: str = "+") -> str:
     return f"{prefix}/inbox/{party}/{sender}"
 
 
+def fanout_topic(prefix: str, sender: str = "+") -> str:
+    """Where replica `sender` publishes to every other replica (the default `+`: what every
+    replica subscribes to)."""
+    return f"{prefix}/all/{sender}"
+
+
+def pack_fanout_record(copies: tuple[bytes, ...], tail: int) -> bytes | None:
+    """One fan-out record for `copies` (one per receiver, in the receivers' order): u16 number
+    of copies, u16 tail length T, the bytes all copies share but their last T, then each
+    copy's last T bytes. T is a guess (any T works if the copies agree on all but their last
+    T bytes; the caller grows it); None if the copies differ in length or earlier than that,
+    or there are too many."""
+    first = copies[0]
+    size = len(first)
+    cut = size - tail
+    if cut < 0 or len(copies) > 0xFFFF or tail > 0xFFFF:
+        return None
+    head = memoryview(first)[:cut]
+    for data in copies:
+        if len(data) != size or not data.startswith(head):
+            return None
+    return b"".join([_RECORD.pack(len(copies), tail), head, *[data[cut:] for data in copies]])
+
+
+def unpack_fanout_record(record: bytes, index: int, copies: int) -> bytes:
+    """Receiver `index`'s copy out of a record of `copies` copies. Raises FrameError if the
+    record is malformed or holds another number of copies."""
+    if len(record) < _RECORD.size:
+        raise FrameError("truncated fan-out record")
+    count, tail = _RECORD.unpack_from(record)
+    end = len(record) - count * tail
+    if count != copies or end < _RECORD.size:
+        raise FrameError(f"fan-out record of {count} copies of {tail} bytes in "
+                         f"{len(record)} bytes, for {copies} receivers")
+    start = end + index * tail
+    view = memoryview(record)
+    return b"".join((view[_RECORD.size:end], view[start:start + tail]))
+
+
 class MqttTransport:
-    """`send(src, to, data, kind)` as publishes to `to`'s inbox; our inbox's messages go to
-    `on_receive`."""
+    """`send(src, to, data, kind)` as publishes to `to`'s inbox, and a replica's `multicast` to
+    every other replica as one publish to its fan-out topic; what arrives in our inbox (and,
+    for a replica, from the other replicas' fan-out topics) goes to `on_receive`.
+
+    `replicas` are the membership's replica ids in order; a party among them is a replica and
+    fans out, any other party (a client) uses inboxes only."""
 
     def __init__(
         self,
@@ -145,6 +228,7 @@ class MqttTransport:
         topic_prefix: str,
         loop: asyncio.AbstractEventLoop,
         *,
+        replicas: Iterable[str] = (),
         before_flush: Callable[[], None] | None = None,
         link_delay_s: float = 0.0,
     ) -> None:
@@ -158,10 +242,27 @@ class MqttTransport:
         self.link_delay_s = link_delay_s
         """Emulated WAN delay added to every frame we send (experiments; 0 in production)."""
         self._queue = FrameQueue(self.stats)
-        self._topics: dict[str, str] = {}
+        self._topics: dict[str, str] = {FANOUT: fanout_topic(topic_prefix, party)}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
+        ids = tuple(replicas)
+        self.is_replica = party in ids
+        self._others = tuple(r for r in ids if r != party)
+        """Whom a fan-out reaches, in the order of the records' tails."""
+        self._fanout_index = {
+            sender: [r for r in ids if r != sender].index(party)
+            for sender in ids if sender != party} if self.is_replica else {}
+        """Fan-out sender -> our tail's place in its records."""
+        self._fanout_prefix = fanout_topic(topic_prefix, "")
+        self._tail = 16
+        """Tail length to try first (grown to what the copies need: their MAC, 32 bytes)."""
+        self.fanout_ready = False
+        """True while our probe has come back on this connection: the broker lets us fan out."""
+        self.fanout_frames_sent = 0
+        """Publishes to our fan-out topic (each also in `stats.frames_sent`, once)."""
+        self.echoes = 0
+        """Our own fan-out publishes the broker sent back to us (dropped unread)."""
 
     # -- the runtime's interface --------------------------------------------------------------
 
@@ -169,11 +270,34 @@ class MqttTransport:
         self.stats.count_send(kind, len(data))
         self.outbox.put(to, data)
 
+    def multicast(self, src: str, to: tuple[str, ...], data: tuple[bytes, ...],
+                  kind: str) -> None:
+        """To every other replica (in membership order): one record on the fan-out topic.
+        Anything else, or before the broker has shown it allows our fan-out: `send` per copy.
+        Either way each copy counts as one message sent."""
+        if self.fanout_ready and len(to) > 1 and to == self._others:
+            tail = self._tail
+            record = pack_fanout_record(data, tail)
+            while record is None and tail < len(data[0]):
+                tail *= 2
+                record = pack_fanout_record(data, tail)
+            if record is not None:
+                self._tail = tail
+                count = self.stats.count_send
+                for copy in data:
+                    count(kind, len(copy))
+                self.outbox.put(FANOUT, record)
+                return
+        for dest, copy in zip(to, data, strict=True):
+            self.send(src, dest, copy, kind)
+
     def _deliver(self, to: str, frame: bytes) -> None:
         topic = self._topics.get(to)
         if topic is None:
             topic = self._topics[to] = inbox_topic(self.prefix, to, self.id)
         self.stats.frames_sent += 1
+        if to == FANOUT:
+            self.fanout_frames_sent += 1
         item = topic.encode() + b"\x00" + frame
         if self.link_delay_s > 0:
             self.loop.call_later(self.link_delay_s, self._queue.put, item)
@@ -182,6 +306,30 @@ class MqttTransport:
 
     def _on_frame(self, frame: bytes) -> None:
         receive_frame(frame, self.stats, self.on_receive)
+
+    def _on_fanout(self, sender: str, frame: bytes) -> None:
+        """A frame from another replica's fan-out topic: unpacked whole and our copy of each
+        record handed on, or dropped whole (counted) if malformed."""
+        if not frame:  # its probe
+            return
+        stats = self.stats
+        index = self._fanout_index.get(sender)
+        try:
+            if index is None:
+                raise FrameError(f"fan-out from {sender!r}, not a replica")
+            copies = len(self._others)
+            messages = [unpack_fanout_record(record, index, copies)
+                        for record in unpack_frame(frame)]
+        except FrameError as exc:
+            stats.bad_frames += 1
+            log.warning("dropped a malformed fan-out frame: %s", exc)
+            return
+        stats.frames_received += 1
+        stats.messages_received += len(messages)
+        stats.bytes_received += len(frame)
+        on_receive = self.on_receive
+        for data in messages:
+            on_receive(data)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -216,7 +364,8 @@ class MqttTransport:
     def peer_status(self) -> dict[str, dict[str, Any]]:
         return {"broker": {"connected": self._subscribed.is_set(),
                            "address": self.broker.describe(),
-                           "queued_bytes": self._queue.size}}
+                           "queued_bytes": self._queue.size,
+                           "fanout": self.fanout_ready}}
 
     # -- the connection -----------------------------------------------------------------------
 
@@ -237,13 +386,23 @@ class MqttTransport:
     async def _run(self) -> None:
         backoff = Backoff()
         inbox = inbox_topic(self.prefix, self.id)
+        fanout = fanout_topic(self.prefix)
+        qos = self.broker.qos
         while not self._closing:
             try:
                 async with self._client() as client:
-                    await client.subscribe(inbox, qos=self.broker.qos)
+                    if self.is_replica:
+                        granted = await client.subscribe(fanout, qos=qos)
+                        if any(getattr(code, "value", code) >= 0x80 for code in granted):
+                            log.warning("the broker refused a subscription to %s (an ACL "
+                                        "from before the fan-out?): multicasts go to inboxes",
+                                        fanout)
+                    await client.subscribe(inbox, qos=qos)
                     self._subscribed.set()
                     backoff.reset()
                     log.info("subscribed to %s on %s", inbox, self.broker.describe())
+                    if self.is_replica:  # the probe: we fan out once it comes back (`_read`)
+                        await client.publish(self._topics[FANOUT], b"", qos=qos)
                     await self._pump(client)
             except asyncio.CancelledError:
                 raise
@@ -251,6 +410,7 @@ class MqttTransport:
                 log.warning("broker connection failed: %r", exc)
             finally:
                 self._subscribed.clear()
+                self.fanout_ready = False
             if not self._closing:
                 await asyncio.sleep(backoff.next())
 
@@ -268,9 +428,23 @@ class MqttTransport:
                 raise result
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        fanout, skip = self._fanout_prefix, len(self._fanout_prefix)
+        for_me = self.is_replica
         async for message in client.messages:
             payload = message.payload
-            if isinstance(payload, (bytes, bytearray)):
+            topic = message.topic.value
+            if for_me and topic.startswith(fanout):
+                sender = topic[skip:]
+                if sender == self.id:  # our own, back from the broker: dropped unread
+                    self.echoes += 1
+                    if not self.fanout_ready:  # the probe: the broker lets us fan out
+                        self.fanout_ready = True
+                        log.info("fanning out on %s", topic)
+                elif isinstance(payload, (bytes, bytearray)):
+                    self._on_fanout(sender, bytes(payload))
+                else:
+                    self.stats.bad_frames += 1
+            elif isinstance(payload, (bytes, bytearray)):
                 self._on_frame(bytes(payload))
             else:
                 self.stats.bad_frames += 1
