@@ -36,6 +36,8 @@ targets; `--quick` runs each row for 5 s instead of 10 s.
     .venv/bin/python bench/real.py --matrix --quick --json results/bench-real-matrix.json
     .venv/bin/python bench/real.py --transport http --app ledger --outstanding 16 \
         --profile /tmp/prof                               # where the nodes' CPU goes
+    .venv/bin/python bench/real.py --transport http --clients 1 --outstanding 1 \
+        --profile /tmp/prof --profile-clock cpu           # CPU time only, not pre-emption
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
                     broker=broker, op_size_bytes=args.op_size, name=f"bench-{name}")
     profile_dir = args.profile / name if args.profile else None
     spec = ClusterSpec(nodes=[(f"node-{i + 1}", "hospital") for i in range(args.nodes)],
-                       node_args=["--profile-dir", str(profile_dir)] if profile_dir else [],
+                       node_args=(["--profile-dir", str(profile_dir),
+                                   "--profile-clock", args.profile_clock]
+                                  if profile_dir else []),
                        load=load, out=out / name, broker=broker or None, sync=args.sync,
                        app=app, insecure_plaintext=args.insecure_plaintext,
                        protocol={"batch_size": args.batch_size,
@@ -248,9 +252,17 @@ def main() -> int:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="run every node under cProfile, keep DIR/<row>/<node>.pstats and print "
                    "where the nodes' CPU went (slows the nodes: figures are not comparable)")
+    p.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
+                   help="with --profile: wall time (default), or each node's CPU time, which "
+                        "does not charge a function for the time its process sat pre-empted "
+                        "(slows the nodes several times more)")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
+    try:
+        parse_duration_ns(args.duration)
+    except ValueError as exc:
+        p.error(f"--duration: {exc}")
     crypto = ecdsa_per_s()
     load_avg = os.getloadavg()
     print(f"{'PLAINTEXT (insecure)' if args.insecure_plaintext else 'TLS'}; "

@@ -88,3 +88,49 @@ def test_wal_mode_and_sync_levels(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError, match="sync must be one of"):
         Storage(tmp_path / "w2.db", owner="r0", network_id="n", sync="sometimes")
+
+
+def test_the_votes_record_joins_kept_texts_into_the_bytes_a_full_encoding_gives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Durable mode keeps each vote's text (Log.track_vote_texts) so a `votes` record is a
+    join, not a re-encoding of the window: every record written, through a view change and
+    checkpoints (which drop the texts at or below h), a restart from disk and a recovery, is
+    the very bytes the full encoding gives."""
+    from node.pbft import durable, replica
+
+    checked = []
+    votes_record = durable.votes_record
+
+    def both(log: object) -> bytes:
+        fast = votes_record(log)  # type: ignore[arg-type]
+        kept = log.prepared_text, log.preprepared_text  # type: ignore[attr-defined]
+        assert kept[0] is not None and kept[1] is not None, "durable mode keeps the texts"
+        log.prepared_text = log.preprepared_text = None  # type: ignore[attr-defined]
+        try:
+            full = votes_record(log)  # type: ignore[arg-type]
+        finally:
+            log.prepared_text, log.preprepared_text = kept  # type: ignore[attr-defined]
+        assert fast == full
+        checked.append(fast)
+        return fast
+
+    monkeypatch.setattr(replica.durable, "votes_record", both)
+    c = _run(10)
+    c.intercept = lambda p: [] if p.kind == "COMMIT" else [p]  # seq 11 prepares only
+    c.submit(b"put k 10")
+    c.deliver_all()
+    c.crash("r1")
+    c.restart_from_disk("r1")
+    c.intercept = None
+    c.advance(2_000_000_000)  # retransmitted COMMITs: seq 11 commits
+    c.deliver_all()
+    c.crash("r0")  # the primary: the next request needs a view change
+    c.submit(b"put k 12", session=1)
+    for _ in range(20):
+        c.advance(1_000_000_000)
+        c.deliver_all()
+    assert c.replicas["r1"].view >= 1 and c.replicas["r1"].last_executed >= 12
+    assert c.replicas["r1"].h >= 8, "checkpoints dropped texts at or below h"
+    assert len(checked) > 50
+    views = {int(r[r.index(b'"view":') + 7:r.index(b",")]) for r in checked}
+    assert views >= {0, 1}

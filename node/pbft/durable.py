@@ -29,15 +29,25 @@ __all__ = ["block_record", "checkpoint_record", "restore", "votes_record"]
 
 
 def votes_record(log: Log) -> bytes:
-    """The `votes` record: view, whether it is installed, h, and the votes above h."""
+    """The `votes` record: view, whether it is installed, h, and the votes above h, as compact
+    JSON. A replica writes one at every step that votes, so with the log's vote texts
+    (`Log.track_vote_texts`, durable mode) it joins each seq's kept text instead of encoding
+    the whole window again (the same bytes: tests/test_storage.py compares the two)."""
     h = log.h
-    prepared = [[e.seq, e.digest.hex(), e.view] for s, e in sorted(log.prepared.items())
-                if s > h]
-    preprepared = [[s, d.hex(), v] for s in sorted(log.preprepared) if s > h
-                   for d, v in sorted(log.preprepared[s].items())]
-    return json.dumps({"view": log.view, "active": log.view_active, "h": h,
-                       "prepared": prepared, "preprepared": preprepared},
-                      separators=(",", ":")).encode()
+    prepared_text, preprepared_text = log.prepared_text, log.preprepared_text
+    if prepared_text is None or preprepared_text is None:
+        prepared = [[e.seq, e.digest.hex(), e.view] for s, e in sorted(log.prepared.items())
+                    if s > h]
+        preprepared = [[s, d.hex(), v] for s in sorted(log.preprepared) if s > h
+                       for d, v in sorted(log.preprepared[s].items())]
+        return json.dumps({"view": log.view, "active": log.view_active, "h": h,
+                           "prepared": prepared, "preprepared": preprepared},
+                          separators=(",", ":")).encode()
+    active = "true" if log.view_active else "false"
+    prepared_json = ",".join([prepared_text[s] for s in sorted(prepared_text) if s > h])
+    preprepared_json = ",".join([preprepared_text[s] for s in sorted(preprepared_text) if s > h])
+    return (f'{{"view":{log.view},"active":{active},"h":{h},"prepared":[{prepared_json}],'
+            f'"preprepared":[{preprepared_json}]}}').encode()
 
 
 def checkpoint_record(seq: int, proof: tuple[m.Checkpoint, ...], snapshot: bytes, view: int,
@@ -111,7 +121,7 @@ def _restore_votes(log: Log, votes: bytes) -> None:
         log.view_active = bool(data["active"])
         for seq, digest, view in data["prepared"]:
             if seq > log.h:
-                log.prepared[seq] = m.SeqDigest(seq, bytes.fromhex(digest), view)
+                log.note_prepared(seq, bytes.fromhex(digest), view)
         for seq, digest, view in data["preprepared"]:
             if seq > log.h:
                 log.note_preprepared(seq, bytes.fromhex(digest), view)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from node import messages as m
 from node.messages import Message
 
-__all__ = ["NULL_DIGEST", "Future", "Log", "Slot", "take_batch"]
+__all__ = ["NULL_DIGEST", "Future", "Log", "Slot", "take_batch", "vote_text"]
 
 NULL_DIGEST = m.NULL_BATCH.digest()
 """The null request's batch: what a NEW-VIEW assigns to a seq nobody prepared (§4.4)."""
@@ -64,6 +64,11 @@ class Log:
         """Batches executed above h, kept to answer FETCH-STATE."""
         self.votes_dirty = False
         """The view or a vote changed since the last `votes` record (node.pbft.durable)."""
+        self.prepared_text: dict[int, str] | None = None
+        self.preprepared_text: dict[int, str] | None = None
+        """Durable mode (`track_vote_texts`): each seq's votes as the `votes` record writes
+        them, kept as the votes change, so the record is a join rather than a re-encoding of
+        the whole window at every vote (None: not kept, as in a simulation)."""
 
     def slot(self, seq: int) -> Slot:
         """The slot for `seq` in the current view (votes from older views are discarded)."""
@@ -84,6 +89,23 @@ class Log:
         if len(entry) > 4:  # bounded: keep the latest views only (TOCS §4.5 keeps O(1) per seq)
             oldest = min(entry, key=lambda d: (entry[d], d))
             del entry[oldest]
+        if self.preprepared_text is not None:
+            self.preprepared_text[seq] = ",".join(
+                [vote_text(seq, d, v) for d, v in sorted(entry.items())])
+
+    def note_prepared(self, seq: int, digest: bytes, view: int) -> None:
+        """We prepared `digest` at `seq` in `view` (the caller marks the votes dirty)."""
+        self.prepared[seq] = m.SeqDigest(seq, digest, view)
+        if self.prepared_text is not None:
+            self.prepared_text[seq] = vote_text(seq, digest, view)
+
+    def track_vote_texts(self) -> None:
+        """Keep `prepared_text` and `preprepared_text` from now on (durable mode; call before
+        any vote is noted)."""
+        self.prepared_text = {s: vote_text(s, e.digest, e.view) for s, e in self.prepared.items()}
+        self.preprepared_text = {
+            s: ",".join([vote_text(s, d, v) for d, v in sorted(by.items())])
+            for s, by in self.preprepared.items()}
 
     def view_change_sets(self) -> tuple[tuple[m.SeqDigest, ...], tuple[m.SeqDigest, ...]]:
         """P and Q of a VIEW-CHANGE (TOCS §4.5): what this replica prepared, and every digest
@@ -106,13 +128,21 @@ class Log:
         """Discard slots, votes and executed batches at or below h, and batch bodies no slot
         refers to (§4.3)."""
         h = self.h
-        for table in (self.slots, self.prepared, self.preprepared, self.executed):
+        for table in (self.slots, self.prepared, self.preprepared, self.executed,
+                      self.prepared_text, self.preprepared_text):
+            if table is None:
+                continue
             for seq in [s for s in table if s <= h]:
                 del table[seq]  # type: ignore[attr-defined]
         live = {slot.digest for slot in self.slots.values()}
         live.add(NULL_DIGEST)
         for d in [d for d in self.batches if d not in live]:
             del self.batches[d]
+
+
+def vote_text(seq: int, digest: bytes, view: int) -> str:
+    """One vote as the `votes` record's JSON writes it: [seq, "digest hex", view]."""
+    return f'[{seq},"{digest.hex()}",{view}]'
 
 
 class Future:

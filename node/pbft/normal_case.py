@@ -330,7 +330,7 @@ class NormalCase:
             return False
         slot.prepared = True
         log = self.log
-        log.prepared[seq] = m.SeqDigest(seq, slot.digest, slot.view)
+        log.note_prepared(seq, slot.digest, slot.view)
         log.votes_dirty = True
         slot.commits[self.me] = slot.digest
         self.out.bcast(m.Commit(slot.view, seq, slot.digest, self.me))

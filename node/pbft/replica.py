@@ -78,6 +78,8 @@ class Replica:
         self.dropped = out.dropped  # drop counters by reason (read by metrics and tests)
         self.timers = out.timers
         self.log = log = Log(cfg.watermark_window)
+        if cfg.durable:  # the `votes` record is written at every vote: keep its texts
+            log.track_vote_texts()
         self.future = Future(cfg.max_buffered_messages, self.n)
         self.checkpoints = Checkpoints(self, out, log, keyring, state_machine, ids, index,
                                        self.q, cfg)
