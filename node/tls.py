@@ -45,6 +45,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.transport import MAX_FRAME_BYTES, MAX_QUEUED_BYTES
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -170,6 +172,13 @@ def mosquitto_hash(password: str, salt: bytes | None = None,
             f"{base64.b64encode(digest).decode()}")
 
 
+BROKER_MAX_PACKET_BYTES = MAX_FRAME_BYTES + 64 * 1024
+"""`max_packet_size` of the written broker: our largest frame, plus room for the topic and the
+MQTT header."""
+BROKER_MAX_QUEUED_BYTES = MAX_QUEUED_BYTES
+"""`max_queued_bytes` per client (QoS 1 only): what a node's own send queue holds."""
+
+
 def write_broker_config(root: Path, prefix: str, host: str, port: int,
                         replicas: Iterable[str], clients: Iterable[str]) -> None:
     """Write DIR/mosquitto.conf, .passwd and .acl, and each party's password (0600). Paths in
@@ -207,10 +216,19 @@ def write_broker_config(root: Path, prefix: str, host: str, port: int,
         "persistence false",
         # Nagle's algorithm would hold small frames back ~40 ms per hop (docs/real-network.md).
         "set_tcp_nodelay true",
+        # Limits (docs/real-network.md, "Broker limits"): a packet larger than our largest
+        # frame plus its topic is an attack or a bug, and its sender is disconnected; QoS 1
+        # queues (opt-in) are bounded per client like a node's own send queue, since PBFT
+        # recovers what a full queue drops.
+        f"max_packet_size {BROKER_MAX_PACKET_BYTES}",
+        "max_queued_messages 1000",
+        f"max_queued_bytes {BROKER_MAX_QUEUED_BYTES}",
         # Reading the keys after dropping root needs the user that owns them.
         *([f"user {_owner(root)}"] if os.geteuid() == 0 else []),
         "",
         f"listener {port} {host}",
+        # Every party connected, each also reconnecting once, and the operator: no more.
+        f"max_connections {2 * len(parties) + 2}",
         f"cafile {root / 'ca.pem'}",
         f"certfile {cert_path(root, BROKER_ID)}",
         f"keyfile {key_path(root, BROKER_ID)}",

@@ -36,6 +36,7 @@ from node.crypto import Keyring
 from node.netdir import NetworkDir, NetworkError, default_node_ids, init_network
 from node.server import NodeOptions, NodeServer
 from node.tls import BROKER_ID, OPERATOR_ID, api_session, client_context, mosquitto_hash
+from node.transport import MAX_FRAME_BYTES
 from node.transport.http import HttpTransport, hello_payload
 from node.transport.mqtt import BrokerSettings, inbox_topic
 
@@ -70,6 +71,11 @@ def test_keys_init_writes_a_ca_certificates_and_a_broker_config(tmp_path: Path) 
     conf = (root / "mosquitto.conf").read_text()
     assert "allow_anonymous false" in conf and "listener 18883 127.0.0.1" in conf
     assert "require_certificate true" in conf and "password_file" in conf
+    # Limits: the largest frame and its topic, QoS 1 queues bounded, every party connected
+    # (and reconnecting) plus the operator.
+    assert f"max_packet_size {MAX_FRAME_BYTES + 64 * 1024}\n" in conf
+    assert "max_queued_messages 1000\n" in conf and "max_queued_bytes 67108864\n" in conf
+    assert f"max_connections {2 * (len(parties) - 1) + 2}\n" in conf
     acl = (root / "mosquitto.acl").read_text()
     prefix = net.settings["mqtt"]["topic_prefix"]
     assert f"user hospital-1\ntopic read {prefix}/inbox/hospital-1/+\n" \
@@ -318,6 +324,41 @@ def test_the_written_broker_config_refuses_anonymous_snooping_and_forged_senders
     net, cluster = _broker_network(tmp_path)
     try:
         asyncio.run(_broker_checks(net))
+    finally:
+        cluster.stop_all()
+
+
+@pytest.mark.real
+def test_the_written_broker_disconnects_a_party_that_publishes_an_oversized_packet(
+        tmp_path: Path) -> None:
+    """`max_packet_size`: a publish larger than any frame a node sends (plus its topic) costs
+    its sender the connection and reaches nobody; a frame of the largest size still passes."""
+    require_mosquitto()
+    net, cluster = _broker_network(tmp_path)
+    prefix = net.settings["mqtt"]["topic_prefix"]
+
+    async def check() -> None:
+        async with _mqtt(net, "pharmacy-1") as victim:
+            await victim.subscribe(inbox_topic(prefix, "pharmacy-1"))
+            await asyncio.sleep(0.2)
+            async with _mqtt(net, "hospital-1") as sender:
+                largest = b"x" * MAX_FRAME_BYTES
+                await sender.publish(inbox_topic(prefix, "pharmacy-1", "hospital-1"), largest)
+                got = await asyncio.wait_for(anext(aiter(victim.messages)), 10)
+                assert got.payload == largest
+            with pytest.raises(aiomqtt.MqttError):
+                async with _mqtt(net, "hospital-1") as sender:
+                    await sender.publish(inbox_topic(prefix, "pharmacy-1", "hospital-1"),
+                                         b"x" * (MAX_FRAME_BYTES + 128 * 1024))
+                    for _ in range(50):  # the broker closes the connection
+                        await asyncio.sleep(0.1)
+                        await sender.publish(inbox_topic(prefix, "pharmacy-1", "hospital-1"),
+                                             b"after")
+            with pytest.raises(TimeoutError):  # neither the oversized packet nor what followed
+                await asyncio.wait_for(anext(aiter(victim.messages)), 0.5)
+
+    try:
+        asyncio.run(check())
     finally:
         cluster.stop_all()
 

@@ -39,6 +39,7 @@ _log = logging.getLogger("medbft.transport")
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "MAX_QUEUED_BYTES",
     "Backoff",
     "FrameError",
     "FrameQueue",
@@ -56,6 +57,8 @@ MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
 TARGET_FRAME_BYTES = 256 * 1024
 """Frames are cut near this size so one large frame does not delay the small ones behind it."""
 MAX_MESSAGES_PER_FRAME = 65_536
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+"""What one link's send queue holds at most (`FrameQueue`)."""
 
 
 class FrameError(ValueError):
@@ -204,7 +207,7 @@ class FrameQueue:
     oldest frame is dropped (and counted): PBFT recovers lost messages by retransmission and
     state transfer, while an unbounded queue to a dead peer would eat the node's memory."""
 
-    def __init__(self, stats: LinkStats, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, stats: LinkStats, max_bytes: int = MAX_QUEUED_BYTES) -> None:
         self.frames: deque[bytes] = deque()
         self.size = 0
         self.max_bytes = max_bytes
