@@ -414,7 +414,8 @@ async def _sample(cluster: Any, session: Any, net: Any) -> dict[str, Any]:
 
 
 def real_window(scenario: str, app: str, transport: str, duration_s: float, warmup_s: float,
-                tail_s: float, out: Path) -> tuple[Window, dict[str, Any]]:
+                tail_s: float, out: Path, emulate_ms: float = 0.0
+                ) -> tuple[Window, dict[str, Any]]:
     """Run `scenario` with `app` as a real cluster for `duration_s`; sample the node
     processes after `warmup_s` and `tail_s` before the load stops. (window, run summary)"""
     from medbft.cli.cluster import spec_from_scenario
@@ -426,6 +427,7 @@ def real_window(scenario: str, app: str, transport: str, duration_s: float, warm
                               app=app)
     spec, _ = spec_from_scenario(scenario, args, [f"workload.app={app}",
                                                   f"duration={duration_s:g}s"])
+    spec.link_delay_ms = emulate_ms  # every party delays what it sends (a WAN on one host)
     box: list[Any] = []
     samples: list[dict[str, Any]] = []
     errors: list[BaseException] = []
@@ -495,7 +497,9 @@ def main_real(args: argparse.Namespace) -> int:
         raise SystemExit(f"calibrate.py: the scenario does not validate:\n{exc}") from None
     print(f"calibrating REAL nodes on {platform.machine()} / Python "
           f"{platform.python_version()}: {scenario}, apps {' and '.join(apps)}, "
-          f"{args.transport}, TLS on; load average {os.getloadavg()[0]:.2f} on "
+          f"{args.transport}, TLS on"
+          f"{f', links emulated at {args.emulate_ms:g} ms' if args.emulate_ms else ''}; "
+          f"load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} CPUs (other work skews the figures)")
     t_start = time.perf_counter()
     samples = crypto_costs(args.reps or 3)
@@ -508,7 +512,8 @@ def main_real(args: argparse.Namespace) -> int:
             sims[app] = per_executed(counts)
             try:
                 win, summary = real_window(scenario, app, args.transport, duration_s,
-                                           warmup_s, tail_s, Path(tmp) / app)
+                                           warmup_s, tail_s, Path(tmp) / app,
+                                           args.emulate_ms)
             except (RuntimeError, ValueError) as exc:  # a cluster that did not come up
                 raise SystemExit(f"calibrate.py: the real {app} run failed: {exc}") from None
             windows[app], summaries[app] = win, summary
@@ -561,6 +566,7 @@ def main_real(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({
             "mode": "real", "machine": platform.machine(), "python": platform.python_version(),
             "scenario": scenario, "transport": args.transport, "duration_s": duration_s,
+            "emulate_ms": args.emulate_ms,
             "warmup_s": warmup_s, "tail_s": tail_s, "load_average": os.getloadavg(),
             "crypto_ns": crypto, "crypto_samples_ns": samples,
             "windows": {a: asdict(w) for a, w in windows.items()},
@@ -618,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--duration", default="6s", help="each real run's load (default 6s)")
     real.add_argument("--warmup", default="1.5s", help="load before the first sample")
     real.add_argument("--tail", default="0.5s", help="load left after the second sample")
+    real.add_argument("--emulate-ms", type=float, default=0.0,
+                      help="every party delays what it sends by this much (a WAN on one "
+                           "machine, as compare.py's WAN rows): a node's CPU per message is "
+                           "not the same when it idles between messages (default 0: loopback)")
     real.add_argument("--no-machine", action="store_true",
                       help="leave out `cores` and `client` (the machine the cluster shared "
                            "and the load generator's CPU): costs per operation only")

@@ -25,7 +25,13 @@ With a calibration of the REAL nodes (issue 17: within 10% on p50 and 20% on p99
 loopback and with emulated links, for the kv and the ledger app):
 
     .venv/bin/python bench/calibrate.py --real --json results/calibration-real.json
-    .venv/bin/python bench/compare.py --calibrated results/calibration-real.json
+    .venv/bin/python bench/calibrate.py --real --emulate-ms 5 --json results/calibration-wan.json
+    .venv/bin/python bench/compare.py --calibrated results/calibration-real.json \
+        --calibrated-wan results/calibration-wan.json
+
+A node's CPU per message depends on the regime: on bare loopback messages come back to back,
+with 5 ms links a node idles between them and spends about twice as much per message (timers,
+wake-ups, colder caches), so the WAN rows take their own calibration when one is given.
 
 `--calibrated PATH` replaces the scenario's `cpu:` block with the one in PATH: the JSON that
 `bench/calibrate.py --json` writes (`--real`: one block per app, `cpu_yaml_by_app`; the
@@ -295,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrated", metavar="PATH",
                    help="use the cpu: block(s) in PATH (bench/calibrate.py --json output, or "
                         "a file with a top-level cpu: mapping) instead of the scenario's")
+    p.add_argument("--calibrated-wan", metavar="PATH",
+                   help="cpu: block(s) for the emulated-WAN rows, from `bench/calibrate.py "
+                        "--real --emulate-ms MS` (default: --calibrated's): a node that idles "
+                        "between messages spends more CPU per message")
     p.add_argument("--no-machine", action="store_true",
                    help="drop `cores` and `client` from the calibrated blocks: every replica "
                         "on a core of its own and clients free, as before they were modelled")
@@ -303,21 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not Path(args.scenario).is_file():
         p.error(f"no scenario file {args.scenario}")
-    blocks: dict[str, dict[str, str]] | None = None
+    blocks: dict[str, dict[str, Any]] | None = None
+    wan_blocks: dict[str, dict[str, Any]] | None = None
+    if args.calibrated_wan and not args.calibrated:
+        p.error("--calibrated-wan needs --calibrated (the loopback rows' blocks)")
     if args.calibrated:
         try:
             blocks = load_calibration(args.calibrated)
+            wan_blocks = (load_calibration(args.calibrated_wan) if args.calibrated_wan
+                          else blocks)
         except CalibrationError as exc:
             p.error(str(exc))
         if args.no_machine:
-            blocks = without_machine(blocks)
+            blocks, wan_blocks = without_machine(blocks), without_machine(wan_blocks)
     apps = list(APPS) if args.app == "both" else [args.app]
     from medbft.scenario import ScenarioError, load_scenario
 
     try:  # check every override (the cpu blocks above all) before anything runs
         for app in apps:
-            load_scenario(args.scenario, sim_overrides(
-                0.1, app, blocks[app] if blocks else None, args.duration))
+            for check in (blocks, wan_blocks):
+                load_scenario(args.scenario, sim_overrides(
+                    0.1, app, check[app] if check else None, args.duration))
     except ScenarioError as exc:
         p.error(f"the scenario with {'the calibrated cpu block' if blocks else 'these settings'}"
                 f" does not validate:\n{exc}")
@@ -338,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         for app in apps:
             print(f"cpu ({app}, from {args.calibrated}): "
                   + ", ".join(f"{k} {v}" for k, v in blocks[app].items()))
+            if args.calibrated_wan and wan_blocks:
+                print(f"cpu ({app}, WAN rows, from {args.calibrated_wan}): "
+                      + ", ".join(f"{k} {v}" for k, v in wan_blocks[app].items()))
         if blocks["ledger"] is blocks["kv"] and "ledger" in apps:
             print("note: one cpu block for both apps; the ledger's execution cost is only "
                   "charged if that block sets execute")
@@ -347,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, emulate_ms in (("loopback", 0.0), (f"WAN {args.wan_ms:g} ms", args.wan_ms)):
         for app in apps:
-            cpu = blocks[app] if blocks else None
+            chosen = wan_blocks if emulate_ms else blocks
+            cpu = chosen[app] if chosen else None
             sim = simulated(args.scenario, sim_overrides(emulate_ms + hop, app, cpu,
                                                          args.duration))
             app_only = [f"workload.app={app}"] + ([f"duration={args.duration}"]

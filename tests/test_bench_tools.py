@@ -209,3 +209,11 @@ def test_the_in_memory_calibration_counts_every_costs_counter() -> None:
                                "execute"}
     assert run["ops"]["execute"] == 4 * 4  # each of 4 replicas executed each request
     assert run["ops"]["messages"] > 0 and run["steps"] > 0
+
+
+def test_compare_needs_the_loopback_calibration_beside_a_wan_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        compare.main(["--calibrated-wan", "results/calibration-wan.json"])
+    assert info.value.code == 2
+    assert "--calibrated-wan needs --calibrated" in capsys.readouterr().err
