@@ -51,7 +51,7 @@ from node.events import Persist, Trace
 from node.limits import ConnectionCap, Limits, Refusals, ServerLog
 from node.netdir import NetworkDir, NetworkError
 from node.pbft import Replica
-from node.realtime import RealClock, run, uvloop_available
+from node.realtime import RealClock, run, steady_gc, uvloop_available
 from node.runtime import NodeRuntime
 from node.storage import ForeignStorage, Storage, StorageError
 from node.transport.http import HttpTransport
@@ -458,7 +458,8 @@ async def serve(net: NetworkDir, opts: NodeOptions) -> int:
     await server.start()
     done = asyncio.ensure_future(stop.wait())
     fatal = asyncio.ensure_future(server.failed.wait())
-    await asyncio.wait({done, fatal}, return_when=asyncio.FIRST_COMPLETED)
+    with steady_gc():  # start-up is done: no more stalls in full collections (node.realtime)
+        await asyncio.wait({done, fatal}, return_when=asyncio.FIRST_COMPLETED)
     done.cancel()
     fatal.cancel()
     log.info("shutting down")

@@ -385,3 +385,17 @@ def test_on_a_plain_asyncio_loop_timers_fire_in_real_time() -> None:
         assert fired_at - start >= 2 * MS
     finally:
         loop.close()
+
+
+def test_steady_gc_freezes_start_up_and_collects_rarely_then_gives_both_back() -> None:
+    import gc
+
+    from node.realtime import GC_THRESHOLDS, steady_gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    start_up = [[i] for i in range(1000)]  # objects that exist when the block starts
+    with steady_gc():
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() >= frozen + len(start_up)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen

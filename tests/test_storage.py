@@ -134,3 +134,38 @@ def test_the_votes_record_joins_kept_texts_into_the_bytes_a_full_encoding_gives(
     assert len(checked) > 50
     views = {int(r[r.index(b'"view":') + 7:r.index(b",")]) for r in checked}
     assert views >= {0, 1}
+
+
+def test_wal_checkpoints_run_on_their_own_thread_and_stop_with_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's automatic checkpoint (a copy and an fsync inside some commit, every few
+    hundred) is off on the node's connection; every CHECKPOINT_EVERY commits a thread does
+    it, and the store's data is all there after a reopen."""
+    import time
+
+    from node import storage as storage_module
+
+    store = Storage(tmp_path / "r1.db", owner="r1", network_id="net-1")
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    assert store.checkpointer.alive
+    for i in range(storage_module.CHECKPOINT_EVERY):
+        store.stage("votes", b'{"view":%d}' % i)
+        store.commit()
+    deadline = time.monotonic() + 10
+    while store.checkpointer.checkpoints < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.checkpointer.checkpoints >= 1 and store.checkpointer.failures == 0
+    assert store.inline_checkpoints == 0
+    busy, frames, done = store._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and frames == done  # nothing was left for the node's connection
+    # A WAL that outgrows the limit is checkpointed by the node's connection itself.
+    monkeypatch.setattr(storage_module, "WAL_LIMIT_BYTES", 0)
+    for i in range(storage_module.CHECKPOINT_EVERY):
+        store.stage("votes", b'{"view":%d}' % i)
+        store.commit()
+    assert store.inline_checkpoints == 1
+    store.close()
+    assert not store.checkpointer.alive
+    again = Storage(tmp_path / "r1.db", owner="r1", network_id="net-1")
+    assert again.load().votes == b'{"view":%d}' % (storage_module.CHECKPOINT_EVERY - 1)
+    again.close()

@@ -41,7 +41,7 @@ from node.client import Client
 from node.crypto import Identity, Keyring
 from node.netdir import NetworkDir, NetworkError
 from node.reads import sign_read
-from node.realtime import RealClock
+from node.realtime import RealClock, steady_gc
 from node.runtime import NodeRuntime
 from node.tls import api_session
 from node.transport.http import HttpTransport
@@ -313,8 +313,9 @@ async def run_load(net: NetworkDir, spec: LoadSpec,
             clock.restart()
             if on_start is not None:
                 on_start(clock)
-            workload.start()
-            await _until_settled(workload, clock, spec, progress)
+            with steady_gc():  # no collector stalls inside the measured latencies
+                workload.start()
+                await _until_settled(workload, clock, spec, progress)
             elapsed_s = time.perf_counter() - wall_start
         finally:
             for party in parties.values():
