@@ -91,6 +91,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("durable", "durable", "bool", False, None, None,
               "emit Persist effects (real mode); the simulator keeps state in memory instead",
               scenario=False),
+    Parameter("durable_snapshot_every", "durable_snapshot_every", "count", 8, 1, None,
+              "durable mode: stable checkpoints between two snapshots of the whole state "
+              "written to disk (one reached by state transfer is always written); a restart "
+              "replays the blocks executed since the last one", scenario=False),
     Parameter("client_timeout", "client_timeout_ns", "ns", 1_000_000_000, 1, None,
               "how long a client waits for f+1 matching replies before it sends the request "
               "to every replica (§4.1)", side="client"),
@@ -122,6 +126,7 @@ class Config:
     max_pending_requests: int = _default("max_pending_requests")
     max_buffered_messages: int = _default("max_buffered_messages")
     durable: bool = _default("durable")
+    durable_snapshot_every: int = _default("durable_snapshot_every")
 
     def __post_init__(self) -> None:
         for p in _REPLICA_SIDE:

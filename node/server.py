@@ -9,7 +9,7 @@ transport. What real mode adds:
 - **Durability.** The replica runs with `Config(durable=True)` and emits `Persist` effects
   first in each step's output; they are staged in `node.storage` and committed before any
   frame leaves (the transport's `Outbox.before_flush`). On start the replica is rebuilt with
-  `Replica.restore_durable(votes, checkpoint, blocks)` and started with
+  `Replica.restore_durable(votes, checkpoint, blocks, stable)` and started with
   `Start(recovering=True)`, which fetches what it missed by state transfer.
 - **Shutdown.** SIGTERM/SIGINT stop the runtime (timers off), flush and commit what is
   queued, close links and the database, and exit 0. SIGKILL loses nothing committed.
@@ -129,7 +129,8 @@ class NodeServer:
         records = self.storage.load()
         if not records.empty:
             try:
-                replica.restore_durable(records.votes, records.checkpoint, records.blocks)
+                replica.restore_durable(records.votes, records.checkpoint, records.blocks,
+                                        records.stable)
             except ValueError as exc:
                 raise StorageError(f"{self.storage.path}: cannot rebuild the replica from it: "
                                    f"{exc}") from exc

@@ -10,7 +10,9 @@ must not vote against what it voted before. The replica core says what to keep t
 - `checkpoint`: the latest stable checkpoint (an encoded `StateData`: 2f+1 signed
   CHECKPOINTs and the state snapshot), replaced in place;
 - `votes`: the view and what this replica pre-prepared and prepared (what PBFT safety needs
-  across a restart), replaced in place.
+  across a restart), replaced in place;
+- `stable`: the latest stable checkpoint's proof (2f+1 signed CHECKPOINTs, no state), replaced
+  in place: the snapshot in `checkpoint` is written only every few stable checkpoints.
 
 Write ordering: `stage()` collects the records of a step in memory (only the newest `votes`
 and `checkpoint` matter; blocks accumulate); `commit()` writes them in one transaction. The
@@ -130,12 +132,14 @@ def _private_file(path: Path) -> None:
 
 @dataclass(frozen=True)
 class DurableRecords:
-    """What `Replica.restore_durable` needs: votes, checkpoint, blocks after the checkpoint."""
+    """What `Replica.restore_durable` needs: votes, the snapshot on disk (`checkpoint`), the
+    blocks after it, and the latest stable checkpoint's proof."""
 
     votes: bytes | None
     checkpoint: bytes | None
     checkpoint_seq: int
     blocks: list[bytes]
+    stable: bytes | None = None
 
     @property
     def empty(self) -> bool:
@@ -262,7 +266,7 @@ class Storage:
             digest = cb.batch.digest()
             self._blocks.append((cb.seq, cb.view, digest, data,
                                  block_sum(cb.seq, cb.view, digest, data)))
-        elif key == "checkpoint":
+        elif key in ("checkpoint", "stable"):
             sd = self._decode(data, m.StateData)
             assert type(sd) is m.StateData
             self._records[key] = (sd.stable_seq, data)
@@ -317,7 +321,8 @@ class Storage:
         blocks = [self._check_block(*row) for row in self._query(
             "SELECT seq, view, digest, data, sum FROM blocks WHERE seq > ? ORDER BY seq",
             (checkpoint_seq,))]
-        return DurableRecords(votes, checkpoint, checkpoint_seq, blocks)
+        return DurableRecords(votes, checkpoint, checkpoint_seq, blocks,
+                              records.get("stable", (0, None))[1])
 
     def blocks(self, start: int = 1, limit: int = 100) -> Iterator[tuple[int, bytes]]:
         """Stored blocks with seq >= `start`, in order, at most `limit` (each checked against

@@ -169,9 +169,10 @@ class InMemoryCluster:
         `Config(durable=True)`), then start it recovering: a process restart after SIGKILL."""
         disk = self.disk[party]
         replica = self._new_replica(party)
-        votes, checkpoint = disk.get("votes"), disk.get("checkpoint")
+        votes, checkpoint, stable = disk.get("votes"), disk.get("checkpoint"), disk.get("stable")
         replica.restore_durable(votes[-1] if votes else None,
-                                checkpoint[-1] if checkpoint else None, disk.get("block", []))
+                                checkpoint[-1] if checkpoint else None, disk.get("block", []),
+                                stable[-1] if stable else None)
         self.replicas[party] = replica
         self.recover(party)
         return replica

@@ -40,7 +40,7 @@ def test_defaults_are_unchanged() -> None:
         "checkpoint_interval": 128, "watermark_window": 256,
         "view_change_timeout_ns": 500_000_000, "fetch_timeout_ns": 100_000_000,
         "retransmit_timeout_ns": 100_000_000, "max_pending_requests": 100_000,
-        "max_buffered_messages": 8192, "durable": False,
+        "max_buffered_messages": 8192, "durable": False, "durable_snapshot_every": 8,
     }
     assert BY_NAME["client_timeout"].default == 1_000_000_000
 

@@ -6,9 +6,13 @@ they are on disk before anything the step sends:
 - `votes`: the view and every (seq, digest, view) it pre-prepared or prepared above the stable
   checkpoint. Without it a restarted replica could vote for a different digest at a
   (view, seq) it already voted on, which is what a faulty replica does.
-- `checkpoint`: the stable checkpoint's snapshot with its proof (a STATE-DATA message holding
-  the whole snapshot as its one chunk). The snapshot is built for it only here, when a
-  checkpoint becomes stable in durable mode; a simulated run (not durable) never builds it.
+- `checkpoint`: a stable checkpoint's snapshot with its proof (a STATE-DATA message holding
+  the whole snapshot as its one chunk), written every `durable_snapshot_every` stable
+  checkpoints and whenever one is reached by state transfer; a simulated run (not durable)
+  never builds it.
+- `stable`: the latest stable checkpoint's proof alone (a STATE-DATA with no chunk), written
+  at every stable checkpoint, so that a restart which replays the blocks since the last
+  snapshot comes back at the latest stable checkpoint, inside the window its peers use.
 - `block`: each executed batch (a COMMITTED-BATCH message), replayed in order on restart.
 `restore` rebuilds a freshly constructed replica from them (node.storage keeps them).
 
@@ -25,7 +29,7 @@ from typing import Any, Protocol
 from node import messages as m
 from node.pbft.log import Log
 
-__all__ = ["block_record", "checkpoint_record", "restore", "votes_record"]
+__all__ = ["block_record", "checkpoint_record", "restore", "stable_record", "votes_record"]
 
 
 def votes_record(log: Log) -> bytes:
@@ -57,6 +61,11 @@ def checkpoint_record(seq: int, proof: tuple[m.Checkpoint, ...], snapshot: bytes
                                 b"", me))
 
 
+def stable_record(seq: int, proof: tuple[m.Checkpoint, ...], view: int, me: int) -> bytes:
+    """The `stable` record: the latest stable checkpoint's proof, without its state."""
+    return m.encode(m.StateData(seq, proof, (), 0, b"", (), view, b"", me))
+
+
 def block_record(cb: m.CommittedBatch) -> bytes:
     """The `block` record of one executed batch."""
     return m.encode(cb)
@@ -69,8 +78,11 @@ class StableState(Protocol):
 
     def remember(self, seq: int, replies: dict[tuple[str, int], Any]) -> bytes: ...
 
+    own: dict[int, bytes]
+    durable_seq: int
+
     def advance_stable(self, seq: int, proof: tuple[m.Checkpoint, ...], held: bool,
-                       snap: bytes | None = None) -> None: ...
+                       snap: bytes | None = None, persist: bool = True) -> None: ...
 
 
 class Executor(Protocol):
@@ -84,9 +96,11 @@ class Executor(Protocol):
 
 
 def restore(log: Log, checkpoints: StableState, executor: Executor, votes: bytes | None,
-            checkpoint: bytes | None, blocks: Iterable[bytes]) -> None:
-    """Rebuild from the records: the stable checkpoint (verified against its proof), the
-    batches executed after it (our own record, replayed in order), then the votes. Raises
+            checkpoint: bytes | None, blocks: Iterable[bytes],
+            stable: bytes | None = None) -> None:
+    """Rebuild from the records: the snapshot on disk (verified against its proof), the
+    batches executed after it (our own record, replayed in order), the latest stable
+    checkpoint (its proof, when the replayed state matches it), then the votes. Raises
     ValueError if the records are malformed or do not verify. The caller discards the
     effects replaying produces."""
     if checkpoint:
@@ -101,13 +115,25 @@ def restore(log: Log, checkpoints: StableState, executor: Executor, votes: bytes
         log.last_executed = record.stable_seq
         checkpoints.remember(record.stable_seq, executor.replies)
         checkpoints.advance_stable(record.stable_seq, record.checkpoint_proof, True,
-                                   record.chunk)
+                                   record.chunk, persist=False)
+        checkpoints.durable_seq = record.stable_seq
     for raw in blocks:
         cb = m.decode(raw)
         if type(cb) is not m.CommittedBatch:
             raise ValueError("stored block is not a committed batch")
         if cb.seq == log.last_executed + 1:
             executor.execute(cb.seq, cb.view, cb.batch.digest(), cb.batch)
+    if stable:
+        proven = m.decode(stable)
+        if type(proven) is not m.StateData or not checkpoints.valid_proof(
+                proven.stable_seq, proven.checkpoint_proof):
+            raise ValueError("stored stable checkpoint proof does not verify")
+        seq = proven.stable_seq
+        # Replaying executed through it (and took our own checkpoint there): the same state
+        # the proof's 2f+1 replicas signed, or we leave it to the protocol to catch up.
+        if log.h < seq <= log.last_executed and \
+                checkpoints.own.get(seq) == proven.checkpoint_proof[0].digest:
+            checkpoints.advance_stable(seq, proven.checkpoint_proof, True, persist=False)
     if votes:
         _restore_votes(log, votes)
     log.next_seq = max([log.next_seq, log.last_executed + 1]

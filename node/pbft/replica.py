@@ -346,12 +346,13 @@ class Replica:
     # Durability (real mode)
 
     def restore_durable(self, votes: bytes | None, checkpoint: bytes | None,
-                        blocks: Iterable[bytes]) -> None:
+                        blocks: Iterable[bytes], stable: bytes | None = None) -> None:
         """Rebuild a freshly constructed replica from what it persisted before a crash
         (node.pbft.durable). Call before Start(recovering). Raises ValueError if the records
         are malformed or do not verify."""
         self.out.effects = []
-        durable.restore(self.log, self.checkpoints, self.normal, votes, checkpoint, blocks)
+        durable.restore(self.log, self.checkpoints, self.normal, votes, checkpoint, blocks,
+                        stable)
         self.out.effects = []
         self.out.persisted = []
 
