@@ -128,14 +128,17 @@ class LinkStats:
         self.sent_bytes_by_kind[kind] = self.sent_bytes_by_kind.get(kind, 0) + nbytes
 
 
-def receive_frame(frame: bytes, stats: LinkStats, on_receive: Callable[[bytes], None]) -> None:
-    """Unpack one received frame and hand each message to the runtime; a malformed frame is
-    dropped and counted (both transports receive this way)."""
+def receive_frame(frame: bytes, stats: LinkStats, on_receive: Callable[[bytes], None],
+                  unpack: Callable[[bytes], list[bytes]] = unpack_frame,
+                  what: str = "frame") -> None:
+    """Unpack one received frame (`unpack`: how; FrameError if malformed) and hand each
+    message to the runtime; a malformed frame is dropped whole and counted (both transports
+    receive this way)."""
     try:
-        messages = unpack_frame(frame)
+        messages = unpack(frame)
     except FrameError as exc:
         stats.bad_frames += 1
-        _log.warning("dropped a malformed frame: %s", exc)
+        _log.warning("dropped a malformed %s: %s", what, exc)
         return
     stats.frames_received += 1
     stats.messages_received += len(messages)

@@ -312,24 +312,16 @@ class MqttTransport:
         record handed on, or dropped whole (counted) if malformed."""
         if not frame:  # its probe
             return
-        stats = self.stats
         index = self._fanout_index.get(sender)
-        try:
+        copies = len(self._others)
+
+        def our_copies(frame: bytes) -> list[bytes]:
             if index is None:
                 raise FrameError(f"fan-out from {sender!r}, not a replica")
-            copies = len(self._others)
-            messages = [unpack_fanout_record(record, index, copies)
-                        for record in unpack_frame(frame)]
-        except FrameError as exc:
-            stats.bad_frames += 1
-            log.warning("dropped a malformed fan-out frame: %s", exc)
-            return
-        stats.frames_received += 1
-        stats.messages_received += len(messages)
-        stats.bytes_received += len(frame)
-        on_receive = self.on_receive
-        for data in messages:
-            on_receive(data)
+            return [unpack_fanout_record(record, index, copies)
+                    for record in unpack_frame(frame)]
+
+        receive_frame(frame, self.stats, self.on_receive, our_copies, "fan-out frame")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
