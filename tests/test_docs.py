@@ -30,8 +30,8 @@ ROOT = Path(__file__).parent.parent
 NOT_REPO_PATHS = {
     "medbft/<network_id>": "an MQTT topic prefix (docs/real-network.md), not a path",
     "medbft/<network_id>/inbox/<id>": "an MQTT topic (docs/real-network.md), not a path",
-    "medbft/<network_id>/all/": "the MQTT fan-out topic filter `.../all/+` "
-                                "(docs/real-network.md), not a path",
+    "medbft/<network_id>/all/<other>": "an MQTT fan-out topic (docs/real-network.md), "
+                                       "not a path",
 }
 
 #: Top-level folders whose paths a doc may name.

@@ -21,11 +21,15 @@ would have carried. Within one flush, order is kept per topic (each inbox, the f
 it was per destination; PBFT does not rely on order between messages (it is built for a
 network that reorders them). Counters stay comparable with inbox sends: every copy counts
 as a message sent (with its bytes), every publish as one frame.
-MQTT 3.1.1 has no "no local" option, so the broker sends a replica its own fan-out publishes
-too: they are recognised by the sender in the topic and dropped unread (`echoes`, not bad
-frames). After each (re)connection a replica publishes an empty probe to its fan-out topic
-and fans out only once the probe comes back: under a broker whose ACL predates the fan-out
-(or that refuses it) its multicasts keep going to inboxes and the network keeps working.
+MQTT 3.1.1 has no "no local" option, so a replica subscribes to each other replica's fan-out
+topic by name (`<prefix>/all/<other>`, n - 1 topics in one SUBSCRIBE) rather than to
+`<prefix>/all/+`, which would bring back every multicast it sends (a quarter of what a
+replica received at n = 4). After each (re)connection a replica also subscribes to its own
+fan-out topic, publishes an empty probe there and fans out only once the probe comes back,
+then leaves that topic: under a broker whose ACL predates the fan-out (or that refuses it) its
+multicasts keep going to inboxes and the network keeps working. Its own publishes that arrive
+before the broker has taken the unsubscription are recognised by the sender in the topic and
+dropped unread (`echoes`, not bad frames).
 
 QoS choice: **QoS 0 (at most once) by default.** PBFT already tolerates lost and duplicated
 messages (clients retransmit, replicas re-send stuck PREPAREs/COMMITs, lagging replicas fetch
@@ -384,7 +388,12 @@ class MqttTransport:
             try:
                 async with self._client() as client:
                     if self.is_replica:
-                        granted = await client.subscribe(fanout, qos=qos)
+                        # Each other replica's fan-out topic, and our own until the probe
+                        # comes back (`_read` then leaves it): the broker does not send a
+                        # replica its own multicasts, which `+` would.
+                        granted = await client.subscribe(
+                            [(fanout_topic(self.prefix, r), qos)
+                             for r in (*self._others, self.id)])
                         if any(getattr(code, "value", code) >= 0x80 for code in granted):
                             log.warning("the broker refused a subscription to %s (an ACL "
                                         "from before the fan-out?): multicasts go to inboxes",
@@ -432,6 +441,7 @@ class MqttTransport:
                     if not self.fanout_ready:  # the probe: the broker lets us fan out
                         self.fanout_ready = True
                         log.info("fanning out on %s", topic)
+                        await client.unsubscribe(topic)  # no more echoes of our multicasts
                 elif isinstance(payload, (bytes, bytearray)):
                     self._on_fanout(sender, bytes(payload))
                 else:
