@@ -181,7 +181,6 @@ class Storage:
         self._records: dict[str, tuple[int, bytes]] = {}
         self.commits = 0
         self.blocks_written = 0
-        self.sync = sync
         self.checkpointer = _Checkpointer(self.path, SYNC_LEVELS[sync])
         self.inline_checkpoints = 0
         """WAL checkpoints the node's connection ran itself (the WAL outgrew WAL_LIMIT_BYTES)."""

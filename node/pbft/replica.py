@@ -230,7 +230,7 @@ class Replica:
                 out.drop("unexpected message type", sender, msg.KIND)
             else:
                 handler(index, msg)
-        out.effects = []
+        out.effects = []  # `_finish`, inline: this is the end of every message's step
         if self.config.durable:
             self._persist_first(effects)
         return effects
