@@ -440,6 +440,7 @@ def _exchange(net: dict[str, Any], multicast: bool, record: bool = False,
     return got, counted, type(transport).sends
 
 
+@pytest.mark.pure_python  # subclasses sim.run.SimTransport to count its sends
 @pytest.mark.parametrize("case", [
     {"net": {"latency": "5ms"}},
     {"net": {"latency": "5ms"}, "record": True},

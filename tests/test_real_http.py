@@ -67,6 +67,7 @@ def test_four_nodes_commit_and_a_killed_backup_catches_up(tmp_path: Path) -> Non
         assert accepted and all(key in seqs for key in accepted)
 
 
+@pytest.mark.pure_python  # reads cProfile's view of the handlers
 @pytest.mark.real
 def test_profiled_nodes_write_where_their_cpu_went_when_stopped(tmp_path: Path) -> None:
     """`--profile-dir` (bench/real.py --profile): each node process writes its cProfile

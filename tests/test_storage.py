@@ -139,6 +139,7 @@ def test_wal_mode_and_sync_levels(tmp_path: Path) -> None:
         Storage(tmp_path / "w2.db", owner="r0", network_id="n", sync="sometimes")
 
 
+@pytest.mark.pure_python  # patches node.pbft.durable's function
 def test_the_votes_record_joins_kept_texts_into_the_bytes_a_full_encoding_gives(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Durable mode keeps each vote's text (Log.track_vote_texts) so a `votes` record is a

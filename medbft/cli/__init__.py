@@ -24,7 +24,8 @@ __all__ = ["COMMANDS", "main"]
 
 #: The subcommand modules, in the order `medbft --help` lists them.
 COMMANDS = ("run", "cluster", "compare", "fuzz", "keys", "ledger", "load", "node", "tx",
-            "query", "verify_receipt", "plot", "sequence", "replay", "studio", "sweep")
+            "query", "verify_receipt", "plot", "sequence", "replay", "studio", "sweep",
+            "native")
 
 
 def _parser() -> argparse.ArgumentParser:

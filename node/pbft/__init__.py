@@ -45,9 +45,13 @@ v mod n.
 
 from __future__ import annotations
 
-from node.pbft.log import NULL_DIGEST
-from node.pbft.outbox import BENIGN_DROPS
-from node.pbft.replica import Replica
-from node.pbft.view_change import decide_new_view
+from node import _native
+
+_native.activate(__name__, __path__)
+
+from node.pbft.log import NULL_DIGEST  # noqa: E402
+from node.pbft.outbox import BENIGN_DROPS  # noqa: E402
+from node.pbft.replica import Replica  # noqa: E402
+from node.pbft.view_change import decide_new_view  # noqa: E402
 
 __all__ = ["BENIGN_DROPS", "NULL_DIGEST", "Replica", "decide_new_view"]

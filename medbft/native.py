@@ -1,0 +1,127 @@
+"""`medbft native build`: compile the hot modules with mypyc, as an optional build.
+
+Why this exists: a simulated run spends most of its time in the replica's message handlers,
+the runtime and the simulator's transport, where CPython's cost per call and per attribute
+dominates. mypyc compiles those modules, unchanged, to C extensions; they run the same code
+with fewer instructions (docs/benchmarks.md gives the measured gain). The build is optional:
+everything works without it, it needs a C compiler and Python's headers, and it is never
+used unless it matches the sources (node/_native.py decides, once per process).
+
+How: the packages are copied to a scratch directory, mypyc compiles `MODULES` there (one
+shared library plus one small module per compiled module), and the results go to
+`node._native.native_dir()` with a manifest of the sources' SHA-256s. The copy keeps the
+work tree free of build products, and the manifest is written from the copy that was
+compiled, so an edit made during the build makes the build stale rather than wrong.
+
+Which modules: those on the per-message path that compile unchanged and that nothing
+subclasses or patches at run time. The codecs (`node.messages`) are generated at import and
+stay Python; `sim.loop` subclasses asyncio's loop; the ledger's rules are patched by tests
+that check the invariant checker; the client core's and state machines' error paths are
+asserted by tests with Python's messages. Tests that patch or subclass a compiled module are
+marked `pure_python` and left out of the compiled test run (tests/test_native.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from medbft.errors import UsageError
+from node import _native
+
+__all__ = ["MODULES", "build", "clean", "describe"]
+
+#: The compiled modules, by import name.
+MODULES = (
+    "node.crypto", "node.membership", "node.quorum", "node.runtime",
+    "node.pbft.checkpoint", "node.pbft.durable", "node.pbft.log", "node.pbft.normal_case",
+    "node.pbft.outbox", "node.pbft.replica", "node.pbft.transfer", "node.pbft.view_change",
+    "sim.cpu", "sim.network", "sim.run",
+)
+#: What is copied to the scratch directory for mypy to read (it follows imports).
+_COPIED = ("node", "sim", "medbft")
+
+
+def _source(root: Path, module: str) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def build(log: Path | None = None) -> tuple[Path, float]:
+    """Compile `MODULES` into `node._native.native_dir()`; returns (that directory, seconds).
+    Raises UsageError (with the compiler's last lines) when the build fails."""
+    start = time.monotonic()
+    dest = _native.native_dir()
+    root = _native.SOURCE_ROOT
+    with tempfile.TemporaryDirectory(prefix="medbft-native-") as scratch:
+        work = Path(scratch)
+        ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.pyc")
+        for package in _COPIED:
+            shutil.copytree(root / package, work / package, ignore=ignore)
+        config = root / "pyproject.toml"
+        if config.exists():  # mypy's settings
+            shutil.copy(config, work / "pyproject.toml")
+        sources = [str(_source(Path(), m)) for m in MODULES]
+        env = {**os.environ, "PYTHONPATH": str(work), "MEDBFT_NATIVE": "0"}
+        try:
+            done = subprocess.run([sys.executable, "-m", "mypyc", *sources], cwd=work, env=env,
+                                  capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise UsageError(f"cannot run mypyc: {exc}") from exc
+        output = done.stdout + done.stderr
+        if log is not None:
+            log.write_text(output)
+        if done.returncode != 0:
+            tail = "\n".join(output.strip().splitlines()[-12:])
+            hint = ("install the build tools with pip install -e '.[native]'"
+                    if "No module named mypyc" in output else
+                    "it needs a C compiler and Python's headers")
+            raise UsageError(f"the native build failed ({hint}):\n{tail}")
+        staging = dest.with_name(dest.name + ".new")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for shared in work.glob("*__mypyc*.so"):
+            shutil.copy2(shared, staging / shared.name)
+        digests = {}
+        for module in MODULES:
+            parts = module.split(".")
+            built = sorted(work.joinpath(*parts[:-1]).glob(f"{parts[-1]}.*.so"))
+            if not built:
+                raise UsageError(f"the native build produced no module for {module}")
+            target = staging.joinpath(*parts[:-1])
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(built[0], target / built[0].name)
+            digests[module] = _native._source_digest(_source(work, module))
+        manifest = {"python": sys.implementation.cache_tag, "modules": digests,
+                    "built_with": "mypyc"}
+        (staging / _native.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+    return dest, time.monotonic() - start
+
+
+def clean() -> bool:
+    """Remove the compiled modules for this Python; True if there were any."""
+    dest = _native.native_dir()
+    if not dest.exists():
+        return False
+    shutil.rmtree(dest)
+    return True
+
+
+def describe() -> str:
+    """One line: whether this process runs the compiled modules, and why not."""
+    state = _native.state()
+    where = _native.native_dir()
+    if state == "on":
+        return f"compiled modules in use ({len(MODULES)} modules, {where})"
+    if state == "off":
+        return "pure Python (MEDBFT_NATIVE=0)"
+    if state == "absent":
+        return "pure Python (no native build; `medbft native build` makes one)"
+    return f"pure Python (the native build in {where} is {state})"
