@@ -19,6 +19,10 @@ them have a ledger transaction to send at time 0): 11 committed batches.
     .venv/bin/python bench/sim_speed.py --quick         # shorter runs
     .venv/bin/python bench/sim_speed.py --json results/sim_speed.json
     .venv/bin/python bench/sim_speed.py --profile --profile-n 16   # cProfile of one case
+    .venv/bin/python bench/sim_speed.py --modules both  # compiled and pure Python, speed-up
+
+Runs use the compiled modules when `medbft native build` made them and they match the
+sources (the header says which); `--modules pure` runs pure Python.
 
 Each case runs in a fresh child process so that its peak memory (ru_maxrss) is its own; wall
 time covers the whole `run_scenario` call (identities and replicas built, key agreement
@@ -140,13 +144,22 @@ def run_case(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
         "safety_ok": summary["safety"]["ok"],
         "liveness_ok": summary["liveness"]["ok"],
         "deterministic": len(digests) == 1,
+        "digest": min(digests),
+        "compiled": native_state() == "on",
     }
 
 
-def run_in_child(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
+def native_state() -> str:
+    from node import _native
+
+    return _native.state()
+
+
+def run_in_child(spec: dict[str, Any], repeat: int, pure: bool = False) -> dict[str, Any]:
+    env = {**os.environ, "MEDBFT_NATIVE": "0"} if pure else None
     proc = subprocess.run(
         [sys.executable, __file__, "--case", json.dumps(spec), "--repeat", str(repeat)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT, capture_output=True, text=True, check=False, env=env,
     )
     if proc.returncode != 0:
         raise SystemExit(f"case {spec['name']} failed:\n{proc.stderr}")
@@ -178,6 +191,17 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("msgs/cpu s counts the process's CPU time instead of wall time: on a quiet machine the "
           "two agree;\non a shared one, wall time includes time spent waiting for a core and "
           "CPU time does not.")
+    print()
+
+
+def print_speedup(pure: list[dict[str, Any]], compiled: list[dict[str, Any]]) -> None:
+    """Pure Python against the compiled modules, case by case (CPU time: fairer when the
+    machine is shared); every pair must give one summary digest."""
+    print(f"{'n':>4} {'pure msgs/cpu s':>16} {'compiled':>10} {'speed-up':>9}  same result")
+    for p, c in zip(pure, compiled, strict=True):
+        same = "yes" if p["digest"] == c["digest"] else "NO"
+        print(f"{p['n']:>4} {p['msgs_per_cpu_s']:>16,.0f} {c['msgs_per_cpu_s']:>10,.0f} "
+              f"{c['msgs_per_cpu_s'] / p['msgs_per_cpu_s']:>8.2f}x  {same}")
     print()
 
 
@@ -242,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-n", type=int, default=4, choices=[c[0] for c in SCALING])
     ap.add_argument("--max-n", type=int, default=512, help="largest n to run (default 512)")
     ap.add_argument("--top", type=int, default=25, help="functions shown per profile table")
+    ap.add_argument("--modules", choices=("as-installed", "pure", "both"), default="as-installed",
+                    help="as-installed: the compiled modules if `medbft native build` made "
+                         "them (default); pure: pure Python; both: every case both ways, "
+                         "alternately, with the speed-up")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = ap.parse_args(argv)
 
@@ -250,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.profile:
+        if native_state() == "on":
+            print("note: cProfile sees compiled functions as one call each; for a profile by "
+                  "function, run with MEDBFT_NATIVE=0")
         case = next(c for c in SCALING if c[0] == args.profile_n)
         profile(case, args.quick, args.top)
         return 0
@@ -257,18 +288,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulator speed on {platform.machine()} / Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
           f"{' (quick)' if args.quick else ''}; 10 ms links, cpu: none, batch 1, ledger app")
+    compiled = native_state() == "on"
+    if args.modules == "both" and not compiled:
+        raise SystemExit(f"--modules both needs the compiled modules (medbft native build); "
+                         f"here they are {native_state()}")
+    pure_only = args.modules == "pure" or not compiled
+    print(f"modules: {'pure Python' if pure_only else 'compiled (medbft native build)'}"
+          f"{', and pure Python for comparison' if args.modules == 'both' else ''}")
     print()
     t_start = time.perf_counter()
-    scaling = []
+    scaling, pure_rows = [], []
     for n, full, quick, clients, outstanding in SCALING:
         if n > args.max_n:
             continue
         spec = scenario_dict(n, quick if args.quick else full, clients=clients,
                              outstanding=outstanding)
-        scaling.append(run_in_child(spec, args.repeat))
+        if args.modules == "both":
+            pure_rows.append(run_in_child(spec, args.repeat, pure=True))
+        scaling.append(run_in_child(spec, args.repeat, pure=pure_only))
         print(f"  n = {n}: {scaling[-1]['msgs_per_wall_s']:,.0f} msgs/wall s", flush=True)
     print()
     print_table(scaling)
+    if pure_rows:
+        print_speedup(pure_rows, scaling)
     met = [r["n"] for r in scaling
            if r["n"] in PEER and r["msgs_per_wall_s"] / PEER[r["n"]] >= TARGET_RATIO[r["n"]]]
     missed = [r["n"] for r in scaling if r["n"] in PEER and r["n"] not in met]
@@ -281,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({
             "machine": platform.machine(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "quick": args.quick, "repeat": args.repeat,
+            "modules": "pure" if pure_only else "compiled",
+            "pure_scaling": pure_rows,
             "peer_msgs_per_wall_s": PEER, "target_ratio": TARGET_RATIO,
             "scaling": scaling,
         }, indent=2) + "\n")

@@ -42,6 +42,7 @@ MODULES = (
     "node.crypto", "node.membership", "node.quorum", "node.runtime",
     "node.pbft.checkpoint", "node.pbft.durable", "node.pbft.log", "node.pbft.normal_case",
     "node.pbft.outbox", "node.pbft.replica", "node.pbft.transfer", "node.pbft.view_change",
+    "node.ledger.ledger", "node.ledger.state", "node.ledger.txs",
     "sim.cpu", "sim.network", "sim.run",
 )
 #: What is copied to the scratch directory for mypy to read (it follows imports).

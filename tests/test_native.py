@@ -25,13 +25,14 @@ from medbft.native import MODULES
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The test files run against the compiled modules: the protocol core, the in-memory
-#: cluster, storage and state transfer, simulated runs, determinism and the quick swarm.
+#: cluster, storage and state transfer, the ledger, simulated runs, determinism and the quick
+#: swarm.
 COMPILED_RUN = (
     "test_replica_core.py", "test_memnet.py", "test_quorum.py", "test_crypto.py",
     "test_runtime.py", "test_network.py", "test_cpu.py", "test_storage.py",
     "test_state_transfer.py", "test_catch_up_after_restore.py", "test_admission.py",
     "test_simulated_runs.py", "test_determinism.py", "test_faults.py", "test_checker.py",
-    "test_ledger_sim.py", "test_fuzz_swarm.py",
+    "test_ledger_sim.py", "test_ledger_speedups.py", "test_ledger_rules.py", "test_fuzz_swarm.py",
 )
 
 #: Shipped scenarios compared run for run (faults of every family, both apps).
