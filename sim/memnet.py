@@ -11,14 +11,15 @@ It shares nothing with the virtual-time simulator except the cores themselves.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from node.client import Accepted, Client
+from node.client import Accepted, Client, ClientEffect
 from node.config import Config
 from node.crypto import Costs, Identity, Keyring, VerifyCache
 from node.events import (
     CancelTimer,
+    Effect,
     Persist,
     Receive,
     Send,
@@ -89,7 +90,7 @@ class InMemoryCluster:
         self.intercept: Callable[[Packet], list[Packet]] | None = None
         self.now_ns = 0
         for rid in self.replicas:
-            self._apply(rid, self.replicas[rid].step(Start(), self.now_ns))
+            self._apply(rid, sends(self.replicas[rid].step(Start(), self.now_ns)))
 
     def _new_replica(self, rid: str) -> Replica:
         keys = Keyring(self.idents[rid], self.membership.public_keys(), Costs(), self.cache)
@@ -162,7 +163,8 @@ class InMemoryCluster:
 
     def recover(self, party: str) -> None:
         self.crashed.discard(party)
-        self._apply(party, self.replicas[party].step(Start(recovering=True), self.now_ns))
+        self._apply(party, sends(self.replicas[party].step(Start(recovering=True),
+                                                          self.now_ns)))
 
     def restart_from_disk(self, party: str) -> Replica:
         """Replace a crashed replica by a fresh one rebuilt from its Persist records (needs
@@ -184,14 +186,16 @@ class InMemoryCluster:
 
     def _event(self, party: str, event: Receive | Timeout) -> None:
         if party in self.replicas:
-            self._apply(party, self.replicas[party].step(event, self.now_ns))
+            self._apply(party, sends(self.replicas[party].step(event, self.now_ns)))
         else:
             self._apply(party, self.client_cores[party].step(event))
 
-    def _apply(self, party: str, effects: list) -> None:  # type: ignore[type-arg]
+    def _apply(self, party: str, effects: Sequence[Effect | ClientEffect]) -> None:
+        """Carry out a party's effects; a replica's come through `sends`, so a multicast is
+        its copies."""
         if party in self.crashed:
             return
-        for eff in sends(effects):
+        for eff in effects:
             if type(eff) is Send:
                 pkt = Packet(party, eff.to, eff.data, eff.kind)
                 pkts = self.intercept(pkt) if self.intercept else [pkt]
