@@ -101,6 +101,13 @@ def test_a_build_is_used_and_holds_every_listed_module(built: Path) -> None:
     assert messages.endswith("node/messages.py")  # not compiled: stays the source
     manifest = json.loads((built / sys.implementation.cache_tag / "manifest.json").read_text())
     assert sorted(manifest["modules"]) == sorted(MODULES)
+    # every listed module is imported from the build (its package's __init__ activates it)
+    files = _python("import importlib, sys\nfor m in sys.argv[1:]: "
+                    "print(importlib.import_module(m).__file__)", _env(built), *MODULES)
+    assert files.returncode == 0, files.stderr
+    loaded = files.stdout.split()
+    assert len(loaded) == len(MODULES)
+    assert all(f.endswith(".so") and f.startswith(str(built)) for f in loaded), loaded
     status = subprocess.run([sys.executable, "-m", "medbft", "native", "status"], cwd=ROOT,
                             env=_env(built), capture_output=True, text=True, check=True)
     assert "compiled modules in use" in status.stdout
