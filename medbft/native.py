@@ -43,7 +43,7 @@ __all__ = ["MODULES", "build", "clean", "describe"]
 
 #: The compiled modules, by import name.
 MODULES = (
-    "node.crypto", "node.membership", "node.quorum", "node.runtime",
+    "node.crypto", "node.envelope", "node.membership", "node.quorum", "node.runtime",
     "node.pbft.checkpoint", "node.pbft.durable", "node.pbft.log", "node.pbft.normal_case",
     "node.pbft.outbox", "node.pbft.replica", "node.pbft.transfer", "node.pbft.view_change",
     "sim.cpu", "sim.network", "sim.run",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from node import messages as m
 from node.crypto import Keyring
+from node.envelope import open_envelope
 from node.events import CancelTimer, Receive, Send, SetTimer, Timeout, Trace
 from node.membership import Membership
 from node.messages import DecodeError
@@ -98,7 +99,7 @@ class Client:
         # The MAC is checked before the reply is decoded (as replicas do): forged bytes cost
         # one MAC, never a parse.
         try:
-            sender, payload, mac = m.open_envelope(data)
+            sender, payload, mac = open_envelope(data)
         except DecodeError:
             return self._drop(_not_an_envelope(data))
         index = self.membership.index_of(sender)

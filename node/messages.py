@@ -26,12 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from node.crypto import MAC_BYTES
-
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "NULL_BATCH",
-    "SHARED_DECODES",
     "Batch",
     "BatchData",
     "Checkpoint",
@@ -51,14 +48,10 @@ __all__ = [
     "StateData",
     "ViewChange",
     "decode",
-    "decode_authenticated",
     "digest_of",
     "encode",
-    "envelope_head",
     "kind_of",
     "message_class",
-    "open_envelope",
-    "seal_envelope",
 ]
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -68,7 +61,6 @@ _MAX_ITEMS = 1 << 16
 _MAX_STR = 1024
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
-_MAC_LEN = _U32.pack(MAC_BYTES)  # the length field before every replica's MAC
 
 
 class DecodeError(ValueError):
@@ -598,83 +590,6 @@ class Envelope(Message):
     mac: bytes
 
 
-def envelope_prefix(sender: str) -> bytes:
-    """The constant start of every Envelope `sender` sends (tag and sender field)."""
-    raw = sender.encode()
-    return bytes((Envelope.TAG,)) + _U32.pack(len(raw)) + raw
-
-
-def seal_envelope(prefix: bytes, payload: bytes, mac: bytes) -> bytes:
-    """encode(Envelope(sender, payload, mac)) given `envelope_prefix(sender)`: the hot path
-    of every send, without building the dataclass."""
-    return b"".join((prefix, _U32.pack(len(payload)), payload, _U32.pack(len(mac)), mac))
-
-
-def envelope_head(prefix: bytes, payload: bytes) -> bytes:
-    """seal_envelope(prefix, payload, mac) without the MAC bytes: every copy of a multicast
-    starts with the same head, so the head is built once and each copy is head + its MAC
-    (a MAC is always MAC_BYTES long)."""
-    return b"".join((prefix, _U32.pack(len(payload)), payload, _MAC_LEN))
-
-
 def message_class(tag: int) -> type[Message] | None:
     """The message class registered under `tag`, if any."""
     return _BY_TAG.get(tag)
-
-
-#: How many authenticated payloads `decode_authenticated` remembers (oldest forgotten first).
-SHARED_DECODES = 4096
-# An OrderedDict, because evicting the oldest key of a plain dict (`next(iter(d))`) walks
-# over every slot deleted before it: O(evictions so far), which made long runs slower.
-_shared: OrderedDict[bytes, Message] = OrderedDict()
-
-
-def decode_authenticated(payload: bytes) -> Message:
-    """decode(payload), remembered for the next receiver of the same bytes.
-
-    A multicast carries the same payload to n - 1 receivers; in the simulator they share one
-    process, so each payload is decoded once, not n - 1 times. Only call this after the
-    payload's MAC or signature was checked: unauthenticated bytes must never fill the memo.
-    Messages are frozen and hold only tuples, so sharing one object is safe; the memo changes
-    speed, never results (decode is a pure function of the bytes).
-    """
-    msg = _shared.get(payload)
-    if msg is None:
-        msg = decode(payload)
-        if len(_shared) >= SHARED_DECODES:
-            _shared.popitem(last=False)
-        _shared[payload] = msg
-    return msg
-
-
-def open_envelope(data: bytes) -> tuple[str, bytes, bytes]:
-    """(sender, payload, mac) of an encoded Envelope; DecodeError if `data` is not exactly
-    one. Equivalent to decode() followed by a type check, on the receive hot path: three
-    length-prefixed fields read in place, without building the dataclass."""
-    if type(data) is not bytes:
-        data = bytes(data)
-    size = len(data)
-    if not size or data[0] != Envelope.TAG:
-        raise DecodeError("not an envelope")
-    if size > MAX_MESSAGE_BYTES:
-        raise DecodeError("message too large")
-    if size < 13:
-        raise DecodeError("truncated Envelope")
-    unpack = _U32.unpack_from
-    pos = 5 + unpack(data, 1)[0]
-    if pos + 4 > size or pos - 5 > _MAX_STR:
-        raise DecodeError("truncated or oversized Envelope sender")
-    try:
-        sender = data[5:pos].decode()
-    except UnicodeDecodeError as exc:
-        raise DecodeError("string field is not UTF-8") from exc
-    start = pos + 4
-    pos = start + unpack(data, pos)[0]
-    if pos + 4 > size:
-        raise DecodeError("truncated Envelope payload")
-    payload = data[start:pos]
-    start = pos + 4
-    end = start + unpack(data, pos)[0]
-    if end != size:
-        raise DecodeError("Envelope MAC does not end the message")
-    return sender, payload, data[start:end]

@@ -19,6 +19,7 @@ from typing import Any
 
 from node import messages as m
 from node.client import Accepted
+from node.envelope import open_envelope
 from node.messages import DecodeError
 
 __all__ = ["MessageFields", "accept_row"]
@@ -68,7 +69,7 @@ class MessageFields:
 
     def __call__(self, data: bytes) -> dict[str, Any]:
         try:
-            _, payload, _ = m.open_envelope(data)
+            _, payload, _ = open_envelope(data)
             if payload == self._payload:
                 return self._fields
             fields = _fields(m.decode(payload))

@@ -14,6 +14,7 @@ from typing import Any
 
 from node import messages as m
 from node.crypto import Keyring
+from node.envelope import envelope_head, envelope_prefix, seal_envelope
 from node.events import CancelTimer, Effect, Multicast, Persist, Send, SetTimer, Trace
 from node.messages import Message
 
@@ -48,7 +49,7 @@ class Outbox:
         self.dropped: dict[str, int] = {}
         self.now_ns = 0
         """The time of the event being processed (a proposal's timestamp reads it)."""
-        self._env_prefix = m.envelope_prefix(replica_id)
+        self._env_prefix = envelope_prefix(replica_id)
         self._mac_prefix = replica_id.encode() + b"\x00"
         self._others = tuple(r for i, r in enumerate(ids) if i != me)
 
@@ -64,7 +65,7 @@ class Outbox:
 
     def _envelope(self, to: str, payload: bytes) -> bytes:
         mac = self.keys.mac(to, self._mac_prefix + payload)
-        return m.seal_envelope(self._env_prefix, payload, mac)
+        return seal_envelope(self._env_prefix, payload, mac)
 
     def send(self, to: int | str, msg: Message) -> None:
         """To a replica (by index) or a client (by id)."""
@@ -79,7 +80,7 @@ class Outbox:
         others = self._others
         # each receiver's MAC covers our id and the payload; the copies differ only in it
         tags = self.keys.macs(others, self._mac_prefix + payload)
-        head = m.envelope_head(self._env_prefix, payload)
+        head = envelope_head(self._env_prefix, payload)
         self.effects.append(Multicast(others, tuple([head + tag for tag in tags]), kind))
 
     def set_timer(self, key: str, delay_ns: int) -> None:

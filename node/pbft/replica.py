@@ -20,6 +20,7 @@ from typing import Any
 from node import messages as m
 from node.config import Config
 from node.crypto import Keyring
+from node.envelope import decode_authenticated, open_envelope
 from node.events import Effect, Event, Persist, Receive, Start, Timeout
 from node.membership import Membership
 from node.messages import (
@@ -27,8 +28,6 @@ from node.messages import (
     Message,
     NewView,
     Request,
-    decode_authenticated,
-    open_envelope,
 )
 from node.pbft import durable
 from node.pbft.checkpoint import CachedReply, Checkpoints
