@@ -89,12 +89,15 @@ def build(log: Path | None = None) -> tuple[Path, float]:
         staging = dest.with_name(dest.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for shared in work.glob("*__mypyc*.so"):
+        shared_names = []
+        for shared in sorted(work.glob("*__mypyc.*")):
             shutil.copy2(shared, staging / shared.name)
+            shared_names.append(shared.name.split(".")[0])
         digests = {}
         for module in MODULES:
             parts = module.split(".")
-            built = sorted(work.joinpath(*parts[:-1]).glob(f"{parts[-1]}.*.so"))
+            built = [p for p in sorted(work.joinpath(*parts[:-1]).glob(f"{parts[-1]}.*"))
+                     if p.suffix in (".so", ".pyd")]
             if not built:
                 raise UsageError(f"the native build produced no module for {module}")
             target = staging.joinpath(*parts[:-1])
@@ -102,7 +105,7 @@ def build(log: Path | None = None) -> tuple[Path, float]:
             shutil.copy2(built[0], target / built[0].name)
             digests[module] = _native._source_digest(_source(work, module))
         manifest = {"python": sys.implementation.cache_tag, "modules": digests,
-                    "built_with": "mypyc"}
+                    "shared": shared_names, "built_with": "mypyc"}
         (staging / _native.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 __all__ = ["MANIFEST", "activate", "active", "native_dir", "state"]
@@ -70,10 +71,17 @@ def _decide() -> str:
         except OSError:
             return f"stale: {module}'s source is missing"
         parts = module.split(".")
-        compiled = list(where.joinpath(*parts[:-1]).glob(f"{parts[-1]}.*.so"))
-        if not compiled:
+        if not _extension(where.joinpath(*parts[:-1]), parts[-1]):
             return f"stale: the compiled {module} is missing"
+    for shared in manifest.get("shared", ()):
+        if not _extension(where, shared):
+            return f"stale: its shared library {shared} is missing"
     return "on"
+
+
+def _extension(directory: Path, name: str) -> bool:
+    """Whether `directory` holds an extension module `name` this Python can import."""
+    return any((directory / f"{name}{suffix}").is_file() for suffix in EXTENSION_SUFFIXES)
 
 
 def state() -> str:

@@ -115,7 +115,7 @@ def test_a_build_is_used_and_holds_every_listed_module(built: Path) -> None:
 
 def test_a_stale_build_is_never_used(built: Path, tmp_path: Path) -> None:
     """A build whose manifest disagrees with one source is ignored as a whole, with a warning
-    that says which file; so is a build for another Python."""
+    that says which file; so is a build for another Python, or one missing a file."""
     stale = tmp_path / "stale"
     shutil.copytree(built, stale)
     manifest_path = stale / sys.implementation.cache_tag / "manifest.json"
@@ -135,6 +135,15 @@ def test_a_stale_build_is_never_used(built: Path, tmp_path: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
     out = _python(WHERE, _env(stale))
     assert out.stdout.splitlines()[0] == "stale: built for cpython-299"
+    manifest["python"] = sys.implementation.cache_tag  # back to a matching manifest ...
+    manifest_path.write_text(json.dumps(manifest))
+    assert _python(WHERE, _env(stale)).stdout.split()[0] == "on"
+    for shared in manifest["shared"]:  # ... without mypyc's shared library
+        for path in (stale / sys.implementation.cache_tag).glob(f"{shared}.*"):
+            path.unlink()
+    out = _python(WHERE, _env(stale))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("stale: its shared library")
 
 
 def test_the_build_is_off_with_medbft_native_0_and_absent_without_one(
