@@ -103,6 +103,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The in-memory calibration wraps each replica's `step` on the instance, which a compiled
+# (`medbft native build`) Replica does not allow; and compiled or not, a real node spends the
+# same (docs/benchmarks.md, "The native build"). So this tool, and the nodes it starts, run
+# pure Python.
+os.environ["MEDBFT_NATIVE"] = "0"
 
 from node.config import Config
 from node.crypto import SIGNATURE_BYTES, Keyring

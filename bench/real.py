@@ -259,6 +259,10 @@ def main() -> int:
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
+    if args.profile:
+        # cProfile sees a compiled (`medbft native build`) function only as a whole: profiled
+        # nodes run pure Python, which costs the same on a real node (docs/benchmarks.md).
+        os.environ["MEDBFT_NATIVE"] = "0"
     try:
         parse_duration_ns(args.duration)
     except ValueError as exc:

@@ -482,6 +482,13 @@ def run_node(args: argparse.Namespace) -> int:
         return run(serve(net, options_from_args(args)), use_uvloop=use_uvloop)
     import cProfile  # only when asked: profiling slows every Python call
 
+    from node import _native
+
+    if _native.active():
+        log.warning("profiling with the compiled modules in use: cProfile sees each compiled "
+                    "function only as a whole; run with MEDBFT_NATIVE=0 for a profile by "
+                    "function")
+
     # Wall time by default; `cpu`: this process's CPU time, so time spent pre-empted or
     # waiting for a core is not charged to the function that was running (each call then
     # costs a system call: the node runs several times slower).

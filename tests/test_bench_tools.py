@@ -201,7 +201,7 @@ def test_the_proc_readers_read_this_process_and_forget_a_gone_one() -> None:
     assert calibrate.run_queue_wait_s(gone) == 0.0
 
 
-@pytest.mark.pure_python  # reads cProfile's view of the handlers
+@pytest.mark.pure_python  # wraps Replica.step on each instance
 def test_the_in_memory_calibration_counts_every_costs_counter() -> None:
     """A few requests through the in-memory cluster (no timing asserted): every counter the
     replicas keep, `execute` included, lands in the run's operation counts."""
