@@ -27,6 +27,7 @@ module are marked `pure_python` and left out of the compiled test run (tests/tes
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -54,6 +55,28 @@ _COPIED = ("node", "sim", "medbft")
 
 def _source(root: Path, module: str) -> Path:
     return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _module_file(root: Path, module: str) -> Path:
+    plain = _source(root, module)
+    return plain if plain.is_file() else root.joinpath(*module.split("."), "__init__.py")
+
+
+def _project_imports(root: Path, module: str) -> set[str]:
+    """The project modules `module`'s source imports (what mypyc read to compile it: a
+    constant or a class it relied on may live there)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(_source(root, module).read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names += [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] not in _COPIED:
+                continue
+            if _module_file(root, name).is_file():
+                found.add(name)
+    return found - set(MODULES)
 
 
 def build(log: Path | None = None) -> tuple[Path, float]:
@@ -104,7 +127,10 @@ def build(log: Path | None = None) -> tuple[Path, float]:
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built[0], target / built[0].name)
             digests[module] = _native._source_digest(_source(work, module))
+        depends = sorted(set().union(*(_project_imports(work, m) for m in MODULES)))
         manifest = {"python": sys.implementation.cache_tag, "modules": digests,
+                    "depends": {m: _native._source_digest(_module_file(work, m))
+                                for m in depends},
                     "shared": shared_names, "built_with": "mypyc"}
         (staging / _native.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.rmtree(dest, ignore_errors=True)

@@ -10,10 +10,10 @@ otherwise. Results are the same either way: the compiled modules are the same co
 tests compare the two (tests/test_native.py).
 
 It is all or nothing, decided once per process: the build is used only when every module it
-holds was compiled from source that is byte for byte the source on disk (a manifest of
-SHA-256s), for this Python. A stale build is never used (compiled modules call each other
-directly, so mixing a compiled module with an edited source one is not safe); a warning says
-so once. `MEDBFT_NATIVE=0` turns the build off.
+holds, and every project module those import (mypyc read them to compile), is byte for byte
+the source on disk (a manifest of SHA-256s), for this Python. A stale build is never used
+(compiled modules call each other directly, so mixing a compiled module with an edited
+source one is not safe); a warning says so once. `MEDBFT_NATIVE=0` turns the build off.
 
 Nothing here may import the rest of the project: every package's `__init__` calls it first.
 """
@@ -63,13 +63,15 @@ def _decide() -> str:
         return "stale: its manifest is not one `medbft native build` writes"
     if manifest.get("python") != sys.implementation.cache_tag:
         return f"stale: built for {manifest.get('python')}"
-    for module, digest in sorted(manifest["modules"].items()):
-        source = SOURCE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    sources = {**manifest.get("depends", {}), **manifest["modules"]}
+    for module, digest in sorted(sources.items()):
+        source = _module_file(module)
         try:
             if _source_digest(source) != digest:
                 return f"stale: {source.relative_to(SOURCE_ROOT)} changed since the build"
         except OSError:
             return f"stale: {module}'s source is missing"
+    for module in sorted(manifest["modules"]):
         parts = module.split(".")
         if not _extension(where.joinpath(*parts[:-1]), parts[-1]):
             return f"stale: the compiled {module} is missing"
@@ -77,6 +79,12 @@ def _decide() -> str:
         if not _extension(where, shared):
             return f"stale: its shared library {shared} is missing"
     return "on"
+
+
+def _module_file(module: str) -> Path:
+    """The source of `module` (a package's is its `__init__.py`)."""
+    plain = SOURCE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    return plain if plain.is_file() else SOURCE_ROOT.joinpath(*module.split("."), "__init__.py")
 
 
 def _extension(directory: Path, name: str) -> bool:

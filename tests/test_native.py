@@ -138,6 +138,15 @@ def test_a_stale_build_is_never_used(built: Path, tmp_path: Path) -> None:
     manifest["python"] = sys.implementation.cache_tag  # back to a matching manifest ...
     manifest_path.write_text(json.dumps(manifest))
     assert _python(WHERE, _env(stale)).stdout.split()[0] == "on"
+    # a module the compiled ones import (mypyc read it) counts too: node.envelope reads
+    # node.messages' constants
+    assert "node.messages" in manifest["depends"]
+    kept = manifest["depends"]["node.messages"]
+    manifest["depends"]["node.messages"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    assert _python(WHERE, _env(stale)).stdout.split()[0] == "stale:"
+    manifest["depends"]["node.messages"] = kept
+    manifest_path.write_text(json.dumps(manifest))
     for shared in manifest["shared"]:  # ... without mypyc's shared library
         for path in (stale / sys.implementation.cache_tag).glob(f"{shared}.*"):
             path.unlink()
