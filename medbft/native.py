@@ -92,8 +92,13 @@ def build(log: Path | None = None) -> tuple[Path, float]:
         for package in _COPIED:
             shutil.copytree(root / package, work / package, ignore=ignore)
         config = root / "pyproject.toml"
-        if config.exists():  # mypy's settings
-            shutil.copy(config, work / "pyproject.toml")
+        if config.exists():  # mypy's settings only: setuptools reads the rest as a package's
+            text = config.read_text()
+            first = text.find("[tool.mypy]")
+            if first >= 0:
+                after = text.find("\n[", first + 1)
+                block = text[first:] if after < 0 else text[first:after + 1]
+                (work / "pyproject.toml").write_text(block)
         sources = [str(_source(Path(), m)) for m in MODULES]
         env = {**os.environ, "PYTHONPATH": str(work), "MEDBFT_NATIVE": "0"}
         try:
