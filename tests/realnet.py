@@ -74,6 +74,19 @@ def real_cluster(tmp_path: Path, transport: str, n: int = 4,
         assert all(code in (0, -9) for code in codes.values()), (codes, logs(cluster))
 
 
+@contextmanager
+def own_broker(net: NetworkDir, logs_dir: Path) -> Iterator[LocalCluster]:
+    """`net`'s own Mosquitto, started from the configuration `keys init` wrote (TLS,
+    passwords, ACL) and stopped on exit; no nodes. Needs the mosquitto binary."""
+    require_mosquitto()
+    broker = LocalCluster(net, "mqtt", logs_dir)
+    try:
+        broker.start_broker()
+        yield broker
+    finally:
+        broker.stop_all()
+
+
 async def _ready(cluster: LocalCluster, ids: list[str]) -> None:
     async with api_session(cluster.net) as session:
         await cluster.wait_ready(session, ids, timeout_s=30)

@@ -24,9 +24,17 @@ from typing import Any
 import aiomqtt
 import pytest
 import realnet
-from realnet import load, poll, real_cluster, require_mosquitto, statuses, wait_ready
+from realnet import (
+    load,
+    own_broker,
+    poll,
+    real_cluster,
+    require_mosquitto,
+    statuses,
+    wait_ready,
+)
 
-from medbft.real.cluster import LocalCluster, free_ports
+from medbft.real.cluster import free_ports
 from node.netdir import NetworkDir, default_node_ids, init_network
 from node.transport import FrameError, pack_frames
 from node.transport.mqtt import (
@@ -146,16 +154,15 @@ def test_a_fanout_frame_is_unpacked_whole_or_dropped_as_bad() -> None:
         loop.close()
 
 
-def _private_broker(tmp_path: Path, acl_edit: Callable[[str], str] | None = None) -> tuple[
-        NetworkDir, LocalCluster]:
+def _private_network(tmp_path: Path, acl_edit: Callable[[str], str] | None = None) -> NetworkDir:
+    """A network whose broker (run by `own_broker`) listens on a free port, its ACL
+    optionally edited."""
     net = init_network(tmp_path / "net", default_node_ids(4), clients=1, ports=free_ports(4),
                        broker=f"mqtts://127.0.0.1:{free_ports(1)[0]}")
     if acl_edit is not None:
         acl = net.path / "mosquitto.acl"
         acl.write_text(acl_edit(acl.read_text()))
-    cluster = LocalCluster(net, "mqtt", tmp_path / "logs")
-    cluster.start_broker()
-    return net, cluster
+    return net
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -277,12 +284,9 @@ async def _fanout_checks(net: NetworkDir) -> None:
 
 @pytest.mark.real
 def test_a_multicast_to_every_other_replica_is_one_publish(tmp_path: Path) -> None:
-    require_mosquitto()
-    net, cluster = _private_broker(tmp_path)
-    try:
+    net = _private_network(tmp_path)
+    with own_broker(net, tmp_path / "logs"):
         asyncio.run(_fanout_checks(net))
-    finally:
-        cluster.stop_all()
 
 
 async def _no_fanout_checks(net: NetworkDir) -> None:
@@ -304,10 +308,7 @@ async def _no_fanout_checks(net: NetworkDir) -> None:
 
 @pytest.mark.real
 def test_under_an_acl_from_before_the_fanout_multicasts_go_to_inboxes(tmp_path: Path) -> None:
-    require_mosquitto()
-    net, cluster = _private_broker(
+    net = _private_network(
         tmp_path, lambda acl: "\n".join(line for line in acl.splitlines() if "/all/" not in line))
-    try:
+    with own_broker(net, tmp_path / "logs"):
         asyncio.run(_no_fanout_checks(net))
-    finally:
-        cluster.stop_all()

@@ -29,9 +29,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from realnet import load, real_cluster, require_mosquitto
+from realnet import load, own_broker, real_cluster, require_mosquitto
 
-from medbft.real.cluster import LocalCluster, free_ports
+from medbft.real.cluster import free_ports
 from node.crypto import Keyring
 from node.netdir import NetworkDir, NetworkError, default_node_ids, init_network
 from node.server import NodeOptions, NodeServer
@@ -260,11 +260,9 @@ def test_the_listener_serves_only_ca_issued_certificates_bound_to_their_party(
 # -- the broker ---------------------------------------------------------------------------------
 
 
-def _broker_network(tmp_path: Path) -> tuple[NetworkDir, LocalCluster]:
-    net = _network(tmp_path, broker=f"mqtts://127.0.0.1:{free_ports(1)[0]}")
-    cluster = LocalCluster(net, "mqtt", tmp_path / "logs")
-    cluster.start_broker()
-    return net, cluster
+def _broker_network(tmp_path: Path) -> NetworkDir:
+    """A network whose broker (run by `own_broker`) listens on a free port."""
+    return _network(tmp_path, broker=f"mqtts://127.0.0.1:{free_ports(1)[0]}")
 
 
 def _mqtt(net: NetworkDir, party: str | None, *, as_user: str | None = None,
@@ -320,12 +318,9 @@ async def _broker_checks(net: NetworkDir) -> None:
 @pytest.mark.slow
 def test_the_written_broker_config_refuses_anonymous_snooping_and_forged_senders(
         tmp_path: Path) -> None:
-    require_mosquitto()
-    net, cluster = _broker_network(tmp_path)
-    try:
+    net = _broker_network(tmp_path)
+    with own_broker(net, tmp_path / "logs"):
         asyncio.run(_broker_checks(net))
-    finally:
-        cluster.stop_all()
 
 
 @pytest.mark.real
@@ -333,8 +328,7 @@ def test_the_written_broker_disconnects_a_party_that_publishes_an_oversized_pack
         tmp_path: Path) -> None:
     """`max_packet_size`: a publish larger than any frame a node sends (plus its topic) costs
     its sender the connection and reaches nobody; a frame of the largest size still passes."""
-    require_mosquitto()
-    net, cluster = _broker_network(tmp_path)
+    net = _broker_network(tmp_path)
     prefix = net.settings["mqtt"]["topic_prefix"]
 
     async def check() -> None:
@@ -357,20 +351,17 @@ def test_the_written_broker_disconnects_a_party_that_publishes_an_oversized_pack
             with pytest.raises(TimeoutError):  # neither the oversized packet nor what followed
                 await asyncio.wait_for(anext(aiter(victim.messages)), 0.5)
 
-    try:
+    with own_broker(net, tmp_path / "logs"):
         asyncio.run(check())
-    finally:
-        cluster.stop_all()
 
 
 @pytest.mark.real
 def test_a_clients_id_is_random_so_nobody_can_kick_a_node_off(tmp_path: Path) -> None:
     """Two transports of one party hold two sessions at once (a predictable id would make
     the second one take over the first's)."""
-    require_mosquitto()
     from node.transport.mqtt import MqttTransport
 
-    net, cluster = _broker_network(tmp_path)
+    net = _broker_network(tmp_path)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
@@ -386,10 +377,8 @@ def test_a_clients_id_is_random_so_nobody_can_kick_a_node_off(tmp_path: Path) ->
         await a.close(drain_s=0)
         await b.close(drain_s=0)
 
-    try:
+    with own_broker(net, tmp_path / "logs"):
         asyncio.run(go())
-    finally:
-        cluster.stop_all()
     log = (tmp_path / "logs" / "mosquitto.log").read_text()
     ids = [line.split(" as ")[1].split()[0] for line in log.splitlines()
            if "New client connected" in line and "u'hospital-1'" in line]
