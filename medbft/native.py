@@ -54,20 +54,11 @@ MODULES = (
 _COPIED = ("node", "sim", "medbft")
 
 
-def _source(root: Path, module: str) -> Path:
-    return root.joinpath(*module.split(".")).with_suffix(".py")
-
-
-def _module_file(root: Path, module: str) -> Path:
-    plain = _source(root, module)
-    return plain if plain.is_file() else root.joinpath(*module.split("."), "__init__.py")
-
-
 def _project_imports(root: Path, module: str) -> set[str]:
     """The project modules `module`'s source imports (what mypyc read to compile it: a
     constant or a class it relied on may live there)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(_source(root, module).read_text())):
+    for node in ast.walk(ast.parse(_native.module_file(module, root).read_text())):
         names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                  [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -75,7 +66,7 @@ def _project_imports(root: Path, module: str) -> set[str]:
         for name in names:
             if name.split(".")[0] not in _COPIED:
                 continue
-            if _module_file(root, name).is_file():
+            if _native.module_file(name, root).is_file():
                 found.add(name)
     return found - set(MODULES)
 
@@ -99,7 +90,7 @@ def build(log: Path | None = None) -> tuple[Path, float]:
                 after = text.find("\n[", first + 1)
                 block = text[first:] if after < 0 else text[first:after + 1]
                 (work / "pyproject.toml").write_text(block)
-        sources = [str(_source(Path(), m)) for m in MODULES]
+        sources = [str(_native.module_file(m, work).relative_to(work)) for m in MODULES]
         env = {**os.environ, "PYTHONPATH": str(work), "MEDBFT_NATIVE": "0"}
         try:
             done = subprocess.run([sys.executable, "-m", "mypyc", *sources], cwd=work, env=env,
@@ -132,10 +123,10 @@ def build(log: Path | None = None) -> tuple[Path, float]:
             target = staging.joinpath(*parts[:-1])
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built[0], target / built[0].name)
-            digests[module] = _native._source_digest(_source(work, module))
+            digests[module] = _native._source_digest(_native.module_file(module, work))
         depends = sorted(set().union(*(_project_imports(work, m) for m in MODULES)))
         manifest = {"python": sys.implementation.cache_tag, "modules": digests,
-                    "depends": {m: _native._source_digest(_module_file(work, m))
+                    "depends": {m: _native._source_digest(_native.module_file(m, work))
                                 for m in depends},
                     "shared": shared_names, "built_with": "mypyc"}
         (staging / _native.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -28,7 +28,7 @@ import warnings
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-__all__ = ["MANIFEST", "activate", "active", "native_dir", "state"]
+__all__ = ["MANIFEST", "activate", "active", "module_file", "native_dir", "state"]
 
 #: The manifest `medbft native build` writes beside the compiled modules.
 MANIFEST = "manifest.json"
@@ -65,7 +65,7 @@ def _decide() -> str:
         return f"stale: built for {manifest.get('python')}"
     sources = {**manifest.get("depends", {}), **manifest["modules"]}
     for module, digest in sorted(sources.items()):
-        source = _module_file(module)
+        source = module_file(module)
         try:
             if _source_digest(source) != digest:
                 return f"stale: {source.relative_to(SOURCE_ROOT)} changed since the build"
@@ -81,10 +81,10 @@ def _decide() -> str:
     return "on"
 
 
-def _module_file(module: str) -> Path:
-    """The source of `module` (a package's is its `__init__.py`)."""
-    plain = SOURCE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
-    return plain if plain.is_file() else SOURCE_ROOT.joinpath(*module.split("."), "__init__.py")
+def module_file(module: str, root: Path = SOURCE_ROOT) -> Path:
+    """The source of `module` under `root` (a package's is its `__init__.py`)."""
+    plain = root.joinpath(*module.split(".")).with_suffix(".py")
+    return plain if plain.is_file() else root.joinpath(*module.split("."), "__init__.py")
 
 
 def _extension(directory: Path, name: str) -> bool:
