@@ -17,6 +17,7 @@ free core. Without a model, effects take place at once (real mode: the real CPU 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -79,6 +80,20 @@ def call_later_ns(
     if exact is not None:
         return exact(delay_ns, callback, *args)  # type: ignore[no-any-return]
     return loop.call_later(delay_ns / 1e9, callback, *args)
+
+
+LaterNs = Callable[..., asyncio.TimerHandle]
+"""`later(delay_ns, callback, *args)`: a timer on one loop (`later_ns`)."""
+
+
+def later_ns(loop: asyncio.AbstractEventLoop) -> LaterNs:
+    """`call_later_ns` bound to `loop` once: the virtual loop's own exact method, or float
+    seconds on any other loop. A runtime with a CPU model sets a timer per simulated step,
+    so the lookup is not repeated per timer."""
+    exact: LaterNs | None = getattr(loop, "call_later_ns", None)
+    if exact is not None:
+        return exact
+    return functools.partial(call_later_ns, loop)
 
 
 class Processor:
@@ -163,7 +178,10 @@ class NodeRuntime:
         self.busy_ns = 0
         self.slowdown = 1.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._inbox: deque[Event] = deque()
+        self._later_ns = later_ns(loop)
+        # With a CPU model, what waits for the CPU: a received message as its bytes (handed
+        # to `Replica.receive` like the model-free path, no `Receive` built), other events.
+        self._inbox: deque[Event | bytes] = deque()
         self.processor = processor if processor is not None else Processor()
         self._shared_processor = processor is not None
         self.cores = cores
@@ -203,7 +221,9 @@ class NodeRuntime:
             if effects:  # most messages change state and send nothing
                 self._apply(effects)
         else:
-            self._submit(Receive(data))
+            self._inbox.append(data)
+            if self._wakeup is None and not self._awaiting_core:
+                self._drain()
 
     def crash(self) -> None:
         """Stop: nothing in or out, timers off; the core (durable state) is kept."""
@@ -240,7 +260,7 @@ class NodeRuntime:
         now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
         busy_until = self.processor.busy_until_ns
         if now < busy_until:  # a granted core we cannot use goes to the next in line
-            self._wakeup = call_later_ns(loop, busy_until - now, self._drain)
+            self._wakeup = self._later_ns(busy_until - now, self._drain)
             return
         if not self._inbox or self.crashed:
             return
@@ -251,7 +271,11 @@ class NodeRuntime:
         event = self._inbox.popleft()
         core = self._core
         before = core.costs.snapshot()
-        effects = core.step(event, now)
+        if type(event) is bytes:
+            fast = self._receive_bytes
+            effects = fast(event, now) if fast is not None else core.step(Receive(event), now)
+        else:
+            effects = core.step(event, now)
         assert self.cost_model is not None
         cost = round(self.cost_model(before, core.costs.snapshot()) * self.slowdown)
         self.busy_ns += cost
@@ -262,14 +286,14 @@ class NodeRuntime:
             if self._inbox:
                 # The effects and the next event are both due at now + cost, the one right
                 # after the other: one timer runs both, in that order (as two would).
-                self._pending_apply = self._wakeup = call_later_ns(
-                    loop, cost, self._apply_then_drain, effects)
+                self._pending_apply = self._wakeup = self._later_ns(
+                    cost, self._apply_then_drain, effects)
             else:
-                self._pending_apply = call_later_ns(loop, cost, self._apply_later, effects)
+                self._pending_apply = self._later_ns(cost, self._apply_later, effects)
             return
         self._apply(effects)
         if self._inbox:
-            self._wakeup = call_later_ns(loop, cost, self._drain)
+            self._wakeup = self._later_ns(cost, self._drain)
 
     def _on_core(self) -> None:
         """A core is ours (`Cores`): take a step on it, unless there is nothing to do or the
@@ -308,8 +332,8 @@ class NodeRuntime:
                 old = self._timers.get(eff.key)  # type: ignore[union-attr]
                 if old is not None:
                     old.cancel()
-                self._timers[eff.key] = call_later_ns(  # type: ignore[union-attr]
-                    self.loop, eff.delay_ns, self._fire, eff.key  # type: ignore[union-attr]
+                self._timers[eff.key] = self._later_ns(  # type: ignore[union-attr]
+                    eff.delay_ns, self._fire, eff.key  # type: ignore[union-attr]
                 )
             elif kind is CancelTimer:
                 handle = self._timers.pop(eff.key, None)  # type: ignore[union-attr]

@@ -96,15 +96,38 @@ class CpuCosts:
 
 def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
     """A `node.runtime.CostModel` charging the operations done between two counter snapshots
-    (order: messages, bytes, sign, verify, mac, digest, execute)."""
-    weights = (costs.message, costs.byte, costs.sign, costs.verify, costs.mac, costs.digest,
-               costs.execute)
+    (order: messages, bytes, sign, verify, mac, digest, execute).
+
+    Written out field by field: it runs once per simulated step, and a loop over zipped
+    tuples cost 6% of a 64-node run. The sum is the same float, built in the same order
+    (only the counters that moved add a term)."""
+    w_message, w_byte, w_sign, w_verify, w_mac, w_digest, w_execute = (
+        costs.message, costs.byte, costs.sign, costs.verify, costs.mac, costs.digest,
+        costs.execute)
 
     def charge(before: tuple[int, ...], after: tuple[int, ...]) -> int:
         total = 0.0
-        for w, b, a in zip(weights, before, after, strict=True):
-            if a != b:
-                total += w * (a - b)
+        d = after[0] - before[0]
+        if d:
+            total += w_message * d
+        d = after[1] - before[1]
+        if d:
+            total += w_byte * d
+        d = after[2] - before[2]
+        if d:
+            total += w_sign * d
+        d = after[3] - before[3]
+        if d:
+            total += w_verify * d
+        d = after[4] - before[4]
+        if d:
+            total += w_mac * d
+        d = after[5] - before[5]
+        if d:
+            total += w_digest * d
+        d = after[6] - before[6]
+        if d:
+            total += w_execute * d
         return round(total)
 
     return charge
