@@ -14,6 +14,10 @@ each (64 in flight: the primary's window of 16 stays full). For n >= 256 one req
 2n^2 = 131k-524k messages, so those runs start 16 clients with one request each (11 of
 them have a ledger transaction to send at time 0): 11 committed batches.
 
+With n >= 64 in range it also runs scenarios/sixty-four-nodes.yaml whole (64 replicas, 8
+clients at 200/s, batches of 16, `cpu: default`, 2 simulated seconds) and says whether it ran
+faster than real time.
+
     .venv/bin/python bench/sim_speed.py                 # n = 4 ... 512 (~6 min on 2 cores)
     .venv/bin/python bench/sim_speed.py --max-n 128     # the sizes the peer was measured at
     .venv/bin/python bench/sim_speed.py --quick         # shorter runs
@@ -56,6 +60,9 @@ sys.path.insert(0, str(ROOT))
 PEER = {4: 246_000, 16: 192_000, 32: 130_000, 64: 75_000, 128: 26_300}
 #: Targets: at least 1.0x the peer for n = 4 ... 128, at least 2x for n >= 64.
 TARGET_RATIO = {n: (2.0 if n >= 64 else 1.0) for n in PEER}
+
+#: Whole shipped scenarios the issue sets a bar for: simulated faster than real time.
+REAL_TIME_SCENARIOS = ("scenarios/sixty-four-nodes.yaml",)
 
 # (n, full duration, quick duration, clients, outstanding)
 SCALING = (
@@ -123,9 +130,10 @@ def run_case(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
     messages = summary["messages"]["total"]
     return {
         "n": summary["n"],
+        "name": spec["name"],
         "batch_size": spec["protocol"]["batch_size"],
         "clients": spec["workload"]["clients"],
-        "outstanding": spec["workload"]["outstanding"],
+        "outstanding": spec["workload"].get("outstanding"),
         "duration": spec["duration"],
         "sim_s": summary["sim_time_s"],
         "wall_s": wall,
@@ -191,6 +199,31 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("msgs/cpu s counts the process's CPU time instead of wall time: on a quiet machine the "
           "two agree;\non a shared one, wall time includes time spent waiting for a core and "
           "CPU time does not.")
+    print()
+
+
+def scenario_spec(path: str) -> dict[str, Any]:
+    """A shipped scenario file as the mapping `run_case` takes."""
+    import yaml
+
+    spec: dict[str, Any] = yaml.safe_load((ROOT / path).read_text())
+    return spec
+
+
+def print_real_time(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """Whole scenarios against real time (target: more than one simulated second per wall
+    second, the whole `run_scenario` call included)."""
+    print(f"{'scenario':<34} {'modules':<9} {'sim s':>6} {'wall s':>7} {'cpu s':>6} "
+          f"{'messages':>9} {'sim s/wall s':>12}  faster than real time")
+    for path, r in rows:
+        modules = "compiled" if r["compiled"] else "pure"
+        ok = r["safety_ok"] and r["liveness_ok"] and r["deterministic"]
+        verdict = "yes" if r["sim_s_per_wall_s"] > 1.0 else "no"
+        if not ok:
+            verdict += " (NOT safe, live and deterministic)"
+        print(f"{path:<34} {modules:<9} {r['sim_s']:>6.2f} {r['wall_s']:>7.2f} "
+              f"{r['cpu_s']:>6.2f} {r['messages']:>9,} {r['sim_s_per_wall_s']:>12.2f}  "
+              f"{verdict}")
     print()
 
 
@@ -307,10 +340,20 @@ def main(argv: list[str] | None = None) -> int:
             pure_rows.append(run_in_child(spec, args.repeat, pure=True))
         scaling.append(run_in_child(spec, args.repeat, pure=pure_only))
         print(f"  n = {n}: {scaling[-1]['msgs_per_wall_s']:,.0f} msgs/wall s", flush=True)
+    real_time: list[tuple[str, dict[str, Any]]] = []
+    if args.max_n >= 64:  # the scenarios' sizes
+        for path in REAL_TIME_SCENARIOS:
+            spec = scenario_spec(path)
+            if args.modules == "both":
+                real_time.append((path, run_in_child(spec, args.repeat, pure=True)))
+            real_time.append((path, run_in_child(spec, args.repeat, pure=pure_only)))
+            print(f"  {path}: {real_time[-1]['sim_s_per_wall_s']:.2f} sim s/wall s", flush=True)
     print()
     print_table(scaling)
     if pure_rows:
         print_speedup(pure_rows, scaling)
+    if real_time:
+        print_real_time(real_time)
     met = [r["n"] for r in scaling
            if r["n"] in PEER and r["msgs_per_wall_s"] / PEER[r["n"]] >= TARGET_RATIO[r["n"]]]
     missed = [r["n"] for r in scaling if r["n"] in PEER and r["n"] not in met]
@@ -327,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "pure_scaling": pure_rows,
             "peer_msgs_per_wall_s": PEER, "target_ratio": TARGET_RATIO,
             "scaling": scaling,
+            "real_time": [{"scenario": path, **row} for path, row in real_time],
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

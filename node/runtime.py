@@ -96,6 +96,25 @@ def later_ns(loop: asyncio.AbstractEventLoop) -> LaterNs:
     return functools.partial(call_later_ns, loop)
 
 
+StepLater = Callable[[int, Callable[[Any], object], Any], object]
+"""`later(delay_ns, callback, arg)`: a CPU-model timer (`step_timers`); cancel it with the
+function `step_timers` returned beside it."""
+
+
+def step_timers(loop: asyncio.AbstractEventLoop) -> tuple[StepLater, Callable[[Any], None]]:
+    """How a runtime with a CPU model times its steps, and how it cancels such a timer. It
+    sets one per simulated message, so on the virtual loop these are its handle-free
+    `call_plain_ns` timers; any other loop gets ordinary timer handles."""
+    plain = getattr(loop, "call_plain_ns", None)
+    if plain is not None:
+        return plain, loop.cancel_plain  # type: ignore[attr-defined]
+    return later_ns(loop), _cancel_handle
+
+
+def _cancel_handle(handle: asyncio.TimerHandle) -> None:
+    handle.cancel()
+
+
 class Processor:
     """One serial CPU (a process's thread): busy until `busy_until_ns`. A replica has its own;
     the simulator's clients share one, as one load-generator process would."""
@@ -179,6 +198,7 @@ class NodeRuntime:
         self.slowdown = 1.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._later_ns = later_ns(loop)
+        self._step_later, self._cancel_step = step_timers(loop)
         # With a CPU model, what waits for the CPU: a received message as its bytes (handed
         # to `Replica.receive` like the model-free path, no `Receive` built), other events.
         self._inbox: deque[Event | bytes] = deque()
@@ -188,8 +208,10 @@ class NodeRuntime:
         self._awaiting_core = False
         # A loop that keeps integer virtual time (the simulator's) is read directly.
         self._virtual_clock = type(getattr(loop, "now_ns", None)) is int
-        self._wakeup: asyncio.TimerHandle | None = None
-        self._pending_apply: asyncio.TimerHandle | None = None
+        # The CPU model's pending timers (`step_timers`): the next step, and the effects of
+        # the step in progress (often one timer for both).
+        self._wakeup: object | None = None
+        self._pending_apply: object | None = None
 
     @property
     def core(self) -> Core:
@@ -234,7 +256,7 @@ class NodeRuntime:
         self._inbox.clear()
         for pending in (self._wakeup, self._pending_apply):
             if pending is not None:
-                pending.cancel()
+                self._cancel_step(pending)
         self._wakeup = self._pending_apply = None
         if not self._shared_processor:  # the step in progress is lost with the node
             self.processor.busy_until_ns = 0
@@ -260,7 +282,7 @@ class NodeRuntime:
         now = loop.now_ns if self._virtual_clock else loop_now_ns(loop)  # type: ignore[attr-defined]
         busy_until = self.processor.busy_until_ns
         if now < busy_until:  # a granted core we cannot use goes to the next in line
-            self._wakeup = self._later_ns(busy_until - now, self._drain)
+            self._wakeup = self._step_later(busy_until - now, self._drain, False)
             return
         if not self._inbox or self.crashed:
             return
@@ -286,14 +308,14 @@ class NodeRuntime:
             if self._inbox:
                 # The effects and the next event are both due at now + cost, the one right
                 # after the other: one timer runs both, in that order (as two would).
-                self._pending_apply = self._wakeup = self._later_ns(
+                self._pending_apply = self._wakeup = self._step_later(
                     cost, self._apply_then_drain, effects)
             else:
-                self._pending_apply = self._later_ns(cost, self._apply_later, effects)
+                self._pending_apply = self._step_later(cost, self._apply_later, effects)
             return
         self._apply(effects)
         if self._inbox:
-            self._wakeup = self._later_ns(cost, self._drain)
+            self._wakeup = self._step_later(cost, self._drain, False)
 
     def _on_core(self) -> None:
         """A core is ours (`Cores`): take a step on it, unless there is nothing to do or the

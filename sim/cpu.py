@@ -106,28 +106,24 @@ def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
         costs.execute)
 
     def charge(before: tuple[int, ...], after: tuple[int, ...]) -> int:
+        # Unpacking checks both snapshots have the seven counters (ValueError otherwise).
+        m0, b0, s0, v0, a0, g0, x0 = before
+        m1, b1, s1, v1, a1, g1, x1 = after
         total = 0.0
-        d = after[0] - before[0]
-        if d:
-            total += w_message * d
-        d = after[1] - before[1]
-        if d:
-            total += w_byte * d
-        d = after[2] - before[2]
-        if d:
-            total += w_sign * d
-        d = after[3] - before[3]
-        if d:
-            total += w_verify * d
-        d = after[4] - before[4]
-        if d:
-            total += w_mac * d
-        d = after[5] - before[5]
-        if d:
-            total += w_digest * d
-        d = after[6] - before[6]
-        if d:
-            total += w_execute * d
+        if m1 != m0:
+            total += w_message * (m1 - m0)
+        if b1 != b0:
+            total += w_byte * (b1 - b0)
+        if s1 != s0:
+            total += w_sign * (s1 - s0)
+        if v1 != v0:
+            total += w_verify * (v1 - v0)
+        if a1 != a0:
+            total += w_mac * (a1 - a0)
+        if g1 != g0:
+            total += w_digest * (g1 - g0)
+        if x1 != x0:
+            total += w_execute * (x1 - x0)
         return round(total)
 
     return charge

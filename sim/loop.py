@@ -29,6 +29,10 @@ Design
   scheduled (asyncio's own heap compares ``TimerHandle`` by ``when`` only and is not
   FIFO for ties).  Tuple comparison happens in C, which is much cheaper than
   ``TimerHandle.__lt__``.
+* ``call_plain_ns(delay_ns, callback, arg)`` puts a timer on the same heap without a
+  handle (the list ``[callback, arg]``; ``cancel_plain`` empties it). A simulated replica
+  with a CPU model sets one per message it handles, and a handle with its copied context
+  cost about four times as much. The same ``seq`` orders both kinds.
 * We subclass ``asyncio.BaseEventLoop`` (not ``SelectorEventLoop``: that one opens a
   self-pipe socket pair) and replace only its private ``_run_once`` iteration step.  That
   reuses the stdlib's task/future integration, ``run_until_complete``, ``stop``,
@@ -147,7 +151,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         self._livelock_rounds = livelock_rounds
         self._rounds_at_now = 0
         self._rounds_at_ns = self.now_ns
-        self._heap: list[tuple[int, int, _VTimerHandle]] = []
+        self._heap: list[tuple[int, int, _VTimerHandle | list[Any]]] = []
         self._last_timer: asyncio.TimerHandle | None = None
         self._seq = itertools.count()
         self._cancelled_count = 0
@@ -214,6 +218,29 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         _heappush(self._heap, (when_ns, next(self._seq), timer))
         self._last_timer = timer
         return timer
+
+    def call_plain_ns(self, delay_ns: int, callback: Callable[[Any], object],
+                      arg: Any) -> list[Any]:
+        """Schedule ``callback(arg)`` exactly ``delay_ns`` nanoseconds from now, without a
+        handle: the timer is the list ``[callback, arg]``, cancelled by ``cancel_plain``.
+
+        For callers that set a timer per simulated message (a runtime's CPU model) and need
+        nothing of a handle but cancelling: it costs about a quarter of ``call_later_ns``
+        (no ``TimerHandle`` built, no context copied). The callback runs in the loop's own
+        context, in the same order as a handle scheduled at this point would (one ``seq``
+        counter orders both kinds), and an exception it raises goes to the exception
+        handler as a handle's does."""
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        timer = [callback, arg]
+        _heappush(self._heap, (self.now_ns + delay_ns, next(self._seq), timer))
+        self._last_timer = None  # a handle scheduled before this one is no longer the last
+        return timer
+
+    @staticmethod
+    def cancel_plain(timer: list[Any]) -> None:
+        """Cancel a ``call_plain_ns`` timer (no effect once it ran)."""
+        timer[0] = None
 
     def call_at(  # type: ignore[override]
         self,
@@ -323,8 +350,12 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
     def _compact_heap(self) -> None:
         kept = []
         for entry in self._heap:
-            if entry[2]._cancelled:
-                entry[2]._scheduled = False
+            timer = entry[2]
+            if type(timer) is list:
+                if timer[0] is not None:
+                    kept.append(entry)
+            elif timer._cancelled:  # type: ignore[union-attr]
+                timer._scheduled = False  # type: ignore[union-attr]
             else:
                 kept.append(entry)
         heapq.heapify(kept)
@@ -344,9 +375,17 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             heap = self._heap
         if not ready and not self._stopping:
             # Idle: skip cancelled heads, then jump to the next live timer.
-            while heap and heap[0][2]._cancelled:
-                _heappop(heap)[2]._scheduled = False
-                self._cancelled_count -= 1
+            while heap:
+                head = heap[0][2]
+                if type(head) is list:
+                    if head[0] is not None:
+                        break
+                elif not head._cancelled:  # type: ignore[union-attr]
+                    break
+                else:
+                    head._scheduled = False  # type: ignore[union-attr]
+                    self._cancelled_count -= 1
+                _heappop(heap)
             if not heap:
                 self._on_idle()
                 return
@@ -364,7 +403,8 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
                 # Drop the spinning work so that close() can still finalize the tasks.
                 ready.clear()
                 for entry in heap:
-                    entry[2]._scheduled = False
+                    if type(entry[2]) is not list:
+                        entry[2]._scheduled = False  # type: ignore[union-attr]
                 heap.clear()
                 self._cancelled_count = 0
                 self._rounds_at_now = 0
@@ -376,21 +416,38 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
             self._rounds_at_ns = now
             self._rounds_at_now = 0
         while heap and heap[0][0] <= now:
-            handle = _heappop(heap)[2]
-            handle._scheduled = False
-            if handle._cancelled:
+            timer = _heappop(heap)[2]
+            if type(timer) is list:  # call_plain_ns: dropped if cancelled
+                if timer[0] is not None:
+                    ready.append(timer)  # type: ignore[arg-type]
+                continue
+            timer._scheduled = False  # type: ignore[union-attr]
+            if timer._cancelled:  # type: ignore[union-attr]
                 self._cancelled_count -= 1
             else:
-                ready.append(handle)
+                ready.append(timer)  # type: ignore[arg-type]
         popleft = ready.popleft
         for _ in range(len(ready)):
-            handle = popleft()
+            handle: Any = popleft()
+            if type(handle) is list:  # call_plain_ns
+                callback = handle[0]
+                if callback is None:  # cancelled by an earlier callback of this batch
+                    continue
+                try:
+                    callback(handle[1])
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler({
+                        "message": f"Exception in callback {callback!r}({handle[1]!r})",
+                        "exception": exc})
+                continue
             if handle._cancelled:
                 continue
             # `handle._run()` written out: one Python frame less per callback (a simulated
             # message is about one callback). Errors are reported as `Handle._run` does.
             try:
-                handle._context.run(handle._callback, *handle._args)  # type: ignore[attr-defined]
+                handle._context.run(handle._callback, *handle._args)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

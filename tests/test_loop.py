@@ -144,6 +144,104 @@ def test_mass_cancellation_compacts_heap_and_keeps_order(vloop: VirtualTimeLoop)
     assert vloop.now_ns == 1000 + 1990
 
 
+# -- call_plain_ns: handle-free timers (a runtime's CPU model sets one per message) -----------
+
+
+def test_plain_timers_keep_the_scheduling_order_with_handles_and_call_soon(
+        vloop: VirtualTimeLoop) -> None:
+    order: list[int] = []
+    for i in range(300):
+        if i % 3 == 0:
+            vloop.call_plain_ns(S, order.append, i)
+        elif i % 3 == 1:
+            vloop.call_later_ns(S, order.append, i)
+        else:
+            vloop.call_at_ns(S, order.append, i)
+        vloop.call_plain_ns(S + 1 + i, lambda _: None, None)
+        vloop.call_plain_ns(S - 1 - i, lambda _: None, None)
+    vloop.call_plain_ns(2 * S, lambda _: vloop.call_soon(order.append, -1), None)
+    vloop.call_plain_ns(2 * S, order.append, 300)
+    vloop.run_until_idle()
+    assert order == [*range(301), -1]  # call_soon work waits for the instant's timers
+    assert vloop.now_ns == 2 * S
+
+
+def test_cancelled_plain_timers_do_not_fire_or_advance_clock(vloop: VirtualTimeLoop) -> None:
+    fired: list[str] = []
+    late = vloop.call_plain_ns(50 * S, fired.append, "late")
+    early = vloop.call_plain_ns(1 * S, fired.append, "early")
+    vloop.call_plain_ns(2 * S, fired.append, "kept")
+    vloop.cancel_plain(late)
+    vloop.cancel_plain(early)
+    vloop.run_until_idle()
+    assert fired == ["kept"]
+    assert vloop.now_ns == 2 * S
+
+
+def test_plain_timer_cancelled_by_an_earlier_callback_of_its_instant(
+        vloop: VirtualTimeLoop) -> None:
+    fired: list[str] = []
+    vloop.call_at_ns(S, lambda: vloop.cancel_plain(victim))
+    victim = vloop.call_plain_ns(S, fired.append, "victim")
+    vloop.call_plain_ns(S, fired.append, "other")
+    vloop.run_until_idle()
+    assert fired == ["other"]
+
+
+def test_heap_compaction_keeps_live_plain_timers_in_order(vloop: VirtualTimeLoop) -> None:
+    fired: list[int] = []
+    plains = []
+    for i in range(2000):
+        if i % 2:
+            vloop.call_at_ns(1000 + i, fired.append, i).cancel()  # handles trigger compaction
+        else:
+            plains.append(vloop.call_plain_ns(1000 + i, fired.append, i))
+    for k, timer in enumerate(plains):
+        if k % 5:
+            vloop.cancel_plain(timer)
+    vloop.run_until_idle()
+    assert fired == list(range(0, 2000, 10))
+    assert vloop.now_ns == 1000 + 1990
+
+
+def test_a_plain_timer_ends_the_last_pending_handle(vloop: VirtualTimeLoop) -> None:
+    handle = vloop.call_later_ns(5, lambda: None)
+    assert vloop.is_last_pending(handle)
+    vloop.call_plain_ns(7, lambda _: None, None)
+    assert not vloop.is_last_pending(handle)
+
+
+def test_exception_in_a_plain_timer_propagates(vloop: VirtualTimeLoop) -> None:
+    fired: list[str] = []
+
+    def boom(arg: object) -> None:
+        raise ValueError(f"bug in simulator ({arg})")
+
+    vloop.call_plain_ns(5, boom, "plain")
+    vloop.call_plain_ns(10, fired.append, "after")
+    with pytest.raises(ValueError, match=r"bug in simulator \(plain\)") as info:
+        vloop.run_until_idle()
+    assert any("virtual time 5 ns" in note for note in info.value.__notes__)
+    assert fired == []
+    vloop.run_until_idle()
+    assert fired == ["after"]
+
+
+def test_a_livelock_with_plain_timers_pending_still_raises_cleanly() -> None:
+    loop = VirtualTimeLoop(livelock_rounds=20)
+
+    def again() -> None:
+        loop.call_soon(again)
+
+    loop.call_plain_ns(S, lambda _: None, None)
+    loop.call_later_ns(7, again)
+    try:
+        with pytest.raises(LivelockError, match="livelock at virtual time 7 ns"):
+            loop.run_until_ns(10 * S)
+    finally:
+        loop.close()
+
+
 def test_run_until_ns_stops_at_deadline_and_keeps_later_timers(vloop: VirtualTimeLoop) -> None:
     fired: list[int] = []
     for t in (1, 2, 3):
