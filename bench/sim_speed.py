@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.modules == "both":
                 real_time.append((path, run_in_child(spec, args.repeat, pure=True)))
             real_time.append((path, run_in_child(spec, args.repeat, pure=pure_only)))
-            print(f"  {path}: {real_time[-1]['sim_s_per_wall_s']:.2f} sim s/wall s", flush=True)
+            print(f"  {path}: {real_time[-1][1]['sim_s_per_wall_s']:.2f} sim s/wall s", flush=True)
     print()
     print_table(scaling)
     if pure_rows:
