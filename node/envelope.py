@@ -83,8 +83,9 @@ def open_envelope(data: bytes) -> tuple[str, bytes, bytes]:
         raise DecodeError("message too large")
     if size < 13:
         raise DecodeError("truncated Envelope")
-    unpack = _U32.unpack_from
-    pos = 5 + unpack(data, 1)[0]
+    # Big-endian u32 lengths read byte by byte: compiled, each is a few machine
+    # instructions where `Struct.unpack_from` is a Python call building a tuple.
+    pos = 5 + ((data[1] << 24) | (data[2] << 16) | (data[3] << 8) | data[4])
     if pos + 4 > size or pos - 5 > _MAX_STR:
         raise DecodeError("truncated or oversized Envelope sender")
     try:
@@ -92,12 +93,14 @@ def open_envelope(data: bytes) -> tuple[str, bytes, bytes]:
     except UnicodeDecodeError as exc:
         raise DecodeError("string field is not UTF-8") from exc
     start = pos + 4
-    pos = start + unpack(data, pos)[0]
+    pos = start + ((data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8)
+                   | data[pos + 3])
     if pos + 4 > size:
         raise DecodeError("truncated Envelope payload")
     payload = data[start:pos]
     start = pos + 4
-    end = start + unpack(data, pos)[0]
+    end = start + ((data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8)
+                   | data[pos + 3])
     if end != size:
         raise DecodeError("Envelope MAC does not end the message")
     return sender, payload, data[start:end]
