@@ -13,7 +13,8 @@ from sim.run import run_scenario
 
 SCENARIOS = sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.yaml"))
 SLOW_SCENARIOS = {"restart-under-load", "seven-nodes", "vaccine-recall", "insurance-claim",
-                  "research-study", "cold-chain-excursion", "censored-recall"}  # > 2 s each
+                  "research-study", "cold-chain-excursion", "censored-recall",
+                  "sixty-four-nodes"}  # > 2 s each
 MS = 1_000_000
 
 
