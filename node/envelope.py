@@ -15,6 +15,7 @@ What it must not know: keys (the MAC is computed and checked in `node.crypto`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Final
 
 from node.crypto import MAC_BYTES
 from node.messages import _MAX_STR, _U32, MAX_MESSAGE_BYTES, DecodeError, Envelope, Message, decode
@@ -22,7 +23,11 @@ from node.messages import _MAX_STR, _U32, MAX_MESSAGE_BYTES, DecodeError, Envelo
 __all__ = ["SHARED_DECODES", "decode_authenticated", "envelope_head", "envelope_prefix",
            "open_envelope", "seal_envelope"]
 
-_TAG = Envelope.TAG
+# Final: compiled, a Final module constant is a C static; any other module-level name is a
+# dictionary lookup on every use.
+_TAG: Final = Envelope.TAG
+_MAX_BYTES: Final = MAX_MESSAGE_BYTES
+_MAX_SENDER: Final = _MAX_STR
 _MAC_LEN = _U32.pack(MAC_BYTES)  # the length field before every replica's MAC
 
 
@@ -46,10 +51,10 @@ def envelope_head(prefix: bytes, payload: bytes) -> bytes:
 
 
 #: How many authenticated payloads `decode_authenticated` remembers (oldest forgotten first).
-SHARED_DECODES = 4096
+SHARED_DECODES: Final = 4096
 # An OrderedDict, because evicting the oldest key of a plain dict (`next(iter(d))`) walks
 # over every slot deleted before it: O(evictions so far), which made long runs slower.
-_shared: OrderedDict[bytes, Message] = OrderedDict()
+_shared: Final[OrderedDict[bytes, Message]] = OrderedDict()
 
 
 def decode_authenticated(payload: bytes) -> Message:
@@ -79,14 +84,14 @@ def open_envelope(data: bytes) -> tuple[str, bytes, bytes]:
     size = len(data)
     if not size or data[0] != _TAG:
         raise DecodeError("not an envelope")
-    if size > MAX_MESSAGE_BYTES:
+    if size > _MAX_BYTES:
         raise DecodeError("message too large")
     if size < 13:
         raise DecodeError("truncated Envelope")
     # Big-endian u32 lengths read byte by byte: compiled, each is a few machine
     # instructions where `Struct.unpack_from` is a Python call building a tuple.
     pos = 5 + ((data[1] << 24) | (data[2] << 16) | (data[3] << 8) | data[4])
-    if pos + 4 > size or pos - 5 > _MAX_STR:
+    if pos + 4 > size or pos - 5 > _MAX_SENDER:
         raise DecodeError("truncated or oversized Envelope sender")
     try:
         sender = data[5:pos].decode()

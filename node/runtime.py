@@ -20,7 +20,7 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from node.crypto import Costs
 from node.events import (
@@ -35,6 +35,14 @@ from node.events import (
     Timeout,
     Trace,
 )
+
+# The effect types as Final names: compiled (medbft native build), a Final module constant is
+# a C static, where any other module-level name is a dictionary lookup on every use.
+_SEND: Final = Send
+_MULTICAST: Final = Multicast
+_SET_TIMER: Final = SetTimer
+_CANCEL_TIMER: Final = CancelTimer
+_TRACE: Final = Trace
 
 __all__ = ["Cores", "CostModel", "NodeRuntime", "Processor", "TraceSink", "Transport"]
 
@@ -342,26 +350,26 @@ class NodeRuntime:
         send, me = self.transport.send, self.id
         for eff in effects:
             kind = type(eff)
-            if kind is Send:
+            if kind is _SEND:
                 send(me, eff.to, eff.data, eff.kind)
-            elif kind is Multicast:
+            elif kind is _MULTICAST:
                 if self._multicast is not None:
                     self._multicast(me, eff.to, eff.data, eff.kind)
                 else:
                     for to, data in zip(eff.to, eff.data, strict=True):
                         send(me, to, data, eff.kind)
-            elif kind is SetTimer:
+            elif kind is _SET_TIMER:
                 old = self._timers.get(eff.key)  # type: ignore[union-attr]
                 if old is not None:
                     old.cancel()
                 self._timers[eff.key] = self._later_ns(  # type: ignore[union-attr]
                     eff.delay_ns, self._fire, eff.key  # type: ignore[union-attr]
                 )
-            elif kind is CancelTimer:
+            elif kind is _CANCEL_TIMER:
                 handle = self._timers.pop(eff.key, None)  # type: ignore[union-attr]
                 if handle is not None:
                     handle.cancel()
-            elif kind is Trace:
+            elif kind is _TRACE:
                 if self.trace_sink is not None:
                     self.trace_sink(self.id, loop_now_ns(self.loop), eff)
             elif self.on_other is not None:

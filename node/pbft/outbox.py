@@ -10,7 +10,7 @@ What it must not know: any protocol rule. It never decides whether to send, only
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from node import messages as m
 from node.crypto import Keyring
@@ -18,14 +18,20 @@ from node.envelope import envelope_head, envelope_prefix, seal_envelope
 from node.events import CancelTimer, Effect, Multicast, Persist, Send, SetTimer, Trace
 from node.messages import Message
 
+# The effect types as Final names: compiled, a Final module constant is a C static, where any
+# other module-level name is a dictionary lookup on every use (every message sends or traces).
+_SEND: Final = Send
+_MULTICAST: Final = Multicast
+_TRACE: Final = Trace
+
 __all__ = ["BENIGN_DROPS", "Outbox"]
 
 # Timer names (a Timeout event carries one back).
-T_BATCH = "batch"
-T_VIEW_CHANGE = "view-change"
-T_FETCH = "fetch"
-T_CATCH_UP = "catch-up"
-T_RETRANSMIT = "retransmit"
+T_BATCH: Final = "batch"
+T_VIEW_CHANGE: Final = "view-change"
+T_FETCH: Final = "fetch"
+T_CATCH_UP: Final = "catch-up"
+T_RETRANSMIT: Final = "retransmit"
 
 BENIGN_DROPS = frozenset({
     "old view", "below low watermark", "buffered", "buffer full", "duplicate pre-prepare",
@@ -54,13 +60,13 @@ class Outbox:
         self._others = tuple(r for i, r in enumerate(ids) if i != me)
 
     def trace(self, event: str, **fields: Any) -> None:
-        self.effects.append(Trace(event, fields))
+        self.effects.append(_TRACE(event, fields))
 
     def drop(self, reason: str, sender: str = "", kind: str = "") -> None:
         """Count and trace an ignored message. `bad` marks reasons only a faulty or forged
         message can have; the rest (stale, duplicate, early) happen to honest traffic too."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.effects.append(Trace("drop", {"reason": reason, "from": sender, "kind": kind,
+        self.effects.append(_TRACE("drop", {"reason": reason, "from": sender, "kind": kind,
                                            "bad": reason not in BENIGN_DROPS}))
 
     def _envelope(self, to: str, payload: bytes) -> bytes:
@@ -70,7 +76,7 @@ class Outbox:
     def send(self, to: int | str, msg: Message) -> None:
         """To a replica (by index) or a client (by id)."""
         to_id = self.ids[to] if isinstance(to, int) else to
-        self.effects.append(Send(to_id, self._envelope(to_id, m.encode(msg)), msg.KIND))
+        self.effects.append(_SEND(to_id, self._envelope(to_id, m.encode(msg)), msg.KIND))
 
     def bcast(self, msg: Message) -> None:
         """Multicast to every other replica: point-to-point copies, one MAC each, as one
@@ -81,7 +87,7 @@ class Outbox:
         # each receiver's MAC covers our id and the payload; the copies differ only in it
         tags = self.keys.macs(others, self._mac_prefix + payload)
         head = envelope_head(self._env_prefix, payload)
-        self.effects.append(Multicast(others, tuple([head + tag for tag in tags]), kind))
+        self.effects.append(_MULTICAST(others, tuple([head + tag for tag in tags]), kind))
 
     def set_timer(self, key: str, delay_ns: int) -> None:
         self.timers.add(key)
