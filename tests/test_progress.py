@@ -79,8 +79,11 @@ def test_results_are_identical_with_and_without_progress(runs: dict[str, Any]) -
     assert (shown / "requests.csv").read_bytes() == (quiet / "requests.csv").read_bytes()
 
 
-def test_sliced_run_records_exactly_what_one_run_records() -> None:
-    scenario = load_scenario(PRIMARY_CRASH, overrides=["duration=7s", "drain=2s"])
+@pytest.mark.parametrize("cpu", ["none", "default"])
+def test_sliced_run_records_exactly_what_one_run_records(cpu: str) -> None:
+    # cpu: default puts a timer per message on the loop (the CPU model's handle-free
+    # timers), and the primary's crash cancels the ones pending.
+    scenario = load_scenario(PRIMARY_CRASH, overrides=["duration=7s", "drain=2s", f"cpu={cpu}"])
     calls: list[tuple[int, int, int, int]] = []
     plain = run_scenario(scenario, trace=True)
     sliced = run_scenario(scenario, trace=True, progress=lambda *a: calls.append(a))
