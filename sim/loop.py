@@ -439,8 +439,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
                     raise
                 except BaseException as exc:
                     self.call_exception_handler({
-                        "message": f"Exception in callback {callback!r}({handle[1]!r})",
-                        "exception": exc})
+                        "message": f"Exception in callback {callback!r}", "exception": exc})
                 continue
             if handle._cancelled:
                 continue
