@@ -131,8 +131,8 @@ def run_case(spec: dict[str, Any], repeat: int) -> dict[str, Any]:
     return {
         "n": summary["n"],
         "name": spec["name"],
-        "batch_size": spec["protocol"]["batch_size"],
-        "clients": spec["workload"]["clients"],
+        "batch_size": spec.get("protocol", {}).get("batch_size", 1),
+        "clients": spec["workload"].get("clients", 1),
         "outstanding": spec["workload"].get("outstanding"),
         "duration": spec["duration"],
         "sim_s": summary["sim_time_s"],
