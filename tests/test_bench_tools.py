@@ -218,3 +218,13 @@ def test_compare_needs_the_loopback_calibration_beside_a_wan_one(
         compare.main(["--calibrated-wan", "results/calibration-wan.json"])
     assert info.value.code == 2
     assert "--calibrated-wan needs --calibrated" in capsys.readouterr().err
+
+
+def test_the_scenarios_sim_speed_runs_against_real_time_are_shipped_and_parse() -> None:
+    sim_speed = _bench("sim_speed")
+    assert sim_speed.REAL_TIME_SCENARIOS
+    for path in sim_speed.REAL_TIME_SCENARIOS:
+        spec = sim_speed.scenario_spec(path)
+        scenario = parse_scenario(spec, path)  # what run_case parses, from the shipped file
+        assert scenario == load_scenario(ROOT / path)
+        assert scenario.n >= 64 and scenario.duration_ns >= 2_000_000_000
