@@ -28,26 +28,27 @@ __all__ = ["SHARED_DECODES", "decode_authenticated", "envelope_head", "envelope_
 _TAG: Final = Envelope.TAG
 _MAX_BYTES: Final = MAX_MESSAGE_BYTES
 _MAX_SENDER: Final = _MAX_STR
-_MAC_LEN = _U32.pack(MAC_BYTES)  # the length field before every replica's MAC
+_PACK_U32: Final = _U32.pack
+_MAC_LEN: Final = _U32.pack(MAC_BYTES)  # the length field before every replica's MAC
 
 
 def envelope_prefix(sender: str) -> bytes:
     """The constant start of every Envelope `sender` sends (tag and sender field)."""
     raw = sender.encode()
-    return bytes((_TAG,)) + _U32.pack(len(raw)) + raw
+    return bytes((_TAG,)) + _PACK_U32(len(raw)) + raw
 
 
 def seal_envelope(prefix: bytes, payload: bytes, mac: bytes) -> bytes:
     """encode(Envelope(sender, payload, mac)) given `envelope_prefix(sender)`: the hot path
     of every send, without building the dataclass."""
-    return b"".join((prefix, _U32.pack(len(payload)), payload, _U32.pack(len(mac)), mac))
+    return b"".join((prefix, _PACK_U32(len(payload)), payload, _PACK_U32(len(mac)), mac))
 
 
 def envelope_head(prefix: bytes, payload: bytes) -> bytes:
     """seal_envelope(prefix, payload, mac) without the MAC bytes: every copy of a multicast
     starts with the same head, so the head is built once and each copy is head + its MAC
     (a MAC is always MAC_BYTES long)."""
-    return b"".join((prefix, _U32.pack(len(payload)), payload, _MAC_LEN))
+    return b"".join((prefix, _PACK_U32(len(payload)), payload, _MAC_LEN))
 
 
 #: How many authenticated payloads `decode_authenticated` remembers (oldest forgotten first).

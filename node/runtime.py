@@ -251,9 +251,7 @@ class NodeRuntime:
             if effects:  # most messages change state and send nothing
                 self._apply(effects)
         else:
-            self._inbox.append(data)
-            if self._wakeup is None and not self._awaiting_core:
-                self._drain()
+            self._enqueue(data)
 
     def crash(self) -> None:
         """Stop: nothing in or out, timers off; the core (durable state) is kept."""
@@ -278,7 +276,12 @@ class NodeRuntime:
         if self.cost_model is None:
             self._apply(self._core.step(event, loop_now_ns(self.loop)))
             return
-        self._inbox.append(event)
+        self._enqueue(event)
+
+    def _enqueue(self, item: Event | bytes) -> None:
+        """With a CPU model: queue `item` for the processor, and take it now if the
+        processor is idle (no step timed, no core awaited)."""
+        self._inbox.append(item)
         if self._wakeup is None and not self._awaiting_core:
             self._drain()
 
