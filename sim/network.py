@@ -2,9 +2,10 @@
 
 Why this exists: PBFT's latency and message load are shaped by the links between
 organisations (a regulator on a slow WAN link, a hospital behind a lossy line). The topology
-is a networkx directed graph over replicas and clients, a full mesh by default; each directed
-edge carries a latency distribution, an optional bandwidth (serialisation delay and a FIFO
-queue per link) and a loss probability. Scenario `links:` entries override single edges.
+is a directed graph over replicas and clients (as a networkx graph when asked for: `graph`),
+a full mesh by default; each directed edge carries a latency distribution, an optional
+bandwidth (serialisation delay and a FIFO queue per link) and a loss probability. Scenario
+`links:` entries override single edges.
 
 Faults change it for a while: partitions (messages between groups are lost), isolated
 endpoints, and link faults that override a link's latency, loss or bandwidth and add
@@ -22,8 +23,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import Any
 
 __all__ = ["LinkState", "Network", "latency_sampler"]
 
@@ -113,33 +113,33 @@ class Network:
             getattr(network_spec, "bandwidth_bps", None),
             float(getattr(network_spec, "loss", 0.0)),
         )
-        graph = nx.DiGraph()
-        graph.add_nodes_from(self.nodes, kind="replica")
-        graph.add_nodes_from(self.clients, kind="client")
+        # Successors per endpoint, in insertion order: replicas first, then clients, each
+        # one's links in the order they were added (the order networkx's graph keeps too).
+        adjacency: dict[str, dict[str, LinkState]] = {e: {} for e in (*self.nodes,
+                                                                     *self.clients)}
         endpoints = [(a, b) for a in self.nodes for b in self.nodes if a != b]
         endpoints += [(c, r) for c in self.clients for r in self.nodes]
         endpoints += [(r, c) for c in self.clients for r in self.nodes]
         for a, b in endpoints:
-            graph.add_edge(a, b, link=LinkState(default.latency, default.bandwidth_bps,
-                                                default.loss))
+            adjacency[a][b] = LinkState(default.latency, default.bandwidth_bps, default.loss)
         for link in getattr(network_spec, "links", ()):
             pairs = [(link.src, link.dst)]
             if link.both:
                 pairs.append((link.dst, link.src))
             for a, b in pairs:
-                if not graph.has_edge(a, b):
-                    graph.add_edge(a, b, link=LinkState(default.latency, default.bandwidth_bps,
-                                                        default.loss))
-                state: LinkState = graph.edges[a, b]["link"]
+                out = adjacency.setdefault(a, {})
+                adjacency.setdefault(b, {})
+                if b not in out:
+                    out[b] = LinkState(default.latency, default.bandwidth_bps, default.loss)
+                state = out[b]
                 if link.latency is not None:
                     state.latency = latency_sampler(link.latency)
                 if link.bandwidth_bps is not None:
                     state.bandwidth_bps = link.bandwidth_bps
                 if link.loss is not None:
                     state.loss = link.loss
-        self.graph = graph
         self._links: dict[tuple[str, str], LinkState] = {
-            (a, b): d["link"] for a, b, d in graph.edges(data=True)
+            (a, b): state for a, out in adjacency.items() for b, state in out.items()
         }
         for state in self._links.values():
             if (type(state.latency) is ConstantDelay and not state.bandwidth_bps
@@ -206,6 +206,21 @@ class Network:
                     ov.loss if ov.loss is not None else base.loss,
                     0, ov.duplicate or base.duplicate, ov.reorder or base.reorder,
                 )
+
+    @property
+    def graph(self) -> Any:
+        """The topology as a networkx DiGraph: endpoints with their `kind` (replica, client),
+        each directed link with its `LinkState` as `link` (the objects the simulator uses).
+        Built when asked for: the simulator itself reads `_links`, and importing networkx
+        cost every run a tenth of a second."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        graph.add_nodes_from(self.nodes, kind="replica")
+        graph.add_nodes_from(self.clients, kind="client")
+        for (a, b), state in self._links.items():
+            graph.add_edge(a, b, link=state)
+        return graph
 
     @property
     def mesh_fixed_ns(self) -> int | None:

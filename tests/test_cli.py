@@ -104,3 +104,39 @@ def test_a_scenario_whose_virtual_time_cannot_advance_is_refused(
     assert main(["run", str(minimal), "--set", "network.latency=1ms", "--out",
                  str(tmp_path / "ok"), "--no-plots", "--quiet"]) == 0
 
+
+
+def test_a_command_imports_only_what_it_runs(tmp_path: Path) -> None:
+    """Naming a subcommand registers that command's module alone: `validate` and a run
+    without figures never load aiohttp, matplotlib or networkx (half a second to a second
+    per command otherwise); `--help` still lists every command, and a misspelt command is
+    told the valid choices."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom medbft.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(sorted(m for m in ('aiohttp', 'matplotlib', 'networkx') if m in sys.modules))\n"
+             "sys.exit(code)\n")
+
+    def loaded(*argv: str) -> tuple[int, str, str]:
+        done = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, text=True,
+                              capture_output=True, check=False)
+        return done.returncode, done.stdout.strip().splitlines()[-1] if done.stdout else "", \
+            done.stderr
+
+    assert loaded("validate", BASELINE)[:2] == (0, "[]")
+    code, modules, _ = loaded("run", BASELINE, "--no-plots", "--quiet", "--out",
+                              str(tmp_path / "run"))
+    assert (code, modules) == (0, "[]")
+    assert (tmp_path / "run" / "report.html").exists()
+    code, modules, _ = loaded("run", BASELINE, "--quiet", "--out", str(tmp_path / "plotted"))
+    assert code == 0 and "matplotlib" in modules  # the figures still load it
+    assert (tmp_path / "plotted" / "plots" / "throughput.png").exists()
+    help_text = subprocess.run([sys.executable, "-m", "medbft", "--help"], cwd=ROOT, text=True,
+                               capture_output=True, check=True).stdout
+    for command in ("run", "validate", "cluster", "verify-receipt", "native", "studio"):
+        assert command in help_text
+    wrong = subprocess.run([sys.executable, "-m", "medbft", "rnu", BASELINE], cwd=ROOT,
+                           text=True, capture_output=True, check=False)
+    assert wrong.returncode == 2 and "invalid choice: 'rnu'" in wrong.stderr
+    assert "'validate'" in wrong.stderr

@@ -162,6 +162,20 @@ def test_graph_has_all_endpoints() -> None:
     assert nw.graph.number_of_edges() == len(all_pairs(nw))
 
 
+def test_graph_carries_the_links_the_simulator_uses() -> None:
+    """`graph` is built on demand from the links `transmit` reads: the same LinkState
+    objects, overrides included, in the order networkx kept when it held them."""
+    nw = network({"latency": "10ms",
+                  "links": [{"between": [R1, H1], "latency": "40ms"}]})
+    g = nw.graph
+    assert [(a, b) for a, b in g.edges] == list(nw._links)
+    for a, b, data in g.edges(data=True):
+        assert data["link"] is nw.link(a, b)
+    assert delays(nw, R1, H1, 3) == [40 * MS] * 3 == delays(nw, H1, R1, 3)
+    # A replica's successors: the other replicas, then the clients (insertion order).
+    assert list(g.successors(H1)) == [P1, R1, H2, C1, C2]
+
+
 # ---------------------------------------------------------------------------------------------
 # Loss
 

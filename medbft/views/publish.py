@@ -36,11 +36,14 @@ def redraw_run(out: Path, plots: bool = True, formats: Sequence[str] | None = No
     RunFileError (a UsageError) for a missing or damaged file; `warn` (default: stderr) gets
     one line per figure that a missing optional file keeps from being drawn."""
     from medbft.views.report import write_report
-    from medbft.views.run_figures import draw_run  # matplotlib loads only when drawing
 
     data = load_run(out)
-    extra = {"warn": warn} if warn is not None else {}
-    written = draw_run(data, out / "plots", formats, **extra) if plots else []
+    written: list[Path] = []
+    if plots:
+        from medbft.views.run_figures import draw_run  # matplotlib loads only when drawing
+
+        extra = {"warn": warn} if warn is not None else {}
+        written = draw_run(data, out / "plots", formats, **extra)
     _write_replay(out, warn or _warn)
     write_report(data, out / "report.html", with_figures=plots)
     return written

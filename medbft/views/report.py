@@ -163,11 +163,12 @@ def _events_table(data: RunData) -> str:
 
 
 def _figures(data: RunData, with_figures: bool) -> str:
-    from medbft.views.run_figures import CAPTIONS, FIGURES  # only for names and captions
-
     if not with_figures:
         return (f"<p class=muted>Figures were not drawn (<code>--no-plots</code>); "
                 f"<code>medbft plot {_e(data.path)}</code> draws them.</p>")
+    # only for names and captions; matplotlib loads with it (half a second), so not above
+    from medbft.views.run_figures import CAPTIONS, FIGURES
+
     parts = []
     for name in FIGURES:
         png = data.path / "plots" / f"{name}.png"
