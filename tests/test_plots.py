@@ -251,3 +251,35 @@ def test_plot_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["plot", str(tmp_path)]) == 2
     assert "summary.json: missing" in capsys.readouterr().err
     assert main(["plot", str(tmp_path), "--formats", "gif"]) == 2
+
+
+def test_figures_drawn_side_by_side_are_the_ones_drawn_in_turn(crash_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """`draw_run` in forked workers writes the same files, byte for byte, and warns the same
+    lines in the same order, as drawing the figures one after another here; a figure that
+    cannot be drawn has its stale files removed either way."""
+    out = tmp_path / "copy"
+    out.mkdir()
+    for f in crash_dir.iterdir():
+        if f.is_file() and f.name not in ("views.csv", "phases.csv"):  # two warnings
+            (out / f.name).write_bytes(f.read_bytes())
+    data = load_run(out)
+    results = {}
+    for jobs in (1, 2):
+        plots = tmp_path / f"plots-{jobs}"
+        plots.mkdir()
+        (plots / "phases.png").write_bytes(b"stale")
+        warnings: list[str] = []
+        written = rf.draw_run(data, plots, ("png", "svg"), warn=warnings.append, jobs=jobs)
+        assert not (plots / "phases.png").exists()
+        results[jobs] = ([p.name for p in written], warnings,
+                         {p.name: p.read_bytes() for p in sorted(plots.iterdir())})
+    names, warnings, files = results[1]
+    assert "throughput.svg" in files
+    assert "throughput.png" in names and "phases.png" not in names
+    assert any("phases.csv" in w for w in warnings) and any("views.csv" in w for w in warnings)
+    assert results[2] == results[1]
+    # The workers really drew them (no silent fall-back to drawing here).
+    outcomes = rf._draw_in_workers(data, tmp_path / "plots-w", ("png",), ["throughput"], 2)
+    assert outcomes is not None and outcomes[0][0] == [tmp_path / "plots-w" / "throughput.png"]
+    assert rf._figure_jobs(8) >= 1 and rf._figure_jobs(1) == 1

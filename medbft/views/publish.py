@@ -42,8 +42,7 @@ def redraw_run(out: Path, plots: bool = True, formats: Sequence[str] | None = No
     if plots:
         from medbft.views.run_figures import draw_run  # matplotlib loads only when drawing
 
-        extra = {"warn": warn} if warn is not None else {}
-        written = draw_run(data, out / "plots", formats, **extra)
+        written = draw_run(data, out / "plots", formats, warn or _warn)
     _write_replay(out, warn or _warn)
     write_report(data, out / "report.html", with_figures=plots)
     return written
