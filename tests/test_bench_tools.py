@@ -230,13 +230,15 @@ def test_the_scenarios_sim_speed_runs_against_real_time_are_shipped_and_parse() 
         assert scenario.n >= 64 and scenario.duration_ns >= 2_000_000_000
 
 
-def test_sim_speed_times_the_whole_run_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_sim_speed_times_the_whole_run_command(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The whole `medbft run` a user types is timed as a real command (a failing one stops
     the benchmark with its error), and the verdict counts the figures in."""
     sim_speed = _bench("sim_speed")
     assert sim_speed.time_command("scenarios/baseline.yaml", plots=False) > 0
-    with pytest.raises(SystemExit, match=r"missing\.yaml"):
-        sim_speed.time_command("scenarios/missing.yaml", plots=False)
+    absent = tmp_path / "absent.yaml"
+    with pytest.raises(SystemExit, match=r"absent\.yaml"):
+        sim_speed.time_command(str(absent), plots=False)
     rows = [("a.yaml", {"compiled": True, "sim_s": 2.0, "command_s": 1.5,
                         "command_no_plots_s": 1.0}),
             ("b.yaml", {"compiled": False, "sim_s": 2.0, "command_s": 6.0,
