@@ -57,15 +57,17 @@ ProgressFn = Callable[[int, int, int, int], None]
 #: With a progress callback the run goes in slices of duration / PROGRESS_SLICES of virtual
 #: time (at least `_MIN_SLICE_NS`), the drain after the duration in slices of the same length.
 PROGRESS_SLICES = 200
-#: Whether a finished run's objects may still wait for the collector. A run's replicas,
-#: ledgers and loop refer to each other, so once its results are out they are cyclic garbage
-#: that only a full collection frees, and the thresholds a run sets (below) make full
-#: collections rare: a process running one scenario after another (a sweep's or the
-#: fuzzer's workers, the test suite) grew by every run's memory, 5 MB per simulated second
-#: at n = 4 (40 runs: 58 -> 260 MB). The next run therefore starts with a full collection
-#: (0.04 s after a 2 s run, 0.3 s after a 20 s run); a process that runs one scenario and
-#: exits pays nothing.
-_GARBAGE_LEFT: Final[list[bool]] = [False]
+#: Whether a finished run's objects may still wait for the collector, and the oldest
+#: generation they can be in (0: none left). A run's replicas, ledgers and loop refer to each
+#: other, so once its results are out they are cyclic garbage, and the thresholds a run sets
+#: (below) make the collections that would free them rare: a process running one scenario
+#: after another (a sweep's or the fuzzer's workers, the test suite) grew by every run's
+#: memory, 5 MB per simulated second at n = 4 (40 one-second runs: 58 -> 260 MB; 100 fuzz
+#: seeds: 286 MB at the peak). The next run therefore starts by collecting them: the two
+#: young generations when no older collection ran during the run (a short run), which does
+#: not walk the modules' objects (8 ms, 3-5% of a short run); a full collection otherwise.
+#: A process that runs one scenario and exits pays nothing.
+_GARBAGE_LEFT: Final[list[int]] = [0]
 _MIN_SLICE_NS = 1_000_000
 
 
@@ -381,23 +383,26 @@ def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = F
     the module docstring); it does not change the results."""
     seed = scenario.seed if seed is None else seed
     if _GARBAGE_LEFT[0]:
-        _GARBAGE_LEFT[0] = False
-        gc.collect()
+        gc.collect(_GARBAGE_LEFT[0])
+        _GARBAGE_LEFT[0] = 0
     wall_start = time.perf_counter()
-    run = _Run(scenario, seed, trace)
     # A run allocates millions of short-lived objects and keeps few: collect the young
     # generation less often (measured: ~15% of wall time went to the collector otherwise).
     thresholds = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
+    older = _older_collections()
     frozen = False
+    run = None
     try:
+        run = _Run(scenario, seed, trace)
         run.run(progress)
-        # What the run built stays alive until the results are out: the summary's allocations
-        # (the harm judge replays the ledger) would make the collector walk all of it, for
-        # nothing (0.1-0.2 s after a 20 s run at n = 4). Frozen objects are left out of
-        # collections; given back below. Not when someone froze objects before us: unfreezing
-        # would give theirs back too.
-        if gc.get_freeze_count() == 0:
+        # What a long run built stays alive until the results are out: the summary's
+        # allocations (the harm judge replays the ledger) would make the collector walk all of
+        # it, for nothing (0.1-0.2 s after a 20 s run at n = 4). Frozen objects are left out
+        # of collections and given back below, to the oldest generation, which a short run's
+        # objects have not reached (see _GARBAGE_LEFT). Not when someone froze objects before
+        # us: unfreezing would give theirs back too.
+        if _older_collections() > older and gc.get_freeze_count() == 0:
             gc.freeze()
             frozen = True
         summary = _summarise(run, seed)
@@ -409,10 +414,18 @@ def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = F
         if frozen:
             gc.unfreeze()
         gc.set_threshold(*thresholds)
-        run.close()
-        _GARBAGE_LEFT[0] = True
+        if run is not None:
+            run.close()
+        _GARBAGE_LEFT[0] = 2 if frozen or _older_collections() > older else 1
     summary["wall_time_s"] = round(time.perf_counter() - wall_start, 3)
     return RunResult(summary, records, run.trace, run.events, artifacts)
+
+
+def _older_collections() -> int:
+    """Collections of generations 1 and 2 so far: each moves what survives it to the oldest
+    generation, which only a full collection walks."""
+    stats = gc.get_stats()
+    return int(stats[1]["collections"]) + int(stats[2]["collections"])
 
 
 def _assign_seqs(run: _Run) -> None:
