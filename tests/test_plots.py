@@ -283,3 +283,13 @@ def test_figures_drawn_side_by_side_are_the_ones_drawn_in_turn(crash_dir: Path,
     outcomes = rf._draw_in_workers(data, tmp_path / "plots-w", ("png",), ["throughput"], 2)
     assert outcomes is not None and outcomes[0][0] == [tmp_path / "plots-w" / "throughput.png"]
     assert rf._figure_jobs(8) >= 1 and rf._figure_jobs(1) == 1
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert rf._figure_jobs(8) == 1  # no fork while another thread runs
+    finally:
+        stop.set()
+        other.join()

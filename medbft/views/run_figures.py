@@ -824,10 +824,13 @@ def _draw_one(data: RunData, name: str, out: Path,
 
 def _figure_jobs(figures: int) -> int:
     """Worker processes for `figures` figures: one per core this process may use, at most 4
-    (more buys little: the largest figure bounds the time); 1 where processes cannot fork."""
+    (more buys little: the largest figure bounds the time); 1 where processes cannot fork,
+    or while another thread runs (a fork copies the locks that thread may hold, and the
+    child could wait on one forever)."""
     import multiprocessing
+    import threading
 
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
