@@ -57,6 +57,7 @@ ProgressFn = Callable[[int, int, int, int], None]
 #: With a progress callback the run goes in slices of duration / PROGRESS_SLICES of virtual
 #: time (at least `_MIN_SLICE_NS`), the drain after the duration in slices of the same length.
 PROGRESS_SLICES = 200
+_MIN_SLICE_NS = 1_000_000
 #: Whether a finished run's objects may still wait for the collector, and the oldest
 #: generation they can be in (0: none left). A run's replicas, ledgers and loop refer to each
 #: other, so once its results are out they are cyclic garbage, and the thresholds a run sets
@@ -68,7 +69,8 @@ PROGRESS_SLICES = 200
 #: not walk the modules' objects (8 ms, 3-5% of a short run); a full collection otherwise.
 #: A process that runs one scenario and exits pays nothing.
 _GARBAGE_LEFT: Final[list[int]] = [0]
-_MIN_SLICE_NS = 1_000_000
+#: A collection threshold never reached.
+_NEVER: Final = 1 << 30
 
 
 @dataclass
@@ -391,34 +393,38 @@ def run_scenario(scenario: Scenario, *, seed: int | None = None, trace: bool = F
     thresholds = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     older = _older_collections()
-    frozen = False
     run = None
+    done = False
     try:
         run = _Run(scenario, seed, trace)
         run.run(progress)
-        # What a long run built stays alive until the results are out: the summary's
-        # allocations (the harm judge replays the ledger) would make the collector walk all of
-        # it, for nothing (0.1-0.2 s after a 20 s run at n = 4). Frozen objects are left out
-        # of collections and given back below, to the oldest generation, which a short run's
-        # objects have not reached (see _GARBAGE_LEFT). Not when someone froze objects before
-        # us: unfreezing would give theirs back too.
-        if _older_collections() > older and gc.get_freeze_count() == 0:
-            gc.freeze()
-            frozen = True
+        # What the run built stays alive until the results are out, and the summary (the harm
+        # judge replays the ledger) allocates: a collection of generation 1 would walk all of
+        # it for nothing (0.1 s after a 20 s run at n = 4). Until then only the young
+        # generation is collected; the run's objects stay in the young generations, where
+        # the next run's first collection finds them (see _GARBAGE_LEFT).
+        gc.set_threshold(50_000, _NEVER, _NEVER)
         summary = _summarise(run, seed)
         _assign_seqs(run)
         records = sorted(run.workload.records.values(),
                          key=lambda r: (r.submit_ns, r.client, r.session))
         artifacts = run.app.artifacts(run)
+        result = RunResult(summary, records, run.trace, run.events, artifacts)
+        done = True
     finally:
-        if frozen:
-            gc.unfreeze()
-        gc.set_threshold(*thresholds)
         if run is not None:
             run.close()
-        _GARBAGE_LEFT[0] = 2 if frozen or _older_collections() > older else 1
+        _GARBAGE_LEFT[0] = 2 if _older_collections() > older else 1
+        if not done:
+            gc.set_threshold(*thresholds)
     summary["wall_time_s"] = round(time.perf_counter() - wall_start, 3)
-    return RunResult(summary, records, run.trace, run.events, artifacts)
+    # The usual thresholds come back only once nothing here holds the run any more: the
+    # run's many young collections make the next one likely to be of generation 1, and one
+    # that ran while `run` was still held walked everything the run built without freeing
+    # any of it, then moved it all to the oldest generation.
+    run = None
+    gc.set_threshold(*thresholds)
+    return result
 
 
 def _older_collections() -> int:
