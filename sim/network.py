@@ -141,6 +141,7 @@ class Network:
         self._links: dict[tuple[str, str], LinkState] = {
             (a, b): state for a, out in adjacency.items() for b, state in out.items()
         }
+        self._endpoints = tuple(adjacency)  # as networkx would list them
         for state in self._links.values():
             if (type(state.latency) is ConstantDelay and not state.bandwidth_bps
                     and state.loss == 0.0 and state.duplicate == 0.0 and state.reorder == 0.0):
@@ -218,6 +219,7 @@ class Network:
         graph = nx.DiGraph()
         graph.add_nodes_from(self.nodes, kind="replica")
         graph.add_nodes_from(self.clients, kind="client")
+        graph.add_nodes_from(self._endpoints)  # any a `links:` entry named besides
         for (a, b), state in self._links.items():
             graph.add_edge(a, b, link=state)
         return graph

@@ -169,6 +169,7 @@ def test_graph_carries_the_links_the_simulator_uses() -> None:
                   "links": [{"between": [R1, H1], "latency": "40ms"}]})
     g = nw.graph
     assert [(a, b) for a, b in g.edges] == list(nw._links)
+    assert list(g.nodes) == [*NODES, C1, C2]
     for a, b, data in g.edges(data=True):
         assert data["link"] is nw.link(a, b)
     assert delays(nw, R1, H1, 3) == [40 * MS] * 3 == delays(nw, H1, R1, 3)
