@@ -293,3 +293,73 @@ def test_figures_drawn_side_by_side_are_the_ones_drawn_in_turn(crash_dir: Path,
     finally:
         stop.set()
         other.join()
+
+
+def test_run_draws_in_a_process_started_before_the_simulation(tmp_path: Path) -> None:
+    """`medbft run` starts its drawing process before simulating (it loads matplotlib on the
+    other core meanwhile): the command's own process never loads matplotlib, leaves no
+    process behind, and its figures and report are the files an in-process redraw of the
+    same folder writes."""
+    import subprocess
+    import sys
+
+    from medbft.views.publish import redraw_run
+
+    out = tmp_path / "run"
+    probe = ("import sys, multiprocessing\nfrom medbft.cli import main\n"
+             "code = main(sys.argv[1:])\n"
+             "print('matplotlib' in sys.modules, len(multiprocessing.active_children()))\n"
+             "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", probe, "run", BASELINE, "--quiet", "--out",
+                           str(out), "--set", "duration=2s"], cwd=ROOT, text=True,
+                          capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["False", "0"]
+    drawn = {p.name: p.read_bytes() for p in (out / "plots").iterdir()}
+    assert "throughput.png" in drawn and "network.svg" in drawn
+    again = tmp_path / "again"
+    again.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (again / f.name).write_bytes(f.read_bytes())
+    redraw_run(again, warn=lambda message: pytest.fail(message))
+    assert {p.name: p.read_bytes() for p in (again / "plots").iterdir()} == drawn
+    assert (again / "report.html").read_bytes() == (out / "report.html").read_bytes()
+
+
+def test_the_drawing_process_falls_back_to_drawing_here(crash_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """If the drawing process dies, or cannot start because another thread runs, the figures
+    are drawn in this process instead, with the same warnings."""
+    import os
+    import signal
+    import threading
+
+    from medbft.views.publish import Drawer
+
+    out = tmp_path / "copy"
+    out.mkdir()
+    for f in crash_dir.iterdir():
+        if f.is_file() and f.name != "views.csv":
+            (out / f.name).write_bytes(f.read_bytes())
+    warnings: list[str] = []
+    with Drawer() as drawer:
+        pool = drawer._pool
+        assert pool is not None or threading.active_count() > 1
+        if pool is not None:  # none while another thread of this test process runs
+            list(pool.map(int, [0]))  # started
+            for pid in list(pool._processes):  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGKILL)
+        written = drawer.redraw(out, warn=warnings.append)
+    assert drawer._pool is None
+    assert (out / "plots" / "throughput.png") in written
+    assert any("views.csv" in w for w in warnings)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with Drawer() as drawer:
+            assert drawer._pool is None
+    finally:
+        stop.set()
+        other.join()

@@ -9,6 +9,7 @@ prints the summary table and the verdict, and says how to reproduce a failing ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -100,22 +101,8 @@ def verdict_line(summary: dict[str, Any], expect: Any, ok: bool) -> str:
 
 
 def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
-    from medbft.apps import write_ledger_results
-    from medbft.progress import Reporter, sim_progress
-    from medbft.results import (
-        append_index,
-        check_run_dir,
-        clear_run_dir,
-        code_commit,
-        headline,
-        index_path,
-        package_version,
-        reproduce_command,
-        write_manifest,
-        write_results,
-    )
-    from sim.loop import LivelockError
-    from sim.run import run_scenario  # imported here so `validate` and errors stay fast
+    from medbft.results import check_run_dir
+    from medbft.views.publish import Drawer
 
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed: expected a whole number >= 0, as a scenario's seed: is; "
@@ -130,6 +117,31 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     if not args.json:
         console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "
                       f"n={scenario.n}, f={scenario.f}", markup=False)
+    # The figures' process loads matplotlib on the other core while the simulation runs.
+    with contextlib.ExitStack() as stack:
+        drawer = None if args.no_plots else stack.enter_context(Drawer())
+        return _simulate_and_publish(args, console, err, scenario, seed, out, quiet, drawer)
+
+
+def _simulate_and_publish(args: argparse.Namespace, console: Console, err: Console,
+                          scenario: Any, seed: int, out: Path, quiet: bool,
+                          drawer: Any) -> int:
+    from medbft.apps import write_ledger_results
+    from medbft.progress import Reporter, sim_progress
+    from medbft.results import (
+        append_index,
+        clear_run_dir,
+        code_commit,
+        headline,
+        index_path,
+        package_version,
+        reproduce_command,
+        write_manifest,
+        write_results,
+    )
+    from sim.loop import LivelockError
+    from sim.run import run_scenario  # imported here so `validate` and errors stay fast
+
     try:
         with Reporter(f"run {scenario.name}", enabled=not quiet) as reporter:
             result = run_scenario(scenario, seed=seed, trace=args.trace,
@@ -150,7 +162,7 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
                   + "; use --out to keep runs side by side", markup=False)
     write_results(out, summary, result.requests, result.trace if args.trace else None)
     write_ledger_results(out, result)  # ledger.json, ledger_digests.json, offchain.json
-    _publish(args, out, scenario, seed, result)
+    _publish(args, out, scenario, seed, result, drawer)
     write_manifest(out, kept, version=package_version(), commit=code_commit())
     ok = verdict(summary, scenario.expect.safety)
     command = reproduce_command(args.scenario, seed, args.set)
@@ -179,11 +191,12 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, result: Any) -> None:
+def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, result: Any,
+             drawer: Any = None) -> None:
     """Save what figures and the report need, draw the figures, write report.html."""
     from medbft.results import reproduce_command
     from medbft.views.publish import publish_run
 
     info = {"command": reproduce_command(args.scenario, seed, args.set),
             "scenario_file": args.scenario, "overrides": list(args.set)}
-    publish_run(out, scenario, result, info, plots=not args.no_plots)
+    publish_run(out, scenario, result, info, plots=not args.no_plots, drawer=drawer)

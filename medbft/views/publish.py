@@ -16,18 +16,90 @@ from typing import Any
 from medbft.results import load_run, save_run_data
 from medbft.scenario import Scenario
 
-__all__ = ["publish_run", "redraw_run"]
+__all__ = ["Drawer", "publish_run", "redraw_run"]
 
 
 def publish_run(out: Path, scenario: Scenario, result: Any, info: dict[str, Any],
-                plots: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
+                plots: bool = True, warn: Callable[[str], None] | None = None,
+                drawer: Drawer | None = None) -> list[Path]:
     """Save the data files, draw the figures (unless `plots` is false) and write report.html.
 
     Returns the figure files written. Everything after the run itself happens here, so
-    `medbft run` and `medbft plot` produce the same directory.
+    `medbft run` and `medbft plot` produce the same directory. With a `drawer` (started
+    before the run), its process draws them and writes the report.
     """
     save_run_data(out, scenario, result, info)
+    if drawer is not None:
+        return drawer.redraw(out, plots=plots, warn=warn)
     return redraw_run(out, plots=plots, warn=warn)
+
+
+class Drawer:
+    """A process, started before a simulation, that loads the figure code (matplotlib: about
+    0.8 s) on another core while the simulation runs, and later redraws the saved run
+    (`redraw_run`, figures and report.html) from its folder. Without it `medbft run` loaded
+    matplotlib only after simulating. The figures are the same files: the process runs the
+    same `redraw_run` on the same saved files, and its warnings come back in order.
+
+    Where processes cannot fork, while another thread runs (a fork copies the locks it may
+    hold), or if the process dies, the figures are drawn here as before. Use it as a context
+    manager: the process is stopped on the way out, also on an error or Ctrl-C."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+        import threading
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool: ProcessPoolExecutor | None = None
+        if ("fork" not in multiprocessing.get_all_start_methods()
+                or threading.active_count() > 1):
+            return
+        try:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_load_figure_code)
+            self._pool.submit(int)  # start the process now: it loads the figure code first
+        except OSError:
+            self._pool = None
+
+    def __enter__(self) -> Drawer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def redraw(self, out: Path, plots: bool = True, formats: Sequence[str] | None = None,
+               warn: Callable[[str], None] | None = None) -> list[Path]:
+        """`redraw_run(out, plots, formats, warn)`, in the drawing process when it runs."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is not None:
+            try:
+                written, warnings = self._pool.submit(_redraw_collecting, out, plots,
+                                                      formats).result()
+            except BrokenProcessPool:
+                self.close()
+            else:
+                for message in warnings:
+                    (warn or _warn)(message)
+                return written
+        return redraw_run(out, plots=plots, formats=formats, warn=warn)
+
+
+def _load_figure_code() -> None:
+    import medbft.views.report
+    import medbft.views.run_figures  # noqa: F401  (matplotlib)
+
+
+def _redraw_collecting(out: Path, plots: bool,
+                       formats: Sequence[str] | None) -> tuple[list[Path], list[str]]:
+    warnings: list[str] = []
+    written = redraw_run(out, plots=plots, formats=formats, warn=warnings.append)
+    return written, warnings
 
 
 def redraw_run(out: Path, plots: bool = True, formats: Sequence[str] | None = None,
