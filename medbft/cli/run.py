@@ -14,7 +14,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -23,6 +23,9 @@ from medbft.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from medbft.scenario import ScenarioError, load_scenario
 from medbft.scenario.model import simulation_problems
 from medbft.summary import verdict
+
+if TYPE_CHECKING:
+    from medbft.views.publish import Drawer
 
 __all__ = ["register"]
 
@@ -118,14 +121,13 @@ def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
         console.print(f"medbft run {args.scenario}: scenario {scenario.name!r}, seed {seed}, "
                       f"n={scenario.n}, f={scenario.f}", markup=False)
     # The figures' process loads matplotlib on the other core while the simulation runs.
-    with contextlib.ExitStack() as stack:
-        drawer = None if args.no_plots else stack.enter_context(Drawer())
+    with Drawer() if not args.no_plots else contextlib.nullcontext() as drawer:
         return _simulate_and_publish(args, console, err, scenario, seed, out, quiet, drawer)
 
 
 def _simulate_and_publish(args: argparse.Namespace, console: Console, err: Console,
                           scenario: Any, seed: int, out: Path, quiet: bool,
-                          drawer: Any) -> int:
+                          drawer: Drawer | None) -> int:
     from medbft.apps import write_ledger_results
     from medbft.progress import Reporter, sim_progress
     from medbft.results import (
@@ -192,7 +194,7 @@ def _simulate_and_publish(args: argparse.Namespace, console: Console, err: Conso
 
 
 def _publish(args: argparse.Namespace, out: Path, scenario: Any, seed: int, result: Any,
-             drawer: Any = None) -> None:
+             drawer: Drawer | None = None) -> None:
     """Save what figures and the report need, draw the figures, write report.html."""
     from medbft.results import reproduce_command
     from medbft.views.publish import publish_run

@@ -16,7 +16,7 @@ from medbft.timeline import FaultRow, fault_rows
 if TYPE_CHECKING:
     from medbft.results import RunData
 
-__all__ = ["DEFAULT_FORMATS", "FORMATS", "fault_windows"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "fault_windows", "may_fork"]
 
 #: PNG for screens and the report, SVG (vector) for papers and editing. PDF is one option
 #: away (`medbft plot DIR --formats png,pdf`); it is not the default because it takes about
@@ -35,3 +35,13 @@ def fault_windows(data: RunData) -> list[FaultRow] | None:
     if not isinstance(windows, list):
         return None
     return fault_rows({"faults": windows}, ())
+
+
+def may_fork() -> bool:
+    """Whether figures may be drawn in forked processes: the platform can fork, and no other
+    thread runs (a fork copies the locks a thread may hold, and the child could wait on one
+    forever). Otherwise they are drawn in the calling process."""
+    import multiprocessing
+    import threading
+
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1

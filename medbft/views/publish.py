@@ -41,18 +41,18 @@ class Drawer:
     matplotlib only after simulating. The figures are the same files: the process runs the
     same `redraw_run` on the same saved files, and its warnings come back in order.
 
-    Where processes cannot fork, while another thread runs (a fork copies the locks it may
-    hold), or if the process dies, the figures are drawn here as before. Use it as a context
-    manager: the process is stopped on the way out, also on an error or Ctrl-C."""
+    Where this process may not fork (`medbft.views.may_fork`), or if the drawing process
+    dies, the figures are drawn here as before. Use it as a context manager: the process is
+    stopped on the way out, also on an error or Ctrl-C."""
 
     def __init__(self) -> None:
         import multiprocessing
-        import threading
         from concurrent.futures import ProcessPoolExecutor
 
+        from medbft.views import may_fork
+
         self._pool: ProcessPoolExecutor | None = None
-        if ("fork" not in multiprocessing.get_all_start_methods()
-                or threading.active_count() > 1):
+        if not may_fork():
             return
         try:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),

@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 from medbft.metrics import percentile
 from medbft.results import RunData, RunFileError
 from medbft.timeline import PHASES, FaultRow, ViewRow
-from medbft.views import fault_windows
+from medbft.views import fault_windows, may_fork
 from medbft.views.style import (
     DEFAULT_FORMATS,
     FAULT_COLOURS,
@@ -824,13 +824,9 @@ def _draw_one(data: RunData, name: str, out: Path,
 
 def _figure_jobs(figures: int) -> int:
     """Worker processes for `figures` figures: one per core this process may use, at most 4
-    (more buys little: the largest figure bounds the time); 1 where processes cannot fork,
-    or while another thread runs (a fork copies the locks that thread may hold, and the
-    child could wait on one forever)."""
-    import multiprocessing
-    import threading
-
-    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+    (more buys little: the largest figure bounds the time); 1 where it may not fork
+    (`may_fork`)."""
+    if not may_fork():
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
