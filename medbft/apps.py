@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from medbft.harm import (
+    HISTORY_EVENTS,
+    JUDGED_EVENTS,
     ObservedTraffic,
     RequestArrivals,
     build_history,
@@ -134,9 +136,11 @@ class LedgerApp:
 
     def harm(self, run: Any) -> dict[str, Any]:
         """The run's `harm` section (medbft/harm.py)."""
-        history = build_history(self.genesis, self.traffic, run.workload.records, run.events,
-                                set(run.checker.honest), run.scenario.node_ids, self.arrivals)
-        out = judge_harm(history, run.events, run.loop.now_ns)
+        events = run.events  # a sim.events.EventLog
+        history = build_history(self.genesis, self.traffic, run.workload.records,
+                                events.select(HISTORY_EVENTS), set(run.checker.honest),
+                                run.scenario.node_ids, self.arrivals)
+        out = judge_harm(history, events.select(JUDGED_EVENTS), run.loop.now_ns)
         digests = self.digests(run)
         agreed = {(d["height"], d["digest"]) for d in digests.values() if d["honest"]}
         for entry in out["tampering"]:

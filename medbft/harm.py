@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,8 @@ from node.ledger import Ledger, LedgerGenesis
 from node.ledger.partners import MIN_COHORT_FLOOR, PAYMENT
 from node.statemachine import BlockInfo
 
-__all__ = ["DETECTORS", "GUARDS", "TAMPER_TARGETS", "Guard", "HarmEvent", "History",
+__all__ = ["DETECTORS", "GUARDS", "HISTORY_EVENTS", "JUDGED_EVENTS", "TAMPER_TARGETS", "Guard",
+           "HarmEvent", "History",
            "ObservedTraffic", "RequestArrivals", "Tx", "build_history", "empty_harm",
            "judge_harm", "tamper_ledger"]
 
@@ -457,7 +458,7 @@ def _index(h: History, tx: Tx) -> int:
     return lo
 
 
-def _false_reply_windows(h: History, events: list[dict[str, Any]]) -> list[Window]:
+def _false_reply_windows(h: History, events: Sequence[Mapping[str, Any]]) -> list[Window]:
     """A false reply opens a window (its client could be misled) that closes when the client
     settles: on f+1 matching true replies (the protocol ended it) or on the false one."""
     first: dict[str, int] = {}
@@ -516,7 +517,7 @@ def tamper_ledger(ledger: Ledger, target: str) -> str:
     raise ValueError(f"tamper target: expected one of {', '.join(TAMPER_TARGETS)}; got {target!r}")
 
 
-def tampering_report(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def tampering_report(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Each tampering: when, which store, when and by whom it was detected (a replica whose
     checkpoint digest disagrees with a quorum's), and when state transfer repaired it."""
     out = []
@@ -622,10 +623,17 @@ def _decode(op: bytes) -> tuple[str, dict[str, Any]]:
     return str(tx.get("kind", "?")), tx
 
 
+#: The events build_history reads: who proposed each batch, what the honest replicas executed,
+#: and when views were entered.
+HISTORY_EVENTS = frozenset({"pre-prepare", "execute", "enter-view"})
+
+
 def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
-                  records: dict[str, Any], events: list[dict[str, Any]], honest: set[str],
+                  records: dict[str, Any], events: Iterable[Mapping[str, Any]],
+                  honest: set[str],
                   node_ids: tuple[str, ...], arrivals: RequestArrivals | None) -> History:
-    """Rebuild the committed order from the honest replicas' executions and replay it."""
+    """Rebuild the committed order from the honest replicas' executions and replay it
+    (reads the HISTORY_EVENTS among `events`, in one pass)."""
     txs: dict[str, Tx] = {}
     for key, (op, submit_ns) in observed.submitted.items():
         cid, session, stamp = key.rsplit("/", 2)
@@ -689,10 +697,11 @@ def empty_harm() -> dict[str, Any]:
 
 #: The events judge_harm reads besides the history: false replies, tamperings and how they
 #: were detected and repaired.
-_JUDGED_EVENTS = frozenset({"byzantine", "tamper", "checkpoint mismatch", "state-transfer"})
+JUDGED_EVENTS = frozenset({"byzantine", "tamper", "checkpoint mismatch", "state-transfer"})
 
 
-def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[str, Any]:
+def judge_harm(h: History, events: Iterable[Mapping[str, Any]],
+               end_ns: int) -> dict[str, Any]:
     """The `harm` section of summary.json for one run (see the module docstring)."""
     harms: list[HarmEvent] = []
     every = DETECTORS.get("*", [])
@@ -704,7 +713,7 @@ def judge_harm(h: History, events: list[dict[str, Any]], end_ns: int) -> dict[st
     # The false-reply windows and the tampering report read only these events: select them
     # in one pass, in order (each used to scan every event, and the report once more per
     # tampering); both only ever look for rows of these kinds, so their answers are the same.
-    judged = [row for row in events if row["event"] in _JUDGED_EVENTS]
+    judged = [row for row in events if row["event"] in JUDGED_EVENTS]
     windows += _false_reply_windows(h, judged) + _regulator_windows(h)
     by_kind: dict[str, int] = {}
     for ev in harms:

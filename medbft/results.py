@@ -54,7 +54,17 @@ import yaml
 
 from medbft.errors import UsageError
 from medbft.scenario import Scenario, to_dict
-from medbft.timeline import FaultRow, PhaseRow, ViewRow, fault_rows, phase_rows, view_rows
+from medbft.timeline import (
+    FAULT_EVENTS,
+    PHASE_EVENTS,
+    VIEW_EVENTS,
+    FaultRow,
+    PhaseRow,
+    ViewRow,
+    fault_rows,
+    phase_rows,
+    view_rows,
+)
 
 __all__ = ["CLUSTER_LOGS", "CLUSTER_NETWORK", "INDEX", "INDEX_COLUMNS", "RequestRow", "RunData",
            "RunFileError", "append_index", "check_jsonl_end", "check_run_dir", "clear_run_dir",
@@ -343,20 +353,20 @@ def save_run_data(out: Path, scenario: Scenario, result: Any, info: dict[str, An
     text = yaml.safe_dump(to_dict(scenario), sort_keys=False, allow_unicode=True, width=96)
     (out / SCENARIO).write_text(text)
     (out / RUN).write_text(json.dumps(info, indent=2) + "\n")
-    phases = phase_rows(result.requests, result.events, scenario.n)
+    events = result.events  # a sim.events.EventLog: each reader selects the kinds it reads
+    phases = phase_rows(result.requests, events.select(PHASE_EVENTS), scenario.n)
     _write_csv(out / PHASES, PHASE_COLUMNS, (
         (p.request, p.view, p.seq, *(_fmt(t) for t in (p.submit_s, p.pre_prepare_s,
                                                         p.prepared_s, p.committed_s, p.reply_s)))
         for p in phases))
-    views = view_rows(result.events, scenario.node_ids)
+    views = view_rows(events.select(VIEW_EVENTS), scenario.node_ids)
     _write_csv(out / VIEWS, VIEW_COLUMNS, (
         (v.view, v.primary, _fmt(v.view_change_s), _fmt(v.entered_s)) for v in views))
-    faults = fault_rows(result.summary, result.events)
+    faults = fault_rows(result.summary, events.select(FAULT_EVENTS))
     _write_csv(out / FAULTS, FAULT_COLUMNS, (
         (w.kind, w.target, _fmt(w.start_s), _fmt(w.end_s), w.label) for w in faults))
     _write_csv(out / EVENTS, EVENT_COLUMNS, (
-        (_fmt(ev["t"] / 1e9), ev["node"], ev["event"]) for ev in result.events
-        if ev["event"] in MARKED_EVENTS))
+        (_fmt(ev["t"] / 1e9), ev["node"], ev["event"]) for ev in events.select(MARKED_EVENTS)))
 
 
 def write_results(out: Path, summary: dict[str, Any], requests: list[Any],

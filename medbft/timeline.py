@@ -35,8 +35,8 @@ from typing import Any
 from medbft.metrics import RequestRecord
 from node.quorum import faults_tolerated, quorum
 
-__all__ = ["PHASES", "FaultRow", "PhaseRow", "ViewRow", "fault_rows", "phase_rows",
-           "stall_ms", "view_rows"]
+__all__ = ["FAULT_EVENTS", "PHASES", "PHASE_EVENTS", "VIEW_EVENTS", "FaultRow", "PhaseRow",
+           "ViewRow", "fault_rows", "phase_rows", "stall_ms", "view_rows"]
 
 #: The four phases of a request, in order, each ending at the next boundary.
 PHASES: tuple[str, ...] = ("request", "prepare", "commit", "reply")
@@ -91,34 +91,35 @@ class FaultRow:
 # -- phases ----------------------------------------------------------------------------------
 
 
-def _certificates(events: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int, str]]:
-    """Request key -> (view, seq, digest) of the first execute event that ran it."""
-    out: dict[str, tuple[int, int, str]] = {}
-    for ev in events:
-        if ev["event"] == "execute":
-            for key in ev.get("executed", ev.get("requests", ())):
-                out.setdefault(key, (ev["view"], ev["seq"], ev["digest"]))
-    return out
+#: The events phase boundaries are read from.
+PHASE_EVENTS: frozenset[str] = frozenset({"pre-prepare", "prepared", "committed", "execute"})
 
 
-def _event_times(events: Iterable[Mapping[str, Any]]) -> dict[tuple[str, Any], list[int]]:
-    """(kind, certificate) -> sorted first times per distinct replica, for the three votes.
+def _phase_index(events: Iterable[Mapping[str, Any]]) -> tuple[
+        dict[str, tuple[int, int, str]], dict[tuple[str, Any], list[int]]]:
+    """One pass over the events (a simulated run's log is read once, never held as dicts):
 
-    Keys: ('pre-prepare', (v, seq, d)), ('pre-prepare-any', (seq, d)), ('prepared', (v, seq, d))
-    and ('committed', (v, seq, d)).
+    - request key -> (view, seq, digest) of the first execute event that ran it;
+    - (kind, certificate) -> sorted first times per distinct replica, for the three votes.
+      Keys: ('pre-prepare', (v, seq, d)), ('pre-prepare-any', (seq, d)),
+      ('prepared', (v, seq, d)) and ('committed', (v, seq, d)).
     """
+    certs: dict[str, tuple[int, int, str]] = {}
     first: dict[tuple[str, Any], dict[str, int]] = {}
     for ev in events:
         kind = ev["event"]
+        if kind == "execute":
+            for key in ev.get("executed", ev.get("requests", ())):
+                certs.setdefault(key, (ev["view"], ev["seq"], ev["digest"]))
+            continue
         if kind not in ("pre-prepare", "prepared", "committed"):
             continue
         cert = (ev["view"], ev["seq"], ev["digest"])
-        keys: list[tuple[str, Any]] = [(kind, cert)]
+        first.setdefault((kind, cert), {}).setdefault(ev["node"], ev["t"])
         if kind == "pre-prepare":
-            keys.append(("pre-prepare-any", (ev["seq"], ev["digest"])))
-        for key in keys:
-            first.setdefault(key, {}).setdefault(ev["node"], ev["t"])
-    return {key: sorted(times.values()) for key, times in first.items()}
+            first.setdefault(("pre-prepare-any", (ev["seq"], ev["digest"])),
+                             {}).setdefault(ev["node"], ev["t"])
+    return certs, {key: sorted(times.values()) for key, times in first.items()}
 
 
 def _nth(times: Sequence[int] | None, n: int) -> int | None:
@@ -127,12 +128,11 @@ def _nth(times: Sequence[int] | None, n: int) -> int | None:
     return times[min(n, len(times)) - 1]
 
 
-def phase_rows(records: Iterable[RequestRecord], events: Sequence[Mapping[str, Any]],
+def phase_rows(records: Iterable[RequestRecord], events: Iterable[Mapping[str, Any]],
                n: int) -> list[PhaseRow]:
     """Phase boundaries of every committed request (see the module docstring), in the order
     of `records`. Requests never committed, or with no execute event, are left out."""
-    certs = _certificates(events)
-    times = _event_times(events)
+    certs, times = _phase_index(events)
     q, f1 = quorum(n), faults_tolerated(n) + 1
     rows = []
     for rec in records:
@@ -166,6 +166,10 @@ def _clamp(bounds: list[int | None]) -> list[int]:
 # -- views and faults ------------------------------------------------------------------------
 
 
+#: The events `view_rows` reads.
+VIEW_EVENTS: frozenset[str] = frozenset({"view-change", "enter-view"})
+
+
 def view_rows(events: Iterable[Mapping[str, Any]], node_ids: Sequence[str]) -> list[ViewRow]:
     """Every view above 0 that a replica asked for (VIEW-CHANGE) or entered, in order."""
     asked: dict[int, int] = {}
@@ -180,6 +184,10 @@ def view_rows(events: Iterable[Mapping[str, Any]], node_ids: Sequence[str]) -> l
     return [ViewRow(v, node_ids[v % n],
                     asked[v] / _NS if v in asked else None,
                     entered[v] / _NS if v in entered else None) for v in views]
+
+
+#: The events `fault_rows` reads.
+FAULT_EVENTS: frozenset[str] = frozenset({"crash", "recover"})
 
 
 def fault_rows(summary: Mapping[str, Any],

@@ -44,6 +44,7 @@ from node.pbft import Replica
 from node.runtime import Cores, NodeRuntime, Processor
 from sim.checker import Checker
 from sim.cpu import CpuCosts, client_cost_model, cost_model
+from sim.events import EventLog
 from sim.faults import FaultInjector
 from sim.loop import VirtualTimeLoop
 from sim.network import Network
@@ -78,7 +79,7 @@ class RunResult:
     summary: dict[str, Any]
     requests: list[RequestRecord]
     trace: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    events: EventLog
     ledger: dict[str, Any] | None = None  # app: ledger: what medbft.apps saves
 
 
@@ -235,7 +236,7 @@ class _Run:
         self.loop = VirtualTimeLoop()
         self.traffic = Traffic()
         self.trace: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
+        self.events = EventLog()
         self.full_trace = trace
         self.rejected: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
@@ -318,10 +319,12 @@ class _Run:
             self.checker.on_execute(node, fields["seq"], fields["digest"], fields["executed"])
         elif event == "checkpoint":
             self.checker.on_checkpoint(node, fields["seq"], fields["digest"])
-        row = {"t": now_ns, "node": node, "event": event, **fields}
-        self.events.append(row)
         if self.full_trace:
+            row = {"t": now_ns, "node": node, "event": event, **fields}
+            self.events.append(row)
             self.trace.append(row)
+        else:
+            self.events.add(now_ns, node, event, fields)
 
     def _record(self, row: dict[str, Any]) -> None:
         self.events.append(row)
@@ -436,10 +439,9 @@ def _older_collections() -> int:
 
 def _assign_seqs(run: _Run) -> None:
     seqs: dict[str, int] = {}
-    for row in run.events:
-        if row["event"] == "execute":
-            for key in row["executed"]:
-                seqs.setdefault(key, row["seq"])
+    for row in run.events.select(("execute",)):
+        for key in row["executed"]:
+            seqs.setdefault(key, row["seq"])
     for record in run.workload.records.values():
         record.seq = seqs.get(record.key)
 
@@ -449,7 +451,7 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
     sc = run.scenario
     w = run.workload
     now = run.loop.now_ns
-    views_entered = {row["view"] for row in run.events if row["event"] == "enter-view"}
+    views_entered = {row["view"] for row in run.events.select(("enter-view",))}
     live = [r for r in run.replicas.values() if not run.runtimes[r.id].crashed]
     active_views = [r.view for r in live if r.view_active and r.id in run.checker.honest]
     last_commit = max((r.commit_ns for r in w.records.values() if r.commit_ns), default=0)
@@ -480,7 +482,7 @@ def _summarise(run: _Run, seed: int) -> dict[str, Any]:
         views_entered=len(views_entered),
         final_view=max(active_views, default=0),
         stable_checkpoint=max((r.h for r in run.replicas.values()), default=0),
-        state_transfers=sum(1 for row in run.events if row["event"] == "state-transfer"),
+        state_transfers=sum(1 for _ in run.events.select(("state-transfer",))),
         rejected=run.rejected, ignored=run.ignored,
         cpu=_cpu_summary(run, now),
         nodes={r.id: {"view": r.view, "last_executed": r.last_executed,

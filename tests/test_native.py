@@ -44,7 +44,7 @@ print(_native.state())
 for name in sys.argv[1].split(","):
     result = run_scenario(load_scenario(f"scenarios/{name}.yaml"), trace=True)
     records = [dataclasses.astuple(r) for r in result.requests]
-    rest = json.dumps([result.trace, result.events, records], sort_keys=True, default=repr)
+    rest = json.dumps([result.trace, list(result.events), records], sort_keys=True, default=repr)
     print(name, digest_summary(result.summary), hashlib.sha256(rest.encode()).hexdigest(),
           len(result.trace))
 for seed in range(int(sys.argv[2])):

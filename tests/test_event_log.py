@@ -1,0 +1,158 @@
+"""Layer 1: the simulator's compact event log (sim/events.py) gives back exactly the rows it
+was given, shares what replicas record alike, and is smaller than the dicts it replaces."""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import pytest
+
+from medbft.scenario import parse_scenario
+from sim.events import COMPACT, EventLog
+from sim.run import run_scenario
+
+DIGEST = "ab" * 32
+
+
+def _rows(seqs: int, nodes: int = 4) -> list[dict[str, Any]]:
+    """What n replicas record for `seqs` batches, as the simulator records them: each replica
+    builds its own strings (equal, not the same objects)."""
+    rows: list[dict[str, Any]] = []
+    for seq in range(1, seqs + 1):
+        for i in range(nodes):
+            node = f"hospital-{i + 1}"
+            digest = f"{seq:064x}"
+            keys = [f"client-{seq % 7}/{seq % 3}/{seq}"]
+            t = seq * 1_000_000 + i
+            rows.append({"t": t, "node": node, "event": "pre-prepare", "view": 0, "seq": seq,
+                         "digest": digest[:], "requests": [k[:] for k in keys]})
+            rows.append({"t": t + 1, "node": node, "event": "prepared", "view": 0, "seq": seq,
+                         "digest": "".join(digest)})
+            rows.append({"t": t + 2, "node": node, "event": "committed", "view": 0,
+                         "seq": seq, "digest": "".join(digest)})
+            rows.append({"t": t + 3, "node": node, "event": "execute", "view": 0, "seq": seq,
+                         "digest": "".join(digest), "timestamp_ns": t,
+                         "requests": ["".join(k) for k in keys],
+                         "executed": ["".join(k) for k in keys]})
+        if seq % 8 == 0:
+            rows.append({"t": seq * 1_000_000 + 9, "node": "hospital-1", "event": "checkpoint",
+                         "seq": seq, "digest": DIGEST})
+    return rows
+
+
+def test_rows_come_back_as_recorded_in_order() -> None:
+    rows = _rows(20)
+    rows.insert(5, {"t": 7, "node": "hospital-2", "event": "crash"})
+    rows.append({"t": 10**9, "node": "hospital-2", "event": "view-change", "view": 1,
+                 "stable_seq": 16, "prepared": 2, "cause": "timeout"})
+    log = EventLog()
+    for row in rows:
+        fields = {k: v for k, v in row.items() if k not in ("t", "node", "event")}
+        log.add(row["t"], row["node"], row["event"], fields)
+    assert list(log) == rows
+    assert [list(r) for r in log] == [list(r) for r in rows]  # the same key order
+    assert all(type(r["requests"]) is list for r in log if "requests" in r)
+    assert log == rows and len(log) == len(rows)
+    # append() of the whole dict (a traced run) stores the same log
+    appended = EventLog()
+    for row in rows:
+        appended.append(row)
+    assert appended == log
+
+
+def test_select_gives_the_kinds_asked_for_in_order() -> None:
+    rows = _rows(16)
+    rows.insert(9, {"t": 3, "node": "hospital-3", "event": "recover"})
+    log = EventLog()
+    for row in rows:
+        log.append(row)
+    for kinds in (("execute",), ("checkpoint", "recover"), ("pre-prepare", "recover"),
+                  ("prepared", "committed"), ("nothing",)):
+        assert list(log.select(kinds)) == [r for r in rows if r["event"] in kinds]
+    # rows kept as dicts are handed out as they are, without walking the protocol rows
+    recover = next(r for r in rows if r["event"] == "recover")
+    assert next(log.select(("recover",))) is recover
+
+
+def test_replicas_share_one_copy_of_what_they_record_alike() -> None:
+    log = EventLog()
+    for row in _rows(3):
+        log.append(row)
+    executes = list(log.select(("execute",)))
+    assert len(executes) == 12
+    first = executes[0]
+    for row in executes[1:4]:  # the other replicas' rows for the same batch
+        assert row["digest"] is first["digest"]
+        assert row["requests"][0] is first["requests"][0]
+        assert row["executed"][0] is first["executed"][0]
+
+
+def test_a_tuple_field_is_refused_rather_than_read_back_as_a_list() -> None:
+    log = EventLog()
+    with pytest.raises(TypeError, match="tuple"):
+        log.add(1, "hospital-1", "execute", {"requests": ("a",)})
+    # a row whose keys do not start with t, node, event is kept as the dict it is
+    odd = {"node": "hospital-1", "t": 1, "event": "prepared", "seq": 1}
+    log.append(odd)
+    assert list(log) == [odd] and next(iter(log)) is odd
+
+
+def test_only_strings_are_shared_so_numbers_read_back_as_recorded() -> None:
+    # 1 == 1.0 == True in Python, but they print differently: sharing them would change files
+    rows = [{"t": i, "node": "hospital-1", "event": "prepared", "seq": i, "values": value,
+             "digest": "d"} for i, value in enumerate(([1], [1.0], [True], [[1], "a"]))]
+    log = EventLog()
+    for row in rows:
+        log.append(row)
+    back = list(log)
+    assert back == rows
+    assert [type(r["values"][0]) for r in back] == [int, float, bool, list]
+
+
+def test_the_log_is_much_smaller_than_the_dicts_it_replaces() -> None:
+    def held(build: Any) -> int:
+        tracemalloc.start()
+        try:
+            kept = build()
+            size = tracemalloc.get_traced_memory()[0]
+            del kept
+        finally:
+            tracemalloc.stop()
+        return size
+
+    def as_dicts() -> Any:
+        return _rows(200)
+
+    def as_log() -> Any:
+        log = EventLog()
+        for row in _rows(200):
+            log.append(row)
+        return log
+
+    dicts, compact = held(as_dicts), held(as_log)
+    assert compact < 0.5 * dicts, (compact, dicts)
+
+
+def test_the_share_table_stays_bounded() -> None:
+    from sim import events
+
+    log = EventLog()
+    for row in _rows(3 * events._SHARED_KEPT // 2):
+        log.append(row)
+    assert len(log._shared) <= events._SHARED_KEPT
+    assert len(log._shared_old) <= events._SHARED_KEPT
+
+
+def test_a_run_records_the_same_events_traced_or_not() -> None:
+    sc = parse_scenario({
+        "name": "t", "seed": 3, "duration": "1s", "nodes": 4, "network": {"latency": "10ms"},
+        "cpu": "none", "workload": {"clients": 2, "outstanding": 2},
+        "faults": [{"at": "300ms", "until": "500ms", "crash": "hospital-2"}],
+    }, "<test>")
+    plain, traced = run_scenario(sc), run_scenario(sc, trace=True)
+    assert plain.events == traced.events
+    kinds = {row["event"] for row in plain.events}
+    assert kinds >= COMPACT | {"crash", "recover"}
+    assert list(plain.events.select(("crash",))) == [
+        r for r in traced.trace if r["event"] == "crash"]
