@@ -98,6 +98,11 @@ class EventLog:
         self.add(row["t"], row["node"], row["event"],
                  {k: v for k, v in row.items() if k not in _HEAD})
 
+    def share(self, value: str) -> str:
+        """The copy of string `value` this log keeps (for a caller that keeps it too)."""
+        got = self._shared.get(value)
+        return got if got is not None else self._share(value)  # type: ignore[no-any-return]
+
     def _share(self, value: str | tuple[str, ...]) -> Any:
         """An equal string (or tuple of strings) seen recently, or `value` itself with its
         strings shared, now remembered."""

@@ -205,3 +205,19 @@ def test_remembered_block_hashes_are_the_hashes() -> None:
     for data in (b"", b"x" * 213, bytes(range(256)), b"x" * 213):
         assert block_sha256(data) == hashlib.sha256(data).digest()
     assert b"x" * 213 in _block_hashes
+
+
+def test_replicas_share_block_entries_only_when_they_print_alike() -> None:
+    from node.ledger.ledger import _shared_entry
+
+    h = Harness()
+    req = h.request("manufacturer-1", "EPCIS_COMMISSION", epcs=[epc(1)], event_hash=ev("c1"))
+    a, b = Ledger(h.ledger.genesis), Ledger(h.ledger.genesis)  # two replicas, one block
+    assert a.execute([req], BlockInfo(1, 0, SECOND)) == b.execute([req], BlockInfo(1, 0, SECOND))
+    assert a.state.blocks.entries[0] is b.state.blocks.entries[0]
+    assert verify_chain(a)["ok"] and verify_chain(b)["ok"]
+    # 1 == 1.0 == True, and they print differently: such an entry is never handed back shared
+    ints = _shared_entry((7, 8, "x"))
+    assert _shared_entry((7, 8, "x")) is ints
+    assert type(_shared_entry((7, 8.0, "x"))[1]) is float
+    assert type(_shared_entry((7, True, "x"))[1]) is bool

@@ -94,6 +94,27 @@ def _header_text(header: tuple[Any, ...]) -> str:
     return f'[{height},{seq},{ts},"{prev}","{root}","{state}",{count}]'
 
 
+#: How many block entries `_shared_entry` remembers (oldest forgotten first).
+ENTRIES_KEPT = 4096
+# A stored block entry -> an equal one stored before, for entries of ints and strings only
+# (for those, equal entries have the same canonical JSON: no 1 == 1.0 == True). In a simulated
+# run (one process) every replica stores the same entry for the same block: sharing one
+# tuple and its four hex strings keeps one copy instead of n (1.7 KB per block at n = 4).
+_entries: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+_INT_OR_STR = frozenset({int, str})
+
+
+def _shared_entry(entry: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not _INT_OR_STR.issuperset(map(type, entry)):
+        return entry
+    shared = _entries.get(entry)
+    if shared is None:
+        if len(_entries) >= ENTRIES_KEPT:
+            _entries.popitem(last=False)
+        _entries[entry] = shared = entry
+    return shared
+
+
 #: How many admitted transactions a replica keeps decoded until they execute.
 _ADMITTED_KEPT = 4096
 
@@ -165,7 +186,8 @@ class Ledger:
         # The stored entry is the header plus its hash; its canonical text is the header's
         # with the hash appended as one more array item (a hex string needs no escaping), so
         # it is built from the text just hashed instead of being encoded a second time.
-        st.blocks.append_encoded((*header, block_hex), f'{text[:-1]},"{block_hex}"]')
+        st.blocks.append_encoded(_shared_entry((*header, block_hex)),
+                                 f'{text[:-1]},"{block_hex}"]')
         st.block_hashes.append(block_hash)
         self.views[height] = block.view
         return results
