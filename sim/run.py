@@ -315,10 +315,8 @@ class _Run:
             if self.full_trace:
                 self.trace.append({"t": now_ns, "node": node, "event": event, **fields})
             return
-        if event == "execute":  # the strings the log shares, not n copies of them
-            share = self.events.share
-            self.checker.on_execute(node, fields["seq"], share(fields["digest"]),
-                                    [share(key) for key in fields["executed"]])
+        if event == "execute":
+            self.checker.on_execute(node, fields["seq"], fields["digest"], fields["executed"])
         elif event == "checkpoint":
             self.checker.on_checkpoint(node, fields["seq"], fields["digest"])
         if self.full_trace:

@@ -215,7 +215,7 @@ class NormalCase:
         for req in reqs:
             self.ordered[req.key] = seq
         self.out.bcast(m.PrePrepare(view, seq, digest, batch))
-        self.out.trace("pre-prepare", view=view, seq=seq, digest=digest.hex(),
+        self.out.trace("pre-prepare", view=view, seq=seq, digest=_hex(digest),
                        requests=[_key_str(r.key) for r in reqs])
         self._watch_next_slot(seq)
         self.maybe_prepared(seq, slot)
@@ -270,7 +270,7 @@ class NormalCase:
                 self.wait_for(req.key)
         slot.prepares[self.me] = pp.digest
         self.out.bcast(m.Prepare(pp.view, pp.seq, pp.digest, self.me))
-        self.out.trace("pre-prepare", view=pp.view, seq=pp.seq, digest=pp.digest.hex(),
+        self.out.trace("pre-prepare", view=pp.view, seq=pp.seq, digest=_hex(pp.digest),
                        requests=[_key_str(r.key) for r in pp.batch.requests])
         self._watch_next_slot(pp.seq)
         self.maybe_prepared(pp.seq, slot)
@@ -334,7 +334,7 @@ class NormalCase:
         log.votes_dirty = True
         slot.commits[self.me] = slot.digest
         self.out.bcast(m.Commit(slot.view, seq, slot.digest, self.me))
-        self.out.trace("prepared", view=slot.view, seq=seq, digest=slot.digest.hex())
+        self.out.trace("prepared", view=slot.view, seq=seq, digest=_hex(slot.digest))
         self._maybe_committed(seq, slot)
         return True
 
@@ -382,7 +382,7 @@ class NormalCase:
         if votes < self.q:
             return
         slot.committed = True
-        self.out.trace("committed", view=slot.view, seq=seq, digest=slot.digest.hex())
+        self.out.trace("committed", view=slot.view, seq=seq, digest=_hex(slot.digest))
         self.maybe_execute()
 
     def behind_peers(self) -> bool:
@@ -459,7 +459,7 @@ class NormalCase:
         if self.config.durable:
             # Before the replies above leave (Persist effects go first in the step's output).
             self.out.persist("block", durable.block_record(committed))
-        self.out.trace("execute", view=view, seq=seq, digest=digest.hex(),
+        self.out.trace("execute", view=view, seq=seq, digest=_hex(digest),
                        timestamp_ns=batch.timestamp_ns,
                        requests=[_key_str(r.key) for r in batch.requests],
                        executed=[_key_str(r.key) for r in to_run])
@@ -568,5 +568,30 @@ class NormalCase:
         self.transfer.fetch_state()
 
 
+#: How many digests and request keys `_hex` and `_key_str` remember before starting afresh.
+TEXTS_KEPT = 4096
+# digest -> its hex, request key -> "client/session/timestamp": the texts the trace events
+# carry, pure functions of their keys, so remembering them changes speed, never results. A
+# replica names each batch digest in four events and each request in three; in a simulated
+# run (one process) every replica names the same ones, so they all hold one copy of each text
+# instead of their own (the run keeps its events: 4n copies per batch otherwise).
+_hexes: dict[bytes, str] = {}
+_key_strs: dict[RequestKey, str] = {}
+
+
+def _hex(digest: bytes) -> str:
+    text = _hexes.get(digest)
+    if text is None:
+        if len(_hexes) >= TEXTS_KEPT:
+            _hexes.clear()
+        text = _hexes[digest] = digest.hex()
+    return text
+
+
 def _key_str(key: RequestKey) -> str:
-    return f"{key[0]}/{key[1]}/{key[2]}"
+    text = _key_strs.get(key)
+    if text is None:
+        if len(_key_strs) >= TEXTS_KEPT:
+            _key_strs.clear()
+        text = _key_strs[key] = f"{key[0]}/{key[1]}/{key[2]}"
+    return text
