@@ -459,10 +459,12 @@ class NormalCase:
         if self.config.durable:
             # Before the replies above leave (Persist effects go first in the step's output).
             self.out.persist("block", durable.block_record(committed))
+        keys = [_key_str(r.key) for r in batch.requests]
+        # to_run is a subsequence of the batch: all of it when as long (one list, read only)
         self.out.trace("execute", view=view, seq=seq, digest=_hex(digest),
-                       timestamp_ns=batch.timestamp_ns,
-                       requests=[_key_str(r.key) for r in batch.requests],
-                       executed=[_key_str(r.key) for r in to_run])
+                       timestamp_ns=batch.timestamp_ns, requests=keys,
+                       executed=keys if len(to_run) == len(keys)
+                       else [_key_str(r.key) for r in to_run])
         self.catch_up_tried = False
         if to_run and log.view_active:
             self.views.attempts = 0
