@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from medbft.harm import (
-    HISTORY_EVENTS,
     JUDGED_EVENTS,
     ObservedTraffic,
     RequestArrivals,
@@ -137,9 +136,8 @@ class LedgerApp:
     def harm(self, run: Any) -> dict[str, Any]:
         """The run's `harm` section (medbft/harm.py)."""
         events = run.events  # a sim.events.EventLog
-        history = build_history(self.genesis, self.traffic, run.workload.records,
-                                events.select(HISTORY_EVENTS), set(run.checker.honest),
-                                run.scenario.node_ids, self.arrivals)
+        history = build_history(self.genesis, self.traffic, run.workload.records, events,
+                                set(run.checker.honest), run.scenario.node_ids, self.arrivals)
         out = judge_harm(history, events.select(JUDGED_EVENTS), run.loop.now_ns)
         digests = self.digests(run)
         agreed = {(d["height"], d["digest"]) for d in digests.values() if d["honest"]}

@@ -48,14 +48,17 @@ import bisect
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node import messages as m
 from node.ledger import Ledger, LedgerGenesis
 from node.ledger.partners import MIN_COHORT_FLOOR, PAYMENT
 from node.statemachine import BlockInfo
 
-__all__ = ["DETECTORS", "GUARDS", "HISTORY_EVENTS", "JUDGED_EVENTS", "TAMPER_TARGETS", "Guard",
+if TYPE_CHECKING:
+    from sim.events import EventLog
+
+__all__ = ["DETECTORS", "GUARDS", "JUDGED_EVENTS", "TAMPER_TARGETS", "Guard",
            "HarmEvent", "History",
            "ObservedTraffic", "RequestArrivals", "Tx", "build_history", "empty_harm",
            "judge_harm", "tamper_ledger"]
@@ -623,17 +626,11 @@ def _decode(op: bytes) -> tuple[str, dict[str, Any]]:
     return str(tx.get("kind", "?")), tx
 
 
-#: The events build_history reads: who proposed each batch, what the honest replicas executed,
-#: and when views were entered.
-HISTORY_EVENTS = frozenset({"pre-prepare", "execute", "enter-view"})
-
-
 def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
-                  records: dict[str, Any], events: Iterable[Mapping[str, Any]],
-                  honest: set[str],
+                  records: dict[str, Any], events: EventLog, honest: set[str],
                   node_ids: tuple[str, ...], arrivals: RequestArrivals | None) -> History:
     """Rebuild the committed order from the honest replicas' executions and replay it
-    (reads the HISTORY_EVENTS among `events`, in one pass)."""
+    (reads the pre-prepare, execute and enter-view rows of the run's `events`)."""
     txs: dict[str, Tx] = {}
     for key, (op, submit_ns) in observed.submitted.items():
         cid, session, stamp = key.rsplit("/", 2)
@@ -648,17 +645,15 @@ def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
         txs[key] = tx
     n = len(node_ids)
     proposer: dict[str, str] = {}
+    for node, view, digest in events.fields(("pre-prepare",), ("node", "view", "digest")):
+        if node == node_ids[view % n]:
+            proposer.setdefault(digest, node)
     batches: dict[int, tuple[int, int, list[str], str]] = {}
-    entered: list[int] = []
-    for row in events:
-        event = row["event"]
-        if event == "pre-prepare" and row["node"] == node_ids[row["view"] % n]:
-            proposer.setdefault(row["digest"], row["node"])
-        elif event == "execute" and row["node"] in honest:
-            batches.setdefault(row["seq"], (row["view"], row["timestamp_ns"], row["executed"],
-                                            row["digest"]))
-        elif event == "enter-view" and row["node"] in honest:
-            entered.append(row["t"])
+    for node, seq, view, ts, executed, digest in events.fields(
+            ("execute",), ("node", "seq", "view", "timestamp_ns", "executed", "digest")):
+        if node in honest:
+            batches.setdefault(seq, (view, ts, executed, digest))
+    entered = [t for node, t in events.fields(("enter-view",), ("node", "t")) if node in honest]
     ledger = Ledger(genesis)
     committed: list[Tx] = []
     # Each op's admission verdict, asked once (the PHI detector reads it too): asked just

@@ -439,9 +439,9 @@ def _older_collections() -> int:
 
 def _assign_seqs(run: _Run) -> None:
     seqs: dict[str, int] = {}
-    for row in run.events.select(("execute",)):
-        for key in row["executed"]:
-            seqs.setdefault(key, row["seq"])
+    for executed, seq in run.events.fields(("execute",), ("executed", "seq")):
+        for key in executed:
+            seqs.setdefault(key, seq)
     for record in run.workload.records.values():
         record.seq = seqs.get(record.key)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import tracemalloc
 from typing import Any
 
+import pytest
+
 from medbft.scenario import parse_scenario
 from sim.events import COMPACT, EventLog
 from sim.run import run_scenario
@@ -72,6 +74,23 @@ def test_select_gives_the_kinds_asked_for_in_order() -> None:
     # rows kept as dicts are handed out as they are, without walking the protocol rows
     recover = next(r for r in rows if r["event"] == "recover")
     assert next(log.select(("recover",))) is recover
+
+
+def test_fields_reads_the_values_select_would_give() -> None:
+    rows = _rows(12)
+    rows.insert(3, {"t": 5, "node": "hospital-4", "event": "crash"})
+    rows.insert(7, {"node": "hospital-1", "t": 6, "event": "execute", "seq": 0,
+                    "executed": []})  # another key order: kept as a dict, read the same way
+    log = EventLog()
+    for row in rows:
+        log.append(row)
+    for kinds, names in ((("execute",), ("executed", "seq")), (("execute",), ("seq",)),
+                         (("pre-prepare", "crash"), ("node", "t")), (("crash",), ("node",)),
+                         (("prepared",), ())):
+        assert list(log.fields(kinds, names)) == [
+            tuple(row[n] for n in names) for row in log.select(kinds)]
+    with pytest.raises(KeyError, match="timestamp_ns"):
+        list(log.fields(("prepared",), ("seq", "timestamp_ns")))
 
 
 def test_a_row_in_another_key_order_is_kept_as_it_is() -> None:
