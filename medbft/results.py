@@ -56,7 +56,6 @@ from medbft.errors import UsageError
 from medbft.scenario import Scenario, to_dict
 from medbft.timeline import (
     FAULT_EVENTS,
-    PHASE_EVENTS,
     VIEW_EVENTS,
     FaultRow,
     PhaseRow,
@@ -354,7 +353,7 @@ def save_run_data(out: Path, scenario: Scenario, result: Any, info: dict[str, An
     (out / SCENARIO).write_text(text)
     (out / RUN).write_text(json.dumps(info, indent=2) + "\n")
     events = result.events  # a sim.events.EventLog: each reader selects the kinds it reads
-    phases = phase_rows(result.requests, events.select(PHASE_EVENTS), scenario.n)
+    phases = phase_rows(result.requests, events, scenario.n)
     _write_csv(out / PHASES, PHASE_COLUMNS, (
         (p.request, p.view, p.seq, *(_fmt(t) for t in (p.submit_s, p.pre_prepare_s,
                                                         p.prepared_s, p.committed_s, p.reply_s)))

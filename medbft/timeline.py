@@ -30,12 +30,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medbft.metrics import RequestRecord
 from node.quorum import faults_tolerated, quorum
 
-__all__ = ["FAULT_EVENTS", "PHASES", "PHASE_EVENTS", "VIEW_EVENTS", "FaultRow", "PhaseRow",
+if TYPE_CHECKING:
+    from sim.events import EventLog
+
+__all__ = ["FAULT_EVENTS", "PHASES", "VIEW_EVENTS", "FaultRow", "PhaseRow",
            "ViewRow", "fault_rows", "phase_rows", "stall_ms", "view_rows"]
 
 #: The four phases of a request, in order, each ending at the next boundary.
@@ -91,13 +94,10 @@ class FaultRow:
 # -- phases ----------------------------------------------------------------------------------
 
 
-#: The events phase boundaries are read from.
-PHASE_EVENTS: frozenset[str] = frozenset({"pre-prepare", "prepared", "committed", "execute"})
-
-
-def _phase_index(events: Iterable[Mapping[str, Any]]) -> tuple[
+def _phase_index(events: EventLog) -> tuple[
         dict[str, tuple[int, int, str]], dict[tuple[str, Any], list[int]]]:
-    """One pass over the events (a simulated run's log is read once, never held as dicts):
+    """What phase boundaries are read from, taken from the run's events without building
+    their rows:
 
     - request key -> (view, seq, digest) of the first execute event that ran it;
     - (kind, certificate) -> sorted first times per distinct replica, for the three votes.
@@ -105,21 +105,20 @@ def _phase_index(events: Iterable[Mapping[str, Any]]) -> tuple[
       ('prepared', (v, seq, d)) and ('committed', (v, seq, d)).
     """
     certs: dict[str, tuple[int, int, str]] = {}
+    for executed, view, seq, digest in events.fields(("execute",),
+                                                     ("executed", "view", "seq", "digest")):
+        for key in executed:
+            certs.setdefault(key, (view, seq, digest))
     first: dict[tuple[str, Any], dict[str, int]] = {}
-    for ev in events:
-        kind = ev["event"]
-        if kind == "execute":
-            for key in ev.get("executed", ev.get("requests", ())):
-                certs.setdefault(key, (ev["view"], ev["seq"], ev["digest"]))
-            continue
-        if kind not in ("pre-prepare", "prepared", "committed"):
-            continue
-        cert = (ev["view"], ev["seq"], ev["digest"])
-        first.setdefault((kind, cert), {}).setdefault(ev["node"], ev["t"])
+    for kind, node, t, view, seq, digest in events.fields(
+            _VOTES, ("event", "node", "t", "view", "seq", "digest")):
+        first.setdefault((kind, (view, seq, digest)), {}).setdefault(node, t)
         if kind == "pre-prepare":
-            first.setdefault(("pre-prepare-any", (ev["seq"], ev["digest"])),
-                             {}).setdefault(ev["node"], ev["t"])
+            first.setdefault(("pre-prepare-any", (seq, digest)), {}).setdefault(node, t)
     return certs, {key: sorted(times.values()) for key, times in first.items()}
+
+
+_VOTES = ("pre-prepare", "prepared", "committed")
 
 
 def _nth(times: Sequence[int] | None, n: int) -> int | None:
@@ -128,8 +127,7 @@ def _nth(times: Sequence[int] | None, n: int) -> int | None:
     return times[min(n, len(times)) - 1]
 
 
-def phase_rows(records: Iterable[RequestRecord], events: Iterable[Mapping[str, Any]],
-               n: int) -> list[PhaseRow]:
+def phase_rows(records: Iterable[RequestRecord], events: EventLog, n: int) -> list[PhaseRow]:
     """Phase boundaries of every committed request (see the module docstring), in the order
     of `records`. Requests never committed, or with no execute event, are left out."""
     certs, times = _phase_index(events)

@@ -40,14 +40,14 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """
     import time
 
-    from medbft.timeline import PHASE_EVENTS, PHASES, phase_rows, stall_ms
+    from medbft.timeline import PHASES, phase_rows, stall_ms
     from sim.run import run_scenario
 
     try:
         scenario = parse_scenario(task["scenario"], "<sweep point>")
         start, cpu_start = time.perf_counter(), time.process_time()
         result = run_scenario(scenario, seed=task["seed"])
-        rows = phase_rows(result.requests, result.events.select(PHASE_EVENTS), scenario.n)
+        rows = phase_rows(result.requests, result.events, scenario.n)
         phase_ms = {name: (sum(r.durations_ms()[name] for r in rows) / len(rows) if rows
                            else None) for name in PHASES}
         commits = [r.commit_ns / 1e9 for r in result.requests if r.commit_ns is not None]
