@@ -480,3 +480,15 @@ def test_forged_checkpoint_is_rejected() -> None:
     cp = dataclasses.replace(_signed_checkpoint(h, "r2", 1, b"\x01" * 32), digest=b"\x02" * 32)
     h.deliver("r2", cp)
     assert h.replica.dropped["bad checkpoint signature"] == 1
+
+
+def test_remembered_trace_texts_are_the_texts_and_stay_bounded() -> None:
+    from node.pbft import normal_case as nc
+
+    for i in range(nc.TEXTS_KEPT + 10):
+        digest = i.to_bytes(32, "big")
+        assert nc._hex(digest) == digest.hex()
+        assert nc._hex(digest) is nc._hex(digest)
+        key = (f"client-{i % 7}", i % 3, i)
+        assert nc._key_str(key) == f"client-{i % 7}/{i % 3}/{i}"
+        assert len(nc._hexes) <= nc.TEXTS_KEPT and len(nc._key_strs) <= nc.TEXTS_KEPT
