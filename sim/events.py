@@ -127,8 +127,9 @@ class EventLog:
 def _getter(shape: tuple[str, ...], names: tuple[str, ...]) -> Callable[
         [tuple[Any, ...]], tuple[Any, ...]]:
     """Takes the fields `names` of a COMPACT row of keys `shape`, as a tuple."""
-    try:
-        at = [shape.index(name) + 1 for name in names]  # + 1: the row starts with its keys
+    last = shape[::-1]  # a field that repeats a head key wins, as in the recorded dict
+    try:  # + 1: the row starts with its keys
+        at = [len(shape) - last.index(name) for name in names]
     except ValueError:
         missing = next(name for name in names if name not in shape)
         raise KeyError(missing) from None

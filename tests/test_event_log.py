@@ -89,6 +89,10 @@ def test_fields_reads_the_values_select_would_give() -> None:
                          (("prepared",), ())):
         assert list(log.fields(kinds, names)) == [
             tuple(row[n] for n in names) for row in log.select(kinds)]
+    # a field named like a head key wins, as it does in the dict the row stands for
+    log.add(9, "hospital-1", "prepared", {"seq": 3, "node": "someone else"})
+    assert list(log.fields(("prepared",), ("node", "seq")))[-1] == ("someone else", 3)
+    assert list(log)[-1] == {"t": 9, "node": "someone else", "event": "prepared", "seq": 3}
     with pytest.raises(KeyError, match="timestamp_ns"):
         list(log.fields(("prepared",), ("seq", "timestamp_ns")))
 
