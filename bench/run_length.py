@@ -5,7 +5,9 @@ Why this exists: the simulator-speed issue "Linear cost in run length" asks that
 cost at most 11x a 2 s run of the same scenario with the ledger app. Before incremental
 checkpoint digests, every checkpoint serialised the whole ledger (O(state), and the state
 grows with the run), so long runs cost quadratically more. This script measures the ratio on
-this machine. It is a measuring tool, never used in tests.
+this machine, and the peak memory each extra committed request adds (the issue also asks
+for peak memory flat in run length). It is a measuring tool, never used in tests (its
+arithmetic is: tests/test_bench_tools.py).
 
 How to run (from the project root):
 
@@ -85,6 +87,15 @@ def run_case(duration: str, repeat: int) -> dict[str, Any]:
     }
 
 
+def memory_growth_kb(short: dict[str, Any], long: dict[str, Any]) -> float:
+    """Peak memory added per extra committed request, in KB, from the short run to the long
+    one (the issue asks for peak memory flat in run length: 0)."""
+    extra = long["committed"] - short["committed"]
+    if extra <= 0:
+        raise ValueError("the long run committed no more requests than the short one")
+    return (long["peak_rss_mb"] - short["peak_rss_mb"]) * 1024 / extra
+
+
 def run_in_child(duration: str, repeat: int) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, "--case", duration, "--repeat", str(repeat)],
@@ -120,12 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]
     print(f"ratio 20 s / 2 s wall time: {ratio:.2f} (target <= {TARGET_RATIO:g}: "
           f"{'met' if ratio <= TARGET_RATIO else 'not met'})")
+    growth = memory_growth_kb(rows[0], rows[1])
+    print(f"peak memory: +{rows[1]['peak_rss_mb'] - rows[0]['peak_rss_mb']:.0f} MB for "
+          f"{rows[1]['committed'] - rows[0]['committed']} more committed requests, "
+          f"{growth:.1f} KB each (target: flat)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "machine": platform.machine(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "repeat": args.repeat, "target_ratio": TARGET_RATIO,
-            "ratio": ratio, "runs": rows,
+            "ratio": ratio, "peak_rss_kb_per_extra_request": growth, "runs": rows,
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

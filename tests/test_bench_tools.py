@@ -42,6 +42,7 @@ def _bench(name: str) -> ModuleType:
 
 calibrate = _bench("calibrate")
 compare = _bench("compare")
+run_length = _bench("run_length")
 
 CRYPTO = {"sign": 20_000.0, "verify": 50_000.0, "mac": 1_000.0, "digest": 400.0}
 # Per executed request (summed over replicas), as a simulated twin would count them.
@@ -250,3 +251,12 @@ def test_sim_speed_times_the_whole_run_command(tmp_path: Path,
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out[1:] if line] == ["a.yaml", "b.yaml", "c.yaml"]
     assert out[1].endswith("yes") and out[2].endswith("without figures") and out[3].endswith("no")
+
+
+def test_run_length_gives_peak_memory_per_extra_committed_request() -> None:
+    short = {"committed": 600, "peak_rss_mb": 60.0}
+    long = {"committed": 6_400, "peak_rss_mb": 152.0}
+    assert run_length.memory_growth_kb(short, long) == pytest.approx(92 * 1024 / 5_800)
+    with pytest.raises(ValueError, match="no more requests"):
+        run_length.memory_growth_kb(long, long)
+
