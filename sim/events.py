@@ -71,43 +71,36 @@ class EventLog:
         self.add(row["t"], row["node"], row["event"],
                  {k: v for k, v in row.items() if k not in _HEAD})
 
+    def _matching(self, kinds: Collection[str]) -> Iterator[tuple[Any, ...] | dict[str, Any]]:
+        """The stored rows of events in `kinds`, in order (only the dict rows are walked when
+        no COMPACT kind is asked for)."""
+        rows = self._others if COMPACT.isdisjoint(kinds) else self._rows
+        for row in rows:
+            if (row["event"] if isinstance(row, dict) else row[3]) in kinds:
+                yield row
+
     def select(self, kinds: Collection[str]) -> Iterator[dict[str, Any]]:
         """The rows of events in `kinds`, in recorded order, each as the dict recorded."""
-        if COMPACT.isdisjoint(kinds):
-            for other in self._others:
-                if other["event"] in kinds:
-                    yield other
-            return
-        for row in self._rows:
-            if isinstance(row, dict):
-                if row["event"] in kinds:
-                    yield row
-            elif row[3] in kinds:
-                yield dict(zip(row[0], row[1:], strict=True))
+        for row in self._matching(kinds):
+            yield row if isinstance(row, dict) else _as_dict(row)
 
     def fields(self, kinds: Collection[str], names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         """For each row of events in `kinds`, in recorded order: the values of the fields
         `names` (KeyError if a row lacks one). `select` without building the rows: what the
         readers of every batch's events use."""
-        if COMPACT.isdisjoint(kinds):
-            for other in self._others:
-                if other["event"] in kinds:
-                    yield tuple([other[name] for name in names])
-            return
         getters: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
-        for row in self._rows:
+        for row in self._matching(kinds):
             if isinstance(row, dict):
-                if row["event"] in kinds:
-                    yield tuple([row[name] for name in names])
-            elif row[3] in kinds:
-                get = getters.get(row[0])
-                if get is None:
-                    get = getters[row[0]] = _getter(row[0], names)
-                yield get(row)
+                yield tuple([row[name] for name in names])
+                continue
+            get = getters.get(row[0])
+            if get is None:
+                get = getters[row[0]] = _getter(row[0], names)
+            yield get(row)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for row in self._rows:
-            yield row if isinstance(row, dict) else dict(zip(row[0], row[1:], strict=True))
+            yield row if isinstance(row, dict) else _as_dict(row)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -122,6 +115,11 @@ class EventLog:
 
     def __repr__(self) -> str:
         return f"EventLog({len(self._rows)} rows)"
+
+
+def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The dict a COMPACT row stands for."""
+    return dict(zip(row[0], row[1:], strict=True))
 
 
 def _getter(shape: tuple[str, ...], names: tuple[str, ...]) -> Callable[

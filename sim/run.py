@@ -319,12 +319,9 @@ class _Run:
             self.checker.on_execute(node, fields["seq"], fields["digest"], fields["executed"])
         elif event == "checkpoint":
             self.checker.on_checkpoint(node, fields["seq"], fields["digest"])
+        self.events.add(now_ns, node, event, fields)
         if self.full_trace:
-            row = {"t": now_ns, "node": node, "event": event, **fields}
-            self.events.append(row)
-            self.trace.append(row)
-        else:
-            self.events.add(now_ns, node, event, fields)
+            self.trace.append({"t": now_ns, "node": node, "event": event, **fields})
 
     def _record(self, row: dict[str, Any]) -> None:
         self.events.append(row)
