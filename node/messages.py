@@ -207,6 +207,27 @@ class Message:
         return cls(*values), pos
 
 
+class _KeepsDigest(Message):
+    """Base of a message that remembers its digest once computed (in a slot that is not a
+    field: not encoded, compared, hashed or copied by `dataclasses.replace`). A message is
+    frozen, so the digest of its fields never changes; every replica that holds the same
+    object (the simulator shares one decoded message among its receivers) computes it once."""
+
+    __slots__ = ("_digest",)
+    _digest: bytes
+
+
+class _KeepsWire(_KeepsDigest):
+    """Base of a message that also keeps the bytes it was decoded from, its canonical
+    encoding (decoding is strict, so re-encoding a decoded message gives exactly the bytes it
+    came from). Encoding it again, inside a batch or a block record, appends those bytes
+    instead of encoding each field anew. Only decoding sets them: a message built in code is
+    encoded field by field, as before."""
+
+    __slots__ = ("_wire",)
+    _wire: bytes
+
+
 _T = typing.TypeVar("_T")
 
 
@@ -236,13 +257,22 @@ def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
     Why: encoding and decoding are the simulator's hottest path (a third of its time with the
     generic loop). Runs of integers become one struct call; bytes and str fields are inlined;
     other fields (tuples, nested messages, bools) still go through their codec functions. The
-    bytes produced and the errors raised are exactly those of the generic codec, which stays
-    as the reference (`_encoders`/`_decoders`) and is what the tests compare against.
+    bytes produced and the errors raised are exactly those of the generic codec
+    (`_encoders`/`_decoders`); tests/test_messages.py checks every encoding against the
+    format written out field by field. A `_KeepsWire` message's decoder also keeps the bytes
+    it read, and its encoder appends them when present.
     """
     env: dict[str, Any] = {"DecodeError": DecodeError, "_U32": _U32, "_MAX_STR": _MAX_STR,
-                           "cls": cls}
-    enc_lines = ["def _encode_into(self, out):", "    append = out.append"]
+                           "cls": cls, "_set": object.__setattr__}
+    keeps_wire = issubclass(cls, _KeepsWire)
+    enc_lines = ["def _encode_into(self, out):"]
+    if keeps_wire:  # the bytes it was decoded from, when it was decoded
+        enc_lines += ["    try:", "        wire = self._wire", "    except AttributeError:",
+                      "        pass", "    else:", "        out.append(wire)", "        return"]
+    enc_lines.append("    append = out.append")
     dec_lines = ["def _decode_from(buf, pos):", "    size = len(buf)"]
+    if keeps_wire:
+        dec_lines.append("    start = pos - 1")  # its tag
     ints: list[str] = []
     first = True
 
@@ -295,7 +325,10 @@ def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
             enc_lines.append(f"    _enc_{name}(self.{name}, out)")
             dec_lines.append(f"    v_{name}, pos = _dec_{name}(buf, pos)")
     flush_ints()
-    dec_lines.append(f"    return cls({', '.join('v_' + n for n, _ in fields)}), pos")
+    dec_lines.append(f"    msg = cls({', '.join('v_' + n for n, _ in fields)})")
+    if keeps_wire:
+        dec_lines.append("    _set(msg, '_wire', buf[start:pos])")
+    dec_lines.append("    return msg, pos")
     code = "\n".join(enc_lines) + "\n\n" + "\n".join(dec_lines) + "\n"
     exec(compile(code, f"<codec {cls.__name__}>", "exec"), env)  # our own code
     cls._encode_into = env["_encode_into"]  # type: ignore[method-assign]
@@ -347,7 +380,7 @@ def kind_of(msg: Message) -> str:
 
 
 @_message(1, "REQUEST")
-class Request(Message):
+class Request(_KeepsWire):
     """⟨REQUEST, o, t, c⟩σc (§4.1), signed by the client with ECDSA P-256.
 
     `session` lets one client identity keep several requests outstanding: exactly-once is kept
@@ -364,9 +397,17 @@ class Request(Message):
 
     def unsigned(self) -> bytes:
         """The bytes the client signs: this request encoded with an empty signature.
-        Remembered (see `_unsigned`): every replica needs them two or three times per
-        request (the signature check, the batch digest), and re-encoding was the codec's
-        largest per-request cost."""
+
+        A decoded request cuts them from the bytes it came from (the signature field is
+        last: its 4-byte length and its bytes become a zero length). A request built in code
+        encodes them, remembered (see `_unsigned`): the client signs them and, in the
+        simulator, every replica checks the same request."""
+        try:
+            wire = self._wire
+        except AttributeError:
+            pass
+        else:
+            return wire[:len(wire) - 4 - len(self.signature)] + _EMPTY
         key = (self.op, self.timestamp, self.client, self.session)
         raw = _unsigned.get(key)
         if raw is None:
@@ -378,11 +419,22 @@ class Request(Message):
         return raw
 
     def digest(self) -> bytes:
-        return digest_of(self.unsigned())
+        """D(m) of `unsigned()`, computed once per request object (see `_KeepsDigest`)."""
+        try:
+            return self._digest
+        except AttributeError:
+            pass
+        digest = digest_of(self.unsigned())
+        _set(self, "_digest", digest)
+        return digest
 
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.client, self.session, self.timestamp)
+
+
+_EMPTY = _U32.pack(0)  # an empty bytes field: its length, zero
+_set = object.__setattr__  # the remembered slots of a frozen message
 
 
 #: How many requests' `unsigned()` bytes are remembered (oldest forgotten first), and the
@@ -395,7 +447,7 @@ _unsigned: OrderedDict[tuple[bytes, int, str, int], bytes] = OrderedDict()
 
 
 @_message(2, "BATCH")
-class Batch(Message):
+class Batch(_KeepsDigest):
     """The requests ordered at one sequence number, with the block timestamp the primary chose.
 
     The timestamp is agreed in consensus (it is covered by the digest), so state machines may
@@ -406,11 +458,19 @@ class Batch(Message):
     requests: tuple[Request, ...]
 
     def digest(self) -> bytes:
+        """The batch digest: its timestamp and its requests' digests, computed once per batch
+        object (see `_KeepsDigest`)."""
+        try:
+            return self._digest
+        except AttributeError:
+            pass
         h = hashlib.sha256(b"medbft-batch")
         h.update(_U64.pack(self.timestamp_ns))
         for req in self.requests:
             h.update(req.digest())
-        return h.digest()
+        digest = h.digest()
+        _set(self, "_digest", digest)
+        return digest
 
 
 NULL_BATCH = Batch(0, ())
