@@ -38,11 +38,14 @@ targets; `--quick` runs each row for 5 s instead of 10 s.
         --profile /tmp/prof                               # where the nodes' CPU goes
     .venv/bin/python bench/real.py --transport http --clients 1 --outstanding 1 \
         --profile /tmp/prof --profile-clock cpu           # CPU time only, not pre-emption
+    .venv/bin/python bench/real.py --transport http --app ledger --outstanding 16 \
+        --duration 20s --sample /tmp/spy                  # py-spy: shares of the real run
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -60,6 +63,9 @@ from medbft.real.load import LoadSpec
 from medbft.units import parse_duration_ns
 from node.crypto import Identity, Keyring
 from node.realtime import run, uvloop_available
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sampling  # bench/sampling.py, beside this file
 
 
 def ecdsa_per_s(seconds: float = 1.0) -> dict[str, float]:
@@ -137,9 +143,31 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
                                  "max_in_flight": args.max_in_flight,
                                  "checkpoint_interval": 128, "watermark_window": 256,
                                  "client_timeout_ms": 5000, "view_change_timeout_ms": 5000})
-    result = run(run_cluster(spec))
+    box: list[Any] = []
+    sample_dir = args.sample / name if args.sample else None
+    problems: dict[str, str] = {}
+
+    async def sample(_net: Any) -> None:
+        """Once the load has warmed up (a third of the run), sample every node and this
+        process (the load generator) for half the run."""
+        assert sample_dir is not None
+        seconds = parse_duration_ns(args.duration) / 1e9
+        await asyncio.sleep(seconds / 3)
+        pids = {node: proc.pid for node, proc in sorted(box[0].procs.items())}
+        problems.update(await sampling.record(args.spy, {**pids, "load": os.getpid()},
+                                              seconds / 2, sample_dir))
+
+    result = run(run_cluster(spec, cluster_box=box,
+                             during_load=sample if sample_dir is not None else None))
     if profile_dir is not None:
         print_profile(profile_dir, label or transport)
+    if sample_dir is not None:
+        for who, why in sorted(problems.items()):
+            print(f"  py-spy could not sample {who}: {why}")
+        sampling.report(f"nodes of {label or transport} (py-spy)",
+                        sorted(p for p in sample_dir.glob("*.txt") if p.stem != "load"))
+        sampling.report(f"load generator of {label or transport} (py-spy)",
+                        sorted(sample_dir.glob("load.txt")), top=12)
     s = result.summary
     committed = s["requests"]["committed"]
     cpu_seconds = s["cpu"]["cpu_seconds"]
@@ -256,6 +284,11 @@ def main() -> int:
                    help="with --profile: wall time (default), or each node's CPU time, which "
                         "does not charge a function for the time its process sat pre-empted "
                         "(slows the nodes several times more)")
+    p.add_argument("--sample", type=Path, metavar="DIR",
+                   help="sample every node and the load generator with py-spy (not a "
+                        "dependency: pip install py-spy) for half of each run, keep "
+                        "DIR/<row>/<process>.txt and print where their CPU went; unlike "
+                        "--profile it does not slow them")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
@@ -267,6 +300,10 @@ def main() -> int:
         parse_duration_ns(args.duration)
     except ValueError as exc:
         p.error(f"--duration: {exc}")
+    args.spy = sampling.py_spy() if args.sample else None
+    if args.sample and args.spy is None:
+        p.error("--sample needs py-spy, a sampling profiler that is not a dependency of "
+                "medbft: pip install py-spy")
     crypto = ecdsa_per_s()
     load_avg = os.getloadavg()
     print(f"{'PLAINTEXT (insecure)' if args.insecure_plaintext else 'TLS'}; "

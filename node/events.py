@@ -119,10 +119,13 @@ class Persist:
     runs with `Config(durable=True)` (real mode). Keys: 'votes' (the view and what this
     replica pre-prepared and prepared: what safety needs across a restart), 'checkpoint' (the
     stable checkpoint: proof and snapshot, an encoded StateData), 'block' (one executed batch,
-    an encoded CommittedBatch; append-only)."""
+    an encoded CommittedBatch; append-only). A block record also carries its batch's digest,
+    which the replica has already computed, so storage need not decode the record to index
+    it (empty for other keys)."""
 
     key: str
     data: bytes
+    digest: bytes = b""
 
 
 Effect = Send | Multicast | SetTimer | CancelTimer | Trace | Persist

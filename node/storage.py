@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, seq INTEGER NOT NULL,
 
 #: Checksums are verified in pages of this many rows when the database opens.
 _VERIFY_PAGE = 1000
+# The head of an encoded CommittedBatch: its tag, then seq and view (u64 big-endian each).
+_BLOCK_HEAD = struct.Struct(">BQQ")
 
 
 def block_sum(seq: int, view: int, digest: bytes, data: bytes) -> bytes:
@@ -256,15 +259,19 @@ class Storage:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def stage(self, key: str, data: bytes) -> None:
+    def stage(self, key: str, data: bytes, digest: bytes = b"") -> None:
         """Hold one Persist record until the next `commit()`. Raises StorageError for an
-        unknown key or a record that does not decode."""
+        unknown key or a record that does not decode. A block record's batch `digest`, when
+        the caller has it (the replica that executed the batch does), spares decoding the
+        whole record: only its sequence number and view are read."""
         if key == "block":
-            cb = self._decode(data, m.CommittedBatch)
-            assert type(cb) is m.CommittedBatch
-            digest = cb.batch.digest()
-            self._blocks.append((cb.seq, cb.view, digest, data,
-                                 block_sum(cb.seq, cb.view, digest, data)))
+            if digest and len(data) >= _BLOCK_HEAD.size and data[0] == m.CommittedBatch.TAG:
+                _, seq, view = _BLOCK_HEAD.unpack_from(data)
+            else:
+                cb = self._decode(data, m.CommittedBatch)
+                assert type(cb) is m.CommittedBatch
+                seq, view, digest = cb.seq, cb.view, cb.batch.digest()
+            self._blocks.append((seq, view, digest, data, block_sum(seq, view, digest, data)))
         elif key in ("checkpoint", "stable"):
             sd = self._decode(data, m.StateData)
             assert type(sd) is m.StateData

@@ -75,6 +75,8 @@ class InMemoryCluster:
         for member in self.membership.nodes:
             self.replicas[member.id] = self._new_replica(member.id)
         self.disk: dict[str, dict[str, list[bytes]]] = {r: {} for r in self.replicas}
+        # The batch digest each block record was persisted with, in the same order.
+        self.block_digests: dict[str, list[bytes]] = {r: [] for r in self.replicas}
         self.client_cores: dict[str, Client] = {
             c.id: Client(self.membership, Keyring(idents[c.id], pubs, Costs(), cache),
                          self.client_timeout_ns)
@@ -212,6 +214,7 @@ class InMemoryCluster:
                 records = self.disk[party].setdefault(eff.key, [])
                 if eff.key == "block":
                     records.append(eff.data)
+                    self.block_digests[party].append(eff.digest)
                 else:
                     records[:] = [eff.data]
             elif type(eff) is Accepted:

@@ -260,3 +260,26 @@ def test_run_length_gives_peak_memory_per_extra_committed_request() -> None:
     with pytest.raises(ValueError, match="no more requests"):
         run_length.memory_growth_kb(long, long)
 
+
+
+def test_sampling_sums_py_spy_stacks_by_file_function_and_caller() -> None:
+    """bench/sampling.py reads py-spy's raw format (collapsed stacks with a count): own time
+    goes to the innermost frame, inclusive time once to every function on the stack (a
+    recursive one counted once), and files are named short."""
+    sampling = _bench("sampling")
+    root = str(ROOT)
+    lines = [
+        f"main ({root}/node/server.py:10);verify ({root}/node/crypto.py:200) 30\n",
+        f"main ({root}/node/server.py:10);walk ({root}/node/x.py:1);walk ({root}/node/x.py:2) 10\n",
+        "main (/usr/lib/python3.11/site-packages/aiohttp/web_ws.py:5) 5\n",
+        "run (/usr/lib/python3.11/asyncio/runners.py:118) 5\n",
+        "\n", "garbage line\n",
+    ]
+    profile = sampling.read_raw(lines)
+    assert profile.samples == 50
+    assert profile.by_file == {"node/crypto.py": 30, "node/x.py": 10, "aiohttp": 5,
+                               "asyncio/runners.py": 5}
+    assert profile.by_function["verify (node/crypto.py)"] == 30
+    assert profile.inclusive["main (node/server.py)"] == 40
+    assert profile.inclusive["walk (node/x.py)"] == 10  # on the stack twice, counted once
+    assert profile.share(30) == 0.6

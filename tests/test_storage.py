@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from node import messages as m
 from node.config import Config
 from node.crypto import Costs, Keyring
 from node.pbft import Replica
@@ -219,3 +220,27 @@ def test_wal_checkpoints_run_on_their_own_thread_and_stop_with_the_store(
     again = Storage(tmp_path / "r1.db", owner="r1", network_id="net-1")
     assert again.load().votes == b'{"view":%d}' % (storage_module.CHECKPOINT_EVERY - 1)
     again.close()
+
+
+def test_a_block_record_comes_with_its_digest_and_is_stored_as_if_decoded(tmp_path: Path) -> None:
+    """The replica hands each block record's batch digest along with it, and storage,
+    given it, stores exactly the row it would have stored by decoding the record."""
+    c = _run(6)
+    blocks, digests = c.disk["r1"]["block"], c.block_digests["r1"]
+    assert len(blocks) == len(digests) == 6
+    decoded = [m.decode(data) for data in blocks]
+    assert digests == [cb.batch.digest() for cb in decoded if isinstance(cb, m.CommittedBatch)]
+    given = Storage(tmp_path / "given.db", owner="r1", network_id="n")
+    read = Storage(tmp_path / "read.db", owner="r1", network_id="n")
+    for data, digest in zip(blocks, digests, strict=True):
+        given.stage("block", data, digest)
+        read.stage("block", data)
+    assert given._blocks == read._blocks
+    for store in (given, read):
+        store.commit()
+    rows = "SELECT * FROM blocks ORDER BY seq"
+    assert given._db.execute(rows).fetchall() == read._db.execute(rows).fetchall()
+    with pytest.raises(StorageError, match="cannot decode"):  # no digest: decoded, checked
+        given.stage("block", b"\xff\x00garbage")
+    given.close()
+    read.close()

@@ -458,7 +458,7 @@ class NormalCase:
         committed = log.executed[seq] = m.CommittedBatch(seq, view, batch)
         if self.config.durable:
             # Before the replies above leave (Persist effects go first in the step's output).
-            self.out.persist("block", durable.block_record(committed))
+            self.out.persist("block", durable.block_record(committed), digest)
         keys = [_key_str(r.key) for r in batch.requests]
         # to_run is a subsequence of the batch: all of it when as long (one list, read only)
         self.out.trace("execute", view=view, seq=seq, digest=_hex(digest),

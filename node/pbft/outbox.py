@@ -98,7 +98,8 @@ class Outbox:
             self.timers.discard(key)
             self.effects.append(CancelTimer(key))
 
-    def persist(self, key: str, data: bytes) -> None:
+    def persist(self, key: str, data: bytes, digest: bytes = b"") -> None:
         """A durable record (real mode): it goes first in the step's output, so it is on disk
-        before anything the step sends (node.pbft.durable describes the records)."""
-        self.persisted.append(Persist(key, data))
+        before anything the step sends (node.pbft.durable describes the records; `digest`:
+        a block record's batch digest)."""
+        self.persisted.append(Persist(key, data, digest))
