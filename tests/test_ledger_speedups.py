@@ -16,7 +16,7 @@ from ledger_support import DAY, GTIN, SECOND, Harness, epc, ev
 
 from node.ledger import Ledger
 from node.ledger.queries import verify_chain
-from node.ledger.state import _ENC, _MASK, State, _row_hash
+from node.ledger.state import _ENC, _MASK, State, _listed, _row_hash
 from node.statemachine import BlockInfo
 
 
@@ -221,3 +221,44 @@ def test_replicas_share_block_entries_only_when_they_print_alike() -> None:
     assert _shared_entry((7, 8, "x")) is ints
     assert type(_shared_entry((7, 8.0, "x"))[1]) is float
     assert type(_shared_entry((7, True, "x"))[1]) is bool
+
+
+def _plain_snapshot(st: State, marks: tuple[int, int, int] | None = None) -> str:
+    """The snapshot text as one encoding of the whole object (what `to_json` was)."""
+    events, audit, blocks = marks or (len(st.events.entries), len(st.audit.entries),
+                                      len(st.blocks.entries))
+    return _ENC.encode({"v": 1, "tables": _listed(st.tables),
+                        "events": st.events.entries[:events],
+                        "audit": st.audit.entries[:audit],
+                        "blocks": st.blocks.entries[:blocks], "stats": st.stats})
+
+
+def test_snapshots_encode_only_new_log_entries_and_equal_the_whole_encoding() -> None:
+    """A snapshot's log texts are kept and extended, never re-encoded from the start; the
+    text is exactly the one-piece encoding, at every length, after earlier and shorter
+    snapshots, and after an entry was replaced (tampered) in place."""
+    h = Harness()
+    st = h.ledger.state
+    assert st.to_json() == _plain_snapshot(st)
+    assert h.commission([1, 2, 3]) == "ok"
+    first = st.to_json()
+    assert first == _plain_snapshot(st)
+    kept_events = st.events._encoded[1]
+    assert h.ship("manufacturer-1", [1, 2], "dist-1") == "ok"
+    assert h.block() == []
+    assert st.to_json() == _plain_snapshot(st)
+    assert st.events._encoded[1].startswith(kept_events[:-1])  # extended, not rebuilt
+    # A shorter cut (an older checkpoint) after a longer one.
+    short = (1, 1, 1)
+    text = st._snapshot_text(st.tables, *short, st.stats)
+    assert text == _plain_snapshot(st, short)
+    assert st.to_json() == _plain_snapshot(st)
+    # An entry replaced in place, even by an equal one that prints differently (False == 0).
+    entry = st.blocks.entries[0]
+    st.blocks.entries[0] = (*entry[:-1], "tampered")
+    assert st.to_json() == _plain_snapshot(st) != first
+    flag = st.events.entries[0]
+    st.events.entries[0] = tuple(False if v == 0 and type(v) is int else v for v in flag)
+    assert st.events.entries[0] == flag
+    assert st.to_json() == _plain_snapshot(st)
+    assert _ENC.encode(flag) in first and _ENC.encode(st.events.entries[0]) not in first

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import typing
 from collections import OrderedDict, defaultdict
 from typing import Any
@@ -154,11 +155,34 @@ def freeze(value: Any) -> Any:
 class _Chain:
     """An append-only log whose head is H(previous head || canonical entry)."""
 
-    __slots__ = ("entries", "head")
+    __slots__ = ("_encoded", "entries", "head")
 
     def __init__(self) -> None:
         self.entries: list[tuple[Any, ...]] = []
         self.head = _ZERO
+        # (the entries encoded last time, their canonical JSON text): see `encoded`.
+        self._encoded: tuple[list[tuple[Any, ...]], str] = ([], "[]")
+
+    def encoded(self, upto: int) -> str:
+        """_ENC.encode(self.entries[:upto]), encoding only what the last call did not.
+
+        A snapshot holds every log entry ever appended, so encoding the logs whole made each
+        durable checkpoint cost O(history) (most of a snapshot's time). The log is
+        append-only: the text of the entries encoded last time is kept and extended. It is
+        reused only while every one of those entries is still the very object it encoded
+        (`is`, not `==`: 0 == False encode differently); an entry replaced since (a test's or
+        a Byzantine replica's tampering) makes it encode everything again."""
+        kept, text = self._encoded
+        entries = self.entries
+        done = len(kept)
+        if done > upto or not all(map(operator.is_, kept, entries)):
+            kept, text, done = [], "[]", 0
+        if done < upto:
+            more = _ENC.encode(entries[done:upto])
+            text = more if done == 0 else f"{text[:-1]},{more[1:]}"
+            kept = entries[:upto]
+            self._encoded = (kept, text)
+        return text
 
     def append(self, entry: tuple[Any, ...]) -> int:
         self.head = _link(self.head, entry)
@@ -281,14 +305,18 @@ class State:
 
     def to_json(self) -> str:
         """The canonical snapshot text (sorted keys and rows, no whitespace)."""
-        return _ENC.encode({
-            "v": SNAPSHOT_VERSION,
-            "tables": _listed(self.tables),
-            "events": self.events.entries,
-            "audit": self.audit.entries,
-            "blocks": self.blocks.entries,
-            "stats": self.stats,
-        })
+        return self._snapshot_text(self.tables, len(self.events.entries),
+                                   len(self.audit.entries), len(self.blocks.entries),
+                                   self.stats)
+
+    def _snapshot_text(self, tables: dict[str, dict[str, tuple[Any, ...]]], events: int,
+                       audit: int, blocks: int, stats: dict[str, dict[str, int]]) -> str:
+        """_ENC.encode of the snapshot object {"v", "tables", "events", "audit", "blocks",
+        "stats"} with the logs cut at the given lengths, written out in its sorted key order
+        so that each log's text comes from `_Chain.encoded` (tests compare the two)."""
+        return (f'{{"audit":{self.audit.encoded(audit)},"blocks":{self.blocks.encoded(blocks)},'
+                f'"events":{self.events.encoded(events)},"stats":{_ENC.encode(stats)},'
+                f'"tables":{_ENC.encode(_listed(tables))},"v":{_ENC.encode(SNAPSHOT_VERSION)}}}')
 
     def mark(self, seq: int) -> None:
         """Remember the current state as checkpoint `seq`: O(stats), not O(state)."""
@@ -309,14 +337,7 @@ class State:
                 tables[table].pop(key, None)
             else:
                 tables[table][key] = old
-        return _ENC.encode({
-            "v": SNAPSHOT_VERSION,
-            "tables": _listed(tables),
-            "events": self.events.entries[:events],
-            "audit": self.audit.entries[:audit],
-            "blocks": self.blocks.entries[:blocks],
-            "stats": stats,
-        })
+        return self._snapshot_text(tables, events, audit, blocks, stats)
 
     def release(self, seq: int) -> None:
         """Forget the checkpoints below `seq`."""
