@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from itertools import compress
-from operator import not_
 
 from node.ledger.genesis import LedgerGenesis
 
@@ -160,12 +158,9 @@ class LedgerTraffic(TrafficState):
     # lot), and scanning every unit an organisation ever held made each request cost O(run).
 
     def _live(self, pool: list[str]) -> Iterator[str]:
-        """The units of `pool` that may still move (their lot is not recalled), in order.
-        Iterated in C (no Python frame per unit): recalled stock stays in a pool until it is
-        returned, and a long run's pools are long."""
+        """The units of `pool` that may still move (their lot is not recalled), in order."""
         w = self.w
-        return compress(pool, map(not_, map(w.recalled.__contains__,
-                                            map(w.lot_of.__getitem__, pool))))
+        return (e for e in pool if w.lot_of[e] not in w.recalled)
 
     def _first_live(self, pool: list[str]) -> str | None:
         return next(self._live(pool), None)
@@ -184,7 +179,7 @@ class LedgerTraffic(TrafficState):
                 out.append(("RECALL_ISSUE", lambda: sc.recall(org)))
         if role in SUPPLY_ROLES:
             if first is not None and role != "pharmacist" and role != "clinician":
-                out.append(("EPCIS_SHIP", lambda: sc.ship(org, first)))
+                out.append(("EPCIS_SHIP", lambda: sc.ship(org, self._live(stock))))
             if w.inbound.get(org):
                 out.append(("EPCIS_RECEIVE", lambda: sc.receive(org)))
             if w.known_epcs:

@@ -17,6 +17,7 @@ medbft/traffic/ledger.py, asks by role). Off-chain EPCIS events go through
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 from node.ledger import documents as doc
 from node.ledger.txs import encode_tx, gtin_check_digit
@@ -87,20 +88,17 @@ class SupplyChain:
                                  expiry=expiry, event_hash=s.event_hash(event), **ranged),
                        "EPCIS_COMMISSION", ok)
 
-    def ship(self, org: str, first: str) -> Pending:
-        """Ship units of one lot: `first`, the first unit of `org`'s stock that may move, and
-        the units of its lot after it (up to a random count), in stock order."""
+    def ship(self, org: str, stock: Iterator[str]) -> Pending:
         s = self.s
         kinds = ("distributor", "pharmacy", "hospital") if s.g.orgs[org] == "manufacturer" \
             else ("pharmacy", "hospital")
         targets = [o for o in s.orgs_of_type(*kinds) if o != org]
         to = s.pick(targets)
-        pool = s.w.stock[org]
+        first = next(stock)
         lot = s.w.lot_of[first]
-        # No unit of `lot` comes before `first` (it would have moved first: the lot is not
-        # recalled), so the lot's units in stock order start with it. Iterated in C.
-        same_lot = itertools.compress(pool, map(lot.__eq__, map(s.w.lot_of.__getitem__, pool)))
+        same_lot = (e for e in itertools.chain((first,), stock) if s.w.lot_of[e] == lot)
         epcs = list(itertools.islice(same_lot, s.rng.randint(1, SHIP_MAX)))
+        pool = s.w.stock[org]
         for e in epcs:
             pool.remove(e)
         biz = f"urn:epcglobal:cbv:bt:{doc.org_prefix(s.g, org)}000005:DES-{s.ids + 1}"
