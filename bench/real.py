@@ -146,6 +146,7 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
     box: list[Any] = []
     sample_dir = args.sample / name if args.sample else None
     problems: dict[str, str] = {}
+    names: dict[int, str] = {}
 
     async def sample(_net: Any) -> None:
         """Once the load has warmed up (a third of the run), sample every node and this
@@ -154,8 +155,16 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
         seconds = parse_duration_ns(args.duration) / 1e9
         await asyncio.sleep(seconds / 3)
         pids = {node: proc.pid for node, proc in sorted(box[0].procs.items())}
-        problems.update(await sampling.record(args.spy, {**pids, "load": os.getpid()},
-                                              seconds / 2, sample_dir))
+        names.update({pid: node for node, pid in pids.items()})
+        names[os.getpid()] = "load"
+        jobs = [sampling.record(args.spy, {**pids, "load": os.getpid()}, seconds / 2,
+                                sample_dir)]
+        if args.perf:
+            jobs.append(sampling.record_cpu(args.perf, seconds / 2, sample_dir / "cpu.perf"))
+        spied, *perfed = await asyncio.gather(*jobs)
+        problems.update(spied)
+        if perfed and perfed[0] is not None:
+            problems["perf"] = perfed[0]
 
     before = os.times()
     result = run(run_cluster(spec, cluster_box=box,
@@ -172,6 +181,9 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
                         sorted(p for p in sample_dir.glob("*.txt") if p.stem != "load"))
         sampling.report(f"load generator of {label or transport} (py-spy)",
                         sorted(sample_dir.glob("load.txt")), top=12)
+        if args.perf and (sample_dir / "cpu.perf").exists():
+            sampling.report_cpu(f"CPU of {label or transport}", args.perf,
+                                sample_dir / "cpu.perf", names)
     s = result.summary
     committed = s["requests"]["committed"]
     cpu_seconds = s["cpu"]["cpu_seconds"]
@@ -296,7 +308,9 @@ def main() -> int:
                    help="sample every node and the load generator with py-spy (not a "
                         "dependency: pip install py-spy) for half of each run, keep "
                         "DIR/<row>/<process>.txt and print where their CPU went; unlike "
-                        "--profile it does not slow them")
+                        "--profile it does not slow their code, but the samplers take "
+                        "some CPU of their own. With Linux perf installed, also the "
+                        "machine's CPU by process and library (perf cpu-clock)")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
@@ -309,6 +323,7 @@ def main() -> int:
     except ValueError as exc:
         p.error(f"--duration: {exc}")
     args.spy = sampling.py_spy() if args.sample else None
+    args.perf = sampling.perf() if args.sample else None
     if args.sample and args.spy is None:
         p.error("--sample needs py-spy, a sampling profiler that is not a dependency of "
                 "medbft: pip install py-spy")

@@ -1,18 +1,28 @@
-"""Sampling profiles of running processes (py-spy): where a real node's CPU goes, undistorted.
+"""Sampling profiles of running processes (py-spy, perf): where a real node's CPU goes.
 
 Why this exists: `bench/real.py --profile` runs each node under cProfile, which charges every
 Python call and so inflates pure-Python code against what runs in C (OpenSSL's signature
 checks and TLS, SQLite, the event loop): its shares mislead, and the profiled nodes are several
-times slower. py-spy instead reads a running process's stacks from outside, 250 times a
-second, without slowing it, so the shares are those of the real run. `bench/real.py --sample
-DIR` attaches it to every node process and to the load generator (the benchmark's own
-process) once the load has warmed up, and prints what this module sums.
+times slower. py-spy instead reads a running process's stacks from outside, `RATE_HZ` times a
+second, without running inside it. `bench/real.py --sample DIR` attaches it to every node
+process and to the load generator (the benchmark's own process) once the load has warmed up,
+and prints what this module sums. The samplers are processes too: on a 2-core machine they
+take some of the CPU the nodes would have had, so read shares, not the run's throughput.
 
 py-spy is a measuring tool, not a dependency of medbft: `pip install py-spy` (into the
 project's venv or anywhere on PATH). It needs permission to read other processes' memory
 (ptrace): as root, or with /proc/sys/kernel/yama/ptrace_scope at 0. Time spent in C is
 charged to the Python line that called it (py-spy runs without `--native`), and samples of a
 process waiting for the network are left out (py-spy's default), so the shares are of busy time.
+
+py-spy's clock is the wall's: a process that is ready to run but waiting for a core is sampled
+where it stands, and on a machine with more processes than cores that charges extra to the
+lines just after a call that wakes another process (a socket write) and the like. So when
+Linux `perf` is installed, the same window is also sampled on the CPU clock, system-wide
+(`perf record -e cpu-clock -a`): how the machine's CPU divides between the nodes, the load
+generator and idle, and within each process between the Python interpreter, the kernel,
+OpenSSL (signatures, TLS), SQLite and the rest. Python 3.11 does not show its functions to
+perf; the two together say where the CPU goes and, within Python, where.
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Profile", "py_spy", "read_raw", "record", "report"]
+__all__ = ["Profile", "cpu_split", "perf", "py_spy", "read_raw", "record", "record_cpu", "report",
+           "report_cpu"]
 
 ROOT = Path(__file__).resolve().parent.parent
-RATE_HZ = 250
+RATE_HZ = 100  # each py-spy costs CPU too (sampling five processes at 250/s took a third
+#               of a 2-core machine): slow enough to leave the nodes their cores
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
@@ -59,6 +71,71 @@ async def record(spy: str, pids: dict[str, int], seconds: float, out_dir: Path,
         if proc.returncode != 0:
             problems[name] = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
     return {name: lines[0] for name, lines in problems.items()}
+
+
+def perf() -> str | None:
+    """Linux perf, if installed (`apt-get install linux-perf`)."""
+    return shutil.which("perf")
+
+
+async def record_cpu(perf_bin: str, seconds: float, out: Path) -> str | None:
+    """Sample every CPU on the CPU clock for `seconds` into `out`; None, or why it failed."""
+    proc = await asyncio.create_subprocess_exec(
+        perf_bin, "record", "-e", "cpu-clock", "-F", "499", "-a", "-o", str(out), "--",
+        "sleep", str(max(1, round(seconds))),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        return (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+    return None
+
+
+#: What a shared library is, for the CPU split (first match of a substring).
+LIBRARIES = (("libpython", "Python"), ("kernel", "kernel"), ("_rust", "cryptography"),
+             ("libcrypto", "OpenSSL"), ("libssl", "OpenSSL"), ("libsqlite", "SQLite"),
+             ("loop.cpython", "uvloop"), ("libc.so", "libc"))
+
+
+def cpu_split(report_lines: Iterable[str], names: dict[int, str]) -> dict[str, Counter[str]]:
+    """Shares of all samples (percent) by process and library, from `perf report --sort
+    pid,dso --field-separator='|' -F overhead,pid,dso` lines. A pid of `names` is named by
+    it; the idle task is "idle"; the samplers (py-spy, perf) are "samplers"; every other
+    process is "other"."""
+    split: dict[str, Counter[str]] = {}
+    for line in report_lines:
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3 or not parts[0].endswith("%"):
+            continue
+        share, task, dso = float(parts[0][:-1]), parts[1], parts[2]
+        pid = int(task.split(":", 1)[0]) if task.split(":", 1)[0].isdigit() else -1
+        comm = task.split(":", 1)[-1]
+        who = ("idle" if pid == 0 else names.get(pid) or
+               ("samplers" if comm.startswith(("py-spy", "perf")) else "other"))
+        lib = next((name for key, name in LIBRARIES if key in dso), "other")
+        split.setdefault(who, Counter())[lib] += share
+    return split
+
+
+def report_cpu(title: str, perf_bin: str, data: Path, names: dict[int, str]) -> None:
+    """Print how the machine's CPU divided during the sampled window (see `cpu_split`)."""
+    import subprocess
+
+    done = subprocess.run(
+        [perf_bin, "report", "-i", str(data), "--sort", "pid,dso", "--stdio",
+         "--field-separator=|", "-F", "overhead,pid,dso"],
+        capture_output=True, text=True, check=False)
+    split = cpu_split(done.stdout.splitlines(), names)
+    if not split:
+        print(f"\n{title}: perf recorded nothing ({done.stderr.strip()[-200:]})")
+        return
+    libs = [name for name in dict.fromkeys(n for _, n in LIBRARIES)] + ["other"]
+    print(f"\n{title}: share of the machine's CPU samples (all cores, perf cpu-clock)")
+    print(f"  {'process':<10}{'all':>7}" + "".join(f"{lib:>14}" for lib in libs))
+    order = sorted(split, key=lambda who: (who in ("idle", "other", "samplers"), who))
+    for who in order:
+        row = split[who]
+        print(f"  {who:<10}{sum(row.values()):>6.1f}%"
+              + "".join(f"{row.get(lib, 0.0):>13.1f}%" for lib in libs))
 
 
 def _where(path: str) -> str:

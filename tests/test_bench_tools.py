@@ -283,3 +283,30 @@ def test_sampling_sums_py_spy_stacks_by_file_function_and_caller() -> None:
     assert profile.inclusive["main (node/server.py)"] == 40
     assert profile.inclusive["walk (node/x.py)"] == 10  # on the stack twice, counted once
     assert profile.share(30) == 0.6
+
+
+def test_sampling_splits_perf_samples_by_process_and_library() -> None:
+    """bench/sampling.py names the nodes and the load generator by pid, the idle task and
+    the samplers by what they are, and groups shared libraries (perf report's pid,dso
+    lines, `|`-separated)."""
+    sampling = _bench("sampling")
+    lines = [
+        "# comment",
+        " 18.50% |      0:swapper      |[kernel.kallsyms]",
+        " 10.00% |    101:python       |libpython3.11.so.1.0",
+        "  4.00% |    101:python       |_rust.abi3.so",
+        "  1.00% |    101:python       |[kernel.kallsyms]",
+        "  0.50% |    101:python       |libcrypto.so.3",
+        "  0.25% |    101:python       |libssl.so.3",
+        "  7.00% |    202:python       |libpython3.11.so.1.0",
+        "  3.00% |    303:py-spy       |[kernel.kallsyms]",
+        "  2.00% |    404:redis-server |redis-server",
+        "garbage",
+    ]
+    split = sampling.cpu_split(lines, {101: "node-1", 202: "load"})
+    assert split["idle"] == {"kernel": 18.5}
+    assert split["node-1"] == {"Python": 10.0, "cryptography": 4.0, "kernel": 1.0,
+                               "OpenSSL": 0.75}
+    assert split["load"] == {"Python": 7.0}
+    assert split["samplers"] == {"kernel": 3.0}
+    assert split["other"] == {"other": 2.0}
