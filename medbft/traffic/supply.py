@@ -33,6 +33,23 @@ SHIP_MAX = 6
 COLD_RANGE = ("2.0", "8.0")
 
 
+def same_lot(pool: list[str], first: str, lot_of: dict[str, str], count: int) -> list[str]:
+    """Up to `count` units of `first`'s lot in `pool`, in pool order from `first` (which is in
+    `pool`) on: what a shipment takes.
+
+    A long run's stock holds thousands of units, and a lot with fewer than `count` left is
+    looked for to the end: one loop over the pool, without the two generators (movable
+    units, then the lot's) it took before."""
+    lot = lot_of[first]
+    found: list[str] = []
+    for unit in itertools.islice(pool, pool.index(first), None):
+        if lot_of[unit] == lot:
+            found.append(unit)
+            if len(found) == count:
+                break
+    return found
+
+
 class SupplyChain:
     """Builders of the supply-chain transactions, on the shared traffic state."""
 
@@ -95,15 +112,15 @@ class SupplyChain:
         targets = [o for o in s.orgs_of_type(*kinds) if o != org]
         to = s.pick(targets)
         first = next(stock)
-        lot = s.w.lot_of[first]
-        same_lot = (e for e in itertools.chain((first,), stock) if s.w.lot_of[e] == lot)
-        epcs = list(itertools.islice(same_lot, s.rng.randint(1, SHIP_MAX)))
         pool = s.w.stock[org]
+        epcs = same_lot(pool, first, s.w.lot_of, s.rng.randint(1, SHIP_MAX))
         for e in epcs:
             pool.remove(e)
         biz = f"urn:epcglobal:cbv:bt:{doc.org_prefix(s.g, org)}000005:DES-{s.ids + 1}"
         event = doc.epcis_event("EPCIS_SHIP", s.g, org, epcs, s.calendar_ns, to=to,
                                 biz_tx=biz)
+
+        lot = s.w.lot_of[first]
 
         def ok(_: bytes) -> None:
             s.w.inbound.setdefault(to, []).append(tuple(epcs))
