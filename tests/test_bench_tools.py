@@ -270,18 +270,19 @@ def test_sampling_sums_py_spy_stacks_by_file_function_and_caller() -> None:
     root = str(ROOT)
     lines = [
         f"main ({root}/node/server.py:10);verify ({root}/node/crypto.py:200) 30\n",
-        f"main ({root}/node/server.py:10);walk ({root}/node/x.py:1);walk ({root}/node/x.py:2) 10\n",
+        f"main ({root}/node/server.py:10);walk ({root}/node/quorum.py:1);"
+        f"walk ({root}/node/quorum.py:2) 10\n",
         "main (/usr/lib/python3.11/site-packages/aiohttp/web_ws.py:5) 5\n",
         "run (/usr/lib/python3.11/asyncio/runners.py:118) 5\n",
         "\n", "garbage line\n",
     ]
     profile = sampling.read_raw(lines)
     assert profile.samples == 50
-    assert profile.by_file == {"node/crypto.py": 30, "node/x.py": 10, "aiohttp": 5,
+    assert profile.by_file == {"node/crypto.py": 30, "node/quorum.py": 10, "aiohttp": 5,
                                "asyncio/runners.py": 5}
     assert profile.by_function["verify (node/crypto.py)"] == 30
     assert profile.inclusive["main (node/server.py)"] == 40
-    assert profile.inclusive["walk (node/x.py)"] == 10  # on the stack twice, counted once
+    assert profile.inclusive["walk (node/quorum.py)"] == 10  # on the stack twice, counted once
     assert profile.share(30) == 0.6
 
 
