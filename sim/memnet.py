@@ -75,7 +75,8 @@ class InMemoryCluster:
         for member in self.membership.nodes:
             self.replicas[member.id] = self._new_replica(member.id)
         self.disk: dict[str, dict[str, list[bytes]]] = {r: {} for r in self.replicas}
-        # The batch digest each block record was persisted with, in the same order.
+        # The batch digest each block record was persisted with, in the order persisted (a
+        # test that swaps a replica's `disk` for another keeps these as they were).
         self.block_digests: dict[str, list[bytes]] = {r: [] for r in self.replicas}
         self.client_cores: dict[str, Client] = {
             c.id: Client(self.membership, Keyring(idents[c.id], pubs, Costs(), cache),
