@@ -171,7 +171,9 @@ class _Chain:
         append-only: the text of the entries encoded last time is kept and extended. It is
         reused only while every one of those entries is still the very object it encoded
         (`is`, not `==`: 0 == False encode differently); an entry replaced since (a test's or
-        a Byzantine replica's tampering) makes it encode everything again."""
+        a Byzantine replica's tampering) makes it encode everything again. The price is
+        memory: the text kept is as large as the logs' part of a snapshot (kept only once a
+        snapshot was taken: in a simulation, only by a replica that served a state transfer)."""
         kept, text = self._encoded
         entries = self.entries
         done = len(kept)
