@@ -173,7 +173,8 @@ class _Chain:
         (`is`, not `==`: 0 == False encode differently); an entry replaced since (a test's or
         a Byzantine replica's tampering) makes it encode everything again. The price is
         memory: the text kept is as large as the logs' part of a snapshot (kept only once a
-        snapshot was taken: in a simulation, only by a replica that served a state transfer)."""
+        snapshot was taken: in a simulation, by a replica that served a state transfer or whose
+        ledger the run saves)."""
         kept, text = self._encoded
         entries = self.entries
         done = len(kept)
