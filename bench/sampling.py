@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -118,8 +119,6 @@ def cpu_split(report_lines: Iterable[str], names: dict[int, str]) -> dict[str, C
 
 def report_cpu(title: str, perf_bin: str, data: Path, names: dict[int, str]) -> None:
     """Print how the machine's CPU divided during the sampled window (see `cpu_split`)."""
-    import subprocess
-
     done = subprocess.run(
         [perf_bin, "report", "-i", str(data), "--sort", "pid,dso", "--stdio",
          "--field-separator=|", "-F", "overhead,pid,dso"],
@@ -128,7 +127,7 @@ def report_cpu(title: str, perf_bin: str, data: Path, names: dict[int, str]) -> 
     if not split:
         print(f"\n{title}: perf recorded nothing ({done.stderr.strip()[-200:]})")
         return
-    libs = [name for name in dict.fromkeys(n for _, n in LIBRARIES)] + ["other"]
+    libs = [*dict.fromkeys(name for _, name in LIBRARIES), "other"]
     print(f"\n{title}: share of the machine's CPU samples (all cores, perf cpu-clock)")
     print(f"  {'process':<10}{'all':>7}" + "".join(f"{lib:>14}" for lib in libs))
     order = sorted(split, key=lambda who: (who in ("idle", "other", "samplers"), who))
