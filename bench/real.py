@@ -157,14 +157,15 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
         pids = {node: proc.pid for node, proc in sorted(box[0].procs.items())}
         names.update({pid: node for node, pid in pids.items()})
         names[os.getpid()] = "load"
-        jobs = [sampling.record(args.spy, {**pids, "load": os.getpid()}, seconds / 2,
-                                sample_dir)]
-        if args.perf:
-            jobs.append(sampling.record_cpu(args.perf, seconds / 2, sample_dir / "cpu.perf"))
-        spied, *perfed = await asyncio.gather(*jobs)
-        problems.update(spied)
-        if perfed and perfed[0] is not None:
-            problems["perf"] = perfed[0]
+        sample_dir.mkdir(parents=True, exist_ok=True)
+        spy = (sampling.record(args.spy, {**pids, "load": os.getpid()}, seconds / 2,
+                               sample_dir) if args.spy else asyncio.sleep(0, {}))
+        cpu = (sampling.record_cpu(args.perf, seconds / 2, sample_dir / "cpu.perf")
+               if args.perf else asyncio.sleep(0, None))
+        spied, perfed = await asyncio.gather(spy, cpu)
+        problems.update({f"py-spy on {who}": why for who, why in spied.items()})
+        if perfed is not None:
+            problems["perf"] = perfed
 
     before = os.times()
     result = run(run_cluster(spec, cluster_box=box,
@@ -175,12 +176,13 @@ def bench(transport: str, args: argparse.Namespace, out: Path, broker: str, *,
     if profile_dir is not None:
         print_profile(profile_dir, label or transport)
     if sample_dir is not None:
-        for who, why in sorted(problems.items()):
-            print(f"  py-spy could not sample {who}: {why}")
-        sampling.report(f"nodes of {label or transport} (py-spy)",
-                        sorted(p for p in sample_dir.glob("*.txt") if p.stem != "load"))
-        sampling.report(f"load generator of {label or transport} (py-spy)",
-                        sorted(sample_dir.glob("load.txt")), top=12)
+        for what, why in sorted(problems.items()):
+            print(f"  sampling failed ({what}): {why}")
+        if args.spy:
+            sampling.report(f"nodes of {label or transport} (py-spy)",
+                            sorted(p for p in sample_dir.glob("*.txt") if p.stem != "load"))
+            sampling.report(f"load generator of {label or transport} (py-spy)",
+                            sorted(sample_dir.glob("load.txt")), top=12)
         if args.perf and (sample_dir / "cpu.perf").exists():
             sampling.report_cpu(f"CPU of {label or transport}", args.perf,
                                 sample_dir / "cpu.perf", names)
@@ -305,12 +307,12 @@ def main() -> int:
                         "does not charge a function for the time its process sat pre-empted "
                         "(slows the nodes several times more)")
     p.add_argument("--sample", type=Path, metavar="DIR",
-                   help="sample every node and the load generator with py-spy (not a "
-                        "dependency: pip install py-spy) for half of each run, keep "
-                        "DIR/<row>/<process>.txt and print where their CPU went; unlike "
-                        "--profile it does not slow their code, but the samplers take "
-                        "some CPU of their own. With Linux perf installed, also the "
-                        "machine's CPU by process and library (perf cpu-clock)")
+                   help="sample every node and the load generator for half of each run and "
+                        "print where their CPU went: with py-spy (pip install py-spy), own "
+                        "and inclusive time by function (DIR/<row>/<process>.txt); with "
+                        "Linux perf, the machine's CPU by process and library (cpu-clock). "
+                        "Either or both; neither is a dependency. Unlike --profile it does "
+                        "not slow their code, but the samplers take some CPU of their own")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="measure without TLS (to see what TLS costs)")
     args = p.parse_args()
@@ -324,9 +326,13 @@ def main() -> int:
         p.error(f"--duration: {exc}")
     args.spy = sampling.py_spy() if args.sample else None
     args.perf = sampling.perf() if args.sample else None
+    if args.sample and args.spy is None and args.perf is None:
+        p.error("--sample needs py-spy (pip install py-spy) or Linux perf (apt-get install "
+                "linux-perf), or both: sampling profilers that are not dependencies of medbft")
     if args.sample and args.spy is None:
-        p.error("--sample needs py-spy, a sampling profiler that is not a dependency of "
-                "medbft: pip install py-spy")
+        print("--sample: py-spy not found (pip install py-spy): perf's CPU split only")
+    elif args.sample and args.perf is None:
+        print("--sample: Linux perf not found: py-spy's samples only")
     crypto = ecdsa_per_s()
     load_avg = os.getloadavg()
     print(f"{'PLAINTEXT (insecure)' if args.insecure_plaintext else 'TLS'}; "
