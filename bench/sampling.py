@@ -70,8 +70,13 @@ async def record(spy: str, pids: dict[str, int], seconds: float, out_dir: Path,
     for name, proc in procs.items():
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            problems[name] = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-    return {name: lines[0] for name, lines in problems.items()}
+            problems[name] = _last_line(err)
+    return problems
+
+
+def _last_line(err: bytes) -> str:
+    """What a failed tool said last on stderr (its error, usually)."""
+    return (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
 
 
 def perf() -> str | None:
@@ -86,9 +91,7 @@ async def record_cpu(perf_bin: str, seconds: float, out: Path) -> str | None:
         "sleep", str(max(1, round(seconds))),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
-    if proc.returncode != 0:
-        return (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-    return None
+    return _last_line(err) if proc.returncode != 0 else None
 
 
 #: What a shared library is, for the CPU split (first match of a substring).
@@ -107,9 +110,9 @@ def cpu_split(report_lines: Iterable[str], names: dict[int, str]) -> dict[str, C
         parts = [p.strip() for p in line.split("|")]
         if len(parts) != 3 or not parts[0].endswith("%"):
             continue
-        share, task, dso = float(parts[0][:-1]), parts[1], parts[2]
-        pid = int(task.split(":", 1)[0]) if task.split(":", 1)[0].isdigit() else -1
-        comm = task.split(":", 1)[-1]
+        share, dso = float(parts[0][:-1]), parts[2]
+        first, _, comm = parts[1].partition(":")
+        pid = int(first) if first.isdigit() else -1
         who = ("idle" if pid == 0 else names.get(pid) or
                ("samplers" if comm.startswith(("py-spy", "perf")) else "other"))
         lib = next((name for key, name in LIBRARIES if key in dso), "other")
