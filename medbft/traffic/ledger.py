@@ -28,7 +28,7 @@ options of a role are listed in a fixed order (the weighted pick depends on it).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from node.ledger.genesis import LedgerGenesis
 
@@ -157,17 +157,17 @@ class LedgerTraffic(TrafficState):
     # Stock is read lazily: a request needs the first movable unit (or the first few of one
     # lot), and scanning every unit an organisation ever held made each request cost O(run).
 
-    def _live(self, pool: list[str]) -> Iterator[str]:
+    def _live(self, pool: Iterable[str]) -> Iterator[str]:
         """The units of `pool` that may still move (their lot is not recalled), in order."""
         w = self.w
         return (e for e in pool if w.lot_of[e] not in w.recalled)
 
-    def _first_live(self, pool: list[str]) -> str | None:
+    def _first_live(self, pool: Iterable[str]) -> str | None:
         return next(self._live(pool), None)
 
     def _options(self, cid: str, role: str, org: str) -> list[tuple[str, Build]]:
         w, sc, out = self.w, self.supply, []
-        stock = w.stock.get(org, [])
+        stock: Iterable[str] = w.stock.get(org, ())
         first = self._first_live(stock)
         if role == "manufacturer":
             if org not in w.gtin:

@@ -99,7 +99,7 @@ class Logistics:
                                             pack=False)
         return Pending(encode_tx("EPCIS_DISAGGREGATE", parent=parent,
                                  event_hash=s.event_hash(event)), "EPCIS_DISAGGREGATE",
-                       lambda _: s.w.stock.setdefault(org, []).extend(epcs),
+                       lambda _: s.w.stock_at(org).extend(epcs),
                        lambda _: s.w.cases[org].append(case))
 
     # -- returns ------------------------------------------------------------------------------

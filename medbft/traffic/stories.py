@@ -126,7 +126,7 @@ class Stories:
             t.story["counterfeit_skipped"] = "no pharmacist or no serial known at event_at"
             return []
         org = self.g.parties[forger].org
-        mine = [e for e in w.stock.get(org, []) + w.held.get(org, [])]
+        mine = [*w.stock.get(org, ()), *w.held.get(org, ())]
         epc = (mine or w.known_epcs)[0]
         lot = w.lot_of[epc]
         gtin, expiry, _ = w.lots[lot]

@@ -16,7 +16,6 @@ medbft/traffic/ledger.py, asks by role). Off-chain EPCIS events go through
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
 from node.ledger import documents as doc
@@ -31,23 +30,6 @@ SHIP_MAX = 6
 #: The storage range a cold-chain flow's manufacturers state for their lots (°C): a
 #: refrigerated vaccine.
 COLD_RANGE = ("2.0", "8.0")
-
-
-def same_lot(pool: list[str], first: str, lot_of: dict[str, str], count: int) -> list[str]:
-    """Up to `count` units of `first`'s lot in `pool`, in pool order from `first` (which is in
-    `pool`) on: what a shipment takes.
-
-    A long run's stock holds thousands of units, and a lot with fewer than `count` left is
-    looked for to the end: one loop over the pool, without the two generators (movable
-    units, then the lot's) it took before."""
-    lot = lot_of[first]
-    found: list[str] = []
-    for unit in itertools.islice(pool, pool.index(first), None):
-        if lot_of[unit] == lot:
-            found.append(unit)
-            if len(found) == count:
-                break
-    return found
 
 
 class SupplyChain:
@@ -96,7 +78,7 @@ class SupplyChain:
             s.w.exposure.setdefault(lot, set()).add(org)
             for e in epcs:
                 s.w.lot_of[e] = lot
-            s.w.stock.setdefault(org, []).extend(epcs)
+            s.w.stock_at(org).extend(epcs)
             s.w.known_epcs.extend(epcs[:2])
             if storage is not None:
                 s.w.storage[lot] = storage
@@ -111,9 +93,11 @@ class SupplyChain:
             else ("pharmacy", "hospital")
         targets = [o for o in s.orgs_of_type(*kinds) if o != org]
         to = s.pick(targets)
+        # A shipment takes units of one lot, the first movable unit's, in stock order. Every
+        # unit of that lot is movable (a lot is recalled whole), so none comes before it.
         first = next(stock)
         pool = s.w.stock[org]
-        epcs = same_lot(pool, first, s.w.lot_of, s.rng.randint(1, SHIP_MAX))
+        epcs = pool.of_lot(s.w.lot_of[first], s.rng.randint(1, SHIP_MAX))
         for e in epcs:
             pool.remove(e)
         biz = f"urn:epcglobal:cbv:bt:{doc.org_prefix(s.g, org)}000005:DES-{s.ids + 1}"
@@ -138,7 +122,7 @@ class SupplyChain:
         event = doc.epcis_event("EPCIS_RECEIVE", s.g, org, epcs, s.calendar_ns)
 
         def ok(_: bytes) -> None:
-            s.w.stock.setdefault(org, []).extend(epcs)
+            s.w.stock_at(org).extend(epcs)
 
         return Pending(encode_tx("EPCIS_RECEIVE", epcs=epcs, event_hash=s.event_hash(event)),
                        "EPCIS_RECEIVE", ok,
@@ -148,7 +132,7 @@ class SupplyChain:
         s = self.s
         s.w.stock[org].remove(epc)
         event = doc.epcis_event("EPCIS_DISPENSE", s.g, org, [epc], s.calendar_ns)
-        pool = s.w.held.setdefault(org, [])
+        pool = s.w.held_at(org)
         return Pending(encode_tx("EPCIS_DISPENSE", epcs=[epc],
                                  event_hash=s.event_hash(event)),
                        "EPCIS_DISPENSE", lambda _: pool.append(epc),
@@ -191,7 +175,8 @@ class SupplyChain:
     def recall_ack(self, org: str, recall_id: str) -> Pending:
         w = self.s.w
         lots, _exposed, acked = w.recalls[recall_id]
-        on_hand = sum(1 for e in w.stock.get(org, []) if w.lot_of[e] in lots)
+        stock = w.stock.get(org)
+        on_hand = 0 if stock is None else sum(stock.count_of_lot(x) for x in dict.fromkeys(lots))
         on_hand += sum(1 for shipment in w.inbound.get(org, []) for e in shipment
                        if w.lot_of[e] in lots)
         acked.add(org)
