@@ -311,3 +311,22 @@ def test_sampling_splits_perf_samples_by_process_and_library() -> None:
     assert split["load"] == {"Python": 7.0}
     assert split["samplers"] == {"kernel": 3.0}
     assert split["other"] == {"other": 2.0}
+
+
+def test_run_length_gives_cpu_per_committed_request_by_window_of_simulated_time() -> None:
+    """Slices are (simulated s, CPU s, committed so far); a window closes at the first slice
+    reaching its end, the drain after the duration joins the last window, and a window
+    without a committed request is left out."""
+    slices = [(0.0, 10.0, 0), (1.0, 10.5, 100), (2.0, 11.0, 200), (3.0, 11.0, 200),
+              (4.0, 11.4, 200), (5.0, 12.0, 300), (6.0, 12.6, 400), (6.5, 12.9, 410)]
+    got = run_length.cost_by_window(slices, 2.0, 6.0)
+    assert got == pytest.approx([1.0 / 200 * 1e6, 1.5 / 210 * 1e6])  # 2-4 s: none
+    assert run_length.cost_by_window(slices[:3], 2.0, 2.0) == pytest.approx([1e6 / 200])
+
+
+def test_run_length_reports_the_median_run_with_every_wall_time() -> None:
+    runs = [{"wall_s": 3.0, "n": 1}, {"wall_s": 1.0, "n": 2}, {"wall_s": 2.0, "n": 3},
+            {"wall_s": 4.0, "n": 4}]
+    row = run_length.median_row(runs)
+    assert row["n"] == 3 and row["wall_s_all"] == [3.0, 1.0, 2.0, 4.0]
+    assert run_length.median_row(runs[:3])["n"] == 3
