@@ -56,6 +56,7 @@ def test_a_pool_keeps_a_lists_order_under_appends_extends_and_removes() -> None:
                 pool.remove(unit)
                 outside.append(unit)
             assert list(pool) == plain and len(pool) == len(plain) and bool(pool) == bool(plain)
+            assert pool == plain and pool == Pool(lot_of, plain)
             for lot in lots:
                 in_lot = [e for e in plain if lot_of[e] == lot]
                 assert pool.count_of_lot(lot) == len(in_lot)
@@ -72,6 +73,8 @@ def test_a_pool_refuses_a_unit_twice_and_a_unit_it_does_not_hold() -> None:
     with pytest.raises(ValueError, match="not in"):
         pool.remove("b")
     assert list(pool) == ["a"]
+    assert pool != Pool({"a": "LOT-1", "b": "LOT-1"}, ["b"]) and pool != ["a", "b"]
+    assert Pool({"a": "L", "b": "L"}, ["a", "b"]) != Pool({"a": "L", "b": "L"}, ["b", "a"])
 
 
 def test_a_shipment_takes_the_first_movable_unit_and_its_lot_after_it_in_stock_order() -> None:
