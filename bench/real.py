@@ -61,32 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from medbft.real.cluster import ClusterSpec, free_ports, run_cluster
 from medbft.real.load import LoadSpec
 from medbft.units import parse_duration_ns
-from node.crypto import Identity, Keyring
 from node.realtime import run, uvloop_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sampling  # bench/sampling.py, beside this file
-
-
-def ecdsa_per_s(seconds: float = 1.0) -> dict[str, float]:
-    """ECDSA P-256 signatures and verifications per second on one core, as the nodes do them
-    (`Keyring.sign`, `Keyring._verify_uncached`)."""
-    ident = Identity.generate("bench")
-    keys = Keyring(ident, {"bench": ident.public_bytes})
-    data = b"x" * 200
-    sig = keys.sign(data)
-    out = {}
-    for name, fn in (("sign_per_s", lambda: keys.sign(data)),
-                     ("verify_per_s", lambda: keys._verify_uncached("bench", ident.public_bytes,
-                                                                    data, sig))):
-        count, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for _ in range(100):
-                fn()
-            count += 100
-        out[name] = count / (time.perf_counter() - t0)
-    return out
-
+from machine import ecdsa_per_s  # bench/machine.py
 
 #: Figures measured side by side on the project's 2-core machine (4 replicas on loopback):
 #: BFT-SMaRt v1.2's ThroughputLatency demo (MAC-authenticated requests) and medbft before the

@@ -29,6 +29,12 @@ user types, with its figures and with `--no-plots`.
 Runs use the compiled modules when `medbft native build` made them and they match the
 sources (the header says which); `--modules pure` runs pure Python.
 
+With n = 4 in range it also prints that size's floor on this machine: at n = 4 a request
+costs more than its 29 messages (a client signs it, it is verified once, four replicas and
+the harm judge's replay execute it on a ledger), and those costs, measured here (ECDSA on one
+core; the ledger's execution timed in a 1 s run of the shape), bound the messages per second
+however cheap the messages became.
+
 Each case runs in a fresh child process so that its peak memory (ru_maxrss) is its own; wall
 time covers the whole `run_scenario` call (identities and replicas built, key agreement
 included), median over `--repeat` runs, and the child checks that every repeat gives the
@@ -55,6 +61,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # bench/machine.py, beside this file
 
 #: Simulated messages per wall second of the JavaScript BFT-Simulator (PBFT), measured side
 #: by side with medbft on a 2-core machine (same n, constant links, no faults; medians of
@@ -178,6 +185,61 @@ def run_in_child(spec: dict[str, Any], repeat: int, pure: bool = False) -> dict[
 
 # ---------------------------------------------------------------------------------------------
 # Output
+
+
+def floor_msgs_per_s(msgs_per_request: float, sign_s: float, verify_s: float,
+                     execute_s: float) -> float:
+    """The most messages per second a shape can simulate when each request also costs a
+    signature, one verification and `execute_s` of ledger execution, and nothing else costs
+    anything."""
+    return msgs_per_request / (sign_s + verify_s + execute_s)
+
+
+def ledger_execution_per_request(duration: str = "1s") -> float:
+    """Seconds of `Ledger.execute` per committed request in a run of the n = 4 shape (every
+    replica's execution and the harm judge's replay), timed call by call."""
+    from medbft.scenario import parse_scenario
+    from node.ledger.ledger import Ledger
+    from sim.run import run_scenario
+
+    spent = [0.0]
+    execute = Ledger.execute
+
+    def timed(self: Ledger, *args: Any, **kwargs: Any) -> list[bytes]:
+        t0 = time.perf_counter()
+        try:
+            return execute(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    spec = scenario_dict(4, duration, clients=16, outstanding=4)
+    Ledger.execute = timed  # type: ignore[method-assign]
+    try:
+        result = run_scenario(parse_scenario(spec, "bench/sim_speed.py"))
+    finally:
+        Ledger.execute = execute  # type: ignore[method-assign]
+    return spent[0] / result.summary["requests"]["committed"]
+
+
+def print_floor(row: dict[str, Any]) -> dict[str, float]:
+    """Measure and print the n = 4 floor (see the module docstring) for the table's n = 4 row."""
+    from machine import ecdsa_per_s
+
+    crypto = ecdsa_per_s(0.5)
+    sign_s, verify_s = 1 / crypto["sign_per_s"], 1 / crypto["verify_per_s"]
+    execute_s = ledger_execution_per_request()
+    per_request = row["messages"] / row["committed"]
+    cap = floor_msgs_per_s(per_request, sign_s, verify_s, execute_s)
+    sim_s_per_wall_s = cap / (row["messages"] / row["sim_s"])
+    print(f"the floor at n = 4 on this machine: signing and verifying a request "
+          f"{(sign_s + verify_s) * 1e6:.0f} us, executing it (four replicas and the harm "
+          f"judge) {execute_s * 1e6:.0f} us; at {per_request:.1f} messages per request, at "
+          f"most {cap:,.0f} msgs/s ({cap / PEER[4]:.2f}x the peer) and "
+          f"{sim_s_per_wall_s:.1f} simulated s per wall s, if nothing else cost anything")
+    print()
+    return {"sign_s": sign_s, "verify_s": verify_s, "execute_s": execute_s,
+            "msgs_per_request": per_request, "floor_msgs_per_s": cap,
+            "floor_sim_s_per_wall_s": sim_s_per_wall_s}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -390,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
                   "--no-plots)", flush=True)
     print()
     print_table(scaling)
+    floor = None
+    four = next((r for r in scaling if r["n"] == 4), None)
+    if four is not None:
+        floor = print_floor(four)
     if pure_rows:
         print_speedup(pure_rows, scaling)
     if real_time:
@@ -410,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             "modules": "pure" if pure_only else "compiled",
             "pure_scaling": pure_rows,
             "peer_msgs_per_wall_s": PEER, "target_ratio": TARGET_RATIO,
-            "scaling": scaling,
+            "scaling": scaling, "floor_n4": floor,
             "real_time": [{"scenario": path, **row} for path, row in real_time],
         }, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -330,3 +330,11 @@ def test_run_length_reports_the_median_run_with_every_wall_time() -> None:
     row = run_length.median_row(runs)
     assert row["n"] == 3 and row["wall_s_all"] == [3.0, 1.0, 2.0, 4.0]
     assert run_length.median_row(runs[:3])["n"] == 3
+
+
+def test_sim_speed_floor_is_messages_per_request_over_the_per_request_costs() -> None:
+    """bench/sim_speed.py's n = 4 floor: 29 messages per request, 25 us to sign, 75 us to
+    verify, 160 us of ledger execution: 29 / 260 us."""
+    sim_speed = _bench("sim_speed")
+    assert sim_speed.floor_msgs_per_s(29.0, 25e-6, 75e-6, 160e-6) == pytest.approx(29 / 260e-6)
+    assert sim_speed.floor_msgs_per_s(29.0, 25e-6, 75e-6, 0.0) == pytest.approx(290_000)
