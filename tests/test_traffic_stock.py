@@ -57,6 +57,7 @@ def test_a_pool_keeps_a_lists_order_under_appends_extends_and_removes() -> None:
                 outside.append(unit)
             assert list(pool) == plain and len(pool) == len(plain) and bool(pool) == bool(plain)
             assert pool == plain and pool == Pool(lot_of, plain)
+            assert sorted(pool.lots()) == sorted({lot_of[e] for e in plain})
             for lot in lots:
                 in_lot = [e for e in plain if lot_of[e] == lot]
                 assert pool.count_of_lot(lot) == len(in_lot)

@@ -40,13 +40,16 @@ class Logistics:
     # -- cases --------------------------------------------------------------------------------
 
     def packable(self, org: str) -> list[str]:
-        """Up to a case of movable units of one lot in `org`'s stock (first lot first)."""
+        """Up to a case of movable units of one lot in `org`'s stock (first lot first): the
+        first movable unit's lot, in stock order. A lot is blocked whole, so no unit of that
+        lot comes before it."""
         w = self.s.w
-        stock = [e for e in w.stock.get(org, []) if not self._blocked(w.lot_of[e])]
-        if not stock:
+        stock = w.stock.get(org)
+        first = None if stock is None else next(
+            (e for e in stock if not self._blocked(w.lot_of[e])), None)
+        if stock is None or first is None:
             return []
-        lot = w.lot_of[stock[0]]
-        return [e for e in stock if w.lot_of[e] == lot][:CASE_SIZE]
+        return stock.of_lot(w.lot_of[first], CASE_SIZE)
 
     def pack(self, org: str) -> Pending:
         s = self.s
@@ -140,9 +143,9 @@ class Logistics:
         """COLD_CHAIN_EXCURSION: a sensor at `org` read `reading` °C for `lot`."""
         s = self.s
         storage = s.w.storage[lot]
-        held = [e for e in s.w.stock.get(org, []) if s.w.lot_of[e] == lot]
-        event = doc.epcis_sensor_event(s.g, org, held[:CASE_SIZE], s.calendar_ns, reading,
-                                       storage)
+        stock = s.w.stock.get(org)
+        held = [] if stock is None else stock.of_lot(lot, CASE_SIZE)
+        event = doc.epcis_sensor_event(s.g, org, held, s.calendar_ns, reading, storage)
         entry = ("lot", lot)
 
         def ok(_: bytes) -> None:
@@ -155,8 +158,9 @@ class Logistics:
     def warm_lots(self, org: str) -> list[str]:
         """Lots with a storage range that `org` holds in stock and that are not blocked."""
         w = self.s.w
-        return sorted({w.lot_of[e] for e in w.stock.get(org, [])
-                       if w.lot_of[e] in w.storage and not self._blocked(w.lot_of[e])})
+        stock = w.stock.get(org)
+        return [] if stock is None else sorted(
+            lot for lot in stock.lots() if lot in w.storage and not self._blocked(lot))
 
     def excursion(self, org: str) -> Pending:
         s = self.s

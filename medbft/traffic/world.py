@@ -114,6 +114,10 @@ class Pool:
     def count_of_lot(self, lot: str) -> int:
         return len(self._lots.get(lot, ()))
 
+    def lots(self) -> Iterator[str]:
+        """The lots with a unit here (in no order a caller may rely on: sort them)."""
+        return iter(self._lots)
+
 
 @dataclass
 class World:
