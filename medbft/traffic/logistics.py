@@ -45,11 +45,10 @@ class Logistics:
         lot comes before it."""
         w = self.s.w
         stock = w.stock.get(org)
-        first = None if stock is None else next(
-            (e for e in stock if not self._blocked(w.lot_of[e])), None)
-        if stock is None or first is None:
+        if stock is None:
             return []
-        return stock.of_lot(w.lot_of[first], CASE_SIZE)
+        first = next((e for e in stock if not self._blocked(w.lot_of[e])), None)
+        return [] if first is None else stock.of_lot(w.lot_of[first], CASE_SIZE)
 
     def pack(self, org: str) -> Pending:
         s = self.s

@@ -95,16 +95,14 @@ class SupplyChain:
         to = s.pick(targets)
         # A shipment takes units of one lot, the first movable unit's, in stock order. Every
         # unit of that lot is movable (a lot is recalled whole), so none comes before it.
-        first = next(stock)
+        lot = s.w.lot_of[next(stock)]
         pool = s.w.stock[org]
-        epcs = pool.of_lot(s.w.lot_of[first], s.rng.randint(1, SHIP_MAX))
+        epcs = pool.of_lot(lot, s.rng.randint(1, SHIP_MAX))
         for e in epcs:
             pool.remove(e)
         biz = f"urn:epcglobal:cbv:bt:{doc.org_prefix(s.g, org)}000005:DES-{s.ids + 1}"
         event = doc.epcis_event("EPCIS_SHIP", s.g, org, epcs, s.calendar_ns, to=to,
                                 biz_tx=biz)
-
-        lot = s.w.lot_of[first]
 
         def ok(_: bytes) -> None:
             s.w.inbound.setdefault(to, []).append(tuple(epcs))
