@@ -25,6 +25,15 @@ user types, with its figures and with `--no-plots`.
     .venv/bin/python bench/sim_speed.py --json results/sim_speed.json
     .venv/bin/python bench/sim_speed.py --profile --profile-n 16   # cProfile of one case
     .venv/bin/python bench/sim_speed.py --modules both  # compiled and pure Python, speed-up
+    .venv/bin/python bench/sim_speed.py --max-n 128 --peer ~/BFT-Simulator   # side by side
+
+The peer, side by side (`--peer DIR`): PEER holds the peer's figures from the day the issue
+was filed, and this machine's speed drifts by 2x between days, so a ratio to them says as much
+about the day as about the simulator. With `--peer` pointing at a checkout of the peer
+(`git clone https://github.com/csienslab/BFT-Simulator DIR && cd DIR && npm install`, outside
+this project), every case up to n = 128 is followed by the peer in the same shape
+(bench/peer_sim.js: constant 10 ms links, no faults, for `--peer-seconds` of wall time), and
+the table gives the ratio to the peer measured now beside the ratio to PEER.
 
 Runs use the compiled modules when `medbft native build` made them and they match the
 sources (the header says which); `--modules pure` runs pure Python.
@@ -51,6 +60,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,6 +182,44 @@ def native_state() -> str:
     return _native.state()
 
 
+def check_peer(peer_dir: str) -> Path:
+    """The peer checkout `--peer` names, or a usage error saying what is missing."""
+    how = ("get it with: git clone https://github.com/csienslab/BFT-Simulator DIR && "
+           "cd DIR && npm install")
+    if shutil.which("node") is None:
+        raise SystemExit("--peer: Node.js (`node`) is not on PATH; the peer is a JavaScript "
+                         "program")
+    path = Path(peer_dir).expanduser().resolve()
+    if not (path / "simulator.js").is_file() or not (path / "ba-algo" / "pbft.js").is_file():
+        raise SystemExit(f"--peer {peer_dir}: no BFT-Simulator checkout there "
+                         f"(simulator.js, ba-algo/pbft.js); {how}")
+    if not (path / "node_modules").is_dir():
+        raise SystemExit(f"--peer {peer_dir}: its packages are not installed (no node_modules); "
+                         f"run npm install in it")
+    return path
+
+
+def run_peer(peer_dir: Path, n: int, seconds: float) -> dict[str, Any]:
+    """One run of the peer in this script's shape (bench/peer_sim.js), from a scratch working
+    directory (the peer's logger recreates ./log)."""
+    with tempfile.TemporaryDirectory(prefix="medbft-peer-") as scratch:
+        proc = subprocess.run(
+            ["node", str(ROOT / "bench" / "peer_sim.js"), str(peer_dir), str(n), str(seconds)],
+            cwd=scratch, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"the peer failed at n = {n}:\n{proc.stderr.strip()}")
+    row: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return row
+
+
+def peer_now(peer_dir: Path, n: int, seconds: float, repeat: int) -> dict[str, Any]:
+    """The peer at n, `repeat` times: the run with the median messages per wall second, and
+    every run's figure."""
+    runs = sorted((run_peer(peer_dir, n, seconds) for _ in range(repeat)),
+                  key=lambda r: r["msgs_per_wall_s"])
+    return {**runs[len(runs) // 2], "msgs_per_wall_s_all": [r["msgs_per_wall_s"] for r in runs]}
+
+
 def run_in_child(spec: dict[str, Any], repeat: int, pure: bool = False) -> dict[str, Any]:
     env = {**os.environ, "MEDBFT_NATIVE": "0"} if pure else None
     proc = subprocess.run(
@@ -221,6 +269,12 @@ def ledger_execution_per_request(duration: str = "1s") -> float:
     return spent[0] / result.summary["requests"]["committed"]
 
 
+def now_ratio(msgs_per_s: float, row: dict[str, Any]) -> str:
+    """", 0.57x the peer now" when the row has the peer measured side by side, else ""."""
+    now = row.get("peer_now")
+    return "" if now is None else f", {msgs_per_s / now['msgs_per_wall_s']:.2f}x the peer now"
+
+
 def print_floor(row: dict[str, Any]) -> dict[str, float]:
     """Measure and print the n = 4 floor (see the module docstring) for the table's n = 4 row."""
     from machine import ecdsa_per_s
@@ -234,7 +288,7 @@ def print_floor(row: dict[str, Any]) -> dict[str, float]:
     print(f"the floor at n = 4 on this machine: signing and verifying a request "
           f"{(sign_s + verify_s) * 1e6:.0f} us, executing it (four replicas and the harm "
           f"judge) {execute_s * 1e6:.0f} us; at {per_request:.1f} messages per request, at "
-          f"most {cap:,.0f} msgs/s ({cap / PEER[4]:.2f}x the peer) and "
+          f"most {cap:,.0f} msgs/s ({cap / PEER[4]:.2f}x the peer{now_ratio(cap, row)}) and "
           f"{sim_s_per_wall_s:.1f} simulated s per wall s, if nothing else cost anything")
     print()
     return {"sign_s": sign_s, "verify_s": verify_s, "execute_s": execute_s,
@@ -243,9 +297,11 @@ def print_floor(row: dict[str, Any]) -> dict[str, float]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    side = any("peer_now" in r for r in rows)
     head = (f"{'n':>4} {'load':>5} {'sim s':>7} {'wall s':>7} {'committed':>9} "
             f"{'messages':>10} {'msgs/wall s':>11} {'sim s/wall s':>12} {'peak RSS':>9} "
-            f"{'peer':>8} {'ratio':>6} {'target':>6}  ok {'msgs/cpu s':>10} {'ratio':>6}")
+            f"{'peer':>8} {'ratio':>6} {'target':>6}  ok {'msgs/cpu s':>10} {'ratio':>6}"
+            + (f" {'peer now':>9} {'ratio':>6}" if side else ""))
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -259,11 +315,38 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['messages']:>10,} {r['msgs_per_wall_s']:>11,.0f} "
               f"{r['sim_s_per_wall_s']:>12.3f} {r['peak_rss_mb']:>6.0f} MB "
               f"{peer or 0:>8,} {ratio} {target}  {ok:<3} {r['msgs_per_cpu_s']:>10,.0f} "
-              f"{cpu_ratio}")
+              f"{cpu_ratio}" + (now_columns(r) if side else ""))
+    if side:
+        print("peer: the figures from the day the issue was filed; peer now: the peer measured "
+              "just after each\ncase on this machine (bench/peer_sim.js), and medbft's ratio "
+              "to it (msgs/wall s over msgs/wall s).")
     print("msgs/cpu s counts the process's CPU time instead of wall time: on a quiet machine the "
           "two agree;\non a shared one, wall time includes time spent waiting for a core and "
           "CPU time does not.")
     print()
+
+
+def now_columns(row: dict[str, Any]) -> str:
+    now = row.get("peer_now")
+    if now is None:
+        return f" {'-':>9} {'-':>6}"
+    ratio = row["msgs_per_wall_s"] / now["msgs_per_wall_s"]
+    return f" {now['msgs_per_wall_s']:>9,.0f} {ratio:>5.2f}x"
+
+
+def targets_met(rows: list[dict[str, Any]], side_by_side: bool) -> tuple[list[int], list[int]]:
+    """The sizes that meet and miss their target ratio, against PEER or (side_by_side) against
+    the peer measured in this run; sizes without that figure are in neither list."""
+    met, missed = [], []
+    for r in rows:
+        if r["n"] not in TARGET_RATIO:
+            continue
+        peer = r["peer_now"]["msgs_per_wall_s"] if side_by_side and "peer_now" in r else (
+            None if side_by_side else PEER[r["n"]])
+        if peer is None:
+            continue
+        (met if r["msgs_per_wall_s"] / peer >= TARGET_RATIO[r["n"]] else missed).append(r["n"])
+    return met, missed
 
 
 def scenario_spec(path: str) -> dict[str, Any]:
@@ -398,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="as-installed: the compiled modules if `medbft native build` made "
                          "them (default); pure: pure Python; both: every case both ways, "
                          "alternately, with the speed-up")
+    ap.add_argument("--peer", metavar="DIR",
+                    help="a checkout of the JavaScript BFT-Simulator with its packages "
+                         "installed: run it side by side after each case up to n = 128")
+    ap.add_argument("--peer-seconds", type=float, default=None,
+                    help="wall seconds per peer run (default 5, 2 with --quick)")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = ap.parse_args(argv)
 
@@ -413,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
         profile(case, args.quick, args.top)
         return 0
 
+    peer_dir = check_peer(args.peer) if args.peer else None
+    peer_seconds = args.peer_seconds or (2.0 if args.quick else 5.0)
+    if peer_seconds <= 0:
+        raise SystemExit("--peer-seconds must be above 0")
     print(f"simulator speed on {platform.machine()} / Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
           f"{' (quick)' if args.quick else ''}; 10 ms links, cpu: none, batch 1, ledger app")
@@ -434,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.modules == "both":
             pure_rows.append(run_in_child(spec, args.repeat, pure=True))
         scaling.append(run_in_child(spec, args.repeat, pure=pure_only))
-        print(f"  n = {n}: {scaling[-1]['msgs_per_wall_s']:,.0f} msgs/wall s", flush=True)
+        line = f"  n = {n}: {scaling[-1]['msgs_per_wall_s']:,.0f} msgs/wall s"
+        if peer_dir is not None and n in PEER:
+            scaling[-1]["peer_now"] = peer_now(peer_dir, n, peer_seconds, args.repeat)
+            line += f"; the peer now {scaling[-1]['peer_now']['msgs_per_wall_s']:,.0f}"
+        print(line, flush=True)
     real_time: list[tuple[str, dict[str, Any]]] = []
     if args.max_n >= 64:  # the scenarios' sizes
         for path in REAL_TIME_SCENARIOS:
@@ -461,11 +557,13 @@ def main(argv: list[str] | None = None) -> int:
     if real_time:
         print_real_time(real_time)
         print_commands(real_time)
-    met = [r["n"] for r in scaling
-           if r["n"] in PEER and r["msgs_per_wall_s"] / PEER[r["n"]] >= TARGET_RATIO[r["n"]]]
-    missed = [r["n"] for r in scaling if r["n"] in PEER and r["n"] not in met]
-    print("targets: >= 1.0x the peer for n = 4 ... 128, >= 2.0x for n >= 64; "
-          f"met at n = {met or 'none'}, not met at n = {missed or 'none'}")
+    met, missed = targets_met(scaling, side_by_side=False)
+    print("targets: >= 1.0x the peer for n = 4 ... 128, >= 2.0x for n >= 64; against the "
+          f"issue's figures met at n = {met or 'none'}, not met at n = {missed or 'none'}")
+    if peer_dir is not None:
+        met, missed = targets_met(scaling, side_by_side=True)
+        print(f"         against the peer measured side by side: met at n = {met or 'none'}, "
+              f"not met at n = {missed or 'none'}")
     print(f"done in {time.perf_counter() - t_start:.1f} s wall")
 
     if args.json:
@@ -476,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             "modules": "pure" if pure_only else "compiled",
             "pure_scaling": pure_rows,
             "peer_msgs_per_wall_s": PEER, "target_ratio": TARGET_RATIO,
+            "peer_side_by_side": peer_dir is not None, "peer_seconds": peer_seconds,
             "scaling": scaling, "floor_n4": floor,
             "real_time": [{"scenario": path, **row} for path, row in real_time],
         }, indent=2) + "\n")
