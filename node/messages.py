@@ -243,12 +243,48 @@ def _message(tag: int, kind: str) -> Callable[[type[_T]], type[_T]]:
         codecs = [(f.name, _codec_for(hints[f.name])) for f in dataclasses.fields(dc)]
         dc._encoders = tuple((name, c[0]) for name, c in codecs)
         dc._decoders = tuple(c[1] for _, c in codecs)
+        _fast_init(dc)
         _compile_codec(dc, [(f.name, hints[f.name]) for f in dataclasses.fields(dc)])
         assert tag not in _BY_TAG, f"duplicate tag {tag}"
         _BY_TAG[tag] = dc
         return dc
 
     return wrap
+
+
+def _fast_init(cls: type[Message]) -> None:
+    """Replace a message class's dataclass `__init__` by one that stores each field through
+    its slot's descriptor.
+
+    Why: a frozen dataclass's `__init__` stores every field with `object.__setattr__` (its own
+    `__setattr__` refuses), which costs about a third of a microsecond per field here: building
+    a six-field REPLY took 1.9 us against 0.2 us unfrozen. Every message a replica decodes or
+    sends is built this way. The slot descriptor's `__set__` is what `object.__setattr__`
+    ends in, without finding it by name each time (0.6 us for the same REPLY). The message
+    stays frozen (assigning a field afterwards still raises), and the signature is the
+    dataclass's (same names, order and defaults), so keyword construction and
+    `dataclasses.replace` work as before. A class whose fields are not all plain init fields
+    (a default factory, an `init=False` field, a `__post_init__`) keeps the dataclass's."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or any(
+            not f.init or f.default_factory is not dataclasses.MISSING for f in fields):
+        return
+    env: dict[str, Any] = {}
+    params, body = ["self"], []
+    for i, f in enumerate(fields):
+        env[f"_set{i}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            env[f"_default{i}"] = f.default
+            params.append(f"{f.name}=_default{i}")
+        body.append(f"    _set{i}(self, {f.name})")
+    code = f"def __init__({', '.join(params)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+    exec(compile(code, f"<init {cls.__name__}>", "exec"), env)  # our own code
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    cls.__init__ = init  # type: ignore[method-assign]
 
 
 def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
@@ -263,7 +299,7 @@ def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
     it read, and its encoder appends them when present.
     """
     env: dict[str, Any] = {"DecodeError": DecodeError, "_U32": _U32, "_MAX_STR": _MAX_STR,
-                           "cls": cls, "_set": object.__setattr__}
+                           "cls": cls, "_set_wire": _KeepsWire.__dict__["_wire"].__set__}
     keeps_wire = issubclass(cls, _KeepsWire)
     enc_lines = ["def _encode_into(self, out):"]
     if keeps_wire:  # the bytes it was decoded from, when it was decoded
@@ -327,7 +363,7 @@ def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
     flush_ints()
     dec_lines.append(f"    msg = cls({', '.join('v_' + n for n, _ in fields)})")
     if keeps_wire:
-        dec_lines.append("    _set(msg, '_wire', buf[start:pos])")
+        dec_lines.append("    _set_wire(msg, buf[start:pos])")
     dec_lines.append("    return msg, pos")
     code = "\n".join(enc_lines) + "\n\n" + "\n".join(dec_lines) + "\n"
     exec(compile(code, f"<codec {cls.__name__}>", "exec"), env)  # our own code

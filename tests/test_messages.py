@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import struct
 import typing
 from typing import Any
@@ -142,6 +143,29 @@ def test_tags_and_kinds_are_unique() -> None:
     assert all(tag == cls.TAG for tag, cls in m._BY_TAG.items())
     assert kind_of(PRE_PREPARE) == "PRE-PREPARE"
     assert kind_of(ENVELOPE) == "ENVELOPE"
+
+
+@pytest.mark.parametrize("msg", SAMPLE_LIST, ids=SAMPLE_IDS)
+def test_a_message_builds_as_its_dataclass_would_and_stays_frozen(msg: Message) -> None:
+    """node.messages replaces each class's dataclass __init__ by one that stores fields
+    through their slots (_fast_init): the same signature, values, equality and frozenness."""
+    cls = type(msg)
+    values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}  # type: ignore[arg-type]
+    positional = cls(*values.values())
+    by_name = cls(**values)
+    assert positional == by_name == msg and hash(positional) == hash(msg)
+    assert all(getattr(by_name, k) is v for k, v in values.items())
+    assert "<init " in cls.__init__.__code__.co_filename  # the replacement is in place
+    params = list(inspect.signature(cls).parameters)
+    assert params == [f.name for f in dataclasses.fields(msg)]  # type: ignore[arg-type]
+    name = next(iter(values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(positional, name, values[name])
+    with pytest.raises(TypeError):
+        cls(*list(values.values())[:-1])  # a field missing
+    with pytest.raises(TypeError):
+        cls(*values.values(), None)  # one too many
+    assert dataclasses.replace(msg) == msg
 
 
 # ---------------------------------------------------------------------------------------------
