@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ from node.transport.mqtt import (
     BrokerSettings,
     MqttTransport,
     fanout_topic,
+    inbox_topic,
     pack_fanout_record,
     unpack_fanout_record,
+    write_at_once,
 )
 
 
@@ -312,3 +315,48 @@ def test_under_an_acl_from_before_the_fanout_multicasts_go_to_inboxes(tmp_path: 
         tmp_path, lambda acl: "\n".join(line for line in acl.splitlines() if "/all/" not in line))
     with own_broker(net, tmp_path / "logs"):
         asyncio.run(_no_fanout_checks(net))
+
+
+async def _write_at_once_checks(net: NetworkDir) -> None:
+    prefix = str(net.settings["mqtt"]["topic_prefix"])
+    ids = net.membership.node_ids
+    loop = asyncio.get_running_loop()
+    armed: list[int] = []  # every time anything asks the loop to watch a socket for writing
+    add_writer = loop.add_writer
+
+    def counting_add_writer(fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        armed.append(fd)
+        add_writer(fd, callback, *args)
+
+    loop.add_writer = counting_add_writer  # type: ignore[method-assign,assignment]
+    async with _spy(net, ids[1]) as reader, _spy(net, ids[0]) as writer:
+        await reader.subscribe(inbox_topic(prefix, ids[1]))
+        assert write_at_once(writer)
+        await asyncio.sleep(0.2)
+        armed.clear()
+        for i in range(20):
+            await writer.publish(inbox_topic(prefix, ids[1], ids[0]), bytes([i]) * 300)
+            assert not writer._client.want_write()  # written inside publish: nothing queued
+        assert armed == []  # and the loop never had to watch the socket
+        # What the socket does not take at once waits for writability, as without the hook:
+        # with a small send buffer, a large publish cannot go out in one write.
+        sock = writer._client.socket()
+        assert isinstance(sock, socket.socket)  # an ssl.SSLSocket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await writer.publish(inbox_topic(prefix, ids[1], ids[0]), b"x" * 1_000_000)
+        assert armed != []
+        await writer.publish(inbox_topic(prefix, ids[1], ids[0]), b"last")
+        messages = aiter(reader.messages)
+        got = [(await asyncio.wait_for(anext(messages), 10)).payload for _ in range(22)]
+        assert got == [bytes([i]) * 300 for i in range(20)] + [b"x" * 1_000_000, b"last"]
+    assert write_at_once(object()) is False  # type: ignore[arg-type]  # not an aiomqtt client
+
+
+@pytest.mark.real
+def test_a_qos0_publish_reaches_the_socket_inside_publish(tmp_path: Path) -> None:
+    """node.transport.mqtt.write_at_once: over TLS, through the broker `keys init`
+    configures, a publish writes its packet at once instead of arming the loop's writer, and
+    what the socket does not take at once still goes out after writability, in order."""
+    net = _private_network(tmp_path)
+    with own_broker(net, tmp_path / "logs"):
+        asyncio.run(_write_at_once_checks(net))

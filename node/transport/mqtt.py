@@ -60,6 +60,7 @@ import secrets
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -215,6 +216,44 @@ def unpack_fanout_record(record: bytes, index: int, copies: int) -> bytes:
     start = end + index * tail
     view = memoryview(record)
     return b"".join((view[_RECORD.size:end], view[start:start + tail]))
+
+
+def write_at_once(client: aiomqtt.Client) -> bool:
+    """Make `client`'s QoS 0 publishes go to the socket inside `publish`, in the event loop's
+    thread, instead of one loop round trip later. Returns whether it could (False leaves the
+    client as aiomqtt made it).
+
+    Why: paho-mqtt queues every publish and asks to be told when the socket is writable;
+    aiomqtt answers that request with `call_soon_threadsafe(add_writer, ...)` (a write to the
+    loop's wake-up pipe, because paho may ask from the thread aiomqtt connects in), then the
+    loop registers the socket, wakes when it is writable (nearly always at once), writes,
+    and unregisters it, and `publish` waits for paho's `on_publish` in yet another round.
+    For a frame of a few hundred bytes that is several system calls and three passes of the
+    loop where one `send` would do. Here, when paho asks from the loop's thread, the queued
+    packets are written at once (paho's own `loop_write`, which aiomqtt's writer callback
+    calls too); only what the socket would not take waits for writability as before, and a
+    request from another thread is passed on unchanged.
+
+    How: it wraps the paho client's `on_socket_register_write`, which aiomqtt keeps in its
+    private `_client` attribute (aiomqtt 2.x; tests/test_real_mqtt.py checks that a publish
+    is written without arming the loop's writer, and that a large one still goes out whole,
+    in order). Only for QoS 0: paho sends a QoS 1 or 2 publish while holding a lock that its
+    write path may take again."""
+    paho = getattr(client, "_client", None)
+    register = getattr(paho, "on_socket_register_write", None)
+    if paho is None or register is None or not hasattr(paho, "loop_write"):
+        return False
+    loop_thread = threading.get_ident()
+
+    def register_write(mqttc: Any, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() == loop_thread:
+            mqttc.loop_write()  # writes what the socket takes; paho re-arms what it did not
+            if not mqttc.want_write():
+                return
+        register(mqttc, userdata, sock)
+
+    paho.on_socket_register_write = register_write
+    return True
 
 
 class MqttTransport:
@@ -387,6 +426,8 @@ class MqttTransport:
         while not self._closing:
             try:
                 async with self._client() as client:
+                    if qos == 0:
+                        write_at_once(client)
                     if self.is_replica:
                         # Each other replica's fan-out topic, and our own until the probe
                         # comes back (`_read` then leaves it): the broker does not send a
