@@ -383,7 +383,7 @@ def test_the_peer_harness_counts_the_peers_messages_over_its_runs(tmp_path: Path
     assert row["msgs_per_wall_s"] == pytest.approx(row["messages"] / row["wall_s"])
     many = sim_speed.peer_now(peer, 4, 0.01, repeat=3)
     assert len(many["msgs_per_wall_s_all"]) == 3
-    assert many["msgs_per_wall_s"] == sorted(many["msgs_per_wall_s_all"])[1]
+    assert many["msgs_per_wall_s"] == sorted(many["msgs_per_wall_s_all"])[1]  # the median
 
 
 def test_the_peer_checkout_is_checked_before_anything_runs(tmp_path: Path) -> None:
