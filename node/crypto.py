@@ -122,8 +122,9 @@ class VerifyCache:
     """Memo of signature checks already done, shareable between replicas of one simulation.
 
     Verification is a pure function of (key, data, signature), so sharing the answer changes
-    no outcome; the CPU model still charges every replica for its own verification. Bounded:
-    cleared when full.
+    no outcome; the CPU model still charges every replica for its own verification. A
+    `Keyring` that signs also records its own signatures as valid (`Keyring.sign` says why
+    that is the answer verifying gives). Bounded: cleared when full.
     """
 
     limit: int = 200_000
@@ -174,11 +175,24 @@ class Keyring:
     # -- signatures ---------------------------------------------------------------------------
 
     def sign(self, data: bytes) -> bytes:
-        """Sign `data` with our key; 64-byte r||s."""
+        """Sign `data` with our key; 64-byte r||s.
+
+        With a shared `VerifyCache` (a simulation: every party in one process), the signer
+        also records that this signature verifies under its own public key, so no party of
+        the process computes that verification again: an ECDSA signature made with a private
+        key always verifies under the public key derived from it (`Identity.public_bytes`),
+        so the recorded answer is the one verifying would give. The entry is keyed, as every
+        cached check is, by that public key, the signature and the exact bytes: a verifier
+        that holds another key for us, a changed byte, or another party's name misses it and
+        verifies for real. The CPU model still charges each verifier (`Costs.verify`)."""
         self.costs.sign += 1
         der = self.identity.private_key.sign(data, _ECDSA)
         r, s = decode_dss_signature(der)
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        if self._verify_cache is not None:
+            self._verify_cache.put(
+                hashlib.sha256(self._my_public + signature + data).digest(), True)
+        return signature
 
     def verify(self, party: str, data: bytes, signature: bytes) -> bool:
         """True when `signature` is `party`'s signature of `data`; False for anything else."""

@@ -356,6 +356,47 @@ def test_verify_cache_bounded_in_use() -> None:
         assert len(cache.results) <= 4
 
 
+def test_a_signer_with_a_shared_cache_spares_its_verifiers_the_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keyring.sign records its own signature as valid in a shared cache: a verifier in the
+    same process answers from it without computing the check, and anything else (a changed
+    byte or signature, another party's name, a verifier holding another key for the signer)
+    is verified for real and refused, exactly as with no cache."""
+    cache = VerifyCache()
+    signer = keyring("hospital-1", verify_cache=cache)
+    costs = Costs()
+    verifier = keyring("pharmacy-1", costs=costs, verify_cache=cache)
+    sig = signer.sign(DATA)
+    assert sig == keyring("hospital-1").sign(DATA)  # the same signature as without a cache
+    assert len(cache.results) == 1
+
+    computed: list[bytes] = []
+    real = Keyring._verify_uncached
+
+    def spy(self: Keyring, party: str, pub: bytes, data: bytes, signature: bytes) -> bool:
+        computed.append(data)
+        return real(self, party, pub, data, signature)
+
+    monkeypatch.setattr(Keyring, "_verify_uncached", spy)
+    assert verifier.verify("hospital-1", DATA, sig) is True
+    assert computed == [] and costs.verify == 1  # answered, and still charged
+    tampered = bytes([sig[0] ^ 1]) + sig[1:]
+    assert verifier.verify("hospital-1", DATA + b"x", sig) is False
+    assert verifier.verify("hospital-1", DATA, tampered) is False
+    assert verifier.verify("regulator-1", DATA, sig) is False
+    assert len(computed) == 3
+    # A verifier whose membership holds another key for the signer checks for real.
+    wrong = Keyring(IDS["pharmacy-1"], {**PUBLIC, "hospital-1": PUBLIC["client-1"]},
+                    verify_cache=cache)
+    assert wrong.verify("hospital-1", DATA, sig) is False
+    assert len(computed) == 4
+    # Without a shared cache nothing is recorded and every check is computed.
+    plain = keyring("hospital-1")
+    sig2 = plain.sign(DATA + b"2")
+    assert verifier.verify("hospital-1", DATA + b"2", sig2) is True
+    assert len(computed) == 5
+
+
 def test_verify_cache_default_limit() -> None:
     assert VerifyCache().limit == 200_000
 
