@@ -134,8 +134,21 @@ class VerifyCache:
     """Pairwise MAC keys by the two ends' (public key, id), sorted: ECDH gives both ends the
     same secret, so in one process each pair's key is derived once, not twice."""
 
+    mac_limit: int = 65_536
+    macs: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+    """MACs computed in this process: tag -> (the session key, the exact bytes it covers).
+    A receiver holding that key, checking that tag over those bytes, would compute that tag:
+    `Keyring.check_mac` answers such a check from here. Bounded by `mac_limit`: cleared when
+    full (a check that misses is computed, as before)."""
+
     def get(self, key: bytes) -> bool | None:
         return self.results.get(key)
+
+    def put_mac(self, tag: bytes, key: bytes, data: bytes) -> None:
+        macs = self.macs
+        if len(macs) >= self.mac_limit:
+            macs.clear()
+        macs[tag] = (key, data)
 
     def put(self, key: bytes, ok: bool) -> None:
         if len(self.results) >= self.limit:
@@ -270,12 +283,17 @@ class Keyring:
             raise KeyError(f"no public key for {party!r}")
         h = base.copy()
         h.update(data)
-        return h.digest()
+        tag = h.digest()
+        if self._verify_cache is not None:
+            self._verify_cache.put_mac(tag, self._mac_keys[party], data)
+        return tag
 
     def macs(self, parties: tuple[str, ...], data: bytes) -> list[bytes]:
         """[mac(p, data) for p in parties]: the MACs of one multicast, in one call."""
         self.costs.mac += len(parties)
         bases = self._mac_bases
+        keys = self._mac_keys
+        cache = self._verify_cache
         tags = []
         for party in parties:
             base = bases.get(party) or self._mac_base(party)
@@ -283,12 +301,25 @@ class Keyring:
                 raise KeyError(f"no public key for {party!r}")
             h = base.copy()
             h.update(data)
-            tags.append(h.digest())
+            tag = h.digest()
+            tags.append(tag)
+            if cache is not None:
+                cache.put_mac(tag, keys[party], data)
         return tags
 
     def check_mac(self, party: str, data: bytes, tag: bytes) -> bool:
-        """True when `tag` is the MAC `party` would compute for us over `data`."""
+        """True when `tag` is the MAC `party` would compute for us over `data`.
+
+        With a shared `VerifyCache` (a simulation), a tag some party of this process computed
+        under the session key we hold for `party`, over exactly `data`, is the MAC we would
+        compute: that check is answered without computing it. Any other tag, key or byte is
+        computed and compared as before (a real node has no such memo)."""
         self.costs.mac += 1
+        cache = self._verify_cache
+        if cache is not None:
+            known = cache.macs.get(tag)
+            if known is not None and known[0] == self._mac_keys.get(party) and known[1] == data:
+                return True
         base = self._mac_bases.get(party) or self._mac_base(party)
         if base is None:
             return False

@@ -397,6 +397,56 @@ def test_a_signer_with_a_shared_cache_spares_its_verifiers_the_check(
     assert len(computed) == 5
 
 
+class _CountingBase:
+    """Stands in for a keyring's keyed BLAKE2b base for one party, counting the MACs
+    computed from it."""
+
+    def __init__(self, real: object) -> None:
+        self.real, self.copies = real, 0
+
+    def copy(self) -> object:
+        self.copies += 1
+        return self.real.copy()  # type: ignore[attr-defined]
+
+
+def test_a_mac_computed_in_the_process_answers_its_check() -> None:
+    """With a shared cache, a tag one keyring computed is recognised by the keyring that
+    holds the same session key, over exactly the same bytes, without computing it again;
+    any other tag, byte, sender or key is computed and refused as with no cache."""
+    cache = VerifyCache()
+    costs = Costs()
+    a = keyring("hospital-1", verify_cache=cache)
+    b = keyring("pharmacy-1", costs=costs, verify_cache=cache)
+    c = keyring("regulator-1", verify_cache=cache)
+    b.mac("hospital-1", b"derive the key"), c.mac("hospital-1", b"derive the key")
+    counted = _CountingBase(b._mac_bases["hospital-1"])
+    b._mac_bases["hospital-1"] = counted  # type: ignore[assignment]
+    data = b"hospital-1\x00prepare"
+    tag = a.mac("pharmacy-1", data)
+    assert tag == keyring("hospital-1").mac("pharmacy-1", data)  # the same tag as without
+    costs.mac = 0
+    assert b.check_mac("hospital-1", data, tag) is True
+    assert counted.copies == 0 and costs.mac == 1  # answered, and still counted
+    assert b.check_mac("hospital-1", data + b"x", tag) is False
+    assert b.check_mac("hospital-1", data, bytes([tag[0] ^ 1]) + tag[1:]) is False
+    assert counted.copies == 2
+    assert c.check_mac("hospital-1", data, tag) is False  # another pair's key
+    # A multicast's tags are recorded too, each under its receiver's key.
+    tags = a.macs(("pharmacy-1", "regulator-1"), data + b"!")
+    assert b.check_mac("hospital-1", data + b"!", tags[0]) is True
+    assert b.check_mac("hospital-1", data + b"!", tags[1]) is False  # regulator-1's tag
+    assert counted.copies == 3
+    assert c.check_mac("hospital-1", data + b"!", tags[1]) is True
+    # Bounded, and without a shared cache nothing is recorded.
+    small = VerifyCache(mac_limit=2)
+    d = keyring("client-1", verify_cache=small)
+    for i in range(5):
+        d.mac("hospital-1", b"%d" % i)
+        assert len(small.macs) <= 2
+    plain = keyring("hospital-1")
+    assert plain.check_mac("pharmacy-1", data, b.mac("hospital-1", data)) is True
+
+
 def test_verify_cache_default_limit() -> None:
     assert VerifyCache().limit == 200_000
 
