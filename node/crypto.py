@@ -134,12 +134,14 @@ class VerifyCache:
     """Pairwise MAC keys by the two ends' (public key, id), sorted: ECDH gives both ends the
     same secret, so in one process each pair's key is derived once, not twice."""
 
-    mac_limit: int = 65_536
+    mac_limit: int = 16_384
     macs: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
     """MACs computed in this process: tag -> (the session key, the exact bytes it covers).
     A receiver holding that key, checking that tag over those bytes, would compute that tag:
-    `Keyring.check_mac` answers such a check from here. Bounded by `mac_limit`: cleared when
-    full (a check that misses is computed, as before)."""
+    `Keyring.check_mac` answers such a check from here. An entry is needed only until its
+    copy is delivered, so the bound is small (about 2 MB held when full): cleared when full,
+    and a check that misses is computed, as before (at n = 256 and more, one round of
+    PREPAREs alone is more than it holds)."""
 
     def get(self, key: bytes) -> bool | None:
         return self.results.get(key)
