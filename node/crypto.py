@@ -139,9 +139,9 @@ class VerifyCache:
     """MACs computed in this process: tag -> (the session key, the exact bytes it covers).
     A receiver holding that key, checking that tag over those bytes, would compute that tag:
     `Keyring.check_mac` answers such a check from here. An entry is needed only until its
-    copy is delivered, so the bound is small (about 2 MB held when full): cleared when full,
-    and a check that misses is computed, as before (at n = 256 and more, one round of
-    PREPAREs alone is more than it holds)."""
+    copy is delivered, so the bound is small (2.6 MB of entries when full, plus the bytes
+    they keep alive): cleared when full, and a check that misses is computed, as before (at
+    n = 256 and more, one round of PREPAREs alone is more than it holds)."""
 
     def get(self, key: bytes) -> bool | None:
         return self.results.get(key)
