@@ -469,6 +469,18 @@ def profile(case: tuple[int, str, str, int, int], quick: bool, top: int) -> None
         print(f"{t:8.3f} s {t / total:6.1%}  {group}")
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type for --peer-seconds: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds, such as 5 or 2.5; got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0 and finite; got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -489,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", metavar="DIR",
                     help="a checkout of the JavaScript BFT-Simulator with its packages "
                          "installed: run it side by side after each case up to n = 128")
-    ap.add_argument("--peer-seconds", type=float, default=None,
+    ap.add_argument("--peer-seconds", type=positive_seconds, default=None,
                     help="wall seconds per peer run (default 5, 2 with --quick)")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = ap.parse_args(argv)
@@ -507,9 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     peer_dir = check_peer(args.peer) if args.peer else None
-    peer_seconds = args.peer_seconds or (2.0 if args.quick else 5.0)
-    if peer_seconds <= 0:
-        raise SystemExit("--peer-seconds must be above 0")
+    peer_seconds = args.peer_seconds if args.peer_seconds is not None else (
+        2.0 if args.quick else 5.0)
     print(f"simulator speed on {platform.machine()} / Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
           f"{' (quick)' if args.quick else ''}; 10 ms links, cpu: none, batch 1, ledger app")

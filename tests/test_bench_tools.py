@@ -397,6 +397,17 @@ def test_the_peer_checkout_is_checked_before_anything_runs(tmp_path: Path) -> No
             sim_speed.check_peer(str(peer))
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "soon"])
+def test_peer_seconds_must_be_a_positive_number(
+        seconds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sim_speed = _bench("sim_speed")
+    with pytest.raises(SystemExit) as exc:
+        sim_speed.main(["--peer-seconds", seconds, "--max-n", "4"])
+    assert exc.value.code == 2  # a usage error, before anything runs
+    assert "--peer-seconds" in capsys.readouterr().err
+    assert sim_speed.positive_seconds("2.5") == 2.5
+
+
 def test_targets_are_judged_against_the_figures_asked_for() -> None:
     sim_speed = _bench("sim_speed")
     rows = [{"n": 4, "msgs_per_wall_s": 120_000.0, "peer_now": {"msgs_per_wall_s": 100_000.0}},
