@@ -247,9 +247,11 @@ def write_at_once(client: aiomqtt.Client) -> bool:
 
     def register_write(mqttc: Any, userdata: Any, sock: Any) -> None:
         if threading.get_ident() == loop_thread:
-            mqttc.loop_write()  # writes what the socket takes; paho re-arms what it did not
+            mqttc.loop_write()  # writes what the socket takes now
             if not mqttc.want_write():
                 return
+            # Left over: paho still counts itself registered, so it is up to us to arm the
+            # writer, as aiomqtt would have.
         register(mqttc, userdata, sock)
 
     paho.on_socket_register_write = register_write
