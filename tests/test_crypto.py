@@ -356,6 +356,7 @@ def test_verify_cache_bounded_in_use() -> None:
         assert len(cache.results) <= 4
 
 
+@pytest.mark.pure_python  # patches Keyring._verify_uncached to see whether it runs
 def test_a_signer_with_a_shared_cache_spares_its_verifiers_the_check(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Keyring.sign records its own signature as valid in a shared cache: a verifier in the
@@ -368,7 +369,7 @@ def test_a_signer_with_a_shared_cache_spares_its_verifiers_the_check(
     verifier = keyring("pharmacy-1", costs=costs, verify_cache=cache)
     sig = signer.sign(DATA)
     assert sig == keyring("hospital-1").sign(DATA)  # the same signature as without a cache
-    assert len(cache.results) == 1
+    assert cache.results == {hashlib.sha256(PUBLIC["hospital-1"] + sig + DATA).digest(): True}
 
     computed: list[bytes] = []
     real = Keyring._verify_uncached
@@ -395,6 +396,19 @@ def test_a_signer_with_a_shared_cache_spares_its_verifiers_the_check(
     sig2 = plain.sign(DATA + b"2")
     assert verifier.verify("hospital-1", DATA + b"2", sig2) is True
     assert len(computed) == 5
+
+
+def test_a_signers_entry_is_what_verifying_records() -> None:
+    """The entry Keyring.sign records is the one a computed verification would record (same
+    key, same answer); without patching, so the compiled modules run it too."""
+    signed, computed = VerifyCache(), VerifyCache()
+    sig = keyring("hospital-1", verify_cache=signed).sign(DATA)
+    assert keyring("pharmacy-1", verify_cache=computed).verify("hospital-1", DATA, sig)
+    assert signed.results == computed.results and list(signed.results.values()) == [True]
+    verifier = keyring("pharmacy-1", verify_cache=signed)
+    assert verifier.verify("hospital-1", DATA, sig) is True
+    assert verifier.verify("hospital-1", DATA + b"x", sig) is False
+    assert sorted(signed.results.values()) == [False, True]
 
 
 class _CountingBase:
