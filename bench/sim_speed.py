@@ -346,10 +346,12 @@ def targets_met(rows: list[dict[str, Any]], side_by_side: bool) -> tuple[list[in
     for r in rows:
         if r["n"] not in TARGET_RATIO:
             continue
-        peer = r["peer_now"]["msgs_per_wall_s"] if side_by_side and "peer_now" in r else (
-            None if side_by_side else PEER[r["n"]])
-        if peer is None:
-            continue
+        if side_by_side:
+            if "peer_now" not in r:
+                continue
+            peer = r["peer_now"]["msgs_per_wall_s"]
+        else:
+            peer = PEER[r["n"]]
         (met if r["msgs_per_wall_s"] / peer >= TARGET_RATIO[r["n"]] else missed).append(r["n"])
     return met, missed
 

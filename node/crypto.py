@@ -117,6 +117,12 @@ def public_key_from_bytes(data: bytes) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, data)
 
 
+def _check_key(public: bytes, signature: bytes, data: bytes) -> bytes:
+    """A signature check's key in `VerifyCache.results`: what a verifier looks up and a
+    signer records must be the same key, so both ask here."""
+    return hashlib.sha256(public + signature + data).digest()
+
+
 @dataclass
 class VerifyCache:
     """Memo of signature checks already done, shareable between replicas of one simulation.
@@ -205,8 +211,7 @@ class Keyring:
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         if self._verify_cache is not None:
-            self._verify_cache.put(
-                hashlib.sha256(self._my_public + signature + data).digest(), True)
+            self._verify_cache.put(_check_key(self._my_public, signature, data), True)
         return signature
 
     def verify(self, party: str, data: bytes, signature: bytes) -> bool:
@@ -217,7 +222,7 @@ class Keyring:
             return False
         cache_key = b""
         if self._verify_cache is not None:
-            cache_key = hashlib.sha256(pub + signature + data).digest()
+            cache_key = _check_key(pub, signature, data)
             cached = self._verify_cache.get(cache_key)
             if cached is not None:
                 return cached
