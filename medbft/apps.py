@@ -34,6 +34,7 @@ from medbft.traffic import LedgerTraffic
 from node.apps import STATE_MACHINES, make_state_machine
 from node.ledger import (
     CheckedLedger,
+    Executions,
     Ledger,
     LedgerGenesis,
     cases,
@@ -99,12 +100,15 @@ class LedgerApp:
             recall_news=w.recall_news))
         self.arrivals = RequestArrivals(scenario.node_ids)
         self.ledgers: dict[str, Any] = {}
+        # One block's rules run once for all replicas: the others replay its writes
+        # (node.ledger.ledger.Executions).
+        self.executions = Executions()
         self.registry: dict[int, dict[str, str]] = {}
         self.home_gateway = w.home_gateway or w.flow == "regulator-crash"
 
     def state_machine(self, node_id: str) -> Any:
         # node.apps.healthcare_ledger, with the genesis the traffic also reads (built once)
-        ledger = Ledger(self.genesis)
+        ledger = Ledger(self.genesis, self.executions)
         machine: Any = (CheckedLedger(ledger, node_id, self.registry) if CHECK_INVARIANTS
                         else ledger)
         self.ledgers[node_id] = machine

@@ -135,3 +135,35 @@ def test_population_names_clients_and_checks_its_fields() -> None:
         with pytest.raises(ScenarioError) as info:
             parse_scenario({"name": "p", "duration": "1s", "nodes": 4, "workload": bad})
         assert field in [p.field for p in info.value.problems], str(info.value)
+
+
+@pytest.mark.parametrize("path", ["tamper-audit.yaml", "restart-under-load.yaml"])
+def test_replayed_blocks_change_nothing_in_a_run(path: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replicas of a run replay the blocks one of them executed (node.ledger.ledger.
+    Executions); with every replay refused, so that each replica computes every block, the
+    run is the same to the byte: the summary and every replica's state digest, including
+    the tampered replica's and the restarted one's, which compute their own blocks while
+    their state differs."""
+    from node.ledger import Executions
+    from sim.run import digest_summary
+
+    sc = load_scenario(ROOT / "scenarios" / path)
+    made: list[Executions] = []
+    real_init = Executions.__init__
+
+    def counted(self: Executions, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Executions, "__init__", counted)
+    shared = run_scenario(sc)
+    assert made and made[0].hits > made[0].misses > 0
+    monkeypatch.setattr(Executions, "get", lambda self, key: None)
+    alone = run_scenario(sc)
+    assert digest_summary(shared.summary) == digest_summary(alone.summary)
+    assert shared.summary["ledger"] == alone.summary["ledger"]
+    # every replica's height and state digest, and the saved ledger whole
+    assert shared.ledger is not None and alone.ledger is not None
+    assert shared.ledger["digests"] == alone.ledger["digests"]
+    assert shared.ledger["ledger"].snapshot() == alone.ledger["ledger"].snapshot()

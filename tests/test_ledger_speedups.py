@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from ledger_support import DAY, GTIN, SECOND, Harness, epc, ev
+from ledger_support import DAY, GTIN, SECOND, Harness, epc, ev, genesis
 
-from node.ledger import Ledger
+from node.ledger import CheckedLedger, Ledger
 from node.ledger.queries import verify_chain
 from node.ledger.state import _ENC, _MASK, State, _listed, _row_hash
 from node.statemachine import BlockInfo
@@ -262,3 +262,119 @@ def test_snapshots_encode_only_new_log_entries_and_equal_the_whole_encoding() ->
     assert st.events.entries[0] == flag
     assert st.to_json() == _plain_snapshot(st)
     assert _ENC.encode(flag) in first and _ENC.encode(st.events.entries[0]) not in first
+
+
+# -- blocks replayed from another ledger of the process (Executions) --------------------------
+
+def _everything(ledger: Ledger) -> tuple[object, ...]:
+    """All a ledger holds that an execution writes: snapshot, digest, summary, the derived
+    indexes, the views and the remembered checkpoint versions."""
+    st = ledger.state
+    indexes = tuple(sorted((k, list(v)) for k, v in idx.items() if v) for idx in (
+        st.trace_idx, st.lot_units, st.lot_patients, st.consents_of, st.audit_of_patient,
+        st.audit_of_actor))
+    return (ledger.snapshot(), ledger.digest(), ledger.summary(), indexes, dict(ledger.views),
+            {seq: ledger.snapshot_at(seq) for seq in sorted(st.marks)})
+
+
+def _recorded_blocks() -> list[tuple[list[object], BlockInfo]]:
+    """The blocks of a hand-built flow touching every kind of write: rows put, overwritten
+    and indexed, events and audit entries, a counterfeit's incident, rejections, an access
+    decision, a block of several requests and an empty one."""
+    import ledger_support
+    from test_ledger_rules import hand_built_flow
+    blocks: list[tuple[list[object], BlockInfo]] = []
+    real = CheckedLedger.execute
+
+    def record(self: CheckedLedger, requests: list[object], block: BlockInfo) -> list[bytes]:
+        blocks.append((list(requests), block))
+        return real(self, requests, block)  # type: ignore[arg-type]
+
+    CheckedLedger.execute = record  # type: ignore[method-assign]
+    try:
+        h = hand_built_flow()
+        assert h.commission([1]) == "rejected:counterfeit-suspected"
+        assert h.grant("patient-1", "hospital-1", "clinician-1") == "ok"
+        assert h.anchor("clinician-1", "patient-1", "hospital-1") == "ok"
+        assert h.tx("clinician-1", "ACCESS_REQUEST", patient=ledger_support.pp(
+            "patient-1", "hospital-1"), record_id="r-1", purpose="TREAT") == "permit:custodian"
+        assert h.tx("patient-1", "CONSENT_REVOKE", consent_id="c-1") == "ok"
+        assert h.tx("patient-2", "RECALL_CLOSE", recall_id="recall-1").startswith("rejected:")
+        assert h.block(h.request("distributor-1", "RECALL_ACK", recall_id="recall-1",
+                                 on_hand=1),
+                       h.request("distributor-1", "RECALL_ACK", recall_id="recall-1",
+                                 on_hand=1)) == ["ok", "rejected:already-acked"]
+        assert h.block() == []
+    finally:
+        CheckedLedger.execute = real  # type: ignore[method-assign]
+    return blocks
+
+
+def test_a_replayed_block_leaves_exactly_what_executing_it_leaves() -> None:
+    from node.ledger import Executions
+
+    blocks = _recorded_blocks()
+    g = genesis()
+    executions = Executions()
+    plain, first, second = Ledger(g), Ledger(g, executions), Ledger(g, executions)
+    for i, (requests, block) in enumerate(blocks):
+        expected = plain.execute(requests, block)  # type: ignore[arg-type]
+        hits = executions.hits
+        assert first.execute(requests, block) == expected  # type: ignore[arg-type]
+        assert executions.hits == hits, "the first ledger computes the block"
+        assert second.execute(requests, block) == expected  # type: ignore[arg-type]
+        assert executions.hits == hits + 1, "the second replays it"
+        if i % 4 == 3:  # checkpoints: the versions a snapshot at them needs are kept alike
+            for ledger in (plain, first, second):
+                ledger.checkpoint(block.seq)
+        assert _everything(first) == _everything(plain), i
+        assert _everything(second) == _everything(plain), i
+    assert verify_chain(second)["ok"]
+    assert executions.hits == len(blocks) and executions.misses == len(blocks)
+
+
+def test_a_ledger_with_another_state_computes_its_blocks() -> None:
+    """Tampered, or given another block first: its digest differs, so nothing is replayed
+    into it, and it ends as a ledger without the memo would."""
+    from medbft.harm import tamper_ledger
+    from node.ledger import Executions
+
+    blocks = _recorded_blocks()
+    g = genesis()
+    half = len(blocks) - 5  # after the counterfeit's audit entry
+    for target in ("audit", "blocks", "state"):
+        executions = Executions()
+        honest, tampered, plain = Ledger(g, executions), Ledger(g, executions), Ledger(g)
+        for requests, block in blocks[:half]:
+            for ledger in (honest, tampered, plain):
+                ledger.execute(requests, block)  # type: ignore[arg-type]
+        assert "nothing altered" not in tamper_ledger(tampered, target)
+        tamper_ledger(plain, target)
+        for requests, block in blocks[half:]:
+            honest.execute(requests, block)  # type: ignore[arg-type]
+            hits = executions.hits
+            assert tampered.execute(requests, block) == plain.execute(  # type: ignore[arg-type]
+                requests, block)  # type: ignore[arg-type]
+            assert executions.hits == hits, target
+            assert _everything(tampered) == _everything(plain), target
+        assert _everything(tampered) != _everything(honest)
+    # A block of other requests, or at another seq or time, is another block.
+    executions = Executions()
+    a, b = Ledger(g, executions), Ledger(g, executions)
+    requests, block = blocks[0]
+    a.execute(requests, block)  # type: ignore[arg-type]
+    b.execute(requests, BlockInfo(block.seq, block.view, block.timestamp_ns + 1))  # type: ignore[arg-type]
+    b2 = Ledger(g, executions)
+    b2.execute(requests, BlockInfo(block.seq + 1, block.view, block.timestamp_ns))  # type: ignore[arg-type]
+    assert executions.hits == 0 and executions.misses == 3
+    assert a.digest() != b.digest() and a.digest() != b2.digest()
+
+
+def test_executions_forget_the_oldest_block_beyond_their_bound() -> None:
+    from node.ledger import Executions
+
+    executions = Executions(limit=2)
+    for key in ("a", "b", "c"):
+        executions.put(key, key)
+    assert executions.get("a") is None and executions.get("c") == "c"
+    assert (executions.hits, executions.misses) == (1, 1)

@@ -6,6 +6,7 @@ manufacturer to patient, recalls, and biometric identity commitments. See docs/l
 
 Public surface (everything else is private to the package):
 - `Ledger(genesis)`: the StateMachine (`execute`, `digest`, `snapshot`, `restore`);
+  `Executions`: blocks one ledger of a simulation executed, replayed by the others;
 - `LedgerGenesis`, `Party`: who is who (roles come from here, never from a transaction);
 - `encode_tx(kind, **fields)`: the canonical bytes a client signs; `commitment`,
   `epcis_event_hash`: the on-chain stand-ins for off-chain FHIR / EPCIS documents;
@@ -19,7 +20,7 @@ Public surface (everything else is private to the package):
 
 from node.ledger.genesis import LedgerGenesis, Party
 from node.ledger.invariants import CheckedLedger, check_ledger
-from node.ledger.ledger import Ledger
+from node.ledger.ledger import Executions, Ledger
 from node.ledger.queries import (
     access_log,
     active_consents,
@@ -43,6 +44,7 @@ __all__ = [
     "KINDS",
     "PERMISSIONS",
     "CheckedLedger",
+    "Executions",
     "Ledger",
     "LedgerGenesis",
     "Party",

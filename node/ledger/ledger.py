@@ -36,7 +36,7 @@ from node.ledger.txs import MAX_TX_BYTES, TxError, decode_tx
 from node.messages import Request
 from node.statemachine import Accept, BlockInfo
 
-__all__ = ["Ledger", "merkle_root", "tx_leaf"]
+__all__ = ["Executions", "Ledger", "merkle_root", "tx_leaf"]
 
 _EMPTY_ROOT = hashlib.sha256(b"").digest()
 #: Every kind's rules: rules.py, and issue 16's partners.py and logistics.py.
@@ -118,12 +118,51 @@ def _shared_entry(entry: tuple[Any, ...]) -> tuple[Any, ...]:
 #: How many admitted transactions a replica keeps decoded until they execute.
 _ADMITTED_KEPT = 4096
 
+
+class Executions:
+    """Blocks some ledger of this process executed, for the others to replay: shared by the
+    replicas' ledgers of one simulated run (medbft.apps.LedgerApp); a real node has none.
+
+    Every honest replica executes the same block on the same state, so in a simulation the
+    rules ran n times for one outcome. A block's outcome is a function of the state before
+    it, the requests and the agreed seq and timestamp (the determinism the protocol relies
+    on), and the state is named by its digest (tables as a multiset hash, the three log
+    heads). So the first ledger to execute a block records its results and, in order, every
+    write it made (`State.journal`); a ledger whose state has the same digest replays those
+    writes through the same `State` methods (indexes, digest and checkpoint versions kept as
+    an execution keeps them) instead of running the rules. A ledger whose state differs (a
+    replica restored from a snapshot that is behind, a tampered one) has another digest and
+    executes for itself. Bounded: the oldest block is forgotten first."""
+
+    __slots__ = ("_blocks", "hits", "limit", "misses")
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._blocks: OrderedDict[Any, Any] = OrderedDict()
+        self.limit = limit
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> Any:
+        known = self._blocks.get(key)
+        if known is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return known
+
+    def put(self, key: Any, outcome: Any) -> None:
+        if len(self._blocks) >= self.limit:
+            self._blocks.popitem(last=False)
+        self._blocks[key] = outcome
+
 class Ledger:
     """The deterministic healthcare ledger; implements the StateMachine protocol."""
 
-    def __init__(self, genesis: LedgerGenesis) -> None:
+    def __init__(self, genesis: LedgerGenesis, executions: Executions | None = None) -> None:
         self.genesis = genesis
         self.state = State()
+        #: Blocks other ledgers of this process executed (a simulation only; see Executions).
+        self.executions = executions
         # The view a batch committed in is not agreed: a replica that learns a batch after a
         # view change executes it under its own, later view. So the view is a local note,
         # kept out of the block hash and the snapshot (which must match on every replica).
@@ -171,6 +210,41 @@ class Ledger:
         height = len(st.block_hashes) + 1
         last_ts = st.blocks.entries[-1][2] if st.blocks.entries else 0
         ts = max(block.timestamp_ns, last_ts)
+        executions = self.executions
+        if executions is None:
+            results = self._execute(requests, block.seq, height, ts)[0]
+            self.views[height] = block.view
+            return results
+        # The block's outcome is a function of the state before it (its digest: tables and
+        # the three log heads, which fix the block count and the last timestamp too), the
+        # requests and the agreed seq and timestamp; the genesis is the memo's own.
+        key = (st.digest_parts(), block.seq, block.timestamp_ns,
+               tuple([(r.client, r.op) for r in requests]))
+        known = executions.get(key)
+        if known is not None:
+            results, journal, entry, text, block_hash = known
+            for write, args in journal:
+                write(st, *args)
+            st.blocks.append_encoded(entry, text)
+            st.block_hashes.append(block_hash)
+            admitted = self._admitted
+            for req in requests:  # as `_apply` would have taken them
+                admitted.pop(req.op, None)
+            self.views[height] = block.view
+            return list(results)
+        st.journal = journal = []
+        try:
+            results, entry, text = self._execute(requests, block.seq, height, ts)
+        finally:
+            st.journal = None
+        executions.put(key, (tuple(results), journal, entry, text, st.block_hashes[-1]))
+        self.views[height] = block.view
+        return results
+
+    def _execute(self, requests: list[Request], seq: int, height: int,
+                 ts: int) -> tuple[list[bytes], tuple[Any, ...], str]:
+        """The block, computed: (results, the stored block entry, its canonical text)."""
+        st = self.state
         now_ns = self.genesis.epoch_ns + ts
         today = self._today(now_ns)
         results = [self._apply(req, height, i, now_ns, today) for i, req in enumerate(requests)]
@@ -178,7 +252,7 @@ class Ledger:
         root = (tx_leaf(requests[0]) if len(requests) == 1
                 else merkle_root([tx_leaf(r) for r in requests]))
         prev = st.block_hashes[-1] if st.block_hashes else _ZERO
-        header = (height, block.seq, ts, prev.hex(), root.hex(), self.state_digest().hex(),
+        header = (height, seq, ts, prev.hex(), root.hex(), self.state_digest().hex(),
                   len(requests))
         text = _header_text(header)
         block_hash = block_sha256(text.encode())
@@ -186,11 +260,11 @@ class Ledger:
         # The stored entry is the header plus its hash; its canonical text is the header's
         # with the hash appended as one more array item (a hex string needs no escaping), so
         # it is built from the text just hashed instead of being encoded a second time.
-        st.blocks.append_encoded(_shared_entry((*header, block_hex)),
-                                 f'{text[:-1]},"{block_hex}"]')
+        entry = _shared_entry((*header, block_hex))
+        text = f'{text[:-1]},"{block_hex}"]'
+        st.blocks.append_encoded(entry, text)
         st.block_hashes.append(block_hash)
-        self.views[height] = block.view
-        return results
+        return results, entry, text
 
     def _today(self, now_ns: int) -> str:
         """The UTC calendar date of `now_ns`, ISO format. Remembered for the last day seen:

@@ -187,8 +187,10 @@ class _Chain:
             self._encoded = (kept, text)
         return text
 
-    def append(self, entry: tuple[Any, ...]) -> int:
-        self.head = _link(self.head, entry)
+    def append(self, entry: tuple[Any, ...], head: bytes | None = None) -> int:
+        """Append `entry`; `head`, when given, is _link(self.head, entry), known already (a
+        journal's replay)."""
+        self.head = _link(self.head, entry) if head is None else head
         self.entries.append(entry)
         return len(self.entries) - 1
 
@@ -230,6 +232,9 @@ class State:
         self.versions = Versions()
         # checkpoint seq -> (events, audit, blocks lengths, stats copy) at that checkpoint
         self.marks: dict[int, tuple[int, int, int, dict[str, dict[str, int]]]] = {}
+        #: While a list (node.ledger.ledger.Executions records a block): every write, in
+        #: order, as (method, arguments) that replay it on an equal state.
+        self.journal: list[tuple[Any, tuple[Any, ...]]] | None = None
         self._reset_indexes()
 
     def _reset_indexes(self) -> None:
@@ -245,8 +250,10 @@ class State:
     def get(self, table: str, key: str) -> tuple[Any, ...] | None:
         return self.tables[table].get(key)
 
-    def put(self, table: str, key: str, value: tuple[Any, ...] | None) -> None:
-        """Set (or with None delete) one row, keeping the multiset digest current."""
+    def put(self, table: str, key: str, value: tuple[Any, ...] | None,
+            term: int | None = None) -> None:
+        """Set (or with None delete) one row, keeping the multiset digest current. `term`,
+        when given, is _row_hash(table, key, value), known already (a journal's replay)."""
         rows = self.tables[table]
         hashes = self._row_hashes[table]
         old = rows.get(key)
@@ -271,28 +278,41 @@ class State:
                     self.consents_of[value[0]].append(key)
                 elif value[8] is not None and old is not None and old[8] is None:
                     self.consents_of[value[0]].remove(key)
-            term = _row_term(table, key, value)
+            if term is None:
+                term = _row_term(table, key, value)
             hashes[key] = (value, term)
             acc += term
         self.acc = acc & _MASK
+        if self.journal is not None:
+            self.journal.append((State.put, (table, key, value, term)))
 
-    def add_event(self, entry: tuple[Any, ...]) -> int:
-        """Append a supply-chain/immunization event; index it by unit (and lot, if given)."""
-        n = self.events.append(entry)
+    def add_event(self, entry: tuple[Any, ...], head: bytes | None = None) -> int:
+        """Append a supply-chain/immunization event; index it by unit (and lot, if given).
+        `head`: the events chain's next head, when known already (a journal's replay)."""
+        n = self.events.append(entry, head)
+        if self.journal is not None:
+            self.journal.append((State.add_event, (entry, self.events.head)))
         for epc in entry[4]:
             self.trace_idx[epc].append(n)
         if entry[2] == "IMMUNIZATION_ADMINISTER":
             self.lot_patients[entry[5][1]].append(n)
         return n
 
-    def add_audit(self, entry: tuple[Any, ...], patient: str | None) -> int:
-        n = self.audit.append(entry)
+    def add_audit(self, entry: tuple[Any, ...], patient: str | None,
+                  head: bytes | None = None) -> int:
+        """Append an audit entry; index it by actor (and patient). `head`: the audit chain's
+        next head, when known already (a journal's replay)."""
+        n = self.audit.append(entry, head)
+        if self.journal is not None:
+            self.journal.append((State.add_audit, (entry, patient, self.audit.head)))
         self.audit_of_actor[entry[2]].append(n)
         if patient:
             self.audit_of_patient[patient].append(n)
         return n
 
     def count(self, group: str, key: str) -> None:
+        if self.journal is not None:
+            self.journal.append((State.count, (group, key)))
         table = self.stats[group]
         table[key] = table.get(key, 0) + 1
 
