@@ -105,7 +105,8 @@ class Client:
         index = self.membership.index_of(sender)
         if index is None:
             return self._drop("not a reply from a replica")
-        if not self.keys.check_mac(sender, sender.encode() + b"\x00" + payload, mac):
+        if not (self.keys.sealed_for_me(sender, data)
+                or self.keys.check_mac(sender, sender.encode() + b"\x00" + payload, mac)):
             return self._drop("bad MAC")
         try:
             reply = m.decode(payload)

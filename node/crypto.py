@@ -140,23 +140,17 @@ class VerifyCache:
     """Pairwise MAC keys by the two ends' (public key, id), sorted: ECDH gives both ends the
     same secret, so in one process each pair's key is derived once, not twice."""
 
-    mac_limit: int = 16_384
-    macs: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
-    """MACs computed in this process: tag -> (the session key, the exact bytes it covers).
-    A receiver holding that key, checking that tag over those bytes, would compute that tag:
-    `Keyring.check_mac` answers such a check from here. An entry is needed only until its
-    copy is delivered, so the bound is small (2.6 MB of entries when full, plus the bytes
-    they keep alive): cleared when full, and a check that misses is computed, as before (at
-    n = 256 and more, one round of PREPAREs alone is more than it holds)."""
+    sealed_limit: int = 16_384
+    sealed: dict[bytes, bytes] = field(default_factory=dict)
+    """Messages sealed in this process and not yet opened: the exact bytes of a sealed message
+    (an envelope: sender, payload, MAC) -> the session key its MAC was computed under
+    (`Keyring.remember_sealed`). A receiver holding that key for the sender would compute that
+    MAC: `Keyring.sealed_for_me` answers such a check from here, taking the entry. An entry
+    lives until its message is opened, so the dict holds the messages in flight; cleared when
+    full (messages lost on the way leave theirs), and a check that misses is computed."""
 
     def get(self, key: bytes) -> bool | None:
         return self.results.get(key)
-
-    def put_mac(self, tag: bytes, key: bytes, data: bytes) -> None:
-        macs = self.macs
-        if len(macs) >= self.mac_limit:
-            macs.clear()
-        macs[tag] = (key, data)
 
     def put(self, key: bytes, ok: bool) -> None:
         if len(self.results) >= self.limit:
@@ -290,17 +284,12 @@ class Keyring:
             raise KeyError(f"no public key for {party!r}")
         h = base.copy()
         h.update(data)
-        tag = h.digest()
-        if self._verify_cache is not None:
-            self._verify_cache.put_mac(tag, self._mac_keys[party], data)
-        return tag
+        return h.digest()
 
     def macs(self, parties: tuple[str, ...], data: bytes) -> list[bytes]:
         """[mac(p, data) for p in parties]: the MACs of one multicast, in one call."""
         self.costs.mac += len(parties)
         bases = self._mac_bases
-        keys = self._mac_keys
-        cache = self._verify_cache
         tags = []
         for party in parties:
             base = bases.get(party) or self._mac_base(party)
@@ -308,25 +297,47 @@ class Keyring:
                 raise KeyError(f"no public key for {party!r}")
             h = base.copy()
             h.update(data)
-            tag = h.digest()
-            tags.append(tag)
-            if cache is not None:
-                cache.put_mac(tag, keys[party], data)
+            tags.append(h.digest())
         return tags
 
-    def check_mac(self, party: str, data: bytes, tag: bytes) -> bool:
-        """True when `tag` is the MAC `party` would compute for us over `data`.
+    @property
+    def seals(self) -> bool:
+        """Whether sealed messages are remembered (a simulation's shared `VerifyCache`)."""
+        return self._verify_cache is not None
 
-        With a shared `VerifyCache` (a simulation), a tag some party of this process computed
-        under the session key we hold for `party`, over exactly `data`, is the MAC we would
-        compute: that check is answered without computing it. Any other tag, key or byte is
-        computed and compared as before (a real node has no such memo)."""
-        self.costs.mac += 1
+    def remember_sealed(self, parties: tuple[str, ...], messages: tuple[bytes, ...]) -> None:
+        """Note that each of `messages` carries the MAC computed here (`mac`, `macs`) for the
+        party at the same position, over exactly the bytes that party's check covers (the
+        caller's guarantee: node.pbft.outbox seals every replica message this way). Nothing
+        without a shared `VerifyCache` (a real node)."""
         cache = self._verify_cache
-        if cache is not None:
-            known = cache.macs.get(tag)
-            if known is not None and known[0] == self._mac_keys.get(party) and known[1] == data:
-                return True
+        if cache is None:
+            return
+        sealed = cache.sealed
+        if len(sealed) + len(parties) > cache.sealed_limit:
+            sealed.clear()
+        keys = self._mac_keys
+        for party, message in zip(parties, messages, strict=True):
+            sealed[message] = keys[party]
+
+    def sealed_for_me(self, party: str, message: bytes) -> bool:
+        """True when `message` was sealed in this process (`remember_sealed`) by `party` for
+        us: its MAC was computed under the session key we hold for `party`, so the check
+        `check_mac` would make over the message's bytes holds. Counted as one MAC check. False
+        otherwise (not sealed here, for another receiver, already opened, or no shared cache):
+        the caller then checks the MAC itself."""
+        cache = self._verify_cache
+        if cache is None or type(message) is not bytes:
+            return False
+        key = cache.sealed.pop(message, None)
+        if key is None or key != self._mac_keys.get(party):
+            return False
+        self.costs.mac += 1
+        return True
+
+    def check_mac(self, party: str, data: bytes, tag: bytes) -> bool:
+        """True when `tag` is the MAC `party` would compute for us over `data`."""
+        self.costs.mac += 1
         base = self._mac_bases.get(party) or self._mac_base(party)
         if base is None:
             return False

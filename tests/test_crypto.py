@@ -423,42 +423,49 @@ class _CountingBase:
         return self.real.copy()  # type: ignore[attr-defined]
 
 
-def test_a_mac_computed_in_the_process_answers_its_check() -> None:
-    """With a shared cache, a tag one keyring computed is recognised by the keyring that
-    holds the same session key, over exactly the same bytes, without computing it again;
-    any other tag, byte, sender or key is computed and refused as with no cache."""
+def test_a_message_sealed_in_the_process_answers_its_receivers_check() -> None:
+    """With a shared cache, a message a keyring sealed for a party (`remember_sealed`) is
+    recognised, once, by the keyring that holds the same session key, without computing the
+    MAC, and counted as a MAC check; anything else (another receiver's copy, another claimed
+    sender, bytes never sealed, a message already opened, no shared cache) is not, and the
+    caller computes the check."""
     cache = VerifyCache()
     costs = Costs()
     a = keyring("hospital-1", verify_cache=cache)
     b = keyring("pharmacy-1", costs=costs, verify_cache=cache)
     c = keyring("regulator-1", verify_cache=cache)
     b.mac("hospital-1", b"derive the key"), c.mac("hospital-1", b"derive the key")
+    b.mac("regulator-1", b"derive the key")
     counted = _CountingBase(b._mac_bases["hospital-1"])
     b._mac_bases["hospital-1"] = counted  # type: ignore[assignment]
     data = b"hospital-1\x00prepare"
-    tag = a.mac("pharmacy-1", data)
-    assert tag == keyring("hospital-1").mac("pharmacy-1", data)  # the same tag as without
+    tags = a.macs(("pharmacy-1", "regulator-1"), data)
+    assert tags == keyring("hospital-1").macs(("pharmacy-1", "regulator-1"), data)
+    to_b, to_c = b"envelope|" + tags[0], b"envelope|" + tags[1]
+    a.remember_sealed(("pharmacy-1", "regulator-1"), (to_b, to_c))
     costs.mac = 0
-    assert b.check_mac("hospital-1", data, tag) is True
+    assert b.sealed_for_me("hospital-1", to_b) is True
     assert counted.copies == 0 and costs.mac == 1  # answered, and still counted
-    assert b.check_mac("hospital-1", data + b"x", tag) is False
-    assert b.check_mac("hospital-1", data, bytes([tag[0] ^ 1]) + tag[1:]) is False
-    assert counted.copies == 2
-    assert c.check_mac("hospital-1", data, tag) is False  # another pair's key
-    # A multicast's tags are recorded too, each under its receiver's key.
-    tags = a.macs(("pharmacy-1", "regulator-1"), data + b"!")
-    assert b.check_mac("hospital-1", data + b"!", tags[0]) is True
-    assert b.check_mac("hospital-1", data + b"!", tags[1]) is False  # regulator-1's tag
-    assert counted.copies == 3
-    assert c.check_mac("hospital-1", data + b"!", tags[1]) is True
-    # Bounded, and without a shared cache nothing is recorded.
-    small = VerifyCache(mac_limit=2)
+    assert b.sealed_for_me("hospital-1", to_b) is False  # opened already: a replay computes
+    assert b.sealed_for_me("regulator-1", to_c) is False  # not sealed by regulator-1
+    assert b.sealed_for_me("hospital-1", to_c) is False  # regulator-1's copy (now taken)
+    assert c.sealed_for_me("hospital-1", to_c) is False  # ... so its receiver computes
+    assert b.sealed_for_me("hospital-1", b"envelope|" + bytes(32)) is False
+    assert b.sealed_for_me("hospital-1", bytearray(to_b)) is False
+    assert costs.mac == 1 and counted.copies == 0 and cache.sealed == {}
+    # Without a shared cache nothing is remembered; bounded with one.
+    plain = keyring("hospital-1")
+    assert not plain.seals and a.seals
+    plain.remember_sealed(("pharmacy-1",), (to_b,))
+    assert keyring("pharmacy-1").sealed_for_me("hospital-1", to_b) is False
+    small = VerifyCache(sealed_limit=2)
     d = keyring("client-1", verify_cache=small)
     for i in range(5):
-        d.mac("hospital-1", b"%d" % i)
-        assert len(small.macs) <= 2
-    plain = keyring("hospital-1")
-    assert plain.check_mac("pharmacy-1", data, b.mac("hospital-1", data)) is True
+        d.mac("hospital-1", b"x")
+        d.remember_sealed(("hospital-1",), (b"%d" % i,))
+        assert len(small.sealed) <= 2
+    with pytest.raises(ValueError):
+        a.remember_sealed(("pharmacy-1",), (to_b, to_c))  # one message per party
 
 
 def test_verify_cache_default_limit() -> None:

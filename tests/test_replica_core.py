@@ -216,6 +216,64 @@ def test_a_forged_message_is_never_decoded(monkeypatch: pytest.MonkeyPatch) -> N
     assert h.sends("PREPARE")
 
 
+class _CountingBase:
+    """Stands in for a keyring's keyed BLAKE2b base for one party, counting the MACs
+    computed from it."""
+
+    def __init__(self, real: object) -> None:
+        self.real, self.copies = real, 0
+
+    def copy(self) -> object:
+        self.copies += 1
+        return self.real.copy()  # type: ignore[attr-defined]
+
+
+def test_a_sealed_copy_opens_without_a_mac_computed_and_nothing_else_does() -> None:
+    """Replicas sharing a VerifyCache (a simulation): the copy of a multicast sealed for a
+    replica is authenticated from the record, once; its replay, another replica's copy and
+    a tampered copy are checked by computing the MAC, with the outcome a real node has."""
+    membership, idents = make_membership(4)
+    pubs = membership.public_keys()
+    cache = VerifyCache()
+    keys = {p: Keyring(i, pubs, Costs(), cache) for p, i in idents.items()}
+    replicas = {r: Replica(membership, r, keys[r], KeyValueStore(), Config())
+                for r in ("r0", "r1", "r2")}
+    for replica in replicas.values():
+        replica.step(Start(), 0)
+    unsigned = m.Request(b"put a 1", 1, "client-1", 0, b"")
+    request = dataclasses.replace(unsigned, signature=keys["client-1"].sign(m.encode(unsigned)))
+    effects = replicas["r0"].step(
+        Receive(m.encode(m.Envelope("client-1", m.encode(request), b""))), 0)
+    multicast = next(e for e in effects if isinstance(e, Multicast) and e.kind == "PRE-PREPARE")
+    copies = dict(zip(multicast.to, multicast.data, strict=True))
+    counters = {}
+    for r in ("r1", "r2"):
+        keys[r].mac("r0", b"derive the key")
+        counters[r] = keys[r]._mac_bases["r0"] = _CountingBase(  # type: ignore[assignment]
+            keys[r]._mac_bases["r0"])
+
+    def deliver(to: str, data: bytes) -> list[object]:
+        return list(replicas[to].step(Receive(data), 0))
+
+    def prepares(effects: list[object]) -> bool:
+        return any(isinstance(e, Multicast) and e.kind == "PREPARE" for e in effects)
+
+    # (a counter also counts the MAC of the PREPARE a replica sends to r0)
+    assert prepares(deliver("r1", copies["r1"]))  # its own copy: from the record
+    assert counters["r1"].copies == 1  # the PREPARE's MAC for r0 only
+    deliver("r1", copies["r1"])  # the same bytes again: computed, authentic, a duplicate
+    assert counters["r1"].copies == 2 and "bad MAC" not in replicas["r1"].dropped
+    assert replicas["r1"].dropped.get("duplicate pre-prepare") == 1
+    deliver("r2", copies["r1"])  # r1's copy at r2: computed under r2's key, refused
+    tampered = bytearray(copies["r2"])
+    tampered[20] ^= 1
+    deliver("r2", bytes(tampered))  # never sealed: computed, refused
+    assert counters["r2"].copies == 2 and replicas["r2"].dropped == {"bad MAC": 2}
+    assert prepares(deliver("r2", copies["r2"]))  # its own copy: still from the record
+    assert counters["r2"].copies == 3  # + the PREPARE's MAC for r0
+    assert copies["r3"] in cache.sealed and copies["r2"] not in cache.sealed
+
+
 def test_message_in_another_replicas_name_is_dropped() -> None:
     h = Harness()
     pp = pre_prepare(h)

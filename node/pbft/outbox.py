@@ -58,6 +58,12 @@ class Outbox:
         self._env_prefix = envelope_prefix(replica_id)
         self._mac_prefix = replica_id.encode() + b"\x00"
         self._others = tuple(r for i, r in enumerate(ids) if i != me)
+        # In a simulation, every message sealed here is remembered with the session key of its
+        # MAC, so its receiver's check is answered without computing (Keyring.sealed_for_me).
+        # Sound because each envelope is built here from one replica id: its sender field
+        # (`_env_prefix`) and the bytes its MAC covers (`_mac_prefix` + payload) agree, and
+        # those are exactly the bytes a receiver's check covers for that sender and payload.
+        self._seals = keys.seals
 
     def trace(self, event: str, **fields: Any) -> None:
         self.effects.append(_TRACE(event, fields))
@@ -71,7 +77,10 @@ class Outbox:
 
     def _envelope(self, to: str, payload: bytes) -> bytes:
         mac = self.keys.mac(to, self._mac_prefix + payload)
-        return seal_envelope(self._env_prefix, payload, mac)
+        sealed = seal_envelope(self._env_prefix, payload, mac)
+        if self._seals:
+            self.keys.remember_sealed((to,), (sealed,))
+        return sealed
 
     def send(self, to: int | str, msg: Message) -> None:
         """To a replica (by index) or a client (by id)."""
@@ -87,7 +96,10 @@ class Outbox:
         # each receiver's MAC covers our id and the payload; the copies differ only in it
         tags = self.keys.macs(others, self._mac_prefix + payload)
         head = envelope_head(self._env_prefix, payload)
-        self.effects.append(_MULTICAST(others, tuple([head + tag for tag in tags]), kind))
+        copies = tuple([head + tag for tag in tags])
+        if self._seals:
+            self.keys.remember_sealed(others, copies)
+        self.effects.append(_MULTICAST(others, copies, kind))
 
     def set_timer(self, key: str, delay_ns: int) -> None:
         self.timers.add(key)

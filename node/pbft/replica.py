@@ -216,7 +216,9 @@ class Replica:
         if index is None:
             self._on_receive_other(sender, payload)
             return self._finish(effects)
-        if not self.keys.check_mac(sender, self._mac_prefixes[index] + payload, mac):
+        keys = self.keys
+        if not (keys.sealed_for_me(sender, data)
+                or keys.check_mac(sender, self._mac_prefixes[index] + payload, mac)):
             out.drop("bad MAC", sender, _kind_of(payload))
             return self._finish(effects)
         try:
