@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+import pytest
 from ledger_support import DAY, GTIN, SECOND, Harness, epc, ev, genesis
 
 from node.ledger import CheckedLedger, Ledger
@@ -378,3 +379,37 @@ def test_executions_forget_the_oldest_block_beyond_their_bound() -> None:
         executions.put(key, key)
     assert executions.get("a") is None and executions.get("c") == "c"
     assert (executions.hits, executions.misses) == (1, 1)
+
+
+def test_admission_is_asked_once_per_process_and_per_genesis(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.ledger.ledger as ledger_module
+    from node.ledger import Executions
+
+    h = Harness()
+    ops = [h.request("manufacturer-1", "GTIN_REGISTER", gtin=GTIN).op,
+           h.request("manufacturer-1", "EPCIS_SHIP", epcs=[epc(1)], to="nowhere",
+                     event_hash=ev("s")).op,
+           b"not json", b'{"kind": "NO_SUCH_KIND"}']
+    g, other = genesis(), genesis((("client-9", "clinician"),))
+    expected = [Ledger(g).admissible(op) for op in ops]
+    assert expected[0] is None and all(v is not None for v in expected[1:])
+    decoded: list[bytes] = []
+    real = ledger_module.decode_tx
+
+    def counting(op: bytes) -> dict[str, object]:
+        decoded.append(op)
+        return real(op)
+
+    monkeypatch.setattr(ledger_module, "decode_tx", counting)
+    executions = Executions()
+    first, second = Ledger(g, executions), Ledger(g, executions)
+    assert [first.admissible(op) for op in ops] == expected
+    assert len(decoded) == len(ops)
+    assert [second.admissible(op) for op in ops] == expected
+    assert len(decoded) == len(ops), "the second replica asks nobody"
+    assert [Ledger(other, executions).admissible(op) for op in ops] == expected
+    assert len(decoded) == 2 * len(ops), "another genesis is asked again"
+    # The replica whose verdict came from the record decodes the op when it executes it.
+    assert second.execute([h.request("manufacturer-1", "GTIN_REGISTER", gtin=GTIN)],
+                          BlockInfo(1, 0, SECOND)) == [b"ok"]

@@ -117,6 +117,7 @@ def _shared_entry(entry: tuple[Any, ...]) -> tuple[Any, ...]:
 
 #: How many admitted transactions a replica keeps decoded until they execute.
 _ADMITTED_KEPT = 4096
+_UNKNOWN = object()  # not in `Executions.verdicts`
 
 
 class Executions:
@@ -134,13 +135,15 @@ class Executions:
     replica restored from a snapshot that is behind, a tampered one) has another digest and
     executes for itself. Bounded: the oldest block is forgotten first."""
 
-    __slots__ = ("_blocks", "hits", "limit", "misses")
+    __slots__ = ("_blocks", "hits", "limit", "misses", "verdicts")
 
     def __init__(self, limit: int = 1024) -> None:
         self._blocks: OrderedDict[Any, Any] = OrderedDict()
         self.limit = limit
         self.hits = 0
         self.misses = 0
+        #: (genesis, op) -> `Ledger.admissible`'s verdict (a pure function of the two).
+        self.verdicts: OrderedDict[tuple[bytes, bytes], str | None] = OrderedDict()
 
     def get(self, key: Any) -> Any:
         known = self._blocks.get(key)
@@ -154,6 +157,11 @@ class Executions:
         if len(self._blocks) >= self.limit:
             self._blocks.popitem(last=False)
         self._blocks[key] = outcome
+
+    def remember_verdict(self, key: tuple[bytes, bytes], verdict: str | None) -> None:
+        if len(self.verdicts) >= 4 * self.limit:
+            self.verdicts.popitem(last=False)
+        self.verdicts[key] = verdict
 
 class Ledger:
     """The deterministic healthcare ledger; implements the StateMachine protocol."""
@@ -185,7 +193,19 @@ class Ledger:
         """None if `op` may be ordered, else the admission rule that refuses it: the shape,
         personal-data, vocabulary and pattern checks of txs.decode_tx, and that an
         organisation or grantee it names exists in the genesis. Depends on the bytes and the
-        genesis only, never on state: every honest replica gives the same answer at any time."""
+        genesis only, never on state: every honest replica gives the same answer at any time
+        (so in a simulation it is asked once per process: `Executions`)."""
+        executions = self.executions
+        if executions is not None:
+            known = executions.verdicts.get((self._state_prefix, op), _UNKNOWN)
+            if known is not _UNKNOWN:
+                return known  # type: ignore[return-value]
+        verdict = self._admission(op)
+        if executions is not None:
+            executions.remember_verdict((self._state_prefix, op), verdict)
+        return verdict
+
+    def _admission(self, op: bytes) -> str | None:
         try:
             tx = decode_tx(op)
         except TxError as exc:
@@ -215,17 +235,17 @@ class Ledger:
             results = self._execute(requests, block.seq, height, ts)[0]
             self.views[height] = block.view
             return results
-        # The block's outcome is a function of the state before it (its digest: tables and
-        # the three log heads, which fix the block count and the last timestamp too), the
-        # requests and the agreed seq and timestamp; the genesis is the memo's own.
-        key = (st.digest_parts(), block.seq, block.timestamp_ns,
+        # The block's outcome is a function of the genesis, the state before it (its digest:
+        # tables and the three log heads, which fix the block count and the last timestamp
+        # too), the requests and the agreed seq and timestamp.
+        key = (self._state_prefix, st.digest_parts(), block.seq, block.timestamp_ns,
                tuple([(r.client, r.op) for r in requests]))
         known = executions.get(key)
         if known is not None:
-            results, journal, entry, text, block_hash = known
+            results, journal, entry, text, block_hash, head = known
             for write, args in journal:
                 write(st, *args)
-            st.blocks.append_encoded(entry, text)
+            st.blocks.append_encoded(entry, text, head)
             st.block_hashes.append(block_hash)
             admitted = self._admitted
             for req in requests:  # as `_apply` would have taken them
@@ -237,7 +257,8 @@ class Ledger:
             results, entry, text = self._execute(requests, block.seq, height, ts)
         finally:
             st.journal = None
-        executions.put(key, (tuple(results), journal, entry, text, st.block_hashes[-1]))
+        executions.put(key, (tuple(results), journal, entry, text, st.block_hashes[-1],
+                             st.blocks.head))
         self.views[height] = block.view
         return results
 

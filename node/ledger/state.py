@@ -194,10 +194,12 @@ class _Chain:
         self.entries.append(entry)
         return len(self.entries) - 1
 
-    def append_encoded(self, entry: tuple[Any, ...], text: str) -> int:
+    def append_encoded(self, entry: tuple[Any, ...], text: str,
+                       head: bytes | None = None) -> int:
         """`append`, given `text` = _ENC.encode(entry) (the caller had it already); for
-        the block chain: its link is remembered by `block_sha256`."""
-        self.head = block_sha256(self.head + text.encode())
+        the block chain: its link is remembered by `block_sha256`. `head`, when given, is
+        that link, known already (a replay of the block)."""
+        self.head = block_sha256(self.head + text.encode()) if head is None else head
         self.entries.append(entry)
         return len(self.entries) - 1
 
