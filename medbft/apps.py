@@ -141,7 +141,8 @@ class LedgerApp:
         """The run's `harm` section (medbft/harm.py)."""
         events = run.events  # a sim.events.EventLog
         history = build_history(self.genesis, self.traffic, run.workload.records, events,
-                                set(run.checker.honest), run.scenario.node_ids, self.arrivals)
+                                set(run.checker.honest), run.scenario.node_ids, self.arrivals,
+                                self.executions)
         out = judge_harm(history, events.select(JUDGED_EVENTS), run.loop.now_ns)
         digests = self.digests(run)
         agreed = {(d["height"], d["digest"]) for d in digests.values() if d["honest"]}

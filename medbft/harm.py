@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node import messages as m
-from node.ledger import Ledger, LedgerGenesis
+from node.ledger import Executions, Ledger, LedgerGenesis
 from node.ledger.partners import MIN_COHORT_FLOOR, PAYMENT
 from node.statemachine import BlockInfo
 
@@ -628,9 +628,12 @@ def _decode(op: bytes) -> tuple[str, dict[str, Any]]:
 
 def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
                   records: dict[str, Any], events: EventLog, honest: set[str],
-                  node_ids: tuple[str, ...], arrivals: RequestArrivals | None) -> History:
+                  node_ids: tuple[str, ...], arrivals: RequestArrivals | None,
+                  executions: Executions | None = None) -> History:
     """Rebuild the committed order from the honest replicas' executions and replay it
-    (reads the pre-prepare, execute and enter-view rows of the run's `events`)."""
+    (reads the pre-prepare, execute and enter-view rows of the run's `events`).
+    `executions`: the replicas' record of the blocks they executed; a block still in it is
+    replayed from it (the same writes and results as executing it: node.ledger.ledger)."""
     txs: dict[str, Tx] = {}
     for key, (op, submit_ns) in observed.submitted.items():
         cid, session, stamp = key.rsplit("/", 2)
@@ -654,7 +657,7 @@ def build_history(genesis: LedgerGenesis, observed: ObservedTraffic,
         if node in honest:
             batches.setdefault(seq, (view, ts, executed, digest))
     entered = [t for node, t in events.fields(("enter-view",), ("node", "t")) if node in honest]
-    ledger = Ledger(genesis)
+    ledger = Ledger(genesis, executions)
     committed: list[Tx] = []
     # Each op's admission verdict, asked once (the PHI detector reads it too): asked just
     # before its block executes, as a replica does, the ledger keeps the decode it made for
