@@ -411,7 +411,7 @@ def test_a_signers_entry_is_what_verifying_records() -> None:
     assert sorted(signed.results.values()) == [False, True]
 
 
-class _CountingBase:
+class CountingBase:
     """Stands in for a keyring's keyed BLAKE2b base for one party, counting the MACs
     computed from it."""
 
@@ -436,7 +436,7 @@ def test_a_message_sealed_in_the_process_answers_its_receivers_check() -> None:
     c = keyring("regulator-1", verify_cache=cache)
     b.mac("hospital-1", b"derive the key"), c.mac("hospital-1", b"derive the key")
     b.mac("regulator-1", b"derive the key")
-    counted = _CountingBase(b._mac_bases["hospital-1"])
+    counted = CountingBase(b._mac_bases["hospital-1"])
     b._mac_bases["hospital-1"] = counted  # type: ignore[assignment]
     data = b"hospital-1\x00prepare"
     tags = a.macs(("pharmacy-1", "regulator-1"), data)

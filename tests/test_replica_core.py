@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from test_crypto import CountingBase
 
 from node import messages as m
 from node.config import Config
@@ -216,18 +217,6 @@ def test_a_forged_message_is_never_decoded(monkeypatch: pytest.MonkeyPatch) -> N
     assert h.sends("PREPARE")
 
 
-class _CountingBase:
-    """Stands in for a keyring's keyed BLAKE2b base for one party, counting the MACs
-    computed from it."""
-
-    def __init__(self, real: object) -> None:
-        self.real, self.copies = real, 0
-
-    def copy(self) -> object:
-        self.copies += 1
-        return self.real.copy()  # type: ignore[attr-defined]
-
-
 def test_a_sealed_copy_opens_without_a_mac_computed_and_nothing_else_does() -> None:
     """Replicas sharing a VerifyCache (a simulation): the copy of a multicast sealed for a
     replica is authenticated from the record, once; its replay, another replica's copy and
@@ -249,7 +238,7 @@ def test_a_sealed_copy_opens_without_a_mac_computed_and_nothing_else_does() -> N
     counters = {}
     for r in ("r1", "r2"):
         keys[r].mac("r0", b"derive the key")
-        counters[r] = keys[r]._mac_bases["r0"] = _CountingBase(  # type: ignore[assignment]
+        counters[r] = keys[r]._mac_bases["r0"] = CountingBase(  # type: ignore[assignment]
             keys[r]._mac_bases["r0"])
 
     def deliver(to: str, data: bytes) -> list[object]:

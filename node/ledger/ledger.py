@@ -124,19 +124,20 @@ class Executions:
     """Blocks some ledger of this process executed, for the others to replay: shared by the
     replicas' ledgers of one simulated run (medbft.apps.LedgerApp); a real node has none.
 
-    Every honest replica executes the same block on the same state, so in a simulation the
-    rules ran n times for one outcome. A block's outcome is a function of the genesis, the
-    state before it, the requests and the agreed seq and timestamp (the determinism the
-    protocol relies on), and the state is named by its digest (tables as a multiset hash, the three log
-    heads). So the first ledger to execute a block records its results and, in order, every
-    write it made (`State.journal`); a ledger whose state has the same digest replays those
-    writes through the same `State` methods (indexes, digest and checkpoint versions kept as
-    an execution keeps them) instead of running the rules. A ledger whose state differs (a
-    replica restored from a snapshot that is behind, a tampered one) has another digest and
-    executes for itself. The harm judge's replay of the committed order (medbft.harm) reads it
-    too. Bounded: the oldest block is forgotten first; 8,192 blocks (about 2 KB each beyond
-    what the ledgers hold anyway) cover a whole run of the benchmark's shape at n = 4 (5,448
-    blocks in 10 s), so the judge's replay finds every block."""
+    Every honest replica executes the same block on the same state, so in a simulation the rules
+    ran n times for one outcome. A block's outcome is a function of the genesis, the state
+    before it, the requests and the agreed seq and timestamp (the determinism the protocol
+    relies on), and the state is named by its digest (tables as a multiset hash, the three
+    log heads). So the first ledger to execute a block records its results and, in order,
+    every write it made (`State.journal`); a ledger whose state has the same digest replays
+    those writes through the same `State` methods (indexes, digest and checkpoint versions
+    kept as an execution keeps them) instead of running the rules. A ledger whose state
+    differs (a replica restored from a snapshot that is behind, a tampered one) has another
+    digest and executes for itself. The harm judge's replay of the committed order
+    (medbft.harm) reads it too. Bounded: the oldest block is forgotten first; 8,192 blocks
+    (about 2 KB each beyond what the ledgers hold anyway) cover a whole run of the
+    benchmark's shape at n = 4 (5,448 blocks in 10 s), so the judge's replay finds every
+    block."""
 
     __slots__ = ("_blocks", "hits", "limit", "misses", "verdicts")
 
