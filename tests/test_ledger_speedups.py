@@ -9,6 +9,7 @@ computation it replaces.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime
 
@@ -413,3 +414,26 @@ def test_admission_is_asked_once_per_process_and_per_genesis(
     # The replica whose verdict came from the record decodes the op when it executes it.
     assert second.execute([h.request("manufacturer-1", "GTIN_REGISTER", gtin=GTIN)],
                           BlockInfo(1, 0, SECOND)) == [b"ok"]
+
+
+def test_requests_alike_but_for_session_or_timestamp_make_other_blocks() -> None:
+    """The same op from the same client in another session or at another timestamp is another
+    transaction (its Merkle leaf differs): a block of it is computed, not replayed, and its
+    header is its own."""
+    from node.ledger import Executions
+
+    h = Harness()
+    req = h.request("manufacturer-1", "GTIN_REGISTER", gtin=GTIN)
+    others = [dataclasses.replace(req, session=req.session + 1),
+              dataclasses.replace(req, timestamp=req.timestamp + 1)]
+    g = genesis()
+    executions = Executions()
+    block = BlockInfo(1, 0, SECOND)
+    first = Ledger(g, executions)
+    first.execute([req], block)
+    for other in others:
+        ledger, plain = Ledger(g, executions), Ledger(g)
+        assert ledger.execute([other], block) == plain.execute([other], block)
+        assert _everything(ledger) == _everything(plain)
+        assert ledger.state.blocks.entries != first.state.blocks.entries
+    assert executions.hits == 0

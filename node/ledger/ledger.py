@@ -241,9 +241,10 @@ class Ledger:
             return results
         # The block's outcome is a function of the genesis, the state before it (its digest:
         # tables and the three log heads, which fix the block count and the last timestamp
-        # too), the requests and the agreed seq and timestamp.
+        # too), the requests (all that a block reads of them: the Merkle root covers the
+        # session and timestamp too) and the agreed seq and timestamp.
         key = (self._state_prefix, st.digest_parts(), block.seq, block.timestamp_ns,
-               tuple([(r.client, r.op) for r in requests]))
+               tuple([(r.client, r.session, r.timestamp, r.op) for r in requests]))
         known = executions.get(key)
         if known is not None:
             results, journal, entry, text, block_hash, head = known
