@@ -167,6 +167,7 @@ class Executions:
             self.verdicts.popitem(last=False)
         self.verdicts[key] = verdict
 
+
 class Ledger:
     """The deterministic healthcare ledger; implements the StateMachine protocol."""
 
