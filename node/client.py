@@ -98,16 +98,23 @@ class Client:
     def _on_receive(self, data: bytes) -> list[ClientEffect]:
         # The MAC is checked before the reply is decoded (as replicas do): forged bytes cost
         # one MAC, never a parse.
-        try:
-            sender, payload, mac = open_envelope(data)
-        except DecodeError:
-            return self._drop(_not_an_envelope(data))
-        index = self.membership.index_of(sender)
-        if index is None:
-            return self._drop("not a reply from a replica")
-        if not (self.keys.sealed_for_me(sender, data)
-                or self.keys.check_mac(sender, sender.encode() + b"\x00" + payload, mac)):
-            return self._drop("bad MAC")
+        # A reply sealed in this process for us (a simulation): its sender, payload and MAC
+        # check are known from where it was sealed (Keyring.open_sealed).
+        opened = self.keys.open_sealed(data)
+        index = None if opened is None else self.membership.index_of(opened[0])
+        if opened is not None and index is not None:
+            self.costs.mac += 1
+            sender, payload = opened
+        else:
+            try:
+                sender, payload, mac = open_envelope(data)
+            except DecodeError:
+                return self._drop(_not_an_envelope(data))
+            index = self.membership.index_of(sender)
+            if index is None:
+                return self._drop("not a reply from a replica")
+            if not self.keys.check_mac(sender, sender.encode() + b"\x00" + payload, mac):
+                return self._drop("bad MAC")
         try:
             reply = m.decode(payload)
         except DecodeError:

@@ -141,13 +141,14 @@ class VerifyCache:
     same secret, so in one process each pair's key is derived once, not twice."""
 
     sealed_limit: int = 16_384
-    sealed: dict[bytes, bytes] = field(default_factory=dict)
+    sealed: dict[bytes, tuple[bytes, str, bytes]] = field(default_factory=dict)
     """Messages sealed in this process and not yet opened: the exact bytes of a sealed message
-    (an envelope: sender, payload, MAC) -> the session key its MAC was computed under
-    (`Keyring.remember_sealed`). A receiver holding that key for the sender would compute that
-    MAC: `Keyring.sealed_for_me` answers such a check from here, taking the entry. An entry
-    lives until its message is opened, so the dict holds the messages in flight; cleared when
-    full (messages lost on the way leave theirs), and a check that misses is computed."""
+    (an envelope) -> (the session key its MAC was computed under, its sender, its payload)
+    (`Keyring.remember_sealed`). A receiver holding that key for that sender would compute
+    that MAC, and would read that sender and payload from the bytes: `Keyring.open_sealed`
+    answers from here, taking the entry. An entry lives until its message is opened, so the
+    dict holds the messages in flight; cleared when full (messages lost on the way leave
+    theirs), and a message that misses is opened and checked as a real node does."""
 
     def get(self, key: bytes) -> bool | None:
         return self.results.get(key)
@@ -305,11 +306,12 @@ class Keyring:
         """Whether sealed messages are remembered (a simulation's shared `VerifyCache`)."""
         return self._verify_cache is not None
 
-    def remember_sealed(self, parties: tuple[str, ...], messages: tuple[bytes, ...]) -> None:
-        """Note that each of `messages` carries the MAC computed here (`mac`, `macs`) for the
-        party at the same position, over exactly the bytes that party's check covers (the
-        caller's guarantee: node.pbft.outbox seals every replica message this way). Nothing
-        without a shared `VerifyCache` (a real node)."""
+    def remember_sealed(self, parties: tuple[str, ...], messages: tuple[bytes, ...],
+                        sender: str, payload: bytes) -> None:
+        """Note that each of `messages` is an envelope from `sender` carrying `payload` and the
+        MAC computed here (`mac`, `macs`) for the party at the same position, over exactly the
+        bytes that party's check covers (the caller's guarantee: node.pbft.outbox seals every
+        replica message this way). Nothing without a shared `VerifyCache` (a real node)."""
         cache = self._verify_cache
         if cache is None:
             return
@@ -318,22 +320,22 @@ class Keyring:
             sealed.clear()
         keys = self._mac_keys
         for party, message in zip(parties, messages, strict=True):
-            sealed[message] = keys[party]
+            sealed[message] = (keys[party], sender, payload)
 
-    def sealed_for_me(self, party: str, message: bytes) -> bool:
-        """True when `message` was sealed in this process (`remember_sealed`) by `party` for
-        us: its MAC was computed under the session key we hold for `party`, so the check
-        `check_mac` would make over the message's bytes holds. Counted as one MAC check. False
-        otherwise (not sealed here, for another receiver, already opened, or no shared cache):
-        the caller then checks the MAC itself."""
+    def open_sealed(self, message: bytes) -> tuple[str, bytes] | None:
+        """(sender, payload) of `message` when it was sealed in this process
+        (`remember_sealed`) by that sender for us: its MAC was computed under the session key
+        we hold for the sender, so the check `check_mac` would make over its bytes holds, and
+        the sender and payload are what reading the envelope gives. The caller counts the MAC
+        check (`Costs.mac`). None otherwise (not sealed here, for another receiver, already
+        opened, or no shared cache): the caller reads and checks the message itself."""
         cache = self._verify_cache
         if cache is None or type(message) is not bytes:
-            return False
-        key = cache.sealed.pop(message, None)
-        if key is None or key != self._mac_keys.get(party):
-            return False
-        self.costs.mac += 1
-        return True
+            return None
+        record = cache.sealed.pop(message, None)
+        if record is None or record[0] != self._mac_keys.get(record[1]):
+            return None
+        return record[1], record[2]
 
     def check_mac(self, party: str, data: bytes, tag: bytes) -> bool:
         """True when `tag` is the MAC `party` would compute for us over `data`."""

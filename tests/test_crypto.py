@@ -425,46 +425,45 @@ class CountingBase:
 
 def test_a_message_sealed_in_the_process_answers_its_receivers_check() -> None:
     """With a shared cache, a message a keyring sealed for a party (`remember_sealed`) is
-    recognised, once, by the keyring that holds the same session key, without computing the
-    MAC, and counted as a MAC check; anything else (another receiver's copy, another claimed
-    sender, bytes never sealed, a message already opened, no shared cache) is not, and the
-    caller computes the check."""
+    opened, once, by the keyring that holds the same session key for its sender: sender and
+    payload from the record, without computing the MAC; anything else (another receiver's
+    copy, bytes never sealed, a message already opened, no shared cache) is not, and the
+    caller reads and checks it."""
     cache = VerifyCache()
-    costs = Costs()
     a = keyring("hospital-1", verify_cache=cache)
-    b = keyring("pharmacy-1", costs=costs, verify_cache=cache)
+    b = keyring("pharmacy-1", verify_cache=cache)
     c = keyring("regulator-1", verify_cache=cache)
     b.mac("hospital-1", b"derive the key"), c.mac("hospital-1", b"derive the key")
-    b.mac("regulator-1", b"derive the key")
     counted = CountingBase(b._mac_bases["hospital-1"])
     b._mac_bases["hospital-1"] = counted  # type: ignore[assignment]
     data = b"hospital-1\x00prepare"
     tags = a.macs(("pharmacy-1", "regulator-1"), data)
     assert tags == keyring("hospital-1").macs(("pharmacy-1", "regulator-1"), data)
     to_b, to_c = b"envelope|" + tags[0], b"envelope|" + tags[1]
-    a.remember_sealed(("pharmacy-1", "regulator-1"), (to_b, to_c))
-    costs.mac = 0
-    assert b.sealed_for_me("hospital-1", to_b) is True
-    assert counted.copies == 0 and costs.mac == 1  # answered, and still counted
-    assert b.sealed_for_me("hospital-1", to_b) is False  # opened already: a replay computes
-    assert b.sealed_for_me("regulator-1", to_c) is False  # not sealed by regulator-1
-    assert b.sealed_for_me("hospital-1", to_c) is False  # regulator-1's copy (now taken)
-    assert c.sealed_for_me("hospital-1", to_c) is False  # ... so its receiver computes
-    assert b.sealed_for_me("hospital-1", b"envelope|" + bytes(32)) is False
-    assert costs.mac == 1 and counted.copies == 0 and cache.sealed == {}
+    a.remember_sealed(("pharmacy-1", "regulator-1"), (to_b, to_c), "hospital-1", b"prepare")
+    assert b.open_sealed(to_b) == ("hospital-1", b"prepare")
+    assert counted.copies == 0
+    assert b.open_sealed(to_b) is None  # opened already: a replay is read and checked
+    assert b.open_sealed(to_c) is None  # regulator-1's copy (now taken) ...
+    assert c.open_sealed(to_c) is None  # ... so its receiver reads and checks it
+    assert b.open_sealed(b"envelope|" + bytes(32)) is None
+    assert counted.copies == 0 and cache.sealed == {}
+    # A record naming another sender than the key's holds for nobody else.
+    a.remember_sealed(("pharmacy-1",), (to_b,), "regulator-1", b"prepare")
+    assert b.open_sealed(to_b) is None
     # Without a shared cache nothing is remembered; bounded with one.
     plain = keyring("hospital-1")
     assert not plain.seals and a.seals
-    plain.remember_sealed(("pharmacy-1",), (to_b,))
-    assert keyring("pharmacy-1").sealed_for_me("hospital-1", to_b) is False
+    plain.remember_sealed(("pharmacy-1",), (to_b,), "hospital-1", b"prepare")
+    assert keyring("pharmacy-1").open_sealed(to_b) is None
     small = VerifyCache(sealed_limit=2)
     d = keyring("client-1", verify_cache=small)
     for i in range(5):
         d.mac("hospital-1", b"x")
-        d.remember_sealed(("hospital-1",), (b"%d" % i,))
+        d.remember_sealed(("hospital-1",), (b"%d" % i,), "client-1", b"x")
         assert len(small.sealed) <= 2
     with pytest.raises(ValueError):
-        a.remember_sealed(("pharmacy-1",), (to_b, to_c))  # one message per party
+        a.remember_sealed(("pharmacy-1",), (to_b, to_c), "hospital-1", b"p")  # one per party
 
 
 def test_verify_cache_default_limit() -> None:

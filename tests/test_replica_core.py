@@ -13,6 +13,7 @@ from test_crypto import CountingBase
 from node import messages as m
 from node.config import Config
 from node.crypto import Costs, Keyring, VerifyCache
+from node.envelope import open_envelope
 from node.events import Multicast, Receive, Send, SetTimer, Start, Timeout, Trace, sends
 from node.pbft import NULL_DIGEST, Replica, decide_new_view
 from node.statemachine import KeyValueStore
@@ -235,6 +236,10 @@ def test_a_sealed_copy_opens_without_a_mac_computed_and_nothing_else_does() -> N
         Receive(m.encode(m.Envelope("client-1", m.encode(request), b""))), 0)
     multicast = next(e for e in effects if isinstance(e, Multicast) and e.kind == "PRE-PREPARE")
     copies = dict(zip(multicast.to, multicast.data, strict=True))
+    for to, copy in copies.items():  # the record says what reading the envelope says
+        key, sender, payload = cache.sealed[copy]
+        assert open_envelope(copy)[:2] == (sender, payload) and sender == "r0"
+        assert key == keys[to]._mac_key("r0")
     counters = {}
     for r in ("r1", "r2"):
         keys[r].mac("r0", b"derive the key")

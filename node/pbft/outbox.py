@@ -59,11 +59,13 @@ class Outbox:
         self._mac_prefix = replica_id.encode() + b"\x00"
         self._others = tuple(r for i, r in enumerate(ids) if i != me)
         # In a simulation, every message sealed here is remembered with the session key of its
-        # MAC, so its receiver's check is answered without computing (Keyring.sealed_for_me).
-        # Sound because each envelope is built here from one replica id: its sender field
-        # (`_env_prefix`) and the bytes its MAC covers (`_mac_prefix` + payload) agree, and
-        # those are exactly the bytes a receiver's check covers for that sender and payload.
+        # MAC, its sender and its payload, so its receiver opens it without reading it or
+        # computing the MAC (Keyring.open_sealed). Sound because each envelope is built here
+        # from one replica id and one payload: its sender field (`_env_prefix`), its payload
+        # and the bytes its MAC covers (`_mac_prefix` + payload) agree, and those are exactly
+        # what a receiver reads from the bytes and what its check covers.
         self._seals = keys.seals
+        self._id = replica_id
 
     def trace(self, event: str, **fields: Any) -> None:
         self.effects.append(_TRACE(event, fields))
@@ -79,7 +81,7 @@ class Outbox:
         mac = self.keys.mac(to, self._mac_prefix + payload)
         sealed = seal_envelope(self._env_prefix, payload, mac)
         if self._seals:
-            self.keys.remember_sealed((to,), (sealed,))
+            self.keys.remember_sealed((to,), (sealed,), self._id, payload)
         return sealed
 
     def send(self, to: int | str, msg: Message) -> None:
@@ -98,7 +100,7 @@ class Outbox:
         head = envelope_head(self._env_prefix, payload)
         copies = tuple([head + tag for tag in tags])
         if self._seals:
-            self.keys.remember_sealed(others, copies)
+            self.keys.remember_sealed(others, copies, self._id, payload)
         self.effects.append(_MULTICAST(others, copies, kind))
 
     def set_timer(self, key: str, delay_ns: int) -> None:

@@ -207,20 +207,26 @@ class Replica:
         costs = self.costs
         costs.messages += 1
         costs.bytes += len(data)
-        try:
-            sender, payload, mac = open_envelope(data)
-        except DecodeError:
-            out.drop("malformed")
-            return self._finish(effects)
-        index = self._peers.get(sender)
-        if index is None:
-            self._on_receive_other(sender, payload)
-            return self._finish(effects)
-        keys = self.keys
-        if not (keys.sealed_for_me(sender, data)
-                or keys.check_mac(sender, self._mac_prefixes[index] + payload, mac)):
-            out.drop("bad MAC", sender, _kind_of(payload))
-            return self._finish(effects)
+        # A message sealed in this process for us (a simulation): its sender, payload and
+        # MAC check are known from where it was sealed (Keyring.open_sealed).
+        opened = self.keys.open_sealed(data)
+        index = None if opened is None else self._peers.get(opened[0])
+        if opened is not None and index is not None:
+            costs.mac += 1
+            sender, payload = opened
+        else:
+            try:
+                sender, payload, mac = open_envelope(data)
+            except DecodeError:
+                out.drop("malformed")
+                return self._finish(effects)
+            index = self._peers.get(sender)
+            if index is None:
+                self._on_receive_other(sender, payload)
+                return self._finish(effects)
+            if not self.keys.check_mac(sender, self._mac_prefixes[index] + payload, mac):
+                out.drop("bad MAC", sender, _kind_of(payload))
+                return self._finish(effects)
         try:
             msg = decode_authenticated(payload)
         except DecodeError:
