@@ -27,6 +27,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,6 +44,7 @@ __all__ = [
     "Costs",
     "Identity",
     "Keyring",
+    "RemembersChecks",
     "VerifyCache",
     "public_key_from_bytes",
 ]
@@ -117,6 +119,20 @@ def public_key_from_bytes(data: bytes) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, data)
 
 
+class RemembersChecks(Protocol):
+    """A frozen signed message that remembers the answer of its signature check under one
+    public key (node.messages.Request): `Keyring.verify_signed` asks it first."""
+
+    @property
+    def signature(self) -> bytes: ...
+
+    def unsigned(self) -> bytes: ...
+
+    def checked_under(self, public: bytes | None) -> bool | None: ...
+
+    def remember_check(self, public: bytes | None, ok: bool) -> None: ...
+
+
 def _check_key(public: bytes, signature: bytes, data: bytes) -> bytes:
     """A signature check's key in `VerifyCache.results`: what a verifier looks up and a
     signer records must be the same key, so both ask here."""
@@ -188,6 +204,7 @@ class Keyring:
     def knows(self, party: str) -> bool:
         return party in self._public_bytes
 
+
     # -- signatures ---------------------------------------------------------------------------
 
     def sign(self, data: bytes) -> bytes:
@@ -224,6 +241,21 @@ class Keyring:
         ok = self._verify_uncached(party, pub, data, signature)
         if self._verify_cache is not None:
             self._verify_cache.put(cache_key, ok)
+        return ok
+
+    def verify_signed(self, party: str, signed: RemembersChecks) -> bool:
+        """verify(party, signed.unsigned(), signed.signature), remembered on `signed` with the
+        public key we hold for `party` (`RemembersChecks`): a second check of the same object
+        under the same key takes the answer, still counted (`Costs.verify`). Replicas of a
+        simulation share decoded messages, so the first backup to check a PRE-PREPARE's
+        requests answers for the others; a party holding another key checks for itself."""
+        pub = self._public_bytes.get(party)
+        checked = signed.checked_under(pub)
+        if checked is not None:
+            self.costs.verify += 1
+            return checked
+        ok = self.verify(party, signed.unsigned(), signed.signature)
+        signed.remember_check(pub, ok)
         return ok
 
     def _verify_uncached(self, party: str, pub: bytes, data: bytes, signature: bytes) -> bool:

@@ -224,8 +224,9 @@ class _KeepsWire(_KeepsDigest):
     instead of encoding each field anew. Only decoding sets them: a message built in code is
     encoded field by field, as before."""
 
-    __slots__ = ("_wire",)
+    __slots__ = ("_checked", "_wire")
     _wire: bytes
+    _checked: tuple[bytes, bool]
 
 
 _T = typing.TypeVar("_T")
@@ -463,6 +464,24 @@ class Request(_KeepsWire):
         digest = digest_of(self.unsigned())
         _set(self, "_digest", digest)
         return digest
+
+    def checked_under(self, public: bytes | None) -> bool | None:
+        """The answer of checking this request's signature under the public key `public`, as
+        remembered by `remember_check`; None if it was not checked under that key. Sound
+        because a request is frozen: its signed bytes and signature never change, so the
+        answer for one key never does. Another key (a replica that holds a different one for
+        the client) misses and checks for itself."""
+        try:
+            checked = self._checked
+        except AttributeError:
+            return None
+        return checked[1] if public is not None and checked[0] == public else None
+
+    def remember_check(self, public: bytes | None, ok: bool) -> None:
+        """Remember the answer of checking the signature under `public` (one key: the last;
+        nothing for None, a client with no key, whose check is always False)."""
+        if public is not None:
+            _set(self, "_checked", (public, ok))
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -283,6 +283,35 @@ def test_forged_request_signature_is_dropped_and_counted() -> None:
     assert h.sends() == [] and h.replica.dropped["bad request signature"] == 1
 
 
+def test_a_request_checked_once_answers_for_the_replicas_holding_the_same_key() -> None:
+    """A request object remembers the answer of its signature check with the public key it
+    was checked under: a replica holding that key takes the answer (still counting one
+    check), a replica holding another key for the client checks again, and a forged
+    signature is remembered as forged."""
+    membership, idents = make_membership(4)
+    pubs = membership.public_keys()
+    cache = VerifyCache()
+    wrong = pubs["r0"]  # r3 holds a wrong key for client-1 (another party's)
+    other = dict(pubs, **{"client-1": wrong})
+    keys = {p: Keyring(i, other if p == "r3" else pubs, Costs(), cache)
+            for p, i in idents.items()}
+    normal = {r: Replica(membership, r, keys[r], KeyValueStore(), Config()).normal
+              for r in ("r1", "r2", "r3")}
+    unsigned = m.Request(b"put a 1", 1, "client-1", 0, b"")
+    good = dataclasses.replace(unsigned, signature=keys["client-1"].sign(unsigned.unsigned()))
+    forged = dataclasses.replace(unsigned, signature=b"\x01" * 64)
+    assert good.checked_under(pubs["client-1"]) is None
+    assert normal["r1"].valid_request(good) and normal["r1"].valid_request(forged) is False
+    assert good.checked_under(pubs["client-1"]) is True
+    assert forged.checked_under(pubs["client-1"]) is False
+    assert good.checked_under(wrong) is None
+    assert normal["r2"].valid_request(good) and normal["r2"].valid_request(forged) is False
+    assert keys["r1"].costs.verify == keys["r2"].costs.verify == 2  # each check counted
+    assert normal["r3"].valid_request(good) is False  # its key: checked again, refused
+    assert good.checked_under(wrong) is False
+    assert normal["r1"].valid_request(good)  # under the right key it is still good
+
+
 def test_pre_prepare_carrying_forged_request_is_rejected() -> None:
     h = Harness()
     req = dataclasses.replace(h.request(), op=b"put evil 1")  # signature no longer matches

@@ -92,9 +92,8 @@ class NormalCase:
     # Client requests (§4.1)
 
     def valid_request(self, req: m.Request) -> bool:
-        return req.client in self.client_ids and self.keys.verify(
-            req.client, req.unsigned(), req.signature
-        )
+        """A client we serve signed it (`Keyring.verify_signed`: once per request object)."""
+        return req.client in self.client_ids and self.keys.verify_signed(req.client, req)
 
     def _ignore_request(self, req: m.Request) -> str | None:
         if not self.valid_request(req):
