@@ -15,12 +15,17 @@ compiled, so an edit made during the build makes the build stale rather than wro
 
 Which modules: those on the per-message path that compile unchanged and that nothing
 subclasses or patches at run time. The codecs (`node.messages`) are generated at import and
-stay Python; `sim.loop` subclasses asyncio's loop. The ledger stays Python: tests subclass
-`Ledger` and patch its rules, and compiled code turns a `bool` that reaches an `int`
-annotation into an int (`True` becomes 1), which changed the hash of an ill-typed
-transaction leaf (tests/test_ledger_speedups.py); in the ledger, whose values come from
-JSON, that is a risk not worth the 2-4% it saved (n = 16 over 2 s simulated, n = 4 over
-10 s). `node.events` and `node.client` compile but measured no gain (n = 16: the same
+stay Python; `sim.loop` subclasses asyncio's loop. The ledger's rules stay Python: tests
+subclass `Ledger` and patch its rules, and compiled code turns a `bool` that reaches an
+`int` annotation into an int (`True` becomes 1), which changed the hash of an ill-typed
+transaction leaf (tests/test_ledger_speedups.py); in the rules, whose values come from
+JSON, that is a risk not worth the 2-4% it saved. Its store, `node.ledger.state`, is
+compiled: every replica writes every block through it (once executing, or replaying
+another replica's writes in a simulation); its keys and row values are typed `Any` (rows
+are tuples, as the rules build them), so it stores whatever the rules hand it as Python
+does (tests/test_ledger_speedups.py, under both builds). That saved about 2% of a run at
+n = 4 and at n = 16 (callgrind).
+`node.events` and `node.client` compile but measured no gain (n = 16: the same
 instructions per simulated second within 0.1%), so they stay Python too. Tests that patch
 or subclass a compiled module are marked `pure_python` and left out of the compiled test
 run (tests/test_native.py).
@@ -48,7 +53,7 @@ MODULES = (
     "node.crypto", "node.envelope", "node.membership", "node.quorum", "node.runtime",
     "node.pbft.checkpoint", "node.pbft.durable", "node.pbft.log", "node.pbft.normal_case",
     "node.pbft.outbox", "node.pbft.replica", "node.pbft.transfer", "node.pbft.view_change",
-    "sim.cpu", "sim.network", "sim.run",
+    "sim.cpu", "sim.network", "sim.run", "node.ledger.state",
 )
 #: What is copied to the scratch directory for mypy to read (it follows imports).
 _COPIED = ("node", "sim", "medbft")

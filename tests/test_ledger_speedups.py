@@ -156,6 +156,23 @@ def test_remembered_row_terms_are_the_row_hashes() -> None:
     assert not any(table in ("incidents", "acks") for table, _, _ in _row_terms)
 
 
+def test_the_store_takes_what_python_takes() -> None:
+    """`State` is compiled in the native build, where a typed argument is checked: keys and
+    patients that are not strings, and rows (tuples, as the rules build them) holding any
+    values, are stored and digested as plain Python does, never refused with a TypeError
+    (this test runs under both builds: tests/test_native.py)."""
+    st = State()
+    st.put("units", 7, ("g", "lot", "org", True, 1.5, [1]))
+    st.put("lots", "l", ("g", "2026-01-01", "org", None))
+    st.put("lots", ("k",), ("g", "2026-01-02", "org", None))
+    st.put("units", 7, None)
+    st.count("ok", 3)
+    st.add_audit(("t", 1, "actor", "x"), 12)
+    assert st.get("units", 7) is None and st.get("lots", ("k",)) is not None
+    assert st.acc == _scratch_acc(st) and st.stats["ok"] == {3: 1}
+    assert st.audit_of_patient[12] == [0]
+
+
 def test_remembered_leaves_are_the_leaves() -> None:
     from node.ledger.ledger import tx_leaf
     from node.messages import Request

@@ -18,10 +18,14 @@ Public surface (everything else is private to the package):
   block.
 """
 
-from node.ledger.genesis import LedgerGenesis, Party
-from node.ledger.invariants import CheckedLedger, check_ledger
-from node.ledger.ledger import Executions, Ledger
-from node.ledger.queries import (
+from node import _native
+
+_native.activate(__name__, __path__)
+
+from node.ledger.genesis import LedgerGenesis, Party  # noqa: E402
+from node.ledger.invariants import CheckedLedger, check_ledger  # noqa: E402
+from node.ledger.ledger import Executions, Ledger  # noqa: E402
+from node.ledger.queries import (  # noqa: E402
     access_log,
     active_consents,
     audit_entries,
@@ -36,8 +40,8 @@ from node.ledger.queries import (
     verify_chain,
     verify_record,
 )
-from node.ledger.roles import CLIENT_ROLES, KINDS, PERMISSIONS
-from node.ledger.txs import commitment, encode_tx, epcis_event_hash
+from node.ledger.roles import CLIENT_ROLES, KINDS, PERMISSIONS  # noqa: E402
+from node.ledger.txs import commitment, encode_tx, epcis_event_hash  # noqa: E402
 
 __all__ = [
     "CLIENT_ROLES",

@@ -50,7 +50,7 @@ _ZERO = bytes(32)
 SNAPSHOT_VERSION = 1
 
 
-def _row_hash(table: str, key: str, value: Any) -> int:
+def _row_hash(table: str, key: Any, value: Any) -> int:
     data = _ENC.encode((table, key, value)).encode()
     return int.from_bytes(hashlib.blake2b(data, digest_size=64).digest(), "big")
 
@@ -67,8 +67,10 @@ _row_terms: OrderedDict[tuple[str, str, tuple[Any, ...]], int] = OrderedDict()
 _STR_OR_NONE = frozenset({str, type(None)})
 
 
-def _row_term(table: str, key: str, value: tuple[Any, ...]) -> int:
-    """_row_hash(table, key, value), remembered for rows of strings and None."""
+def _row_term(table: str, key: Any, value: Any) -> int:
+    """_row_hash(table, key, value), remembered for rows of strings and None. (Key and value
+    are `Any`: compiled, a typed argument is checked, and anything reaches here as it would
+    in Python.)"""
     # (the item check: every item's type is exactly str or NoneType, done in C)
     if (type(value) is not tuple or type(key) is not str
             or not _STR_OR_NONE.issuperset(map(type, value))):
@@ -249,13 +251,15 @@ class State:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def get(self, table: str, key: str) -> tuple[Any, ...] | None:
+    def get(self, table: str, key: Any) -> tuple[Any, ...] | None:
         return self.tables[table].get(key)
 
-    def put(self, table: str, key: str, value: tuple[Any, ...] | None,
-            term: int | None = None) -> None:
+    def put(self, table: str, key: Any, value: Any, term: int | None = None) -> None:
         """Set (or with None delete) one row, keeping the multiset digest current. `term`,
-        when given, is _row_hash(table, key, value), known already (a journal's replay)."""
+        when given, is _row_hash(table, key, value), known already (a journal's replay).
+        (`key`, a string, and `value`, a tuple or None, are typed `Any` for the compiled
+        build, which checks typed arguments: whatever the rules pass is stored as Python
+        would store it.)"""
         rows = self.tables[table]
         hashes = self._row_hashes[table]
         old = rows.get(key)
@@ -300,7 +304,7 @@ class State:
             self.lot_patients[entry[5][1]].append(n)
         return n
 
-    def add_audit(self, entry: tuple[Any, ...], patient: str | None,
+    def add_audit(self, entry: tuple[Any, ...], patient: Any,
                   head: bytes | None = None) -> int:
         """Append an audit entry; index it by actor (and patient). `head`: the audit chain's
         next head, when known already (a journal's replay)."""
@@ -312,7 +316,7 @@ class State:
             self.audit_of_patient[patient].append(n)
         return n
 
-    def count(self, group: str, key: str) -> None:
+    def count(self, group: str, key: Any) -> None:
         if self.journal is not None:
             self.journal.append((State.count, (group, key)))
         table = self.stats[group]
