@@ -6,8 +6,8 @@ costs. `medbft native build` compiles those modules, unchanged, with mypyc into 
 of their own (`.native/<python tag>/` next to the packages, or `$MEDBFT_NATIVE_DIR`). This
 module puts that directory first on the search path of the packages it covers (`node`,
 `node.pbft`, `node.ledger`, `sim`), so the compiled module is imported where one exists and
-the source otherwise. Results are the same either way: the compiled modules are the same code, and
-tests compare the two (tests/test_native.py).
+the source otherwise. Results are the same either way: the compiled modules are the same
+code, and tests compare the two (tests/test_native.py).
 
 It is all or nothing, decided once per process: the build is used only when every module it
 holds, and every project module those import (mypyc read them to compile), is byte for byte

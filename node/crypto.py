@@ -204,7 +204,6 @@ class Keyring:
     def knows(self, party: str) -> bool:
         return party in self._public_bytes
 
-
     # -- signatures ---------------------------------------------------------------------------
 
     def sign(self, data: bytes) -> bytes:
