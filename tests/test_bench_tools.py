@@ -239,6 +239,11 @@ def test_sim_speed_times_the_whole_run_command(tmp_path: Path,
     the benchmark with its error), and the verdict counts the figures in."""
     sim_speed = _bench("sim_speed")
     assert sim_speed.time_command("scenarios/baseline.yaml", plots=False) > 0
+    # the command loads the project's cached bytecode, as a user's second run does, even
+    # where PYTHONDONTWRITEBYTECODE keeps Python from writing it
+    root = Path(sim_speed.ROOT)
+    for module in ("node/messages.py", "sim/run.py", "medbft/cli/run.py"):
+        assert Path(importlib.util.cache_from_source(str(root / module))).is_file()
     absent = tmp_path / "absent.yaml"
     with pytest.raises(SystemExit, match=r"absent\.yaml"):
         sim_speed.time_command(str(absent), plots=False)
