@@ -6,6 +6,8 @@ checked by `CheckedLedger` (ledger_support.Harness)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from ledger_support import DAY, GTIN, Harness, epc, ev, genesis, pp, sha
 
@@ -283,6 +285,26 @@ def test_blocks_chain_and_snapshots_are_canonical_b4_1() -> None:
     block = BlockInfo(99, 0, h.ts + 1)
     assert h.ledger.execute(reqs, block) == other.execute(reqs, block)
     assert other.digest() == h.ledger.digest()
+
+
+@pytest.mark.parametrize("part", ["row", "event", "audit", "block"])
+def test_a_snapshot_whose_rows_are_not_arrays_is_refused_whole(part: str) -> None:
+    """A snapshot can come from a faulty replica: a row, event, audit entry or block header
+    that is not a JSON array makes it malformed (ValueError, the state unchanged), in both
+    builds alike (the compiled store reads rows back as tuples)."""
+    h = hand_built_flow()
+    snap = json.loads(h.ledger.snapshot())
+    state = snap["state"]
+    if part == "row":
+        table = next(t for t, rows in state["tables"].items() if rows)
+        state["tables"][table][0][1] = "not-a-row"
+    else:
+        state[{"event": "events", "audit": "audit", "block": "blocks"}[part]].insert(0, 7)
+    other = Ledger(genesis())
+    before = other.snapshot()
+    with pytest.raises(ValueError, match="is not an array"):
+        other.restore(json.dumps(snap, separators=(",", ":")).encode())
+    assert other.snapshot() == before
 
 
 def test_tampering_is_detected_b4_7() -> None:

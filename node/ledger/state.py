@@ -154,6 +154,13 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def _array(value: Any, what: str) -> tuple[Any, ...]:
+    """A snapshot's row or entry, frozen: it must be a JSON array (ValueError otherwise)."""
+    if not isinstance(value, list):
+        raise ValueError(f"malformed ledger snapshot: {what} is not an array")
+    return tuple(freeze(v) for v in value)
+
+
 class _Chain:
     """An append-only log whose head is H(previous head || canonical entry)."""
 
@@ -376,7 +383,10 @@ class State:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> State:
-        """Rebuild a state (digest and indexes included); raise ValueError if malformed."""
+        """Rebuild a state (digest and indexes included); raise ValueError if malformed.
+        Every row, event, audit entry and block header must be a JSON array, as `to_json`
+        writes them (a snapshot can come from a faulty replica: refused here, whole, in
+        both builds, before anything reads a row)."""
         try:
             data = json.loads(text)
             if data["v"] != SNAPSHOT_VERSION:
@@ -386,14 +396,14 @@ class State:
                 if table not in st.tables:
                     raise ValueError(f"unknown table {table!r}")
                 for key, value in rows:
-                    st.put(table, str(key), freeze(value))
+                    st.put(table, str(key), _array(value, f"a row of {table}"))
             for entry in data["events"]:
-                st.add_event(freeze(entry))
+                st.add_event(_array(entry, "an event"))
             for entry in data["audit"]:
-                e = freeze(entry)
+                e = _array(entry, "an audit entry")
                 st.add_audit(e, e[4] if str(e[4]).startswith("pp:") else None)
             for entry in data["blocks"]:
-                header = freeze(entry)
+                header = _array(entry, "a block header")
                 st.blocks.append(header)
                 st.block_hashes.append(bytes.fromhex(header[-1]))
             st.stats = {g: {str(k): int(v) for k, v in data["stats"][g].items()}
