@@ -201,13 +201,14 @@ class Ledger:
         genesis only, never on state: every honest replica gives the same answer at any time
         (so in a simulation it is asked once per process: `Executions`)."""
         executions = self.executions
-        if executions is not None:
-            known = executions.verdicts.get((self._state_prefix, op), _UNKNOWN)
-            if known is not _UNKNOWN:
-                return known  # type: ignore[return-value]
+        if executions is None:
+            return self._admission(op)
+        key = (self._state_prefix, op)
+        known = executions.verdicts.get(key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         verdict = self._admission(op)
-        if executions is not None:
-            executions.remember_verdict((self._state_prefix, op), verdict)
+        executions.remember_verdict(key, verdict)
         return verdict
 
     def _admission(self, op: bytes) -> str | None:

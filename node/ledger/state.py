@@ -158,7 +158,7 @@ def _array(value: Any, what: str) -> tuple[Any, ...]:
     """A snapshot's row or entry, frozen: it must be a JSON array (ValueError otherwise)."""
     if not isinstance(value, list):
         raise ValueError(f"malformed ledger snapshot: {what} is not an array")
-    return tuple(freeze(v) for v in value)
+    return freeze(value)
 
 
 class _Chain:
