@@ -14,8 +14,11 @@ work tree free of build products, and the manifest is written from the copy that
 compiled, so an edit made during the build makes the build stale rather than wrong.
 
 Which modules: those on the per-message path that compile unchanged and that nothing
-subclasses or patches at run time. The codecs (`node.messages`) are generated at import and
-stay Python; `sim.loop` subclasses asyncio's loop. The ledger's rules stay Python: tests
+subclasses or patches at run time. The messages (`node.messages`) are compiled to native
+classes: every handler reads their fields and every step builds, encodes or decodes some
+(their classes and codecs are written out for that; an int field stores a `bool` as the int
+it equals, as below, which no decoded message can carry). `sim.loop` subclasses asyncio's
+loop. The ledger's rules stay Python: tests
 subclass `Ledger` and patch its rules, and compiled code turns a `bool` that reaches an
 `int` annotation into an int (`True` becomes 1), which changed the hash of an ill-typed
 transaction leaf (tests/test_ledger_speedups.py); in the rules, whose values come from
@@ -53,7 +56,7 @@ MODULES = (
     "node.crypto", "node.envelope", "node.membership", "node.quorum", "node.runtime",
     "node.pbft.checkpoint", "node.pbft.durable", "node.pbft.log", "node.pbft.normal_case",
     "node.pbft.outbox", "node.pbft.replica", "node.pbft.transfer", "node.pbft.view_change",
-    "sim.cpu", "sim.network", "sim.run", "node.ledger.state",
+    "sim.cpu", "sim.network", "sim.run", "node.ledger.state", "node.messages",
 )
 #: What is copied to the scratch directory for mypy to read (it follows imports).
 _COPIED = ("node", "sim", "medbft")

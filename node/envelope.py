@@ -3,9 +3,9 @@
 Why this exists: every message a replica sends or receives is one `Envelope` (the sender's
 id, one encoded message and a MAC for the receiver; see `node.messages.Envelope`). Sealing
 and opening it, and decoding an authenticated payload once for all its receivers, are the
-hottest code outside the replica's handlers, so they live here, apart from the codecs that
-`node.messages` generates at import: this module is plain typed code that the optional
-compiled build (`medbft native build`) compiles with the handlers that call it. The bytes
+hottest code outside the replica's handlers, so they live here, apart from the message
+classes: plain typed code that the optional compiled build (`medbft native build`) compiles
+with the handlers that call it. The bytes
 are those `encode(Envelope(...))` gives, and `open_envelope` refuses exactly what `decode`
 refuses (tests/test_messages.py compares them).
 

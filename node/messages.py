@@ -13,6 +13,18 @@ and `envelope`; this module only turns values into bytes and back.
 Decoding takes untrusted bytes: any malformed input (truncated, trailing bytes, unknown tag,
 oversized field, bad UTF-8, integer out of range) raises `DecodeError` and nothing else.
 Names follow Castro & Liskov, OSDI '99 §4.
+
+How the classes are written: each message is a plain class with its constructor, field
+tuple and codec written out, straight-line (runs of integers in one struct call), rather than
+generated at import. Written out, they are what the optional compiled build (`medbft native
+build`) turns into native classes: a handler reads a field as a C struct member instead of
+through Python's attribute lookup, and a message is built without an interpreted
+`__init__` (docs/benchmarks.md, "Native messages"). Every message is immutable: compiled,
+its fields are `Final` (read-only attributes); in pure Python `_register` installs a
+`__setattr__` that refuses them and an `__init__` that stores through the slots. A message
+behaves as a frozen dataclass did: positional or keyword construction, equality and hashing
+by value and class, the dataclass `repr`; `replace` stands in for `dataclasses.replace`.
+tests/test_messages.py checks every encoding against the format written out field by field.
 """
 
 from __future__ import annotations
@@ -20,11 +32,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
-import typing
+import types
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -52,15 +62,22 @@ __all__ = [
     "encode",
     "kind_of",
     "message_class",
+    "replace",
 ]
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 """Hard limit on one encoded message: a decoder never allocates more than this."""
 
-_MAX_ITEMS = 1 << 16
-_MAX_STR = 1024
-_U64 = struct.Struct(">Q")
-_U32 = struct.Struct(">I")
+_MAX_ITEMS: Final = 1 << 16
+_MAX_STR: Final = 1024
+_U64: Final = struct.Struct(">Q")
+_U32: Final = struct.Struct(">I")
+# Runs of a message's leading integers (after its tag byte, B) or inner ones, in one call.
+_S_BQ: Final = struct.Struct(">BQ")
+_S_BQQ: Final = struct.Struct(">BQQ")
+_S_BQQQQ: Final = struct.Struct(">BQQQQ")
+_S_QQ: Final = struct.Struct(">QQ")
+_S_QQQQ: Final = struct.Struct(">QQQQ")
 
 
 class DecodeError(ValueError):
@@ -68,21 +85,15 @@ class DecodeError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Field codecs. Each codec appends bytes to a list, or reads from (buf, pos) -> (value, pos).
-
-Encoder = Callable[[Any, list[bytes]], None]
-Decoder = Callable[[bytes, int], tuple[Any, int]]
-
-
-def _enc_int(value: int, out: list[bytes]) -> None:
-    out.append(_U64.pack(value))
+# Field codecs: an encoder appends bytes to a list, a decoder reads (buf, pos) -> (value, pos).
 
 
 def _dec_int(buf: bytes, pos: int) -> tuple[int, int]:
     end = pos + 8
     if end > len(buf):
         raise DecodeError("truncated integer")
-    return _U64.unpack_from(buf, pos)[0], end
+    value: int = _U64.unpack_from(buf, pos)[0]
+    return value, end
 
 
 def _enc_bytes(value: bytes, out: list[bytes]) -> None:
@@ -93,16 +104,11 @@ def _enc_bytes(value: bytes, out: list[bytes]) -> None:
 def _dec_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
     if pos + 4 > len(buf):
         raise DecodeError("truncated length")
-    size = _U32.unpack_from(buf, pos)[0]
     start = pos + 4
-    end = start + size
+    end = start + _U32.unpack_from(buf, pos)[0]
     if end > len(buf):
         raise DecodeError("truncated bytes field")
     return buf[start:end], end
-
-
-def _enc_str(value: str, out: list[bytes]) -> None:
-    _enc_bytes(value.encode(), out)
 
 
 def _dec_str(buf: bytes, pos: int) -> tuple[str, int]:
@@ -115,103 +121,131 @@ def _dec_str(buf: bytes, pos: int) -> tuple[str, int]:
         raise DecodeError("string field is not UTF-8") from exc
 
 
-def _enc_bool(value: bool, out: list[bytes]) -> None:
-    out.append(b"\x01" if value else b"\x00")
+def _dec_count(buf: bytes, pos: int) -> int:
+    if pos + 4 > len(buf):
+        raise DecodeError("truncated count")
+    count: int = _U32.unpack_from(buf, pos)[0]
+    if count > _MAX_ITEMS:
+        raise DecodeError("too many items")
+    return count
 
 
-def _dec_bool(buf: bytes, pos: int) -> tuple[bool, int]:
-    if pos >= len(buf):
-        raise DecodeError("truncated bool")
-    byte = buf[pos]
-    if byte > 1:
-        raise DecodeError("bool out of range")
-    return byte == 1, pos + 1
+def _enc_bytes_items(items: tuple[bytes, ...], out: list[bytes]) -> None:
+    out.append(_U32.pack(len(items)))
+    for item in items:
+        _enc_bytes(item, out)
 
 
-def _tuple_codec(item_enc: Encoder, item_dec: Decoder) -> tuple[Encoder, Decoder]:
-    def enc(value: tuple[Any, ...], out: list[bytes]) -> None:
-        out.append(_U32.pack(len(value)))
-        for item in value:
-            item_enc(item, out)
-
-    def dec(buf: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
-        if pos + 4 > len(buf):
-            raise DecodeError("truncated count")
-        count = _U32.unpack_from(buf, pos)[0]
-        if count > _MAX_ITEMS:
-            raise DecodeError("too many items")
-        pos += 4
-        items = []
-        for _ in range(count):
-            item, pos = item_dec(buf, pos)
-            items.append(item)
-        return tuple(items), pos
-
-    return enc, dec
+def _dec_bytes_items(buf: bytes, pos: int) -> tuple[tuple[bytes, ...], int]:
+    count = _dec_count(buf, pos)
+    pos += 4
+    items = []
+    for _ in range(count):
+        item, pos = _dec_bytes(buf, pos)
+        items.append(item)
+    return tuple(items), pos
 
 
-def _message_codec(cls: type[Message]) -> tuple[Encoder, Decoder]:
-    def enc(value: Message, out: list[bytes]) -> None:
-        if type(value) is not cls:
-            raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
-        value._encode_into(out)
+def _enc_nested(value: Message, out: list[bytes], cls: type[Message]) -> None:
+    if type(value) is not cls:
+        raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
+    value._encode_into(out)
 
-    def dec(buf: bytes, pos: int) -> tuple[Message, int]:
+
+def _enc_items(items: tuple[Message, ...], out: list[bytes], cls: type[Message]) -> None:
+    out.append(_U32.pack(len(items)))
+    for item in items:
+        _enc_nested(item, out, cls)
+
+
+_M = TypeVar("_M", bound="Message")
+
+
+def _dec_items(buf: bytes, pos: int, cls: type[_M]) -> tuple[tuple[_M, ...], int]:
+    count = _dec_count(buf, pos)
+    pos += 4
+    items: list[_M] = []
+    for _ in range(count):
         if pos >= len(buf) or buf[pos] != cls.TAG:
             raise DecodeError(f"expected nested {cls.__name__}")
-        return cls._decode_from(buf, pos + 1)
+        item, pos = cls._decode_from(buf, pos + 1)
+        items.append(cast(_M, item))  # cls's decoder returns a cls
+    return tuple(items), pos
 
-    return enc, dec
+
+def _dec_requests(buf: bytes, pos: int) -> tuple[tuple[Request, ...], int]:
+    """_dec_items for a batch's requests, calling the decoder directly (the hot one)."""
+    count = _dec_count(buf, pos)
+    pos += 4
+    items = []
+    for _ in range(count):
+        if pos >= len(buf) or buf[pos] != 1:
+            raise DecodeError("expected nested Request")
+        item, pos = Request._decode_from(buf, pos + 1)
+        items.append(item)
+    return tuple(items), pos
 
 
-def _codec_for(annotation: Any) -> tuple[Encoder, Decoder]:
-    if annotation is int:
-        return _enc_int, _dec_int
-    if annotation is bytes:
-        return _enc_bytes, _dec_bytes
-    if annotation is str:
-        return _enc_str, _dec_str
-    if annotation is bool:
-        return _enc_bool, _dec_bool
-    if typing.get_origin(annotation) is tuple:
-        (item, _ellipsis) = typing.get_args(annotation)
-        return _tuple_codec(*_codec_for(item))
-    if isinstance(annotation, type) and issubclass(annotation, Message):
-        return _message_codec(annotation)
-    raise TypeError(f"no codec for {annotation!r}")
+def _dec_batch(buf: bytes, pos: int) -> tuple[Batch, int]:
+    if pos >= len(buf) or buf[pos] != 2:
+        raise DecodeError("expected nested Batch")
+    return Batch._decode_from(buf, pos + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The base classes
 
 
 _BY_TAG: dict[int, type[Message]] = {}
 
 
 class Message:
-    """Base of every message: subclasses are frozen slotted dataclasses with a unique TAG."""
+    """Base of every message: an immutable value with a unique TAG, its fields in FIELDS."""
 
     __slots__ = ()
     TAG: ClassVar[int] = 0
     KIND: ClassVar[str] = ""
-    _encoders: ClassVar[tuple[tuple[str, Encoder], ...]]
-    _decoders: ClassVar[tuple[Decoder, ...]]
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        """The fields' values, in FIELDS order."""
+        raise NotImplementedError
 
     def _encode_into(self, out: list[bytes]) -> None:
-        out.append(bytes((self.TAG,)))
-        for name, enc in self._encoders:
-            enc(getattr(self, name), out)
+        raise NotImplementedError
 
-    @classmethod
-    def _decode_from(cls, buf: bytes, pos: int) -> tuple[Message, int]:
-        values = []
-        for dec in cls._decoders:
-            value, pos = dec(buf, pos)
-            values.append(value)
-        return cls(*values), pos
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Message, int]:
+        """The message whose fields start at `pos` (after its tag), and the position after
+        it."""
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Message)
+        return self._values() == other._values()
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Message)
+        return self._values() != other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        pairs = zip(self.FIELDS, self._values(), strict=True)
+        fields = ", ".join(f"{name}={value!r}" for name, value in pairs)
+        return f"{type(self).__name__}({fields})"
 
 
 class _KeepsDigest(Message):
     """Base of a message that remembers its digest once computed (in a slot that is not a
-    field: not encoded, compared, hashed or copied by `dataclasses.replace`). A message is
-    frozen, so the digest of its fields never changes; every replica that holds the same
-    object (the simulator shares one decoded message among its receivers) computes it once."""
+    field: not encoded, compared, hashed or copied by `replace`). A message is immutable, so
+    the digest of its fields never changes; every replica that holds the same object (the
+    simulator shares one decoded message among its receivers) computes it once."""
 
     __slots__ = ("_digest",)
     _digest: bytes
@@ -229,147 +263,67 @@ class _KeepsWire(_KeepsDigest):
     _checked: tuple[bytes, bool]
 
 
-_T = typing.TypeVar("_T")
+def _probe() -> None:
+    """Compiled, this is not a Python function: how the module knows it was compiled."""
 
 
-@typing.dataclass_transform(frozen_default=True)
-def _message(tag: int, kind: str) -> Callable[[type[_T]], type[_T]]:
-    """Class decorator: make a frozen slotted dataclass and register its codec under `tag`."""
-
-    def wrap(cls: type[_T]) -> type[_T]:
-        dc: Any = dataclass(frozen=True, slots=True)(cls)
-        dc.TAG = tag
-        dc.KIND = kind
-        hints = typing.get_type_hints(dc)
-        codecs = [(f.name, _codec_for(hints[f.name])) for f in dataclasses.fields(dc)]
-        dc._encoders = tuple((name, c[0]) for name, c in codecs)
-        dc._decoders = tuple(c[1] for _, c in codecs)
-        _fast_init(dc)
-        _compile_codec(dc, [(f.name, hints[f.name]) for f in dataclasses.fields(dc)])
-        assert tag not in _BY_TAG, f"duplicate tag {tag}"
-        _BY_TAG[tag] = dc
-        return dc
-
-    return wrap
+_COMPILED: Final = not isinstance(_probe, types.FunctionType)
 
 
-def _fast_init(cls: type[Message]) -> None:
-    """Replace a message class's dataclass `__init__` by one that stores each field through
-    its slot's descriptor.
+def _register(cls: type[Message]) -> None:
+    """Register `cls` under its TAG; in pure Python, also make its instances immutable."""
+    assert cls.TAG not in _BY_TAG, f"duplicate tag {cls.TAG}"
+    _BY_TAG[cls.TAG] = cls
+    if not _COMPILED:
+        _freeze(cls)
 
-    Why: a frozen dataclass's `__init__` stores every field with `object.__setattr__` (its own
-    `__setattr__` refuses), which finds the field's slot by name each time: building a
-    six-field REPLY took 1.1-1.4 us here. Every message a replica decodes or sends is built
-    this way. The slot descriptor's `__set__` is what `object.__setattr__` ends in, called
-    directly: 0.6-0.9 us for the same REPLY (interleaved in one process). The message
-    stays frozen (assigning a field afterwards still raises), and the signature is the
-    dataclass's (same names, order and defaults), so keyword construction and
-    `dataclasses.replace` work as before. A class whose fields are not all plain init fields
-    (a default factory, an `init=False` field, a `__post_init__`) keeps the dataclass's."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if hasattr(cls, "__post_init__") or any(
-            not f.init or f.default_factory is not dataclasses.MISSING for f in fields):
-        return
+
+def _freeze(cls: type[Message]) -> None:
+    """Pure Python: refuse assignments to `cls`'s fields (as a frozen dataclass does) and
+    replace its `__init__` by one that stores each field through its slot's descriptor.
+
+    Why the descriptor: with `__setattr__` refusing fields, `__init__` must store around it;
+    `object.__setattr__` finds the slot by name each time, the descriptor's `__set__` is
+    what it ends in (a six-field REPLY: 1.1-1.4 us against 0.6-0.9). The signature is the
+    written-out `__init__`'s (same names and order), so keyword construction works as
+    before. Compiled classes need none of this: their fields are read-only."""
+    fields = cls.FIELDS
     env: dict[str, Any] = {}
-    params, body = ["self"], []
-    for i, f in enumerate(fields):
-        env[f"_set{i}"] = cls.__dict__[f.name].__set__
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            env[f"_default{i}"] = f.default
-            params.append(f"{f.name}=_default{i}")
-        body.append(f"    _set{i}(self, {f.name})")
-    code = f"def __init__({', '.join(params)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+    body = []
+    for i, name in enumerate(fields):
+        env[f"_set{i}"] = vars(cls)[name].__set__
+        body.append(f"    _set{i}(self, {name})")
+    code = f"def __init__(self, {', '.join(fields)}):\n" + "\n".join(body) + "\n"
     exec(compile(code, f"<init {cls.__name__}>", "exec"), env)  # our own code
     init = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    cls.__init__ = init  # type: ignore[method-assign]
+    init.__qualname__ = f"{cls.__name__}.__init__"
+    init.__module__ = __name__
+    setattr(cls, "__init__", init)  # noqa: B010 (mypy refuses assigning to a method)
+    setattr(cls, "__setattr__", _frozen_setattr)  # noqa: B010
+    setattr(cls, "__delattr__", _frozen_delattr)  # noqa: B010
 
 
-def _compile_codec(cls: type[Message], fields: list[tuple[str, Any]]) -> None:
-    """Replace the generic field loop of `cls` by straight-line code generated for its fields.
+def _frozen_setattr(self: Message, name: str, value: Any) -> None:
+    if name in type(self).FIELDS:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+    object.__setattr__(self, name, value)
 
-    Why: encoding and decoding are the simulator's hottest path (a third of its time with the
-    generic loop). Runs of integers become one struct call; bytes and str fields are inlined;
-    other fields (tuples, nested messages, bools) still go through their codec functions. The
-    bytes produced and the errors raised are exactly those of the generic codec
-    (`_encoders`/`_decoders`); tests/test_messages.py checks every encoding against the
-    format written out field by field. A `_KeepsWire` message's decoder also keeps the bytes
-    it read, and its encoder appends them when present.
-    """
-    env: dict[str, Any] = {"DecodeError": DecodeError, "_U32": _U32, "_MAX_STR": _MAX_STR,
-                           "cls": cls, "_set_wire": _KeepsWire.__dict__["_wire"].__set__}
-    keeps_wire = issubclass(cls, _KeepsWire)
-    enc_lines = ["def _encode_into(self, out):"]
-    if keeps_wire:  # the bytes it was decoded from, when it was decoded
-        enc_lines += ["    try:", "        wire = self._wire", "    except AttributeError:",
-                      "        pass", "    else:", "        out.append(wire)", "        return"]
-    enc_lines.append("    append = out.append")
-    dec_lines = ["def _decode_from(buf, pos):", "    size = len(buf)"]
-    if keeps_wire:
-        dec_lines.append("    start = pos - 1")  # its tag
-    ints: list[str] = []
-    first = True
 
-    def flush_ints() -> None:
-        nonlocal first
-        if not ints and not first:
-            return
-        fmt = ">" + ("B" if first else "") + "Q" * len(ints)
-        key = f"_S{len(env)}"
-        env[key] = struct.Struct(fmt)
-        args = (["TAG"] if first else []) + [f"self.{n}" for n in ints]
-        enc_lines.append(f"    append({key}.pack({', '.join(args)}))")
-        if ints:
-            dkey = f"_D{len(env)}"
-            env[dkey] = struct.Struct(">" + "Q" * len(ints))
-            dec_lines.append(f"    if pos + {8 * len(ints)} > size:")
-            dec_lines.append("        raise DecodeError('truncated integer')")
-            dec_lines.append(f"    {', '.join('v_' + n for n in ints)}, = "
-                             f"{dkey}.unpack_from(buf, pos)")
-            dec_lines.append(f"    pos += {8 * len(ints)}")
-        ints.clear()
-        first = False
+def _frozen_delattr(self: Message, name: str) -> None:
+    if name in type(self).FIELDS:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+    object.__delattr__(self, name)
 
-    env["TAG"] = cls.TAG
-    for name, ann in fields:
-        if ann is int:
-            ints.append(name)
-            continue
-        flush_ints()
-        if ann is bytes or ann is str:
-            value = f"self.{name}.encode()" if ann is str else f"self.{name}"
-            enc_lines += [f"    v = {value}", "    append(_U32.pack(len(v)))", "    append(v)"]
-            dec_lines += [
-                "    if pos + 4 > size:", "        raise DecodeError('truncated length')",
-                "    end = pos + 4 + _U32.unpack_from(buf, pos)[0]",
-                "    if end > size:", "        raise DecodeError('truncated bytes field')",
-                f"    v_{name} = buf[pos + 4:end]", "    pos = end",
-            ]
-            if ann is str:
-                dec_lines += [
-                    f"    if len(v_{name}) > _MAX_STR:",
-                    "        raise DecodeError('string field too long')",
-                    "    try:", f"        v_{name} = v_{name}.decode()",
-                    "    except UnicodeDecodeError as exc:",
-                    "        raise DecodeError('string field is not UTF-8') from exc",
-                ]
-        else:
-            enc, dec = _codec_for(ann)
-            env[f"_enc_{name}"], env[f"_dec_{name}"] = enc, dec
-            enc_lines.append(f"    _enc_{name}(self.{name}, out)")
-            dec_lines.append(f"    v_{name}, pos = _dec_{name}(buf, pos)")
-    flush_ints()
-    dec_lines.append(f"    msg = cls({', '.join('v_' + n for n, _ in fields)})")
-    if keeps_wire:
-        dec_lines.append("    _set_wire(msg, buf[start:pos])")
-    dec_lines.append("    return msg, pos")
-    code = "\n".join(enc_lines) + "\n\n" + "\n".join(dec_lines) + "\n"
-    exec(compile(code, f"<codec {cls.__name__}>", "exec"), env)  # our own code
-    cls._encode_into = env["_encode_into"]  # type: ignore[method-assign]
-    cls._decode_from = staticmethod(env["_decode_from"])  # type: ignore[method-assign,assignment]
+
+def replace(msg: _M, **changes: Any) -> _M:
+    """A copy of `msg` with the fields in `changes` changed (what `dataclasses.replace` does
+    for a dataclass); TypeError for a name that is not one of its fields."""
+    cls = type(msg)
+    unknown = sorted(set(changes) - set(cls.FIELDS))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}")
+    values = msg._values()
+    return cls(*[changes.get(name, value) for name, value in zip(cls.FIELDS, values, strict=True)])
 
 
 def encode(msg: Message) -> bytes:
@@ -379,7 +333,7 @@ def encode(msg: Message) -> bytes:
     return b"".join(out)
 
 
-def decode(data: bytes) -> Message:
+def decode(data: object) -> Message:
     """Decode one complete message from untrusted `data`; raise DecodeError if malformed."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError("not bytes")
@@ -412,11 +366,26 @@ def kind_of(msg: Message) -> str:
     return msg.KIND
 
 
+def message_class(tag: int) -> type[Message] | None:
+    """The message class registered under `tag`, if any."""
+    return _BY_TAG.get(tag)
+
+
+_EMPTY: Final = _U32.pack(0)  # an empty bytes field: its length, zero
+
+#: How many requests' `unsigned()` bytes are remembered (oldest forgotten first), and the
+#: largest op remembered: at most about 2 x 4096 x 64 KiB held.
+UNSIGNED_KEPT = 4096
+_UNSIGNED_MAX_OP = 64 * 1024
+# (op, timestamp, client, session) -> Request.unsigned(): a pure function of those fields
+# (the signature is not among them), so remembering it changes speed, never results.
+_unsigned: OrderedDict[tuple[bytes, int, str, int], bytes] = OrderedDict()
+
+
 # ---------------------------------------------------------------------------------------------
 # The messages. Replica ids inside messages are indices into the membership (0..n-1).
 
 
-@_message(1, "REQUEST")
 class Request(_KeepsWire):
     """⟨REQUEST, o, t, c⟩σc (§4.1), signed by the client with ECDSA P-256.
 
@@ -426,11 +395,26 @@ class Request(_KeepsWire):
     (and hence batch digests and traces) do not depend on signature bytes.
     """
 
-    op: bytes
-    timestamp: int
-    client: str
-    session: int
-    signature: bytes
+    __slots__ = ("client", "op", "session", "signature", "timestamp")
+    TAG: ClassVar[int] = 1
+    KIND: ClassVar[str] = "REQUEST"
+    FIELDS: ClassVar[tuple[str, ...]] = ("op", "timestamp", "client", "session", "signature")
+    op: Final[bytes]
+    timestamp: Final[int]
+    client: Final[str]
+    session: Final[int]
+    signature: Final[bytes]
+
+    def __init__(self, op: bytes, timestamp: int, client: str, session: int,
+                 signature: bytes) -> None:
+        self.op = op
+        self.timestamp = timestamp
+        self.client = client
+        self.session = session
+        self.signature = signature
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.op, self.timestamp, self.client, self.session, self.signature)
 
     def unsigned(self) -> bytes:
         """The bytes the client signs: this request encoded with an empty signature.
@@ -462,7 +446,7 @@ class Request(_KeepsWire):
         except AttributeError:
             pass
         digest = digest_of(self.unsigned())
-        _set(self, "_digest", digest)
+        self._digest = digest
         return digest
 
     def checked_under(self, public: bytes | None) -> bool | None:
@@ -481,27 +465,43 @@ class Request(_KeepsWire):
         """Remember the answer of checking the signature under `public` (one key: the last;
         nothing for None, a client with no key, whose check is always False)."""
         if public is not None:
-            _set(self, "_checked", (public, ok))
+            self._checked = (public, ok)
 
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.client, self.session, self.timestamp)
 
+    def _encode_into(self, out: list[bytes]) -> None:
+        try:
+            wire = self._wire
+        except AttributeError:
+            pass
+        else:
+            out.append(wire)
+            return
+        out.append(b'\x01')
+        _enc_bytes(self.op, out)
+        out.append(_U64.pack(self.timestamp))
+        _enc_bytes(self.client.encode(), out)
+        out.append(_U64.pack(self.session))
+        _enc_bytes(self.signature, out)
 
-_EMPTY = _U32.pack(0)  # an empty bytes field: its length, zero
-_set = object.__setattr__  # the remembered slots of a frozen message
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Request, int]:
+        start = pos - 1  # its tag
+        op, pos = _dec_bytes(buf, pos)
+        timestamp, pos = _dec_int(buf, pos)
+        client, pos = _dec_str(buf, pos)
+        session, pos = _dec_int(buf, pos)
+        signature, pos = _dec_bytes(buf, pos)
+        msg = Request(op, timestamp, client, session, signature)
+        msg._wire = buf[start:pos]
+        return msg, pos
 
 
-#: How many requests' `unsigned()` bytes are remembered (oldest forgotten first), and the
-#: largest op remembered: at most about 2 x 4096 x 64 KiB held.
-UNSIGNED_KEPT = 4096
-_UNSIGNED_MAX_OP = 64 * 1024
-# (op, timestamp, client, session) -> Request.unsigned(): a pure function of those fields
-# (the signature is not among them), so remembering it changes speed, never results.
-_unsigned: OrderedDict[tuple[bytes, int, str, int], bytes] = OrderedDict()
+_register(Request)
 
 
-@_message(2, "BATCH")
 class Batch(_KeepsDigest):
     """The requests ordered at one sequence number, with the block timestamp the primary chose.
 
@@ -509,8 +509,19 @@ class Batch(_KeepsDigest):
     read it deterministically. An empty batch is the paper's null request (§4.4).
     """
 
-    timestamp_ns: int
-    requests: tuple[Request, ...]
+    __slots__ = ("requests", "timestamp_ns")
+    TAG: ClassVar[int] = 2
+    KIND: ClassVar[str] = "BATCH"
+    FIELDS: ClassVar[tuple[str, ...]] = ("timestamp_ns", "requests")
+    timestamp_ns: Final[int]
+    requests: Final[tuple[Request, ...]]
+
+    def __init__(self, timestamp_ns: int, requests: tuple[Request, ...]) -> None:
+        self.timestamp_ns = timestamp_ns
+        self.requests = requests
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.timestamp_ns, self.requests)
 
     def digest(self) -> bytes:
         """The batch digest: its timestamp and its requests' digests, computed once per batch
@@ -524,79 +535,274 @@ class Batch(_KeepsDigest):
         for req in self.requests:
             h.update(req.digest())
         digest = h.digest()
-        _set(self, "_digest", digest)
+        self._digest = digest
         return digest
 
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQ.pack(2, self.timestamp_ns))
+        _enc_items(self.requests, out, Request)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Batch, int]:
+        timestamp_ns, pos = _dec_int(buf, pos)
+        requests, pos = _dec_requests(buf, pos)
+        return Batch(timestamp_ns, requests), pos
+
+
+_register(Batch)
 
 NULL_BATCH = Batch(0, ())
 """The null request that fills gaps in a NEW-VIEW's O set."""
 
 
-@_message(3, "PRE-PREPARE")
 class PrePrepare(Message):
     """⟨⟨PRE-PREPARE, v, n, d⟩, m⟩ (§4.2): the primary's proposal with the batch piggybacked."""
 
-    view: int
-    seq: int
-    digest: bytes
-    batch: Batch
+    __slots__ = ("batch", "digest", "seq", "view")
+    TAG: ClassVar[int] = 3
+    KIND: ClassVar[str] = "PRE-PREPARE"
+    FIELDS: ClassVar[tuple[str, ...]] = ("view", "seq", "digest", "batch")
+    view: Final[int]
+    seq: Final[int]
+    digest: Final[bytes]
+    batch: Final[Batch]
+
+    def __init__(self, view: int, seq: int, digest: bytes, batch: Batch) -> None:
+        self.view = view
+        self.seq = seq
+        self.digest = digest
+        self.batch = batch
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.view, self.seq, self.digest, self.batch)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQ.pack(3, self.view, self.seq))
+        _enc_bytes(self.digest, out)
+        _enc_nested(self.batch, out, Batch)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[PrePrepare, int]:
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        view, seq = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        digest, pos = _dec_bytes(buf, pos)
+        batch, pos = _dec_batch(buf, pos)
+        return PrePrepare(view, seq, digest, batch), pos
 
 
-@_message(4, "PREPARE")
+_register(PrePrepare)
+
+
 class Prepare(Message):
     """⟨PREPARE, v, n, d, i⟩ (§4.2), sent by backups only."""
 
-    view: int
-    seq: int
-    digest: bytes
-    replica: int
+    __slots__ = ("digest", "replica", "seq", "view")
+    TAG: ClassVar[int] = 4
+    KIND: ClassVar[str] = "PREPARE"
+    FIELDS: ClassVar[tuple[str, ...]] = ("view", "seq", "digest", "replica")
+    view: Final[int]
+    seq: Final[int]
+    digest: Final[bytes]
+    replica: Final[int]
+
+    def __init__(self, view: int, seq: int, digest: bytes, replica: int) -> None:
+        self.view = view
+        self.seq = seq
+        self.digest = digest
+        self.replica = replica
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.view, self.seq, self.digest, self.replica)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQ.pack(4, self.view, self.seq))
+        _enc_bytes(self.digest, out)
+        out.append(_U64.pack(self.replica))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Prepare, int]:
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        view, seq = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        digest, pos = _dec_bytes(buf, pos)
+        replica, pos = _dec_int(buf, pos)
+        return Prepare(view, seq, digest, replica), pos
 
 
-@_message(5, "COMMIT")
+_register(Prepare)
+
+
 class Commit(Message):
     """⟨COMMIT, v, n, D(m), i⟩ (§4.2)."""
 
-    view: int
-    seq: int
-    digest: bytes
-    replica: int
+    __slots__ = ("digest", "replica", "seq", "view")
+    TAG: ClassVar[int] = 5
+    KIND: ClassVar[str] = "COMMIT"
+    FIELDS: ClassVar[tuple[str, ...]] = ("view", "seq", "digest", "replica")
+    view: Final[int]
+    seq: Final[int]
+    digest: Final[bytes]
+    replica: Final[int]
+
+    def __init__(self, view: int, seq: int, digest: bytes, replica: int) -> None:
+        self.view = view
+        self.seq = seq
+        self.digest = digest
+        self.replica = replica
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.view, self.seq, self.digest, self.replica)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQ.pack(5, self.view, self.seq))
+        _enc_bytes(self.digest, out)
+        out.append(_U64.pack(self.replica))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Commit, int]:
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        view, seq = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        digest, pos = _dec_bytes(buf, pos)
+        replica, pos = _dec_int(buf, pos)
+        return Commit(view, seq, digest, replica), pos
 
 
-@_message(6, "REPLY")
+_register(Commit)
+
+
 class Reply(Message):
     """⟨REPLY, v, t, c, i, r⟩ (§4.1), MAC'd for its one client."""
 
-    view: int
-    timestamp: int
-    client: str
-    session: int
-    replica: int
-    result: bytes
+    __slots__ = ("client", "replica", "result", "session", "timestamp", "view")
+    TAG: ClassVar[int] = 6
+    KIND: ClassVar[str] = "REPLY"
+    FIELDS: ClassVar[tuple[str, ...]] = ("view", "timestamp", "client", "session", "replica",
+                                         "result")
+    view: Final[int]
+    timestamp: Final[int]
+    client: Final[str]
+    session: Final[int]
+    replica: Final[int]
+    result: Final[bytes]
+
+    def __init__(self, view: int, timestamp: int, client: str, session: int, replica: int,
+                 result: bytes) -> None:
+        self.view = view
+        self.timestamp = timestamp
+        self.client = client
+        self.session = session
+        self.replica = replica
+        self.result = result
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.view, self.timestamp, self.client, self.session, self.replica, self.result)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQ.pack(6, self.view, self.timestamp))
+        _enc_bytes(self.client.encode(), out)
+        out.append(_S_QQ.pack(self.session, self.replica))
+        _enc_bytes(self.result, out)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Reply, int]:
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        view, timestamp = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        client, pos = _dec_str(buf, pos)
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        session, replica = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        result, pos = _dec_bytes(buf, pos)
+        return Reply(view, timestamp, client, session, replica, result), pos
 
 
-@_message(7, "CHECKPOINT")
+_register(Reply)
+
+
 class Checkpoint(Message):
     """⟨CHECKPOINT, n, d, i⟩σi (§4.3): signed, because 2f+1 of them travel as a proof."""
 
-    seq: int
-    digest: bytes
-    replica: int
-    signature: bytes
+    __slots__ = ("digest", "replica", "seq", "signature")
+    TAG: ClassVar[int] = 7
+    KIND: ClassVar[str] = "CHECKPOINT"
+    FIELDS: ClassVar[tuple[str, ...]] = ("seq", "digest", "replica", "signature")
+    seq: Final[int]
+    digest: Final[bytes]
+    replica: Final[int]
+    signature: Final[bytes]
+
+    def __init__(self, seq: int, digest: bytes, replica: int, signature: bytes) -> None:
+        self.seq = seq
+        self.digest = digest
+        self.replica = replica
+        self.signature = signature
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.seq, self.digest, self.replica, self.signature)
 
     def unsigned(self) -> bytes:
         return encode(Checkpoint(self.seq, self.digest, self.replica, b""))
 
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQ.pack(7, self.seq))
+        _enc_bytes(self.digest, out)
+        out.append(_U64.pack(self.replica))
+        _enc_bytes(self.signature, out)
 
-@_message(8, "SEQ-DIGEST")
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Checkpoint, int]:
+        seq, pos = _dec_int(buf, pos)
+        digest, pos = _dec_bytes(buf, pos)
+        replica, pos = _dec_int(buf, pos)
+        signature, pos = _dec_bytes(buf, pos)
+        return Checkpoint(seq, digest, replica, signature), pos
+
+
+_register(Checkpoint)
+
+
 class SeqDigest(Message):
     """A (n, d, v) triple: one entry of a VIEW-CHANGE's P or Q set, or of a NEW-VIEW's O set."""
 
-    seq: int
-    digest: bytes
-    view: int
+    __slots__ = ("digest", "seq", "view")
+    TAG: ClassVar[int] = 8
+    KIND: ClassVar[str] = "SEQ-DIGEST"
+    FIELDS: ClassVar[tuple[str, ...]] = ("seq", "digest", "view")
+    seq: Final[int]
+    digest: Final[bytes]
+    view: Final[int]
+
+    def __init__(self, seq: int, digest: bytes, view: int) -> None:
+        self.seq = seq
+        self.digest = digest
+        self.view = view
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.seq, self.digest, self.view)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQ.pack(8, self.seq))
+        _enc_bytes(self.digest, out)
+        out.append(_U64.pack(self.view))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[SeqDigest, int]:
+        seq, pos = _dec_int(buf, pos)
+        digest, pos = _dec_bytes(buf, pos)
+        view, pos = _dec_int(buf, pos)
+        return SeqDigest(seq, digest, view), pos
 
 
-@_message(9, "VIEW-CHANGE")
+_register(SeqDigest)
+
+
 class ViewChange(Message):
     """⟨VIEW-CHANGE, v+1, n, C, P, Q, i⟩σi (§4.4; the Q set is from Castro's TOCS 2002).
 
@@ -609,87 +815,319 @@ class ViewChange(Message):
     safety without signing every PREPARE.
     """
 
-    view: int
-    stable_seq: int
-    checkpoint_proof: tuple[Checkpoint, ...]
-    prepared: tuple[SeqDigest, ...]
-    preprepared: tuple[SeqDigest, ...]
-    replica: int
-    signature: bytes
+    __slots__ = ("checkpoint_proof", "prepared", "preprepared", "replica", "signature",
+                 "stable_seq", "view")
+    TAG: ClassVar[int] = 9
+    KIND: ClassVar[str] = "VIEW-CHANGE"
+    FIELDS: ClassVar[tuple[str, ...]] = ("view", "stable_seq", "checkpoint_proof", "prepared",
+                                         "preprepared", "replica", "signature")
+    view: Final[int]
+    stable_seq: Final[int]
+    checkpoint_proof: Final[tuple[Checkpoint, ...]]
+    prepared: Final[tuple[SeqDigest, ...]]
+    preprepared: Final[tuple[SeqDigest, ...]]
+    replica: Final[int]
+    signature: Final[bytes]
+
+    def __init__(self, view: int, stable_seq: int, checkpoint_proof: tuple[Checkpoint, ...],
+                 prepared: tuple[SeqDigest, ...], preprepared: tuple[SeqDigest, ...],
+                 replica: int, signature: bytes) -> None:
+        self.view = view
+        self.stable_seq = stable_seq
+        self.checkpoint_proof = checkpoint_proof
+        self.prepared = prepared
+        self.preprepared = preprepared
+        self.replica = replica
+        self.signature = signature
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.view, self.stable_seq, self.checkpoint_proof, self.prepared, self.preprepared,
+                self.replica, self.signature)
 
     def unsigned(self) -> bytes:
-        return encode(dataclasses.replace(self, signature=b""))
+        return encode(replace(self, signature=b""))
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQ.pack(9, self.view, self.stable_seq))
+        _enc_items(self.checkpoint_proof, out, Checkpoint)
+        _enc_items(self.prepared, out, SeqDigest)
+        _enc_items(self.preprepared, out, SeqDigest)
+        out.append(_U64.pack(self.replica))
+        _enc_bytes(self.signature, out)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[ViewChange, int]:
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        view, stable_seq = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        checkpoint_proof, pos = _dec_items(buf, pos, Checkpoint)
+        prepared, pos = _dec_items(buf, pos, SeqDigest)
+        preprepared, pos = _dec_items(buf, pos, SeqDigest)
+        replica, pos = _dec_int(buf, pos)
+        signature, pos = _dec_bytes(buf, pos)
+        return ViewChange(view, stable_seq, checkpoint_proof, prepared, preprepared, replica,
+                          signature), pos
 
 
-@_message(10, "NEW-VIEW")
+_register(ViewChange)
+
+
 class NewView(Message):
     """⟨NEW-VIEW, v+1, V, O⟩σp (§4.4). O holds (n, d) per seq; bodies are fetched by digest."""
 
-    view: int
-    view_changes: tuple[ViewChange, ...]
-    assignments: tuple[SeqDigest, ...]
-    replica: int
-    signature: bytes
+    __slots__ = ("assignments", "replica", "signature", "view", "view_changes")
+    TAG: ClassVar[int] = 10
+    KIND: ClassVar[str] = "NEW-VIEW"
+    FIELDS: ClassVar[tuple[str, ...]] = ("view", "view_changes", "assignments", "replica",
+                                         "signature")
+    view: Final[int]
+    view_changes: Final[tuple[ViewChange, ...]]
+    assignments: Final[tuple[SeqDigest, ...]]
+    replica: Final[int]
+    signature: Final[bytes]
+
+    def __init__(self, view: int, view_changes: tuple[ViewChange, ...],
+                 assignments: tuple[SeqDigest, ...], replica: int, signature: bytes) -> None:
+        self.view = view
+        self.view_changes = view_changes
+        self.assignments = assignments
+        self.replica = replica
+        self.signature = signature
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.view, self.view_changes, self.assignments, self.replica, self.signature)
 
     def unsigned(self) -> bytes:
-        return encode(dataclasses.replace(self, signature=b""))
+        return encode(replace(self, signature=b""))
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQ.pack(10, self.view))
+        _enc_items(self.view_changes, out, ViewChange)
+        _enc_items(self.assignments, out, SeqDigest)
+        out.append(_U64.pack(self.replica))
+        _enc_bytes(self.signature, out)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[NewView, int]:
+        view, pos = _dec_int(buf, pos)
+        view_changes, pos = _dec_items(buf, pos, ViewChange)
+        assignments, pos = _dec_items(buf, pos, SeqDigest)
+        replica, pos = _dec_int(buf, pos)
+        signature, pos = _dec_bytes(buf, pos)
+        return NewView(view, view_changes, assignments, replica, signature), pos
 
 
-@_message(11, "FETCH-BATCH")
+_register(NewView)
+
+
 class FetchBatch(Message):
     """Ask peers for the batch whose digest is known (from a NEW-VIEW) but whose body is not."""
 
-    digest: bytes
-    replica: int
+    __slots__ = ("digest", "replica")
+    TAG: ClassVar[int] = 11
+    KIND: ClassVar[str] = "FETCH-BATCH"
+    FIELDS: ClassVar[tuple[str, ...]] = ("digest", "replica")
+    digest: Final[bytes]
+    replica: Final[int]
+
+    def __init__(self, digest: bytes, replica: int) -> None:
+        self.digest = digest
+        self.replica = replica
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.digest, self.replica)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(b'\x0b')
+        _enc_bytes(self.digest, out)
+        out.append(_U64.pack(self.replica))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[FetchBatch, int]:
+        digest, pos = _dec_bytes(buf, pos)
+        replica, pos = _dec_int(buf, pos)
+        return FetchBatch(digest, replica), pos
 
 
-@_message(12, "BATCH-DATA")
+_register(FetchBatch)
+
+
 class BatchData(Message):
     """A batch body; the receiver checks it against the digest it asked for."""
 
-    batch: Batch
-    replica: int
+    __slots__ = ("batch", "replica")
+    TAG: ClassVar[int] = 12
+    KIND: ClassVar[str] = "BATCH-DATA"
+    FIELDS: ClassVar[tuple[str, ...]] = ("batch", "replica")
+    batch: Final[Batch]
+    replica: Final[int]
+
+    def __init__(self, batch: Batch, replica: int) -> None:
+        self.batch = batch
+        self.replica = replica
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.batch, self.replica)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(b'\x0c')
+        _enc_nested(self.batch, out, Batch)
+        out.append(_U64.pack(self.replica))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[BatchData, int]:
+        batch, pos = _dec_batch(buf, pos)
+        replica, pos = _dec_int(buf, pos)
+        return BatchData(batch, replica), pos
 
 
-@_message(13, "FETCH-STATE")
+_register(BatchData)
+
+
 class FetchState(Message):
     """State transfer request: 'I have executed up to `last_executed`' (`stable_seq` 0), or
     'send me chunk `chunk` of your stable checkpoint `stable_seq`'."""
 
-    last_executed: int
-    stable_seq: int
-    chunk: int
-    replica: int
+    __slots__ = ("chunk", "last_executed", "replica", "stable_seq")
+    TAG: ClassVar[int] = 13
+    KIND: ClassVar[str] = "FETCH-STATE"
+    FIELDS: ClassVar[tuple[str, ...]] = ("last_executed", "stable_seq", "chunk", "replica")
+    last_executed: Final[int]
+    stable_seq: Final[int]
+    chunk: Final[int]
+    replica: Final[int]
+
+    def __init__(self, last_executed: int, stable_seq: int, chunk: int, replica: int) -> None:
+        self.last_executed = last_executed
+        self.stable_seq = stable_seq
+        self.chunk = chunk
+        self.replica = replica
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.last_executed, self.stable_seq, self.chunk, self.replica)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQQQ.pack(13, self.last_executed, self.stable_seq, self.chunk, self.replica))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[FetchState, int]:
+        if pos + 32 > len(buf):
+            raise DecodeError("truncated integer")
+        last_executed, stable_seq, chunk, replica = _S_QQQQ.unpack_from(buf, pos)
+        pos += 32
+        return FetchState(last_executed, stable_seq, chunk, replica), pos
 
 
-@_message(14, "COMMITTED-BATCH")
+_register(FetchState)
+
+
 class CommittedBatch(Message):
     """One batch the sender has executed, in a STATE-DATA answer."""
 
-    seq: int
-    view: int
-    batch: Batch
+    __slots__ = ("batch", "seq", "view")
+    TAG: ClassVar[int] = 14
+    KIND: ClassVar[str] = "COMMITTED-BATCH"
+    FIELDS: ClassVar[tuple[str, ...]] = ("seq", "view", "batch")
+    seq: Final[int]
+    view: Final[int]
+    batch: Final[Batch]
+
+    def __init__(self, seq: int, view: int, batch: Batch) -> None:
+        self.seq = seq
+        self.view = view
+        self.batch = batch
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.seq, self.view, self.batch)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQQ.pack(14, self.seq, self.view))
+        _enc_nested(self.batch, out, Batch)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[CommittedBatch, int]:
+        if pos + 16 > len(buf):
+            raise DecodeError("truncated integer")
+        seq, view = _S_QQ.unpack_from(buf, pos)
+        pos += 16
+        batch, pos = _dec_batch(buf, pos)
+        return CommittedBatch(seq, view, batch), pos
 
 
-@_message(15, "STATE-DATA")
+_register(CommittedBatch)
+
+
 class StateData(Message):
     """State transfer answer: the sender's stable checkpoint (when newer than the asker's: its
     proof, the hashes of its snapshot's chunks and one chunk with its index), the batches it
     executed after that point, its view and the NEW-VIEW that started it (encoded; empty in
     view 0). An answer to a chunk request carries no batches and no NEW-VIEW."""
 
-    stable_seq: int
-    checkpoint_proof: tuple[Checkpoint, ...]
-    chunk_hashes: tuple[bytes, ...]
-    chunk_index: int
-    chunk: bytes
-    committed: tuple[CommittedBatch, ...]
-    view: int
-    new_view: bytes
-    replica: int
+    __slots__ = ("checkpoint_proof", "chunk", "chunk_hashes", "chunk_index", "committed",
+                 "new_view", "replica", "stable_seq", "view")
+    TAG: ClassVar[int] = 15
+    KIND: ClassVar[str] = "STATE-DATA"
+    FIELDS: ClassVar[tuple[str, ...]] = ("stable_seq", "checkpoint_proof", "chunk_hashes",
+                                         "chunk_index", "chunk", "committed", "view", "new_view",
+                                         "replica")
+    stable_seq: Final[int]
+    checkpoint_proof: Final[tuple[Checkpoint, ...]]
+    chunk_hashes: Final[tuple[bytes, ...]]
+    chunk_index: Final[int]
+    chunk: Final[bytes]
+    committed: Final[tuple[CommittedBatch, ...]]
+    view: Final[int]
+    new_view: Final[bytes]
+    replica: Final[int]
+
+    def __init__(self, stable_seq: int, checkpoint_proof: tuple[Checkpoint, ...],
+                 chunk_hashes: tuple[bytes, ...], chunk_index: int, chunk: bytes,
+                 committed: tuple[CommittedBatch, ...], view: int, new_view: bytes,
+                 replica: int) -> None:
+        self.stable_seq = stable_seq
+        self.checkpoint_proof = checkpoint_proof
+        self.chunk_hashes = chunk_hashes
+        self.chunk_index = chunk_index
+        self.chunk = chunk
+        self.committed = committed
+        self.view = view
+        self.new_view = new_view
+        self.replica = replica
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.stable_seq, self.checkpoint_proof, self.chunk_hashes, self.chunk_index,
+                self.chunk, self.committed, self.view, self.new_view, self.replica)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(_S_BQ.pack(15, self.stable_seq))
+        _enc_items(self.checkpoint_proof, out, Checkpoint)
+        _enc_bytes_items(self.chunk_hashes, out)
+        out.append(_U64.pack(self.chunk_index))
+        _enc_bytes(self.chunk, out)
+        _enc_items(self.committed, out, CommittedBatch)
+        out.append(_U64.pack(self.view))
+        _enc_bytes(self.new_view, out)
+        out.append(_U64.pack(self.replica))
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[StateData, int]:
+        stable_seq, pos = _dec_int(buf, pos)
+        checkpoint_proof, pos = _dec_items(buf, pos, Checkpoint)
+        chunk_hashes, pos = _dec_bytes_items(buf, pos)
+        chunk_index, pos = _dec_int(buf, pos)
+        chunk, pos = _dec_bytes(buf, pos)
+        committed, pos = _dec_items(buf, pos, CommittedBatch)
+        view, pos = _dec_int(buf, pos)
+        new_view, pos = _dec_bytes(buf, pos)
+        replica, pos = _dec_int(buf, pos)
+        return StateData(stable_seq, checkpoint_proof, chunk_hashes, chunk_index, chunk,
+                         committed, view, new_view, replica), pos
 
 
-@_message(100, "ENVELOPE")
+_register(StateData)
+
+
 class Envelope(Message):
     """What travels on a link: the sender's id, one encoded message, and a MAC for the receiver.
 
@@ -700,11 +1138,34 @@ class Envelope(Message):
     one to verify.
     """
 
-    sender: str
-    payload: bytes
-    mac: bytes
+    __slots__ = ("mac", "payload", "sender")
+    TAG: ClassVar[int] = 100
+    KIND: ClassVar[str] = "ENVELOPE"
+    FIELDS: ClassVar[tuple[str, ...]] = ("sender", "payload", "mac")
+    sender: Final[str]
+    payload: Final[bytes]
+    mac: Final[bytes]
+
+    def __init__(self, sender: str, payload: bytes, mac: bytes) -> None:
+        self.sender = sender
+        self.payload = payload
+        self.mac = mac
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.sender, self.payload, self.mac)
+
+    def _encode_into(self, out: list[bytes]) -> None:
+        out.append(b'd')
+        _enc_bytes(self.sender.encode(), out)
+        _enc_bytes(self.payload, out)
+        _enc_bytes(self.mac, out)
+
+    @staticmethod
+    def _decode_from(buf: bytes, pos: int) -> tuple[Envelope, int]:
+        sender, pos = _dec_str(buf, pos)
+        payload, pos = _dec_bytes(buf, pos)
+        mac, pos = _dec_bytes(buf, pos)
+        return Envelope(sender, payload, mac), pos
 
 
-def message_class(tag: int) -> type[Message] | None:
-    """The message class registered under `tag`, if any."""
-    return _BY_TAG.get(tag)
+_register(Envelope)

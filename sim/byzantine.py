@@ -49,7 +49,6 @@ What it must not know: the network model or the checker. Randomness comes from t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import random
@@ -330,7 +329,7 @@ class ByzantineShell:
             lie = b"ok:aggregate=1"
         else:
             return [eff]
-        forged = dataclasses.replace(msg, result=lie)
+        forged = m.replace(msg, result=lie)
         return [self._seal(eff.to, forged),
                 Trace("byzantine", {"behavior": self.name, "action": "false reply",
                                     "request": f"{msg.client}/{msg.session}/{msg.timestamp}"})]
@@ -341,7 +340,7 @@ class ByzantineShell:
         _, msg = self._open(eff)
         assert isinstance(msg, m.Prepare | m.Commit)
         wrong = hashlib.sha256(msg.digest + b"corrupt").digest()
-        return self._seal(eff.to, dataclasses.replace(msg, digest=wrong))
+        return self._seal(eff.to, m.replace(msg, digest=wrong))
 
     def _forge(self, eff: Send) -> Send:
         """One forged copy of `eff`, cycling through the ways a message can be forged."""
@@ -357,11 +356,11 @@ class ByzantineShell:
             return self._seal(eff.to, msg, sender=victim)
         if way == 2 and hasattr(msg, "replica"):  # vote in another's name under our own MAC
             index = self.inner.ids.index(victim)
-            return self._seal(eff.to, dataclasses.replace(msg, replica=index))  # type: ignore
+            return self._seal(eff.to, m.replace(msg, replica=index))  # type: ignore
         if way == 3 and hasattr(msg, "signature") and getattr(msg, "signature"):
             sig = getattr(msg, "signature")
             bad_sig = bytes([sig[0] ^ 0xFF]) + sig[1:]
-            return self._seal(eff.to, dataclasses.replace(msg, signature=bad_sig))  # type: ignore
+            return self._seal(eff.to, m.replace(msg, signature=bad_sig))  # type: ignore
         req = m.Request(b"put forged 1", 10**9 + self.forged, self.inner.membership.clients[0].id
                         if self.inner.membership.clients else "client-1", 0, b"\x01" * 64)
         return self._seal(eff.to, req)
@@ -380,7 +379,7 @@ class ByzantineShell:
         if not versions:
             return eff
         digest = versions[min(coalition.version_of(eff.to), len(versions) - 1)]
-        return eff if digest == msg.digest else self._seal(eff.to, dataclasses.replace(
+        return eff if digest == msg.digest else self._seal(eff.to, m.replace(
             msg, digest=digest))
 
     def _equivocate_proposal(self, to: str, pp: m.PrePrepare) -> Send:
@@ -406,9 +405,9 @@ class ByzantineShell:
                 return entry
             return m.SeqDigest(entry.seq, versions[version], entry.view)
 
-        changed = dataclasses.replace(vc, prepared=tuple(swap(e) for e in vc.prepared),
+        changed = m.replace(vc, prepared=tuple(swap(e) for e in vc.prepared),
                                       preprepared=tuple(swap(e) for e in vc.preprepared),
                                       signature=b"")
-        signed = dataclasses.replace(changed, signature=self.keys.sign(changed.unsigned()))
+        signed = m.replace(changed, signature=self.keys.sign(changed.unsigned()))
         return self._seal(to, signed)
 

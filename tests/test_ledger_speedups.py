@@ -9,13 +9,13 @@ computation it replaces.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from datetime import UTC, datetime
 
 import pytest
 from ledger_support import DAY, GTIN, SECOND, Harness, epc, ev, genesis
 
+from node import messages as m
 from node.ledger import CheckedLedger, Ledger
 from node.ledger.queries import verify_chain
 from node.ledger.state import _ENC, _MASK, State, _listed, _row_hash
@@ -188,7 +188,9 @@ def test_remembered_leaves_are_the_leaves() -> None:
             Request(b'{"kind":"Y"}', 5, "clinician-1", 1, b"")]
     for _ in range(2):
         assert [tx_leaf(r) for r in reqs] == [plain(r) for r in reqs]
-    assert len({tx_leaf(r) for r in reqs}) == 4
+    # Pure Python, the third request's session is True, another leaf than 1's; compiled, the
+    # request's int field stored it as 1 (node.messages), so it is the first request again.
+    assert len({tx_leaf(r) for r in reqs}) == len({plain(r) for r in reqs}) in (3, 4)
 
 
 def test_remembered_chain_links_are_the_links() -> None:
@@ -441,8 +443,8 @@ def test_requests_alike_but_for_session_or_timestamp_make_other_blocks() -> None
 
     h = Harness()
     req = h.request("manufacturer-1", "GTIN_REGISTER", gtin=GTIN)
-    others = [dataclasses.replace(req, session=req.session + 1),
-              dataclasses.replace(req, timestamp=req.timestamp + 1)]
+    others = [m.replace(req, session=req.session + 1),
+              m.replace(req, timestamp=req.timestamp + 1)]
     g = genesis()
     executions = Executions()
     block = BlockInfo(1, 0, SECOND)

@@ -8,11 +8,13 @@ DecodeError (never another exception), since it reads bytes straight off the net
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import inspect
 import struct
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +50,7 @@ from node.messages import (
     kind_of,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 U64 = struct.Struct(">Q")
 U32 = struct.Struct(">I")
 MAX_U64 = (1 << 64) - 1
@@ -146,26 +149,65 @@ def test_tags_and_kinds_are_unique() -> None:
 
 
 @pytest.mark.parametrize("msg", SAMPLE_LIST, ids=SAMPLE_IDS)
-def test_a_message_builds_as_its_dataclass_would_and_stays_frozen(msg: Message) -> None:
-    """node.messages replaces each class's dataclass __init__ by one that stores fields
-    through their slots (_fast_init): the same signature, values, equality and frozenness."""
+def test_a_message_builds_and_compares_as_a_frozen_dataclass_would(msg: Message) -> None:
+    """Messages are written-out classes (compiled to native classes by the optional build),
+    standing in for the frozen dataclasses they were: positional and keyword construction,
+    equality and hashing by class and values, the dataclass repr, immutable fields,
+    `replace`. The same in pure Python and compiled (tests/test_native.py runs this file
+    under the compiled build)."""
     cls = type(msg)
-    values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}  # type: ignore[arg-type]
+    values = {name: getattr(msg, name) for name in cls.FIELDS}
+    assert list(values) == list(_field_types(cls))  # FIELDS: the annotated fields, in order
     positional = cls(*values.values())
     by_name = cls(**values)
     assert positional == by_name == msg and hash(positional) == hash(msg)
-    assert all(getattr(by_name, k) is v for k, v in values.items())
-    assert "<init " in cls.__init__.__code__.co_filename  # the replacement is in place
-    params = list(inspect.signature(cls).parameters)
-    assert params == [f.name for f in dataclasses.fields(msg)]  # type: ignore[arg-type]
+    assert (positional != msg) is False
+    # (equal, not the same object: compiled, an int field is a machine word, boxed when read)
+    assert all(getattr(by_name, k) == v and type(getattr(by_name, k)) is type(v)
+               for k, v in values.items())
+    assert repr(msg) == f"{cls.__name__}(" + ", ".join(
+        f"{k}={v!r}" for k, v in values.items()) + ")"
     name = next(iter(values))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # FrozenInstanceError in pure Python
         setattr(positional, name, values[name])
+    with pytest.raises(AttributeError):
+        delattr(positional, name)
+    assert getattr(positional, name) == values[name]
+    with pytest.raises(AttributeError):
+        positional.not_a_field = 1  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
         cls(*list(values.values())[:-1])  # a field missing
     with pytest.raises(TypeError):
         cls(*values.values(), None)  # one too many
-    assert dataclasses.replace(msg) == msg
+    assert m.replace(msg) == msg and m.replace(msg) is not msg
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        m.replace(msg, nope=1)
+    # Another class with equal values is not equal (a dataclass compares classes too).
+    if cls is Prepare:
+        assert msg != Commit(*values.values())
+
+
+def test_how_a_message_is_frozen_depends_on_the_build() -> None:
+    """Compiled: the fields are read-only attributes of a native class. Pure Python: a
+    `__setattr__` refuses them (FrozenInstanceError, as a frozen dataclass did) and an
+    `__init__` with the written-out signature stores through the slots."""
+    if m._COMPILED:
+        with pytest.raises(AttributeError, match="not writable"):
+            PREPARE.view = 2  # type: ignore[misc]
+        assert not hasattr(Prepare.__init__, "__code__")
+    else:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            PREPARE.view = 2  # type: ignore[misc]
+        assert "<init " in Prepare.__init__.__code__.co_filename
+        assert list(inspect.signature(Prepare).parameters) == list(Prepare.FIELDS)
+    assert PREPARE.view == 2
+
+
+def test_replace_changes_only_the_named_fields() -> None:
+    changed = m.replace(PREPARE, view=PREPARE.view + 1)
+    assert type(changed) is Prepare and changed.view == PREPARE.view + 1
+    assert (changed.seq, changed.digest, changed.replica) == (
+        PREPARE.seq, PREPARE.digest, PREPARE.replica)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,11 +263,11 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
 def test_equal_messages_encode_to_equal_bytes() -> None:
     # Built independently (no shared objects), equal by value.
     a = PrePrepare(2, 129, bytes(BATCH.digest()),
-                   Batch(BATCH.timestamp_ns, tuple(dataclasses.replace(r) for r in BATCH.requests)))
+                   Batch(BATCH.timestamp_ns, tuple(m.replace(r) for r in BATCH.requests)))
     b = PrePrepare(2, 129, BATCH.digest(), BATCH)
     assert a == b and a is not b
     assert encode(a) == encode(b)
-    c = NewView(NEW_VIEW.view, tuple(dataclasses.replace(v) for v in NEW_VIEW.view_changes),
+    c = NewView(NEW_VIEW.view, tuple(m.replace(v) for v in NEW_VIEW.view_changes),
                 tuple(NEW_VIEW.assignments), NEW_VIEW.replica, bytes(NEW_VIEW.signature))
     assert encode(c) == encode(NEW_VIEW)
 
@@ -262,8 +304,8 @@ def test_known_encoding_matches_the_documented_layout() -> None:
 
 def test_request_digest_excludes_signature() -> None:
     signed = Request(b"op", 42, "client-1", 0, b"\x01" * 64)
-    resigned = dataclasses.replace(signed, signature=b"\x02" * 64)
-    unsigned = dataclasses.replace(signed, signature=b"")
+    resigned = m.replace(signed, signature=b"\x02" * 64)
+    unsigned = m.replace(signed, signature=b"")
     assert encode(signed) != encode(resigned)
     assert signed.digest() == resigned.digest() == unsigned.digest()
     assert signed.unsigned() == encode(unsigned)
@@ -271,17 +313,17 @@ def test_request_digest_excludes_signature() -> None:
         encode(unsigned))
     # ... but it covers every other field.
     for change in ({"op": b"op2"}, {"timestamp": 43}, {"client": "client-2"}, {"session": 1}):
-        assert dataclasses.replace(signed, **change).digest() != signed.digest(), change
+        assert m.replace(signed, **change).digest() != signed.digest(), change
 
 
 def test_signed_messages_unsigned_form_blanks_only_the_signature() -> None:
     cp = CHECKPOINTS[1]
-    assert cp.unsigned() == encode(dataclasses.replace(cp, signature=b""))
-    assert cp.unsigned() == dataclasses.replace(cp, signature=b"\xff" * 64).unsigned()
+    assert cp.unsigned() == encode(m.replace(cp, signature=b""))
+    assert cp.unsigned() == m.replace(cp, signature=b"\xff" * 64).unsigned()
     vc = VIEW_CHANGES[0]
-    assert vc.unsigned() == encode(dataclasses.replace(vc, signature=b""))
-    assert vc.unsigned() != dataclasses.replace(vc, replica=9).unsigned()
-    assert NEW_VIEW.unsigned() == encode(dataclasses.replace(NEW_VIEW, signature=b""))
+    assert vc.unsigned() == encode(m.replace(vc, signature=b""))
+    assert vc.unsigned() != m.replace(vc, replica=9).unsigned()
+    assert NEW_VIEW.unsigned() == encode(m.replace(NEW_VIEW, signature=b""))
 
 
 def test_batch_digest_depends_on_timestamp_and_request_order() -> None:
@@ -293,7 +335,7 @@ def test_batch_digest_depends_on_timestamp_and_request_order() -> None:
     assert Batch(1000, ()).digest() != Batch(1001, ()).digest()
     assert NULL_BATCH.digest() == Batch(0, ()).digest()
     # The batch digest, like the request digest, does not depend on signatures.
-    resigned = Batch(1000, (dataclasses.replace(REQ1, signature=b"\x00" * 64), REQ2))
+    resigned = Batch(1000, (m.replace(REQ1, signature=b"\x00" * 64), REQ2))
     assert resigned.digest() == base.digest()
     assert len(base.digest()) == 32
 
@@ -303,9 +345,11 @@ def test_digest_of_is_sha256() -> None:
 
 
 def test_encode_rejects_wrong_nested_type() -> None:
-    bad = PrePrepare(0, 1, b"", REQ1)  # type: ignore[arg-type]
+    # Compiled, the constructor refuses it (its field is typed); in pure Python, encoding does.
     with pytest.raises(TypeError):
-        encode(bad)
+        encode(PrePrepare(0, 1, b"", REQ1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        encode(Batch(0, (REQ1, PREPARE)))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,24 +457,6 @@ def test_decode_overlong_string_field() -> None:
         decode(_request_with_raw_client(b"a" * (m._MAX_STR + 1)))
 
 
-def test_bool_codec_rejects_bytes_other_than_0_and_1() -> None:
-    # No message type has a bool field today, so exercise the codec the registry would use.
-    enc, dec = m._codec_for(bool)
-    for value in (False, True):
-        out: list[bytes] = []
-        enc(value, out)
-        assert dec(b"".join(out), 0) == (value, 1)
-    for byte in (2, 3, 0x80, 0xFF):
-        with pytest.raises(DecodeError):
-            dec(bytes([byte]), 0)
-    with pytest.raises(DecodeError):
-        dec(b"", 0)
-    _, tdec = m._codec_for(tuple[bool, ...])
-    assert tdec(U32.pack(2) + b"\x01\x00", 0) == ((True, False), 6)
-    with pytest.raises(DecodeError):
-        tdec(U32.pack(2) + b"\x01\x02", 0)
-
-
 def _nested_tag_offset_pre_prepare(pp: PrePrepare) -> int:
     return 1 + 8 + 8 + 4 + len(pp.digest)
 
@@ -446,7 +472,7 @@ def test_decode_nested_message_with_wrong_tag() -> None:
 
     # A Checkpoint in a ViewChange's proof replaced by a SeqDigest (same leading fields shape).
     vc = ViewChange(1, 5, (), (), (), 0, b"")
-    good = encode(dataclasses.replace(vc, checkpoint_proof=(CHECKPOINTS[0],)))
+    good = encode(m.replace(vc, checkpoint_proof=(CHECKPOINTS[0],)))
     head = b"\x09" + u64(1) + u64(5) + U32.pack(1)
     assert good.startswith(head)
     forged = head + encode(SeqDigest(5, b"d", 0)) + good[len(head) + len(encode(CHECKPOINTS[0])):]
@@ -502,10 +528,33 @@ def _strategy_for(annotation: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     raise TypeError(annotation)
 
 
+def _annotated_fields() -> dict[str, dict[str, Any]]:
+    """class name -> {field: type}, from the source's `name: Final[T]` annotations, in order
+    (read from the source: the compiled classes keep no annotations)."""
+    tree = ast.parse((ROOT / "node" / "messages.py").read_text())
+    found: dict[str, dict[str, Any]] = {}
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for item in cls.body:
+            if (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+                    and isinstance(item.annotation, ast.Subscript)
+                    and ast.unparse(item.annotation.value) == "Final"):
+                found.setdefault(cls.name, {})[item.target.id] = eval(  # our own source
+                    ast.unparse(item.annotation.slice), vars(m))
+    return found
+
+
+_ANNOTATED = _annotated_fields()
+
+
+def _field_types(cls: type[Message]) -> dict[str, Any]:
+    """Each field's type (`name: Final[T]` in the class), in the order declared."""
+    return _ANNOTATED[cls.__name__]
+
+
 def _message_strategy(cls: type[Message], depth: int = 0) -> st.SearchStrategy[Message]:
-    hints = typing.get_type_hints(cls)
-    fields = [_strategy_for(hints[f.name], depth)
-              for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = [_strategy_for(ann, depth) for ann in _field_types(cls).values()]
     return st.tuples(*fields).map(lambda values: cls(*values))
 
 
@@ -532,7 +581,7 @@ def test_property_encoding_is_injective(a: Message, b: Message) -> None:
 def reference_encode(msg: Message) -> bytes:
     """The canonical encoding written out from the module docstring's rules, field by field,
     independent of the generated codecs and of any bytes a message kept from decoding."""
-    hints = typing.get_type_hints(type(msg))
+    types = _field_types(type(msg))
 
     def field(value: Any, ann: Any) -> bytes:
         if ann is int:
@@ -547,8 +596,8 @@ def reference_encode(msg: Message) -> bytes:
             return struct.pack(">I", len(value)) + b"".join(field(v, item) for v in value)
         return reference_encode(value)
 
-    return bytes((msg.TAG,)) + b"".join(field(getattr(msg, f.name), hints[f.name])
-                                         for f in dataclasses.fields(msg))
+    return bytes((msg.TAG,)) + b"".join(field(getattr(msg, name), ann)
+                                         for name, ann in types.items())
 
 
 def _check_decode(data: bytes) -> None:
@@ -653,14 +702,14 @@ def test_a_decoded_request_encodes_from_the_bytes_it_came_from() -> None:
     got = decode(data)
     assert isinstance(got, Request)
     assert encode(got) is got._wire and got._wire == data  # no field encoded again
-    assert got.unsigned() == encode(dataclasses.replace(built, signature=b""))
+    assert got.unsigned() == encode(m.replace(built, signature=b""))
     assert got.digest() == built.digest() == m.digest_of(got.unsigned())
     inside = decode(encode(Batch(5, (built, built))))
     assert isinstance(inside, Batch)
     assert [r._wire for r in inside.requests] == [data, data]
     assert encode(CommittedBatch(2, 0, inside)) == encode(CommittedBatch(2, 0, Batch(5, (
         built, built))))
-    changed = dataclasses.replace(got, signature=b"\x08" * 70)
+    changed = m.replace(got, signature=b"\x08" * 70)
     assert not hasattr(changed, "_wire")
     assert encode(changed) == reference_encode(changed) != data
     assert changed.unsigned() == got.unsigned()
@@ -677,5 +726,5 @@ def test_digests_are_computed_once_per_object_and_equal_for_equal_messages() -> 
         b"medbft-batch" + struct.pack(">Q", 11) + req.digest()).digest()
     # The remembered digest is not a field: it changes neither equality, hash nor encoding.
     assert again == batch and hash(again) == hash(batch)
-    other = dataclasses.replace(batch, timestamp_ns=12)
+    other = m.replace(batch, timestamp_ns=12)
     assert other.digest() != batch.digest()

@@ -68,8 +68,8 @@ def _python(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedP
 
 
 WHERE = ("from node import _native; import node.pbft.replica as r, sim.run as s, "
-         "node.messages as m; print(_native.state()); print(r.__file__); print(s.__file__); "
-         "print(m.__file__)")
+         "node.client as c; print(_native.state()); print(r.__file__); print(s.__file__); "
+         "print(c.__file__)")
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +88,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_a_build_is_used_and_holds_every_listed_module(built: Path) -> None:
     out = _python(WHERE, _env(built))
     assert out.returncode == 0, out.stderr
-    state, replica, run, messages = out.stdout.split()
+    state, replica, run, client = out.stdout.split()
     assert state == "on"
     assert replica.endswith(".so") and replica.startswith(str(built))
     assert run.endswith(".so") and run.startswith(str(built))
-    assert messages.endswith("node/messages.py")  # not compiled: stays the source
+    assert client.endswith("node/client.py")  # not compiled: stays the source
     manifest = json.loads((built / sys.implementation.cache_tag / "manifest.json").read_text())
     assert sorted(manifest["modules"]) == sorted(MODULES)
     # every listed module is imported from the build (its package's __init__ activates it)
@@ -132,14 +132,14 @@ def test_a_stale_build_is_never_used(built: Path, tmp_path: Path) -> None:
     manifest["python"] = sys.implementation.cache_tag  # back to a matching manifest ...
     manifest_path.write_text(json.dumps(manifest))
     assert _python(WHERE, _env(stale)).stdout.split()[0] == "on"
-    # a module the compiled ones import (mypyc read it) counts too: node.envelope reads
-    # node.messages' constants
-    assert "node.messages" in manifest["depends"]
-    kept = manifest["depends"]["node.messages"]
-    manifest["depends"]["node.messages"] = "0" * 64
+    # a module the compiled ones import (mypyc read it) counts too: the replica's modules
+    # read node.events' effect classes
+    assert "node.events" in manifest["depends"]
+    kept = manifest["depends"]["node.events"]
+    manifest["depends"]["node.events"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))
     assert _python(WHERE, _env(stale)).stdout.split()[0] == "stale:"
-    manifest["depends"]["node.messages"] = kept
+    manifest["depends"]["node.events"] = kept
     manifest_path.write_text(json.dumps(manifest))
     for shared in manifest["shared"]:  # ... without mypyc's shared library
         for path in (stale / sys.implementation.cache_tag).glob(f"{shared}.*"):

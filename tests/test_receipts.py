@@ -58,7 +58,7 @@ class _Net:
                encode_tx("GTIN_REGISTER", gtin=GTIN)]
         for seq, op in enumerate(txs, start=1):
             unsigned = m.Request(op, seq, "client-1", 0, b"")
-            req = dataclasses.replace(unsigned, signature=client.sign(m.encode(unsigned)))
+            req = m.replace(unsigned, signature=client.sign(m.encode(unsigned)))
             self.blocks[seq] = [req]
             self.ledger.execute([req], BlockInfo(seq, 0, seq * 10**9))
         self.ledger.checkpoint(3)
@@ -67,7 +67,7 @@ class _Net:
         for r in range(3):
             cp = m.Checkpoint(3, digest, r, b"")
             sig = Keyring(IDS[NODES[r]], {}).sign(m.encode(cp))
-            proof.append(dataclasses.replace(cp, signature=sig))
+            proof.append(m.replace(cp, signature=sig))
         self.stable = Stable(3, tuple(proof), replies_digest({}))
 
     def txs(self, height: int) -> list[m.Request]:

@@ -5,8 +5,6 @@ Test names cite the section of Castro & Liskov, OSDI '99 (or TOCS 2002) whose ru
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from test_crypto import CountingBase
 
@@ -35,7 +33,7 @@ class Harness:
 
     def request(self, ts: int = 1, op: bytes = b"put a 1", client: str = "client-1") -> m.Request:
         unsigned = m.Request(op, ts, client, 0, b"")
-        return dataclasses.replace(unsigned,
+        return m.replace(unsigned,
                                    signature=self.keys[client].sign(m.encode(unsigned)))
 
     def envelope(self, sender: str, msg: m.Message, mac: bytes | None = None) -> bytes:
@@ -58,9 +56,9 @@ class Harness:
         return out
 
     def signed(self, msg: m.Message, signer: str) -> m.Message:
-        unsigned = dataclasses.replace(msg, signature=b"")  # type: ignore[type-var]
+        unsigned = m.replace(msg, signature=b"")  # type: ignore[type-var]
         data = unsigned.unsigned() if hasattr(unsigned, "unsigned") else m.encode(unsigned)
-        return dataclasses.replace(msg, signature=self.keys[signer].sign(data))  # type: ignore
+        return m.replace(msg, signature=self.keys[signer].sign(data))  # type: ignore
 
 
 def pre_prepare(h: Harness, seq: int = 1, view: int = 0, ts: int = 1) -> m.PrePrepare:
@@ -165,7 +163,7 @@ def test_primary_stops_at_the_high_watermark_4_3() -> None:
     cfg = Config(checkpoint_interval=2, watermark_window=4, max_in_flight=100)
     h = Harness(me="r0", config=cfg)
     for ts in range(1, 8):
-        h.deliver("client-1", dataclasses.replace(h.request(ts)))
+        h.deliver("client-1", m.replace(h.request(ts)))
     assert h.replica.next_seq == 5, "seq must stay within h + L = 4"
     assert len(h.replica.pending) == 3
 
@@ -231,7 +229,7 @@ def test_a_sealed_copy_opens_without_a_mac_computed_and_nothing_else_does() -> N
     for replica in replicas.values():
         replica.step(Start(), 0)
     unsigned = m.Request(b"put a 1", 1, "client-1", 0, b"")
-    request = dataclasses.replace(unsigned, signature=keys["client-1"].sign(m.encode(unsigned)))
+    request = m.replace(unsigned, signature=keys["client-1"].sign(m.encode(unsigned)))
     effects = replicas["r0"].step(
         Receive(m.encode(m.Envelope("client-1", m.encode(request), b""))), 0)
     multicast = next(e for e in effects if isinstance(e, Multicast) and e.kind == "PRE-PREPARE")
@@ -278,7 +276,7 @@ def test_message_in_another_replicas_name_is_dropped() -> None:
 
 def test_forged_request_signature_is_dropped_and_counted() -> None:
     h = Harness(me="r0")
-    req = dataclasses.replace(h.request(), signature=b"\x01" * 64)
+    req = m.replace(h.request(), signature=b"\x01" * 64)
     h.deliver("client-1", req)
     assert h.sends() == [] and h.replica.dropped["bad request signature"] == 1
 
@@ -298,8 +296,8 @@ def test_a_request_checked_once_answers_for_the_replicas_holding_the_same_key() 
     normal = {r: Replica(membership, r, keys[r], KeyValueStore(), Config()).normal
               for r in ("r1", "r2", "r3")}
     unsigned = m.Request(b"put a 1", 1, "client-1", 0, b"")
-    good = dataclasses.replace(unsigned, signature=keys["client-1"].sign(unsigned.unsigned()))
-    forged = dataclasses.replace(unsigned, signature=b"\x01" * 64)
+    good = m.replace(unsigned, signature=keys["client-1"].sign(unsigned.unsigned()))
+    forged = m.replace(unsigned, signature=b"\x01" * 64)
     assert good.checked_under(pubs["client-1"]) is None
     assert normal["r1"].valid_request(good) and normal["r1"].valid_request(forged) is False
     assert good.checked_under(pubs["client-1"]) is True
@@ -314,7 +312,7 @@ def test_a_request_checked_once_answers_for_the_replicas_holding_the_same_key() 
 
 def test_pre_prepare_carrying_forged_request_is_rejected() -> None:
     h = Harness()
-    req = dataclasses.replace(h.request(), op=b"put evil 1")  # signature no longer matches
+    req = m.replace(h.request(), op=b"put evil 1")  # signature no longer matches
     batch = m.Batch(1, (req,))
     h.deliver("r0", m.PrePrepare(0, 1, batch.digest(), batch))
     assert h.replica.dropped["bad request signature in batch"] == 1
@@ -420,7 +418,7 @@ def test_new_primary_sends_new_view_after_2f_view_changes_from_others_4_4() -> N
 
 def test_forged_view_change_is_rejected() -> None:
     h = Harness(me="r1")
-    vc = dataclasses.replace(_view_change(h, "r2", 1), signature=b"\x00" * 64)
+    vc = m.replace(_view_change(h, "r2", 1), signature=b"\x00" * 64)
     h.deliver("r2", vc)
     assert h.replica.dropped["bad view-change signature"] == 1
 
@@ -558,7 +556,7 @@ def test_checkpoint_becomes_stable_on_2f_plus_1_matching_and_collects_garbage_4_
 
 def test_forged_checkpoint_is_rejected() -> None:
     h = Harness(config=Config(checkpoint_interval=1, watermark_window=4))
-    cp = dataclasses.replace(_signed_checkpoint(h, "r2", 1, b"\x01" * 32), digest=b"\x02" * 32)
+    cp = m.replace(_signed_checkpoint(h, "r2", 1, b"\x01" * 32), digest=b"\x02" * 32)
     h.deliver("r2", cp)
     assert h.replica.dropped["bad checkpoint signature"] == 1
 

@@ -23,7 +23,6 @@ fetched. What it needs from the rest of the replica is `CheckpointHost`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -163,7 +162,7 @@ class Checkpoints:
         self.costs.digest += 1
         digest = self.remember(seq, replies)
         unsigned = m.Checkpoint(seq, digest, self.me, b"")
-        cp = dataclasses.replace(unsigned, signature=self.keys.sign(m.encode(unsigned)))
+        cp = m.replace(unsigned, signature=self.keys.sign(m.encode(unsigned)))
         self.votes.setdefault(seq, {})[self.me] = cp
         self.out.bcast(cp)
         self.out.trace("checkpoint", seq=seq, digest=digest.hex())

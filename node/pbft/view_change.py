@@ -16,7 +16,6 @@ authentication. `decide_new_view` knows nothing but its arguments.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -104,7 +103,7 @@ class ViewChanges:
         prepared, preprepared = log.view_change_sets()
         unsigned = m.ViewChange(new_view, log.h, self.checkpoints.stable_proof, prepared,
                                 preprepared, self.me, b"")
-        vc = dataclasses.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
+        vc = m.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
         self.changes.setdefault(new_view, {})[self.me] = vc
         self.out.bcast(vc)
         self.out.trace("view-change", view=new_view, stable_seq=log.h, prepared=len(prepared),
@@ -201,7 +200,7 @@ class ViewChanges:
         if assignments is None:
             return  # not decidable yet: wait for more VIEW-CHANGEs (TOCS §4.5)
         unsigned = m.NewView(view, tuple(chosen), assignments, self.me, b"")
-        nv = dataclasses.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
+        nv = m.replace(unsigned, signature=self.keys.sign(unsigned.unsigned()))
         self.out.bcast(nv)
         self.out.trace("new-view", view=view, assignments=len(assignments))
         self._enter_view(nv)
