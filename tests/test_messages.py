@@ -255,6 +255,11 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
     assert decode(bytearray(data)) == PRE_PREPARE
     assert decode(memoryview(data)) == PRE_PREPARE
 
+    class Raw(bytes):
+        pass
+
+    assert decode(Raw(data)) == PRE_PREPARE
+
 
 # ---------------------------------------------------------------------------------------------
 # Canonical encoding
