@@ -15,7 +15,7 @@ here; whether a message is acceptable is for its handler to say).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from node import messages as m
 from node.config import Config
@@ -44,6 +44,9 @@ from node.statemachine import StateMachine
 # lookup on every use.
 _REQUEST: Final = Request
 _NEW_VIEW: Final = NewView
+_PRE_PREPARE: Final = m.PrePrepare
+_PREPARE: Final = m.Prepare
+_COMMIT: Final = m.Commit
 
 __all__ = ["Replica"]
 
@@ -233,7 +236,20 @@ class Replica:
             out.drop("malformed")
             return self._finish(effects)
         kind = type(msg)
-        if kind is _REQUEST:
+        # The three messages of every batch are handed over by direct calls (compiled, a
+        # call through `_handlers`' bound methods boxes its arguments); the checks are
+        # those of the general path below.
+        if kind is _PREPARE or kind is _COMMIT:
+            vote = cast("m.Prepare | m.Commit", msg)
+            if vote.replica != index:
+                out.drop("replica field does not match sender", sender, msg.KIND)
+            elif kind is _PREPARE:
+                self.normal.on_prepare(index, cast(m.Prepare, msg))
+            else:
+                self.normal.on_commit(index, cast(m.Commit, msg))
+        elif kind is _PRE_PREPARE:  # no replica field: the primary is the view's
+            self.normal.on_pre_prepare(index, cast(m.PrePrepare, msg))
+        elif kind is _REQUEST:
             self.normal.on_request(msg, False)  # type: ignore[arg-type]
         elif getattr(msg, "replica", index) != index and kind is not _NEW_VIEW:
             out.drop("replica field does not match sender", sender, msg.KIND)
