@@ -349,9 +349,11 @@ class Keyring:
         sealed = cache.sealed
         if len(sealed) + len(parties) > cache.sealed_limit:
             sealed.clear()
+        if len(parties) != len(messages):
+            raise ValueError("one message per party")
         keys = self._mac_keys
-        for party, message in zip(parties, messages, strict=True):
-            sealed[message] = (keys[party], sender, payload)
+        for i in range(len(parties)):  # indexed: compiled, zip(..., strict=True) is a call
+            sealed[messages[i]] = (keys[parties[i]], sender, payload)
 
     def open_sealed(self, message: bytes) -> tuple[str, bytes] | None:
         """(sender, payload) of `message` when it was sealed in this process
@@ -363,8 +365,12 @@ class Keyring:
         cache = self._verify_cache
         if cache is None or type(message) is not bytes:
             return None
-        record = cache.sealed.pop(message, None)
-        if record is None or record[0] != self._mac_keys.get(record[1]):
+        sealed = cache.sealed
+        record = sealed.get(message)  # get and del: compiled, dict.pop is a method call
+        if record is None:
+            return None
+        del sealed[message]
+        if record[0] != self._mac_keys.get(record[1]):
             return None
         return record[1], record[2]
 

@@ -68,6 +68,7 @@ class Replica:
         assert keyring.id == replica_id
         self.membership = membership
         self.config = cfg = config or Config()
+        self._durable: Final = cfg.durable  # read at the end of every step
         self.keys = keyring
         self.costs = keyring.costs
         self.sm = state_machine
@@ -260,14 +261,14 @@ class Replica:
             else:
                 handler(index, msg)
         out.effects = []  # `_finish`, inline: this is the end of every message's step
-        if self.config.durable:
+        if self._durable:
             self._persist_first(effects)
         return effects
 
     def _finish(self, effects: list[Effect]) -> list[Effect]:
         """The end of a step: later effects go to a new list; Persist records go first."""
         self.out.effects = []
-        if self.config.durable:
+        if self._durable:
             self._persist_first(effects)
         return effects
 
