@@ -406,8 +406,8 @@ class ByzantineShell:
             return m.SeqDigest(entry.seq, versions[version], entry.view)
 
         changed = m.replace(vc, prepared=tuple(swap(e) for e in vc.prepared),
-                                      preprepared=tuple(swap(e) for e in vc.preprepared),
-                                      signature=b"")
+                            preprepared=tuple(swap(e) for e in vc.preprepared),
+                            signature=b"")
         signed = m.replace(changed, signature=self.keys.sign(changed.unsigned()))
         return self._seal(to, signed)
 

@@ -34,6 +34,7 @@ REGRESSIONS = [
     (4, 2926),  # view-change timer started before 2f+1 VIEW-CHANGEs (§4.5.2 rule 1)
     (4, 3596),  # same
     (7, 10100),  # unbounded view-change backoff: the run waited minutes for a new view
+    (4, 95270),  # a client's request started the NEW-VIEW wait in a view change (rule 1)
 ]
 
 

@@ -33,8 +33,7 @@ class Harness:
 
     def request(self, ts: int = 1, op: bytes = b"put a 1", client: str = "client-1") -> m.Request:
         unsigned = m.Request(op, ts, client, 0, b"")
-        return m.replace(unsigned,
-                                   signature=self.keys[client].sign(m.encode(unsigned)))
+        return m.replace(unsigned, signature=self.keys[client].sign(m.encode(unsigned)))
 
     def envelope(self, sender: str, msg: m.Message, mac: bytes | None = None) -> bytes:
         payload = m.encode(msg)
@@ -385,6 +384,26 @@ def test_view_change_timeouts_double_4_5_2() -> None:
             delays += [e.delay_ns for e in h.effects
                        if isinstance(e, SetTimer) and e.key == "view-change"]
     assert delays == [500_000_000, 1_000_000_000, 2_000_000_000]
+
+
+@pytest.mark.parametrize("ts", [1, 2], ids=["retransmitted", "new"])
+def test_a_request_in_a_view_change_does_not_start_the_new_view_timer_4_5_2(ts: int) -> None:
+    """Clients send to every replica. One in a view change, cut off from the others, must not
+    let a request start its timer: that is the NEW-VIEW wait, run only with 2f+1
+    VIEW-CHANGEs. Found by the swarm (`medbft fuzz --n 4 --seed 95270`): a replica moved on
+    to views 2 and 3 alone, and the other two, short of f+1 replicas above them, never
+    followed; liveness was lost for good."""
+    h = Harness(me="r0")
+    h.deliver("client-1", h.request())
+    h.effects = h.replica.step(Timeout("view-change"), 0)
+    assert h.replica.view == 1 and not h.replica.view_active
+    h.deliver("client-1", h.request(ts))
+    assert not [e for e in h.effects if isinstance(e, SetTimer) and e.key == "view-change"]
+    assert "view-change" not in h.replica.out.timers
+    # with 2f+1 VIEW-CHANGEs the NEW-VIEW wait starts, as before
+    h.deliver("r2", _view_change(h, "r2", 1))
+    h.deliver("r3", _view_change(h, "r3", 1))
+    assert [e for e in h.effects if isinstance(e, SetTimer) and e.key == "view-change"]
 
 
 def _view_change(h: Harness, signer: str, view: int, prepared=(), preprepared=()) -> m.ViewChange:

@@ -516,7 +516,9 @@ class NormalCase:
 
     def wait_for(self, key: RequestKey) -> None:
         self.waiting[key] = None
-        if T_VIEW_CHANGE not in self.out.timers:
+        # In a view change the timer is the NEW-VIEW wait, run only with 2f+1 VIEW-CHANGEs
+        # (§4.5.2 rule 1): no request starts it; entering the view restarts it.
+        if T_VIEW_CHANGE not in self.out.timers and self.log.view_active:
             self._arm_view_change_timer(key)
 
     def _arm_view_change_timer(self, key: RequestKey) -> None:
