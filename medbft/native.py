@@ -18,20 +18,21 @@ subclasses or patches at run time. The messages (`node.messages`) are compiled t
 classes: every handler reads their fields and every step builds, encodes or decodes some
 (their classes and codecs are written out for that; an int field stores a `bool` as the int
 it equals, as below, which no decoded message can carry). `sim.loop` subclasses asyncio's
-loop. The ledger's rules stay Python: tests
-subclass `Ledger` and patch its rules, and compiled code turns a `bool` that reaches an
-`int` annotation into an int (`True` becomes 1), which changed the hash of an ill-typed
-transaction leaf (tests/test_ledger_speedups.py); in the rules, whose values come from
-JSON, that is a risk not worth the 2-4% it saved. Its store, `node.ledger.state`, is
-compiled: every replica writes every block through it (once executing, or replaying
-another replica's writes in a simulation); its keys and row values are typed `Any` (rows
-are tuples, as the rules build them), so it stores whatever the rules hand it as Python
-does (tests/test_ledger_speedups.py, under both builds). That saved about 2% of a run at
-n = 4 and at n = 16 (callgrind).
-`node.events` and `node.client` compile but measured no gain (n = 16: the same
-instructions per simulated second within 0.1%), so they stay Python too. Tests that patch
-or subclass a compiled module are marked `pure_python` and left out of the compiled test
-run (tests/test_native.py).
+loop. The ledger's rules stay Python: tests subclass `Ledger` and patch its rules, and
+compiled code turns a `bool` that reaches an `int` annotation into an int (`True` becomes
+1), which changed the hash of an ill-typed transaction leaf (tests/test_ledger_speedups.py);
+in the rules, whose values come from JSON, that is a risk not worth the 2-4% it saved. Its
+store, `node.ledger.state`, is compiled: every replica writes every block through it (once
+executing, or replaying another replica's writes in a simulation); its keys and row values
+are typed `Any` (rows are tuples, as the rules build them), so it stores whatever the rules
+hand it as Python does (tests/test_ledger_speedups.py, under both builds). That saved about
+2% of a run at n = 4 and at n = 16 (callgrind). `node.events` and `node.client` compile but
+measured no gain (n = 16: the same instructions per simulated second within 0.1%;
+`node.client` again with the messages compiled: 0.9% fewer at n = 4), so they stay Python
+too. `sim.events` compiled stores a new int object per value of its compact rows, which
+costs the memory those rows were made to save. Tests that patch or subclass a compiled
+module are marked `pure_python` and left out of the compiled test run
+(tests/test_native.py).
 """
 
 from __future__ import annotations
