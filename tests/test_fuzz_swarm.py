@@ -35,6 +35,7 @@ REGRESSIONS = [
     (4, 3596),  # same
     (7, 10100),  # unbounded view-change backoff: the run waited minutes for a new view
     (4, 95270),  # a client's request started the NEW-VIEW wait in a view change (rule 1)
+    (4, 99983),  # a backup dropped the stuck primary's re-sent PRE-PREPARE, votes unsent
 ]
 
 

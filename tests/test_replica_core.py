@@ -253,7 +253,8 @@ def test_a_sealed_copy_opens_without_a_mac_computed_and_nothing_else_does() -> N
     assert prepares(deliver("r1", copies["r1"]))  # its own copy: from the record
     assert counters["r1"].copies == 1  # the PREPARE's MAC for r0 only
     deliver("r1", copies["r1"])  # the same bytes again: computed, authentic, a duplicate
-    assert counters["r1"].copies == 2 and "bad MAC" not in replicas["r1"].dropped
+    # (two more: the check, and the PREPARE a duplicate PRE-PREPARE has r1 send r0 again)
+    assert counters["r1"].copies == 3 and "bad MAC" not in replicas["r1"].dropped
     assert replicas["r1"].dropped.get("duplicate pre-prepare") == 1
     deliver("r2", copies["r1"])  # r1's copy at r2: computed under r2's key, refused
     tampered = bytearray(copies["r2"])
@@ -384,6 +385,25 @@ def test_view_change_timeouts_double_4_5_2() -> None:
             delays += [e.delay_ns for e in h.effects
                        if isinstance(e, SetTimer) and e.key == "view-change"]
     assert delays == [500_000_000, 1_000_000_000, 2_000_000_000]
+
+
+def test_a_backup_answers_a_retransmitted_pre_prepare_with_its_votes_6_1() -> None:
+    """The primary re-sends a proposal while it is stuck on it: a backup that holds it sends
+    its PREPARE again, and its COMMIT once prepared, to the primary (retransmission until
+    stable, §6.1). Found by the swarm (`medbft fuzz --n 4 --seed 99983`): one backup had
+    executed the seq with the other backup's COMMIT, the primary had missed its COMMIT and
+    the other backup had left for the next view, so the primary's re-sent PRE-PREPARE was
+    dropped as a duplicate and the request never settled."""
+    h = Harness(me="r1")
+    pp = pre_prepare(h)
+    h.deliver("r0", pp)
+    h.deliver("r0", pp)  # pre-prepared, not prepared: the PREPARE again
+    assert [(to, type(msg)) for to, msg in h.sends()] == [("r0", m.Prepare)]
+    for other in ("r2", "r3"):
+        h.deliver(other, m.Prepare(0, 1, pp.digest, h.membership.index_of(other) or 0))
+    h.deliver("r0", pp)  # prepared: both votes, to the primary only
+    assert [(to, type(msg)) for to, msg in h.sends()] == [("r0", m.Prepare), ("r0", m.Commit)]
+    assert all(msg.seq == 1 and msg.digest == pp.digest for _, msg in h.sends())
 
 
 @pytest.mark.parametrize("ts", [1, 2], ids=["retransmitted", "new"])

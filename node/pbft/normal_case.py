@@ -120,8 +120,7 @@ class NormalCase:
         key = req.key
         if key in self.ordered or key in self.pending:
             if from_client and not self.is_primary():
-                # A retransmission of a request we know but have not executed: the client
-                # is still waiting, so we wait (and time out) too (§4.4).
+                # A known, unexecuted request again: its client waits, so do we (§4.4).
                 self.wait_for(key)
             return
         if len(self.pending) >= self.config.max_pending_requests:
@@ -251,6 +250,10 @@ class NormalCase:
         if reason:
             if reason != "buffered":
                 self.out.drop(reason, self.ids[sender], pp.KIND)
+            if reason == "duplicate pre-prepare":  # the primary is stuck on it: ours again
+                self.out.send(sender, m.Prepare(pp.view, pp.seq, pp.digest, self.me))
+                if self.log.slots[pp.seq].prepared:
+                    self.out.send(sender, m.Commit(pp.view, pp.seq, pp.digest, self.me))
             if reason == "inadmissible request in batch":
                 # Proof enough that the primary is faulty (admission is deterministic, and an
                 # honest primary never proposes such a request): ask for a new view now.
@@ -311,8 +314,7 @@ class NormalCase:
         if prepares.setdefault(sender, p.digest) != p.digest:
             self.out.drop("conflicting prepare", self.ids[sender], p.KIND)
             return
-        # maybe_prepared's first tests, without the call (most votes arrive before enough
-        # of them have, or after the slot prepared)
+        # maybe_prepared's first tests, without the call (most votes come early or late)
         if not slot.prepared and slot.pre_prepared and len(prepares) >= self.q - 1:
             self.maybe_prepared(p.seq, slot)
 
@@ -353,8 +355,7 @@ class NormalCase:
             at = self._ahead_at
             if at >= 0:
                 self._ahead += (seq > at) - (old > at)
-            # (`_ahead_at` still at our next slot with at most f peers ahead: not behind,
-            # without the call)
+            # (`_ahead_at` at our next slot, at most f peers ahead: not behind, no call)
             if (T_CATCH_UP not in self.out.timers
                     and (at != log.last_executed + 1 or self._ahead > self.f)
                     and self.behind_peers()):
@@ -547,8 +548,7 @@ class NormalCase:
             self.transfer.fetch_state()
             self.out.set_timer(T_VIEW_CHANGE, self.views.timeout_ns())
             return
-        # The trace says which timer expired: a request's (which one) or, in a view change
-        # already, the wait for the NEW-VIEW.
+        # The trace says which timer expired: a request's (which one) or the NEW-VIEW wait.
         timed, self.timed_request = self.timed_request, None
         if not log.view_active:
             self.views.start_view_change(log.view + 1, "new-view-timer")
