@@ -116,16 +116,18 @@ class Trace:
 class Persist:
     """Write `data` under `key` to durable storage before carrying out any later effect of the
     same step (so nothing is sent that a restart could forget). Emitted only when the replica
-    runs with `Config(durable=True)` (real mode). Keys: 'votes' (the view and what this
-    replica pre-prepared and prepared: what safety needs across a restart), 'checkpoint' (the
-    stable checkpoint: proof and snapshot, an encoded StateData), 'block' (one executed batch,
-    an encoded CommittedBatch; append-only). A block record also carries its batch's digest,
-    which the replica has already computed, so storage need not decode the record to index
-    it (empty for other keys)."""
+    runs with `Config(durable=True)` (real mode). Keys: 'votes' (the view and the low
+    watermark h, `seq`), 'vote' (what this replica pre-prepared and prepared at one seq,
+    `seq`, above h; with 'votes', what safety needs across a restart: node.pbft.durable),
+    'checkpoint' (the stable checkpoint: proof and snapshot, an encoded StateData), 'block'
+    (one executed batch, an encoded CommittedBatch; append-only). A block record also carries
+    its batch's digest, which the replica has already computed, so storage need not decode
+    the record to index it (empty for other keys)."""
 
     key: str
     data: bytes
     digest: bytes = b""
+    seq: int = 0
 
 
 Effect = Send | Multicast | SetTimer | CancelTimer | Trace | Persist

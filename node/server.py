@@ -267,7 +267,7 @@ class NodeServer:
 
     def _on_effect(self, eff: Any) -> None:
         if type(eff) is Persist:
-            self.storage.stage(eff.key, eff.data, eff.digest)
+            self.storage.stage(eff.key, eff.data, eff.digest, eff.seq)
 
     def _commit(self) -> None:
         """Runs before any frame leaves: make the staged Persist records durable. If the disk

@@ -9,8 +9,11 @@ must not vote against what it voted before. The replica core says what to keep t
   after the stable checkpoint on restart;
 - `checkpoint`: the latest stable checkpoint (an encoded `StateData`: 2f+1 signed
   CHECKPOINTs and the state snapshot), replaced in place;
-- `votes`: the view and what this replica pre-prepared and prepared (what PBFT safety needs
-  across a restart), replaced in place;
+- `votes` and `vote`: the view and low watermark h (one record, replaced in place), and what
+  this replica pre-prepared and prepared at each seq above h (a row per seq in the `votes`
+  table, replaced as that seq's votes change, deleted once h passes it): what PBFT safety
+  needs across a restart. `load` joins them into the one record the replica reads
+  (`node.pbft.durable.join_votes`); a step writes only the seqs whose votes it changed;
 - `stable`: the latest stable checkpoint's proof (2f+1 signed CHECKPOINTs, no state), replaced
   in place: the snapshot in `checkpoint` is written only every few stable checkpoints.
 
@@ -60,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from node import messages as m
+from node.pbft import durable
 
 __all__ = ["DurableRecords", "ForeignStorage", "Storage", "StorageError"]
 
@@ -75,6 +79,7 @@ CREATE TABLE IF NOT EXISTS blocks (seq INTEGER PRIMARY KEY, view INTEGER NOT NUL
                                    digest BLOB NOT NULL, data BLOB NOT NULL, sum BLOB);
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, seq INTEGER NOT NULL,
                                     data BLOB NOT NULL, sum BLOB);
+CREATE TABLE IF NOT EXISTS votes (seq INTEGER PRIMARY KEY, data BLOB NOT NULL, sum BLOB);
 """
 
 #: Checksums are verified in pages of this many rows when the database opens.
@@ -182,6 +187,9 @@ class Storage:
             raise
         self._blocks: list[tuple[int, int, bytes, bytes, bytes]] = []
         self._records: dict[str, tuple[int, bytes]] = {}
+        self._votes: dict[int, bytes] = {}
+        self._votes_h = -1
+        """The h of the last `votes` head written: rows at or below it are gone."""
         self.commits = 0
         self.blocks_written = 0
         self.checkpointer = _Checkpointer(self.path, SYNC_LEVELS[sync])
@@ -230,6 +238,8 @@ class Storage:
         for key, seq, data, checksum in self._db.execute(
                 "SELECT key, seq, data, sum FROM records"):
             self._check_record(key, seq, data, checksum)
+        for seq, data, checksum in self._db.execute("SELECT seq, data, sum FROM votes"):
+            self._check_record("vote", seq, data, checksum)
 
     def _check_block(self, seq: int, view: int, digest: bytes, data: bytes,
                      checksum: bytes | None) -> bytes:
@@ -259,11 +269,12 @@ class Storage:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def stage(self, key: str, data: bytes, digest: bytes = b"") -> None:
+    def stage(self, key: str, data: bytes, digest: bytes = b"", seq: int = 0) -> None:
         """Hold one Persist record until the next `commit()`. Raises StorageError for an
         unknown key or a record that does not decode. A block record's batch `digest`, when
         the caller has it (the replica that executed the batch does), spares decoding the
-        whole record: only its sequence number and view are read."""
+        whole record: only its sequence number and view are read. `seq`: a `vote` record's
+        seq, and the h of a `votes` head."""
         if key == "block":
             if digest and len(data) >= _BLOCK_HEAD.size and data[0] == m.CommittedBatch.TAG:
                 _, seq, view = _BLOCK_HEAD.unpack_from(data)
@@ -277,21 +288,25 @@ class Storage:
             assert type(sd) is m.StateData
             self._records[key] = (sd.stable_seq, data)
         elif key == "votes":
-            self._records[key] = (0, data)
+            self._records[key] = (seq, data)
+        elif key == "vote":
+            self._votes[seq] = data
         else:
             raise StorageError(f"unknown persist key {key!r}")
 
     @property
     def dirty(self) -> bool:
-        return bool(self._blocks or self._records)
+        return bool(self._blocks or self._records or self._votes)
 
     def commit(self) -> None:
         """Write everything staged in one transaction (a no-op when nothing is staged)."""
-        if not self._blocks and not self._records:
+        if not self._blocks and not self._records and not self._votes:
             return
         blocks, self._blocks = self._blocks, []
         records, self._records = self._records, {}
+        votes, self._votes = self._votes, {}
         db = self._db
+        votes_h = self._votes_h
         db.execute("BEGIN")
         try:
             if blocks:
@@ -299,10 +314,19 @@ class Storage:
             for key, (seq, data) in records.items():
                 db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
                            (key, seq, data, record_sum(key, seq, data)))
+            if votes:
+                db.executemany("INSERT OR REPLACE INTO votes VALUES (?, ?, ?)",
+                               [(seq, data, record_sum("vote", seq, data))
+                                for seq, data in votes.items()])
+            head = records.get("votes")
+            if head is not None and head[0] != votes_h:
+                db.execute("DELETE FROM votes WHERE seq <= ?", (head[0],))
+                votes_h = head[0]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._votes_h = votes_h
         self.commits += 1
         self.blocks_written += len(blocks)
         if self.commits % CHECKPOINT_EVERY == 0:
@@ -323,7 +347,15 @@ class Storage:
         records = {k: (s, self._check_record(k, s, d, c)) for k, s, d, c in self._query(
             "SELECT key, seq, data, sum FROM records")}
         checkpoint_seq, checkpoint = records.get("checkpoint", (0, None))
-        votes = records.get("votes", (0, None))[1]
+        h, votes = records.get("votes", (0, None))
+        if votes is not None:
+            rows = [(seq, self._check_record("vote", seq, data, checksum)) for seq, data, checksum
+                    in self._query("SELECT seq, data, sum FROM votes WHERE seq > ? ORDER BY seq",
+                                   (h,))]
+            try:
+                votes = durable.join_votes(votes, rows)
+            except ValueError as exc:
+                raise StorageError(f"{self.path}: {exc}") from exc
         blocks = [self._check_block(*row) for row in self._query(
             "SELECT seq, view, digest, data, sum FROM blocks WHERE seq > ? ORDER BY seq",
             (checkpoint_seq,))]
@@ -378,7 +410,7 @@ class Storage:
 
     def abandon(self) -> None:
         """Close without committing anything staged (the store is being discarded)."""
-        self._blocks, self._records = [], {}
+        self._blocks, self._records, self._votes = [], {}, {}
         self.checkpointer.stop()
         self._db.close()
 

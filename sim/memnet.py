@@ -31,6 +31,7 @@ from node.events import (
 )
 from node.membership import Member, Membership
 from node.pbft import Replica
+from node.pbft.durable import join_votes
 from node.statemachine import KeyValueStore
 
 __all__ = ["InMemoryCluster", "Packet", "make_membership"]
@@ -78,6 +79,9 @@ class InMemoryCluster:
         # The batch digest each block record was persisted with, in the order persisted (a
         # test that swaps a replica's `disk` for another keeps these as they were).
         self.block_digests: dict[str, list[bytes]] = {r: [] for r in self.replicas}
+        # Each replica's `vote` rows above its h, by seq; its disk["votes"] holds them joined
+        # with the latest head, the record a restart reads.
+        self.vote_rows: dict[str, dict[int, bytes]] = {r: {} for r in self.replicas}
         self.client_cores: dict[str, Client] = {
             c.id: Client(self.membership, Keyring(idents[c.id], pubs, Costs(), cache),
                          self.client_timeout_ns)
@@ -173,6 +177,8 @@ class InMemoryCluster:
         """Replace a crashed replica by a fresh one rebuilt from its Persist records (needs
         `Config(durable=True)`), then start it recovering: a process restart after SIGKILL."""
         disk = self.disk[party]
+        # The rows are in disk["votes"] (joined); the restored replica writes its own again.
+        self.vote_rows[party] = {}
         replica = self._new_replica(party)
         votes, checkpoint, stable = disk.get("votes"), disk.get("checkpoint"), disk.get("stable")
         replica.restore_durable(votes[-1] if votes else None,
@@ -212,10 +218,18 @@ class InMemoryCluster:
             elif type(eff) is Trace:
                 self.traces.append((party, eff))
             elif type(eff) is Persist:
+                if eff.key == "vote":  # a row of the votes table (node.storage)
+                    self.vote_rows[party][eff.seq] = eff.data
+                    continue
                 records = self.disk[party].setdefault(eff.key, [])
                 if eff.key == "block":
                     records.append(eff.data)
                     self.block_digests[party].append(eff.digest)
+                elif eff.key == "votes":  # the head, after the step's rows: as storage loads it
+                    rows = self.vote_rows[party]
+                    for seq in [s for s in rows if s <= eff.seq]:
+                        del rows[seq]
+                    records[:] = [join_votes(eff.data, rows.items())]
                 else:
                     records[:] = [eff.data]
             elif type(eff) is Accepted:

@@ -140,33 +140,41 @@ def test_wal_mode_and_sync_levels(tmp_path: Path) -> None:
         Storage(tmp_path / "w2.db", owner="r0", network_id="n", sync="sometimes")
 
 
-@pytest.mark.pure_python  # patches node.pbft.durable's function
-def test_the_votes_record_joins_kept_texts_into_the_bytes_a_full_encoding_gives(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Durable mode keeps each vote's text (Log.track_vote_texts) so a `votes` record is a
-    join, not a re-encoding of the window: every record written, through a view change and
-    checkpoints (which drop the texts at or below h), a restart from disk and a recovery, is
-    the very bytes the full encoding gives."""
-    from node.pbft import durable, replica
+def test_the_votes_written_seq_by_seq_join_into_the_record_a_full_encoding_gives(
+        tmp_path: Path) -> None:
+    """A step writes the `votes` head and a `vote` row for each seq whose votes it changed,
+    not the whole window: every time a replica writes them, through a view change,
+    checkpoints (which drop the rows at or below h), a restart from disk and a recovery, the
+    rows joined with the head are the very bytes the whole record encodes from its log. And
+    a store fed the same records loads that record back."""
+    from node.events import Persist
+    from node.pbft import durable
 
-    checked = []
-    votes_record = durable.votes_record
+    c = InMemoryCluster(n=4, config=CONFIG)
+    checked: list[bytes] = []
+    rows_written: list[int] = []
+    stores = {rid: Storage(tmp_path / f"{rid}.db", owner=rid, network_id="net-1")
+              for rid in c.replicas}
+    apply = c._apply
 
-    def both(log: object) -> bytes:
-        fast = votes_record(log)  # type: ignore[arg-type]
-        kept = log.prepared_text, log.preprepared_text  # type: ignore[attr-defined]
-        assert kept[0] is not None and kept[1] is not None, "durable mode keeps the texts"
-        log.prepared_text = log.preprepared_text = None  # type: ignore[attr-defined]
-        try:
-            full = votes_record(log)  # type: ignore[arg-type]
-        finally:
-            log.prepared_text, log.preprepared_text = kept  # type: ignore[attr-defined]
-        assert fast == full
-        checked.append(fast)
-        return fast
+    def checking(party: str, effects: list) -> None:  # type: ignore[type-arg]
+        apply(party, effects)
+        persisted = [e for e in effects if type(e) is Persist and e.key in ("vote", "votes")]
+        if party not in c.replicas or party in c.crashed or not persisted:
+            return
+        for e in persisted:
+            stores[party].stage(e.key, e.data, e.digest, e.seq)
+        stores[party].commit()
+        rows_written.append(sum(1 for e in persisted if e.key == "vote"))
+        whole = durable.votes_record(c.replicas[party].log)
+        assert c.disk[party]["votes"][-1] == whole
+        assert stores[party].load().votes == whole
+        checked.append(whole)
 
-    monkeypatch.setattr(replica.durable, "votes_record", both)
-    c = _run(10)
+    c._apply = checking  # type: ignore[method-assign]
+    for i in range(10):
+        c.submit(f"put k{i} v{i}".encode())
+        c.deliver_all()
     c.intercept = lambda p: [] if p.kind == "COMMIT" else [p]  # seq 11 prepares only
     c.submit(b"put k 10")
     c.deliver_all()
@@ -181,10 +189,48 @@ def test_the_votes_record_joins_kept_texts_into_the_bytes_a_full_encoding_gives(
         c.advance(1_000_000_000)
         c.deliver_all()
     assert c.replicas["r1"].view >= 1 and c.replicas["r1"].last_executed >= 12
-    assert c.replicas["r1"].h >= 8, "checkpoints dropped texts at or below h"
+    assert c.replicas["r1"].h >= 8, "checkpoints dropped the rows at or below h"
     assert len(checked) > 50
     views = {int(r[r.index(b'"view":') + 7:r.index(b",")]) for r in checked}
     assert views >= {0, 1}
+    # A step writes the seqs it voted on, not the window: one in the normal case; a restart
+    # and a NEW-VIEW rewrite what they restored or re-proposed.
+    assert sorted(rows_written)[len(rows_written) // 2] == 1
+    assert max(rows_written) <= CONFIG.watermark_window
+    assert any(b'"prepared":[[' in r for r in checked)
+    for store in stores.values():
+        store.close()
+
+
+def test_vote_rows_at_or_below_h_are_deleted_and_an_older_whole_record_still_loads(
+        tmp_path: Path) -> None:
+    """A head whose h passed a row deletes it in the same commit; a database written before
+    the rows existed (one whole `votes` record, no rows) loads that record unchanged."""
+    digest = "cd" * 32
+
+    def row(seq: int) -> bytes:
+        return f'{{"prepared":[],"preprepared":[[{seq},"{digest}",0]]}}'.encode()
+
+    store = Storage(tmp_path / "r1.db", owner="r1", network_id="net-1")
+    for seq in (5, 6, 9):
+        store.stage("vote", row(seq), seq=seq)
+    store.stage("votes", b'{"view":0,"active":true,"h":4}', seq=4)
+    store.commit()
+    assert store._db.execute("SELECT seq FROM votes ORDER BY seq").fetchall() == [
+        (5,), (6,), (9,)]
+    store.stage("votes", b'{"view":1,"active":false,"h":8}', seq=8)
+    store.commit()
+    assert store._db.execute("SELECT seq FROM votes").fetchall() == [(9,)]
+    assert store.load().votes == (b'{"view":1,"active":false,"h":8,"prepared":[],'
+                                  b'"preprepared":[[9,"%s",0]]}' % digest.encode())
+    store.close()
+    whole = b'{"view":2,"active":true,"h":0,"prepared":[],"preprepared":[]}'
+    older = Storage(tmp_path / "r2.db", owner="r2", network_id="net-1")
+    older.stage("votes", whole)
+    older.close()
+    again = Storage(tmp_path / "r2.db", owner="r2", network_id="net-1")
+    assert again.load().votes == whole
+    again.close()
 
 
 def test_wal_checkpoints_run_on_their_own_thread_and_stop_with_the_store(

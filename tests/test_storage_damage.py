@@ -77,6 +77,25 @@ def test_damage_after_opening_is_refused_on_read(tmp_path: Path) -> None:
     store.abandon()
 
 
+def test_a_damaged_vote_row_is_refused_on_open_and_on_read(tmp_path: Path) -> None:
+    """The votes a replica wrote seq by seq (the `votes` table) are checked as every other
+    row is: when the database opens, and again when a restart reads them."""
+    db = tmp_path / "r1.db"
+    store = Storage(db, owner="r1", network_id="net-1")
+    row = b'{"prepared":[[12,"%s",0]],"preprepared":[[12,"%s",0]]}' % (b"ab" * 32, b"ab" * 32)
+    store.stage("vote", row, seq=12)
+    store.stage("votes", b'{"view":0,"active":true,"h":8}', seq=8)
+    store.close()
+    store = Storage(db, owner="r1", network_id="net-1")
+    assert b'"prepared":[[12,' in (store.load().votes or b"")
+    store._db.execute("UPDATE votes SET data = data || x'00' WHERE seq = 12")
+    with pytest.raises(StorageError, match="vote record fails its checksum"):
+        store.load()
+    store.abandon()
+    with pytest.raises(StorageError, match=r"r1\.db: vote record fails its checksum"):
+        Storage(db, owner="r1", network_id="net-1")
+
+
 def test_truncated_and_empty_databases_are_refused(tmp_path: Path) -> None:
     db = tmp_path / "r1.db"
     _stored(db, requests=40)

@@ -69,6 +69,9 @@ class Log:
         """Durable mode (`track_vote_texts`): each seq's votes as the `votes` record writes
         them, kept as the votes change, so the record is a join rather than a re-encoding of
         the whole window at every vote (None: not kept, as in a simulation)."""
+        self.dirty_seqs: dict[int, None] = {}
+        """Durable mode: the seqs whose votes changed since the last `vote` records (an
+        insertion-ordered set)."""
 
     def slot(self, seq: int) -> Slot:
         """The slot for `seq` in the current view (votes from older views are discarded)."""
@@ -92,12 +95,14 @@ class Log:
         if self.preprepared_text is not None:
             self.preprepared_text[seq] = ",".join(
                 [vote_text(seq, d, v) for d, v in sorted(entry.items())])
+            self.dirty_seqs[seq] = None
 
     def note_prepared(self, seq: int, digest: bytes, view: int) -> None:
         """We prepared `digest` at `seq` in `view` (the caller marks the votes dirty)."""
         self.prepared[seq] = m.SeqDigest(seq, digest, view)
         if self.prepared_text is not None:
             self.prepared_text[seq] = vote_text(seq, digest, view)
+            self.dirty_seqs[seq] = None
 
     def track_vote_texts(self) -> None:
         """Keep `prepared_text` and `preprepared_text` from now on (durable mode; call before
@@ -106,6 +111,7 @@ class Log:
         self.preprepared_text = {
             s: ",".join([vote_text(s, d, v) for d, v in sorted(by.items())])
             for s, by in self.preprepared.items()}
+        self.dirty_seqs = dict.fromkeys(sorted({*self.prepared, *self.preprepared}))
 
     def view_change_sets(self) -> tuple[tuple[m.SeqDigest, ...], tuple[m.SeqDigest, ...]]:
         """P and Q of a VIEW-CHANGE (TOCS §4.5): what this replica prepared, and every digest

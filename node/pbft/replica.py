@@ -147,9 +147,18 @@ class Replica:
     def _persist_first(self, effects: list[Effect]) -> None:
         """Durable mode: the step's Persist records go before its other effects."""
         out = self.out
-        if self.log.votes_dirty:
-            out.persisted.append(Persist("votes", durable.votes_record(self.log)))
-            self.log.votes_dirty = False
+        log = self.log
+        if log.votes_dirty:
+            # The seqs whose votes changed, then the head (view, h): storage drops the rows at
+            # or below h when the head comes (node.pbft.durable).
+            persisted = out.persisted
+            for seq in sorted(log.dirty_seqs):
+                row = durable.vote_row(log, seq)
+                if row is not None:
+                    persisted.append(Persist("vote", row, b"", seq))
+            log.dirty_seqs.clear()
+            persisted.append(Persist("votes", durable.votes_head(log), b"", log.h))
+            log.votes_dirty = False
         if out.persisted:
             effects[:0] = out.persisted
             out.persisted = []
