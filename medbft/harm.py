@@ -609,11 +609,12 @@ class ObservedTraffic:
         self._note(cid, session, op, self._traffic.now_ns)
         return op  # type: ignore[no-any-return]
 
-    def on_result(self, cid: str, session: int, result: bytes) -> None:
+    def on_result(self, cid: str, session: int, result: bytes,
+                  now_ns: int | None = None) -> None:
         ts = self._count.get((cid, session))
         if ts is not None:
             self.accepted[f"{cid}/{session}/{ts}"] = result
-        self._traffic.on_result(cid, session, result)
+        self._traffic.on_result(cid, session, result, now_ns)
 
 
 def _decode(op: bytes) -> tuple[str, dict[str, Any]]:

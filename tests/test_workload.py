@@ -231,8 +231,9 @@ class Ops:
         self.asked.append((client, session, now_ns))
         return None if now_ns < self.ready_ns else f"op{len(self.asked)}".encode()
 
-    def on_result(self, client: str, session: int, result: bytes) -> None:
+    def on_result(self, client: str, session: int, result: bytes, now_ns: int) -> None:
         self.results.append((client, session, result))
+        self.answered_at = now_ns
 
 
 def test_when_the_traffic_has_nothing_the_session_asks_again_later(
@@ -244,8 +245,26 @@ def test_when_the_traffic_has_nothing_the_session_asks_again_later(
     assert [t for _, _, t in ops.asked] == [0, IDLE_RETRY_NS, 2 * IDLE_RETRY_NS,
                                             3 * IDLE_RETRY_NS]
     assert [(t, op) for t, _, _, _, op in wire.requests] == [(3 * IDLE_RETRY_NS, b"op4")]
+    vloop.run_until_ns(4 * IDLE_RETRY_NS + 5 * MS)
     settle(w, "client-1", 0, 1)
     assert ops.results == [("client-1", 0, b"ok")]
+    assert ops.answered_at == 4 * IDLE_RETRY_NS + 5 * MS, "told when the answer came"
+
+
+def test_an_identity_the_traffic_never_has_anything_for_is_not_asked_again(
+        vloop: VirtualTimeLoop) -> None:
+    """`ops.never_acts(client)` (a ledger auditor): its sessions ask once and stop, where
+    they would ask every IDLE_RETRY_NS for the whole run; the others are asked as before."""
+    ops = Ops(ready_ns=S)
+    ops.never_acts = lambda cid: cid == "client-1"  # type: ignore[attr-defined]
+    w, _ = make(vloop, closed(2), clients=2, ops=ops)
+    assert w.idle_forever == {"client-1"}
+    w.start()
+    vloop.run_until_ns(5 * IDLE_RETRY_NS)
+    asked = [(c, t) for c, _, t in ops.asked]
+    assert [t for c, t in asked if c == "client-1"] == [0, 0]
+    assert len([t for c, t in asked if c == "client-2"]) == 2 * 6
+    assert w.submitted == 0
 
 
 def test_a_gated_client_waits_and_its_latency_counts_the_wait(vloop: VirtualTimeLoop) -> None:

@@ -80,6 +80,9 @@ PARTNER_KINDS = ("AE_REVIEW_CLOSE", "BIOMETRIC_VERIFY", "CLAIM_ADJUDICATE", "CLA
                  "EPCIS_RETURN", "RESEARCH_QUERY", "STUDY_APPROVE")
 MAX_CONSENTS = 4  # a patient keeps a handful of consents in force, then revokes
 SUPPLY_ROLES = ("manufacturer", "distributor", "pharmacist", "clinician")
+#: Roles `_options` offers nothing and `InvalidTxs` no bad transaction: they act only in
+#: scripted stories (tests/test_traffic_idle.py checks that next_op never has one for them).
+NEVER_ACTING_ROLES = ("auditor",)
 
 
 class LedgerTraffic(TrafficState):
@@ -133,7 +136,20 @@ class LedgerTraffic(TrafficState):
         self.pending[(cid, session)] = pending
         return pending.op
 
-    def on_result(self, cid: str, session: int, result: bytes) -> None:
+    def never_acts(self, cid: str) -> bool:
+        """True if `next_op` can never have a transaction for `cid` in this run: an unknown
+        identity, or a role with no option here and no invalid transaction (the auditor, who
+        reads the ledger and acts only in scripted stories). The workload then stops asking."""
+        party = self.g.parties.get(cid)
+        return party is None or party.role in NEVER_ACTING_ROLES
+
+    def on_result(self, cid: str, session: int, result: bytes,
+                  now_ns: int | None = None) -> None:
+        """`cid`'s request of `session` was answered with `result` at `now_ns` (the time its
+        outcome is noted at: a recall's commit or close, say; without it, the time of the last
+        `next_op`)."""
+        if now_ns is not None:
+            self.now_ns = now_ns
         pending = self.pending.pop((cid, session), None)
         if pending is None:
             return

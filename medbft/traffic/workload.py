@@ -9,9 +9,12 @@ loop opens a new session when all are busy, up to a bound, and queues arrivals b
 
 What is submitted comes from `ops` when given (the healthcare ledger's traffic,
 medbft/traffic/ledger.py: `next_op(client, session, now_ns) -> bytes | None` and
-`on_result(client, session, result)`), else tiny `put k v` ops (protocol tests). When `ops`
-has nothing for an identity right now, its session asks again `IDLE_RETRY_NS` later; when
+`on_result(client, session, result, now_ns)`), else tiny `put k v` ops (protocol tests). When
+`ops` has nothing for an identity right now, its session asks again `IDLE_RETRY_NS` later; when
 `may_submit(client)` is false (its organisation's gateway node is down), it waits likewise.
+An identity for which `ops.never_acts(client)` is true (an auditor: it only reads, and acts
+in scripted stories only) is not asked again: its sessions asked every 20 ms for the whole
+run and never got anything (at n = 4, 800 idle asks against 1,111 requests in 2 s).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class Workload:
         self.ops = ops
         self.may_submit = may_submit
         self.scripted_sessions = 0
+        never_acts = getattr(ops, "never_acts", None)
+        self.idle_forever = frozenset(
+            c for c in clients if never_acts is not None and never_acts(c))
+        """Identities `ops` never has a transaction for (see the module docstring)."""
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -145,6 +152,10 @@ class Workload:
         gated = op is None and self.may_submit is not None and not self.may_submit(cid)
         op = op if op is not None or gated else self._next_op(cid, session)
         if op is None:  # the gateway is down (the wait counts), or nothing to do right now
+            if not gated and cid in self.idle_forever:
+                if counted:  # as _retry does once the run is over
+                    self.submitted -= 1
+                return
             call_later_ns(self._loop(cid), IDLE_RETRY_NS, self._retry, cid, session,
                           arrived_ns if gated else None, counted)
             return
@@ -169,7 +180,7 @@ class Workload:
         record.view = eff.view
         self.settled += 1
         if self.ops is not None:
-            self.ops.on_result(cid, eff.session, eff.result)
+            self.ops.on_result(cid, eff.session, eff.result, now)
             while self.ops.followups:
                 self._scripted(lambda: [self.ops.followups.pop(0)])
         if eff.session >= SCRIPTED_SESSION_BASE:
