@@ -82,6 +82,7 @@ class InMemoryCluster:
         # Each replica's `vote` rows above its h, by seq; its disk["votes"] holds them joined
         # with the latest head, the record a restart reads.
         self.vote_rows: dict[str, dict[int, bytes]] = {r: {} for r in self.replicas}
+        self.vote_heads: dict[str, bytes] = {r: b"" for r in self.replicas}
         self.client_cores: dict[str, Client] = {
             c.id: Client(self.membership, Keyring(idents[c.id], pubs, Costs(), cache),
                          self.client_timeout_ns)
@@ -179,6 +180,7 @@ class InMemoryCluster:
         disk = self.disk[party]
         # The rows are in disk["votes"] (joined); the restored replica writes its own again.
         self.vote_rows[party] = {}
+        self.vote_heads[party] = b""
         replica = self._new_replica(party)
         votes, checkpoint, stable = disk.get("votes"), disk.get("checkpoint"), disk.get("stable")
         replica.restore_durable(votes[-1] if votes else None,
@@ -189,6 +191,21 @@ class InMemoryCluster:
         return replica
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _persist_vote(self, party: str, eff: Persist) -> None:
+        """A `vote` row or a `votes` head (which drops the rows at or below its h); the
+        party's disk["votes"] holds what a restart reads: the latest head joined with the
+        rows above its h (node.storage's load)."""
+        rows = self.vote_rows[party]
+        if eff.key == "vote":
+            rows[eff.seq] = eff.data
+        else:
+            self.vote_heads[party] = eff.data
+            for seq in [s for s in rows if s <= eff.seq]:
+                del rows[seq]
+        head = self.vote_heads[party]
+        if head:
+            self.disk[party]["votes"] = [join_votes(head, rows.items())]
 
     def _receive(self, pkt: Packet) -> None:
         self._event(pkt.dst, Receive(pkt.data))
@@ -218,18 +235,13 @@ class InMemoryCluster:
             elif type(eff) is Trace:
                 self.traces.append((party, eff))
             elif type(eff) is Persist:
-                if eff.key == "vote":  # a row of the votes table (node.storage)
-                    self.vote_rows[party][eff.seq] = eff.data
+                if eff.key in ("vote", "votes"):  # kept as node.storage keeps them
+                    self._persist_vote(party, eff)
                     continue
                 records = self.disk[party].setdefault(eff.key, [])
                 if eff.key == "block":
                     records.append(eff.data)
                     self.block_digests[party].append(eff.digest)
-                elif eff.key == "votes":  # the head, after the step's rows: as storage loads it
-                    rows = self.vote_rows[party]
-                    for seq in [s for s in rows if s <= eff.seq]:
-                        del rows[seq]
-                    records[:] = [join_votes(eff.data, rows.items())]
                 else:
                     records[:] = [eff.data]
             elif type(eff) is Accepted:

@@ -7,7 +7,8 @@ they are on disk before anything the step sends:
   pre-prepared or prepared above the stable checkpoint. Without them a restarted replica
   could vote for a different digest at a (view, seq) it already voted on, which is what a
   faulty replica does. A step writes the `votes` head (view, whether it is installed, and h)
-  and a `vote` record for each seq whose votes it changed; storage keeps one row per seq and
+  (when it changed) and a `vote` record for each seq whose votes it changed; storage keeps one
+  row per seq and
   drops those at or below h, and `join_votes` puts them back together as the one record
   `restore` reads (the bytes `votes_record` encodes from the log). Writing the whole window at
   every vote, as this once did, wrote up to 20 KB per vote at 1 request per batch (about

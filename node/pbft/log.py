@@ -70,6 +70,9 @@ class Log:
         them, kept as the votes change, so the record is a join rather than a re-encoding of
         the whole window at every vote (None: not kept, as in a simulation)."""
         self.dirty_seqs: dict[int, None] = {}
+        self.head_written = b""
+        """Durable mode: the last `votes` head written (it is written again only when it
+        changes)."""
         """Durable mode: the seqs whose votes changed since the last `vote` records (an
         insertion-ordered set)."""
 

@@ -149,15 +149,18 @@ class Replica:
         out = self.out
         log = self.log
         if log.votes_dirty:
-            # The seqs whose votes changed, then the head (view, h): storage drops the rows at
-            # or below h when the head comes (node.pbft.durable).
+            # The seqs whose votes changed, then the head (view, h) if it changed: storage drops
+            # the rows at or below h when a head comes (node.pbft.durable).
             persisted = out.persisted
             for seq in sorted(log.dirty_seqs):
                 row = durable.vote_row(log, seq)
                 if row is not None:
                     persisted.append(Persist("vote", row, b"", seq))
             log.dirty_seqs.clear()
-            persisted.append(Persist("votes", durable.votes_head(log), b"", log.h))
+            head = durable.votes_head(log)
+            if head != log.head_written:  # the view or h moved (rarely: not at every vote)
+                persisted.append(Persist("votes", head, b"", log.h))
+                log.head_written = head
             log.votes_dirty = False
         if out.persisted:
             effects[:0] = out.persisted
