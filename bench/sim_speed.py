@@ -26,6 +26,7 @@ user types, with its figures and with `--no-plots`.
     .venv/bin/python bench/sim_speed.py --profile --profile-n 16   # cProfile of one case
     .venv/bin/python bench/sim_speed.py --modules both  # compiled and pure Python, speed-up
     .venv/bin/python bench/sim_speed.py --max-n 128 --peer ~/BFT-Simulator   # side by side
+    .venv/bin/python bench/sim_speed.py --max-n 16 --app kv   # the key-value app instead
 
 The peer, side by side (`--peer DIR`): PEER holds the peer's figures from the day the issue
 was filed, and this machine's speed drifts by 2x between days, so a ratio to them says as much
@@ -94,9 +95,13 @@ SCALING = (
 
 
 def scenario_dict(n: int, duration: str, *, batch_size: int = 1, clients: int = 1,
-                  outstanding: int = 1) -> dict[str, Any]:
+                  outstanding: int = 1, app: str = "ledger") -> dict[str, Any]:
+    workload: dict[str, Any] = {"clients": clients, "outstanding": outstanding}
+    if app != "ledger":  # the default app: the ledger's spec stays as it always was
+        workload["app"] = app
     return {
-        "name": f"sim-speed-n{n}-b{batch_size}-c{clients}x{outstanding}",
+        "name": f"sim-speed-n{n}-b{batch_size}-c{clients}x{outstanding}"
+                + ("" if app == "ledger" else f"-{app}"),
         "seed": 1,
         "duration": duration,
         "drain": "10s",
@@ -104,7 +109,7 @@ def scenario_dict(n: int, duration: str, *, batch_size: int = 1, clients: int = 
         "network": {"latency": "10ms"},
         "protocol": {"batch_size": batch_size},
         "cpu": "none",
-        "workload": {"clients": clients, "outstanding": outstanding},
+        "workload": workload,
     }
 
 
@@ -245,29 +250,32 @@ def floor_msgs_per_s(msgs_per_request: float, sign_s: float, verify_s: float,
     return msgs_per_request / (sign_s + verify_s + execute_s)
 
 
-def ledger_execution_per_request(duration: str = "1s") -> float:
-    """Seconds of `Ledger.execute` per committed request in a run of the n = 4 shape (every
-    replica's execution and the harm judge's replay), timed call by call."""
+def execution_per_request(duration: str = "1s", app: str = "ledger") -> float:
+    """Seconds of the app's `execute` (`Ledger`, or `KeyValueStore` for kv) per committed
+    request in a run of the n = 4 shape (every replica's execution and, for the ledger, the
+    harm judge's replay), timed call by call."""
     from medbft.scenario import parse_scenario
     from node.ledger.ledger import Ledger
+    from node.statemachine import KeyValueStore
     from sim.run import run_scenario
 
     spent = [0.0]
-    execute = Ledger.execute
+    cls: Any = Ledger if app == "ledger" else KeyValueStore
+    execute = cls.execute
 
-    def timed(self: Ledger, *args: Any, **kwargs: Any) -> list[bytes]:
+    def timed(self: Any, *args: Any, **kwargs: Any) -> list[bytes]:
         t0 = time.perf_counter()
         try:
-            return execute(self, *args, **kwargs)
+            return execute(self, *args, **kwargs)  # type: ignore[no-any-return]
         finally:
             spent[0] += time.perf_counter() - t0
 
-    spec = scenario_dict(4, duration, clients=16, outstanding=4)
-    Ledger.execute = timed  # type: ignore[method-assign]
+    spec = scenario_dict(4, duration, clients=16, outstanding=4, app=app)
+    cls.execute = timed
     try:
         result = run_scenario(parse_scenario(spec, "bench/sim_speed.py"))
     finally:
-        Ledger.execute = execute  # type: ignore[method-assign]
+        cls.execute = execute
     return spent[0] / result.summary["requests"]["committed"]
 
 
@@ -277,21 +285,22 @@ def now_ratio(msgs_per_s: float, row: dict[str, Any]) -> str:
     return "" if now is None else f", {msgs_per_s / now['msgs_per_wall_s']:.2f}x the peer now"
 
 
-def print_floor(row: dict[str, Any]) -> dict[str, float]:
+def print_floor(row: dict[str, Any], app: str = "ledger") -> dict[str, float]:
     """Measure and print the n = 4 floor (see the module docstring) for the table's n = 4 row."""
     from machine import ecdsa_per_s
 
     crypto = ecdsa_per_s(0.5)
     sign_s = 1 / crypto["sign_per_s"]
     verify_s = 0.0  # answered by the signer's entry in the shared verify cache (docstring)
-    execute_s = ledger_execution_per_request()
+    execute_s = execution_per_request(app=app)
     per_request = row["messages"] / row["committed"]
     cap = floor_msgs_per_s(per_request, sign_s, verify_s, execute_s)
     sim_s_per_wall_s = cap / (row["messages"] / row["sim_s"])
     print(f"the floor at n = 4 on this machine: signing a request "
           f"{sign_s * 1e6:.0f} us (its verification is answered by the signer's cache "
-          f"entry), executing it (four replicas and the harm "
-          f"judge) {execute_s * 1e6:.0f} us; at {per_request:.1f} messages per request, at "
+          f"entry), executing it (four replicas"
+          f"{' and the harm judge' if app == 'ledger' else ', key-value app'}) "
+          f"{execute_s * 1e6:.0f} us; at {per_request:.1f} messages per request, at "
           f"most {cap:,.0f} msgs/s ({cap / PEER[4]:.2f}x the peer{now_ratio(cap, row)}) and "
           f"{sim_s_per_wall_s:.1f} simulated s per wall s, if nothing else cost anything")
     print()
@@ -342,7 +351,8 @@ def now_columns(row: dict[str, Any]) -> str:
 def targets_met(rows: list[dict[str, Any]], side_by_side: bool) -> tuple[list[int], list[int]]:
     """The sizes that meet and miss their target ratio, against PEER or (side_by_side) against
     the peer measured in this run; sizes without that figure are in neither list."""
-    met, missed = [], []
+    met: list[int] = []
+    missed: list[int] = []
     for r in rows:
         if r["n"] not in TARGET_RATIO:
             continue
@@ -518,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
                          "installed: run it side by side after each case up to n = 128")
     ap.add_argument("--peer-seconds", type=positive_seconds, default=None,
                     help="wall seconds per peer run (default 5, 2 with --quick)")
+    ap.add_argument("--app", choices=("ledger", "kv"), default="ledger",
+                    help="the replicated app: ledger (the default, the shape's) or kv, the "
+                         "key-value store (tiny `put` ops, no ledger and no harm judge)")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = ap.parse_args(argv)
 
@@ -538,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         2.0 if args.quick else 5.0)
     print(f"simulator speed on {platform.machine()} / Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
-          f"{' (quick)' if args.quick else ''}; 10 ms links, cpu: none, batch 1, ledger app")
+          f"{' (quick)' if args.quick else ''}; 10 ms links, cpu: none, batch 1, "
+          f"{'ledger app' if args.app == 'ledger' else 'key-value app'}")
     compiled = native_state() == "on"
     if args.modules == "both" and not compiled:
         raise SystemExit(f"--modules both needs the compiled modules (medbft native build); "
@@ -553,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         if n > args.max_n:
             continue
         spec = scenario_dict(n, quick if args.quick else full, clients=clients,
-                             outstanding=outstanding)
+                             outstanding=outstanding, app=args.app)
         if args.modules == "both":
             pure_rows.append(run_in_child(spec, args.repeat, pure=True))
         scaling.append(run_in_child(spec, args.repeat, pure=pure_only))
@@ -582,35 +596,51 @@ def main(argv: list[str] | None = None) -> int:
     floor = None
     four = next((r for r in scaling if r["n"] == 4), None)
     if four is not None:
-        floor = print_floor(four)
+        floor = print_floor(four, args.app)
     if pure_rows:
         print_speedup(pure_rows, scaling)
     if real_time:
         print_real_time(real_time)
         print_commands(real_time)
+    if args.app != "ledger":
+        print("targets: set for the ledger app (the shape's); this run used the key-value app, "
+              "so none is judged")
+    else:
+        print_targets(scaling, peer_dir is not None)
+    print(f"done in {time.perf_counter() - t_start:.1f} s wall")
+    _write_json(args, pure_only, pure_rows, peer_dir is not None, peer_seconds, scaling, floor,
+                real_time)
+    return 0
+
+
+def print_targets(scaling: list[dict[str, Any]], side_by_side: bool) -> None:
     met, missed = targets_met(scaling, side_by_side=False)
     print("targets: >= 1.0x the peer for n = 4 ... 128, >= 2.0x for n >= 64; against the "
           f"issue's figures met at n = {met or 'none'}, not met at n = {missed or 'none'}")
-    if peer_dir is not None:
+    if side_by_side:
         met, missed = targets_met(scaling, side_by_side=True)
         print(f"         against the peer measured side by side: met at n = {met or 'none'}, "
               f"not met at n = {missed or 'none'}")
-    print(f"done in {time.perf_counter() - t_start:.1f} s wall")
 
+
+def _write_json(args: argparse.Namespace, pure_only: bool, pure_rows: list[dict[str, Any]],
+                side_by_side: bool, peer_seconds: float, scaling: list[dict[str, Any]],
+                floor: dict[str, float] | None,
+                real_time: list[tuple[str, dict[str, Any]]]) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "machine": platform.machine(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "quick": args.quick, "repeat": args.repeat,
+            "app": args.app,
             "modules": "pure" if pure_only else "compiled",
             "pure_scaling": pure_rows,
             "peer_msgs_per_wall_s": PEER, "target_ratio": TARGET_RATIO,
-            "peer_side_by_side": peer_dir is not None, "peer_seconds": peer_seconds,
+            "peer_side_by_side": side_by_side, "peer_seconds": peer_seconds,
             "scaling": scaling, "floor_n4": floor,
             "real_time": [{"scenario": path, **row} for path, row in real_time],
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":
