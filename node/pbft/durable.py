@@ -6,14 +6,13 @@ they are on disk before anything the step sends:
 - `votes` and `vote`: the view and, one record per seq, every (seq, digest, view) it
   pre-prepared or prepared above the stable checkpoint. Without them a restarted replica
   could vote for a different digest at a (view, seq) it already voted on, which is what a
-  faulty replica does. A step writes the `votes` head (view, whether it is installed, and h)
-  (when it changed) and a `vote` record for each seq whose votes it changed; storage keeps one
-  row per seq and
-  drops those at or below h, and `join_votes` puts them back together as the one record
-  `restore` reads (the bytes `votes_record` encodes from the log). Writing the whole window at
-  every vote, as this once did, wrote up to 20 KB per vote at 1 request per batch (about
-  2.5 records per request per replica): a sixth of a real node's CPU at one request in
-  flight (docs/benchmarks.md).
+  faulty replica does. A step writes a `vote` record for each seq whose votes it changed, and
+  the `votes` head (view, whether it is installed, and h) when that changed; storage keeps one
+  row per seq and drops those at or below h, and `join_votes` puts them back together as the
+  one record `restore` reads (the bytes `votes_record` encodes from the log). Writing the
+  whole window at every vote, as this once did, wrote up to 20 KB per vote at 1 request per
+  batch (about 2.5 records per request per replica): about a sixth of a real node's CPU per
+  request at one request in flight (docs/benchmarks.md).
 - `checkpoint`: a stable checkpoint's snapshot with its proof (a STATE-DATA message holding
   the whole snapshot as its one chunk), written every `durable_snapshot_every` stable
   checkpoints and whenever one is reached by state transfer; a simulated run (not durable)

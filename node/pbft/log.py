@@ -70,11 +70,11 @@ class Log:
         them, kept as the votes change, so the record is a join rather than a re-encoding of
         the whole window at every vote (None: not kept, as in a simulation)."""
         self.dirty_seqs: dict[int, None] = {}
+        """Durable mode: the seqs whose votes changed since the last `vote` records (an
+        insertion-ordered set)."""
         self.head_written = b""
         """Durable mode: the last `votes` head written (it is written again only when it
         changes)."""
-        """Durable mode: the seqs whose votes changed since the last `vote` records (an
-        insertion-ordered set)."""
 
     def slot(self, seq: int) -> Slot:
         """The slot for `seq` in the current view (votes from older views are discarded)."""
