@@ -143,10 +143,10 @@ def test_wal_mode_and_sync_levels(tmp_path: Path) -> None:
 def test_the_votes_written_seq_by_seq_join_into_the_record_a_full_encoding_gives(
         tmp_path: Path) -> None:
     """A step writes a `vote` row for each seq whose votes it changed, and the `votes` head
-    when the view or h moved, not the whole window: every time a replica writes them, through a view change,
-    checkpoints (which drop the rows at or below h), a restart from disk and a recovery, the
-    rows joined with the head are the very bytes the whole record encodes from its log. And
-    a store fed the same records loads that record back."""
+    when the view or h moved, not the whole window. Every time a replica writes them (through
+    a view change, checkpoints, which drop the rows at or below h, a restart from disk and a
+    recovery), the rows joined with the head are the very bytes the whole record encodes
+    from its log; and a store fed the same records loads that record back."""
     from node.events import Persist
     from node.pbft import durable
 
