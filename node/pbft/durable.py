@@ -76,7 +76,7 @@ def join_votes(head: bytes, rows: Iterable[tuple[int, bytes]]) -> bytes:
     at or below the head's h are left out). A head written before the rows existed is a whole
     record already and comes back unchanged when there are no rows. Raises ValueError if a
     record is malformed."""
-    rows = [(seq, row) for seq, row in rows]
+    rows = list(rows)
     try:
         data = json.loads(head)
         if type(data) is not dict:
