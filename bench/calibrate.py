@@ -85,6 +85,17 @@ run on (the nodes and the load generator shared them), and `client`, the load ge
 (this process: building and signing requests, checking replies) per reply a client handled.
 With them the simulator queues the replicas for the shared cores and charges the clients, the
 two things a per-operation model leaves out of a loopback cluster (sim/cpu.py).
+
+The pauses (unless `--no-pauses`): every operation priced at one cost gives a simulated p99
+barely above its p50, while a real loopback run's p99 is 1.5-2 times its p50 (five processes
+on two cores, the kernel, garbage collection). The model's `pause` and `pause_chance` (a
+process pauses after a step with that chance, for an exponential time of that mean) are fitted
+to the `--fit-app` real run's p50, p95 and p99: the scenario is simulated with the measured
+block at each point of a grid (PAUSE_CHANCES x PAUSE_MEANS_MS, then the eight neighbours of the
+best point at finer spacing), with the hop bench/compare.py --calibrated simulates, and the
+point whose log errors squared sum least is written into every app's block. The fit is on one
+real run of one app; `bench/compare.py --calibrated` then checks both apps against fresh real
+runs, so neither check is the data the fit saw.
 """
 
 from __future__ import annotations
@@ -458,20 +469,151 @@ def real_window(scenario: str, app: str, transport: str, duration_s: float, warm
     return window_between(samples[0], samples[1], len(spec.nodes)), result.summary
 
 
-def cpu_block(costs: dict[str, float]) -> dict[str, str | int]:
+# ---------------------------------------------------------------------------------------------
+# Pauses: the spread a per-operation model cannot derive, fitted to a real run's percentiles
+
+#: The coarse grid of the fit: the chance that a step pauses, and a pause's mean length (ms).
+PAUSE_CHANCES = (0.01, 0.03, 0.1, 0.3)
+PAUSE_MEANS_MS = (0.1, 0.2, 0.4, 0.8, 1.6)
+#: The percentiles the fit matches (each as the log of simulated / real, squared and summed).
+FITTED = ("p50", "p95", "p99")
+
+
+@dataclass
+class PauseFit:
+    """The pauses whose simulated percentiles came closest to the real run's."""
+
+    chance: float
+    mean_ns: float
+    error: float
+    """Sum over FITTED of log(simulated / real) squared."""
+    simulated_ms: dict[str, float]
+    real_ms: dict[str, float]
+    tried: list[tuple[float, float, float]]
+    """(chance, mean in ms, error) of every simulation, in the order run."""
+
+
+def pause_error(sim_ms: dict[str, float | None], real_ms: dict[str, float]) -> float:
+    """How far a simulated latency distribution lies from the real one: the sum over FITTED of
+    log(simulated / real) squared (infinite when the simulation settled nothing)."""
+    import math
+
+    total = 0.0
+    for q in FITTED:
+        s = sim_ms.get(q)
+        if not s:
+            return math.inf
+        total += math.log(s / real_ms[q]) ** 2
+    return total
+
+
+def fit_pauses(simulate: Any, real_ms: dict[str, float],
+               chances: tuple[float, ...] = PAUSE_CHANCES,
+               means_ms: tuple[float, ...] = PAUSE_MEANS_MS, refine: float = 1.5,
+               log: Any = None) -> PauseFit:
+    """Search the pause terms whose simulation `simulate(chance, mean_ms) -> latency_ms`
+    matches `real_ms` best (`pause_error`): a coarse grid, then the eight neighbours of the
+    best point at `refine` times closer spacing (chances capped below 1). Every simulation is
+    deterministic (one seed), so the search is too."""
+    tried: dict[tuple[float, float], tuple[float, dict[str, float]]] = {}
+
+    def evaluate(chance: float, mean_ms: float) -> None:
+        key = (round(chance, 6), round(mean_ms, 6))
+        if key in tried:
+            return
+        sim = simulate(*key)
+        tried[key] = (pause_error(sim, real_ms), sim)
+        if log is not None:
+            log(f"    chance {key[0]:<8g} mean {key[1]:<7g} ms: p50 {sim['p50'] or 0:.2f}, "
+                f"p95 {sim['p95'] or 0:.2f}, p99 {sim['p99'] or 0:.2f} ms, "
+                f"error {tried[key][0]:.4f}")
+
+    for chance in chances:
+        for mean_ms in means_ms:
+            evaluate(chance, mean_ms)
+    best = min(tried, key=lambda k: tried[k][0])
+    for dc in (1 / refine, 1.0, refine):
+        for dm in (1 / refine, 1.0, refine):
+            evaluate(min(best[0] * dc, 0.95), best[1] * dm)
+    best = min(tried, key=lambda k: tried[k][0])
+    error, sim = tried[best]
+    return PauseFit(best[0], best[1] * 1e6, error, {q: sim[q] for q in FITTED},
+                    {q: real_ms[q] for q in FITTED},
+                    [(c, m, e) for (c, m), (e, _) in tried.items()])
+
+
+def simulate_pauses(scenario: str, app: str, block: dict[str, Any], hop_ms: float,
+                    duration: str) -> Any:
+    """A `simulate` for `fit_pauses`: `scenario` with `app`, the cpu `block` plus the pauses
+    tried, and `hop_ms` per network hop, for `duration` of simulated time."""
+    from medbft.scenario import load_scenario
+    from sim.run import run_scenario
+
+    def simulate(chance: float, mean_ms: float) -> dict[str, Any]:
+        cpu = {**block, "pause": f"{mean_ms:g}ms", "pause_chance": chance}
+        sc = load_scenario(scenario, [f"network.latency={hop_ms:.4f}ms", f"workload.app={app}",
+                                      "cpu=" + json.dumps(cpu), f"duration={duration}"])
+        latency: dict[str, Any] = run_scenario(sc).summary["latency_ms"]
+        return latency
+
+    return simulate
+
+
+def cpu_block(costs: dict[str, float]) -> dict[str, str | int | float]:
     """The `cpu:` mapping a scenario takes, in the model's key order: durations as text,
-    `cores` (when measured) as a count."""
-    out: dict[str, str | int] = {k: fmt_cost(costs[k]) for k in DEFAULT_COSTS_NS}
+    `cores` (when measured) as a count, `pause_chance` (when fitted) as a number."""
+    out: dict[str, str | int | float] = {k: fmt_cost(costs[k]) for k in DEFAULT_COSTS_NS}
     if "cores" in costs:
         out["cores"] = int(costs["cores"])
     if "client" in costs:
         out["client"] = fmt_cost(costs["client"])
+    if "pause" in costs:
+        out["pause"] = fmt_cost(costs["pause"])
+        out["pause_chance"] = round(costs["pause_chance"], 6)
     return out
 
 
 def cpu_block_text(costs: dict[str, float]) -> str:
     """The `cpu:` mapping as YAML text, in the model's key order."""
     return "cpu:\n" + "".join(f"  {k}: {v}\n" for k, v in cpu_block(costs).items())
+
+
+def pause_fit(args: argparse.Namespace, scenario: str, apps: list[str],
+              costs: dict[str, dict[str, float]],
+              summaries: dict[str, dict[str, Any]]) -> PauseFit | None:
+    """Fit the pauses to the `--fit-app` run's percentiles and add them to every app's costs
+    (one machine: the same pauses whatever the app). None, with the reason printed, when the
+    simulated hop is unknown (MQTT without --link-ms)."""
+    app = args.fit_app if args.fit_app in apps else apps[0]
+    if args.link_ms is not None:
+        transit = args.link_ms
+    elif args.transport == "http":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from compare import link_latency  # the hop compare.py --calibrated simulates
+
+        transit = link_latency()["transit_ms"]
+    else:
+        print("pauses not fitted: over MQTT the simulated hop (through the broker) is not "
+              "measured here; give it with --link-ms")
+        return None
+    hop = args.emulate_ms + transit
+    real_ms = {q: summaries[app]["latency_ms"][q] for q in FITTED}
+    if not all(real_ms.values()):
+        print(f"pauses not fitted: the real {app} run has no latency percentiles")
+        return None
+    print(f"fitting pauses to the real {app} run (p50 {real_ms['p50']:.2f}, p95 "
+          f"{real_ms['p95']:.2f}, p99 {real_ms['p99']:.2f} ms): simulated hop {hop:.3f} ms, "
+          f"{args.fit_duration} simulated per point", flush=True)
+    simulate = simulate_pauses(scenario, app, cpu_block(costs[app]), hop, args.fit_duration)
+    fit = fit_pauses(simulate, real_ms, log=lambda line: print(line, flush=True))
+    print(f"  best: pause_chance {fit.chance:g}, pause {fmt_cost(fit.mean_ns)}: simulated "
+          + ", ".join(f"{q} {fit.simulated_ms[q]:.2f}" for q in FITTED)
+          + " ms against real " + ", ".join(f"{q} {fit.real_ms[q]:.2f}" for q in FITTED)
+          + " ms (fitted on this run: bench/compare.py checks on fresh real runs)")
+    for app_costs in costs.values():
+        app_costs["pause"] = fit.mean_ns
+        app_costs["pause_chance"] = fit.chance
+    return fit
 
 
 def main_real(args: argparse.Namespace) -> int:
@@ -537,6 +679,8 @@ def main_real(args: argparse.Namespace) -> int:
         for app, win in windows.items():
             costs[app].update(machine_terms(win, cores))
 
+    fit = None if args.no_pauses else pause_fit(args, scenario, apps, costs, summaries)
+
     print()
     print(f"{'app':<8}{'msgs/exec real':>16}{'msgs/exec sim':>15}{'node CPU/req':>14}"
           f"{'priced apart/req':>18}{'load gen CPU/req':>18}{'run-queue wait/msg':>20}")
@@ -578,6 +722,7 @@ def main_real(args: argparse.Namespace) -> int:
             "sim_per_executed": sims, "costs_ns": costs,
             "cpu_yaml_by_app": {a: cpu_block(c) for a, c in costs.items()},
             "cpu_yaml": cpu_block(costs[apps[-1]]),
+            "pause_fit": asdict(fit) if fit is not None else None,
             "real_summary": {a: {"committed": s["requests"]["committed"],
                                  "latency_ms": s["latency_ms"],
                                  "messages": s["messages"]["total"]}
@@ -636,6 +781,17 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--no-machine", action="store_true",
                       help="leave out `cores` and `client` (the machine the cluster shared "
                            "and the load generator's CPU): costs per operation only")
+    real.add_argument("--no-pauses", action="store_true",
+                      help="do not fit the pauses (`pause`, `pause_chance`: the spread of a "
+                           "shared machine) to the real run's latency percentiles")
+    real.add_argument("--fit-app", choices=("kv", "ledger"), default="kv",
+                      help="the app whose real run the pauses are fitted to (default kv; "
+                           "bench/compare.py then checks both apps on fresh runs)")
+    real.add_argument("--fit-duration", default="10s",
+                      help="simulated time of each run of the pause fit (default 10s)")
+    real.add_argument("--link-ms", type=float,
+                      help="the simulated hop of the pause fit, in ms (default: measured, as "
+                           "bench/compare.py --calibrated does; needed over MQTT)")
     real.add_argument("--sim-duration", default="1s",
                       help="simulated time of the twin run that counts the crypto (default 1s)")
     args = ap.parse_args(argv)

@@ -167,9 +167,11 @@ class CalibrationError(ValueError):
 
 #: The `cpu:` fields that describe the machine rather than an operation (sim/cpu.py).
 MACHINE = ("cores", "client")
+#: The `cpu:` fields of the pauses (sim/cpu.py), fitted by `bench/calibrate.py --real`.
+PAUSES = ("pause", "pause_chance")
 
 
-def cpu_blocks(data: object, source: str = "<calibration>") -> dict[str, dict[str, str]]:
+def cpu_blocks(data: object, source: str = "<calibration>") -> dict[str, dict[str, Any]]:
     """The `cpu:` block for each app from a parsed calibration file: `bench/calibrate.py
     --json` output (`cpu_yaml_by_app` from --real, else `cpu_yaml`) or a mapping with a
     top-level `cpu:` (one block for every app). Raises CalibrationError."""
@@ -193,24 +195,31 @@ def cpu_blocks(data: object, source: str = "<calibration>") -> dict[str, dict[st
         if not isinstance(block, dict) or not block:
             raise CalibrationError(f"{source}: the {app} cpu block is not a mapping of "
                                    f"per-operation costs: {block!r}")
-    # Durations as text; `cores` stays a count. One block for both apps stays one object
-    # (main() notes that the ledger's then shares the kv block's execute cost).
-    kv = {str(k): v if type(v) is int else str(v) for k, v in blocks["kv"].items()}
+    # Durations as text; `cores` stays a count and `pause_chance` a number. One block for
+    # both apps stays one object (main() notes that the ledger's then shares the kv block's
+    # execute cost).
+    kv = {str(k): _as_given(v) for k, v in blocks["kv"].items()}
     if blocks["ledger"] is blocks["kv"]:
         return {"kv": kv, "ledger": kv}
-    return {"kv": kv, "ledger": {str(k): v if type(v) is int else str(v)
-                                 for k, v in blocks["ledger"].items()}}
+    return {"kv": kv, "ledger": {str(k): _as_given(v) for k, v in blocks["ledger"].items()}}
 
 
-def without_machine(blocks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """`blocks` without `cores` and `client`: per-operation costs only (`--no-machine`)."""
-    kv = {k: v for k, v in blocks["kv"].items() if k not in MACHINE}
+def _as_given(value: object) -> object:
+    """A cpu block's value for a `--set`: numbers as numbers, anything else as text."""
+    return value if type(value) in (int, float) else str(value)
+
+
+def without(blocks: dict[str, dict[str, Any]],
+            fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`blocks` without `fields` (`--no-machine`: MACHINE, per-operation costs only;
+    `--no-pauses`: PAUSES)."""
+    kv = {k: v for k, v in blocks["kv"].items() if k not in fields}
     if blocks["ledger"] is blocks["kv"]:
         return {"kv": kv, "ledger": kv}
-    return {"kv": kv, "ledger": {k: v for k, v in blocks["ledger"].items() if k not in MACHINE}}
+    return {"kv": kv, "ledger": {k: v for k, v in blocks["ledger"].items() if k not in fields}}
 
 
-def load_calibration(path: str) -> dict[str, dict[str, str]]:
+def load_calibration(path: str) -> dict[str, dict[str, Any]]:
     """`cpu_blocks` of the JSON or YAML file at `path`; CalibrationError when unreadable."""
     import yaml
 
@@ -308,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-machine", action="store_true",
                    help="drop `cores` and `client` from the calibrated blocks: every replica "
                         "on a core of its own and clients free, as before they were modelled")
+    p.add_argument("--no-pauses", action="store_true",
+                   help="drop `pause` and `pause_chance` from the calibrated blocks: every "
+                        "operation costs the same each time, to see what the pauses change")
     p.add_argument("--app", choices=("kv", "ledger", "both"), default="both")
     p.add_argument("--duration", help="override the scenario's duration (e.g. 3s), both sides")
     args = p.parse_args(argv)
@@ -324,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
                           else blocks)
         except CalibrationError as exc:
             p.error(str(exc))
-        if args.no_machine:
-            blocks, wan_blocks = without_machine(blocks), without_machine(wan_blocks)
+        dropped = MACHINE * args.no_machine + PAUSES * args.no_pauses
+        if dropped:
+            blocks, wan_blocks = without(blocks, dropped), without(wan_blocks, dropped)
     apps = list(APPS) if args.app == "both" else [args.app]
     from medbft.scenario import ScenarioError, load_scenario
 

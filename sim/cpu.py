@@ -23,6 +23,21 @@ Two optional fields describe the machine rather than an operation:
   share (one load-generator process) and, with `cores`, on the same cores as the replicas.
   `bench/calibrate.py --real` measures both.
 
+And one optional pair describes what the operations cannot: a process that, for a while, does
+nothing of its own (descheduled for another process or the kernel, collecting garbage,
+faulting a page).
+
+* `pause: T` and `pause_chance: P`: after each step a process takes (a replica's, and the load
+  generator's when `client` is set), with chance P, it pauses for a time drawn from an
+  exponential distribution of mean T. The pause keeps its processor busy and, with `cores`,
+  one core too (the other work it waits for runs there); a node slowed by a fault pauses
+  longer, as its whole step is scaled. The draws come from a stream per process derived from
+  the run's seed (`medbft:SEED:cpu:NODE`, and `medbft:SEED:cpu-clients` for the clients' one
+  load generator), so a seed still fixes the run. Pauses are what spreads a real loopback
+  run's p99 far above its p50 while every operation costs the same each time:
+  `bench/calibrate.py --real` fits P and T to a real run's latency percentiles. Unset, or a
+  chance of 0: no pauses and no draws (a run reads exactly as before they existed).
+
 DEFAULT_COSTS_NS were measured on this project's reference machine (2-core x86_64 VM,
 Python 3.11, cryptography 48 / OpenSSL): ECDSA P-256 sign 17.5 us, verify 42.2 us,
 HMAC-SHA256 of a small message 1.43 us, SHA-256 of 200 bytes 0.32 us; `message` is the
@@ -37,6 +52,7 @@ re-measured on the reference machine (changing it changes every `cpu: default` r
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 __all__ = ["DEFAULT_COSTS_NS", "CpuCosts", "client_cost_model", "cost_model"]
@@ -70,6 +86,15 @@ class CpuCosts:
     """Cores the whole network shares (None: a core per replica)."""
     client: float = 0.0
     """Load-generator CPU per reply a client handles (0: clients cost nothing)."""
+    pause: float = 0.0
+    """Mean length of a pause (exponential), in nanoseconds."""
+    pause_chance: float = 0.0
+    """The chance that a step is followed by a pause (0: never, and no random draws)."""
+
+    @property
+    def pauses(self) -> bool:
+        """Whether steps may pause (both a chance and a mean length above 0)."""
+        return self.pause_chance > 0 and self.pause > 0
 
     @classmethod
     def from_spec(cls, spec: object | None) -> CpuCosts | None:
@@ -81,22 +106,50 @@ class CpuCosts:
             given = getattr(spec, f"{name}_ns", None)
             values[name] = float(default if given is None else given)
         client = getattr(spec, "client_ns", None)
+        pause = getattr(spec, "pause_ns", None)
+        chance = getattr(spec, "pause_chance", None)
         return cls(**values, cores=getattr(spec, "cores", None),
-                   client=0.0 if client is None else float(client))
+                   client=0.0 if client is None else float(client),
+                   pause=0.0 if pause is None else float(pause),
+                   pause_chance=0.0 if chance is None else float(chance))
 
     def as_dict(self) -> dict[str, float]:
-        """The costs (and `cores` and `client` when set: runs without them read as before)."""
+        """The costs (and `cores`, `client` and the pauses when set: runs without them read as
+        before)."""
         out: dict[str, float] = {k: getattr(self, k) for k in DEFAULT_COSTS_NS}
         if self.cores is not None:
             out["cores"] = self.cores
         if self.client:
             out["client"] = self.client
+        if self.pauses:
+            out["pause"] = self.pause
+            out["pause_chance"] = self.pause_chance
         return out
 
 
-def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
+def _with_pauses(charge, costs: CpuCosts, rng: random.Random | None):  # type: ignore[no-untyped-def]
+    """`charge`, plus a pause after a step with chance `costs.pause_chance` (exponential, mean
+    `costs.pause`), drawn from `rng`; `charge` itself when the costs have no pauses."""
+    if not costs.pauses:
+        return charge
+    if rng is None:
+        raise ValueError("a CPU model with pauses needs a random stream (derived from the seed)")
+    chance, rate = costs.pause_chance, 1.0 / costs.pause
+    draw, length = rng.random, rng.expovariate
+
+    def charge_with_pauses(before: tuple[int, ...], after: tuple[int, ...]) -> int:
+        cost: int = charge(before, after)
+        if draw() < chance:
+            cost += round(length(rate))
+        return cost
+
+    return charge_with_pauses
+
+
+def cost_model(costs: CpuCosts, rng: random.Random | None = None):  # type: ignore[no-untyped-def]
     """A `node.runtime.CostModel` charging the operations done between two counter snapshots
-    (order: messages, bytes, sign, verify, mac, digest, execute).
+    (order: messages, bytes, sign, verify, mac, digest, execute), and the pauses, drawn from
+    `rng`, when `costs` has them (one model, and one stream, per process).
 
     Written out field by field: it runs once per simulated step, and a loop over zipped
     tuples cost 6% of a 64-node run. The sum is the same float, built in the same order
@@ -126,15 +179,17 @@ def cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
             total += w_execute * (x1 - x0)
         return round(total)
 
-    return charge
+    return _with_pauses(charge, costs, rng)
 
 
-def client_cost_model(costs: CpuCosts):  # type: ignore[no-untyped-def]
+def client_cost_model(costs: CpuCosts,  # type: ignore[no-untyped-def]
+                      rng: random.Random | None = None):
     """A `node.runtime.CostModel` for a client: `costs.client` per step (a reply handled, or a
-    retransmission timer)."""
+    retransmission timer), and the pauses, drawn from `rng`, when `costs` has them (the
+    clients share one load generator, so one model and one stream for all)."""
     cost = round(costs.client)
 
     def charge(before: tuple[int, ...], after: tuple[int, ...]) -> int:
         return cost
 
-    return charge
+    return _with_pauses(charge, costs, rng)

@@ -134,9 +134,38 @@ def test_compare_keeps_cores_a_count_and_can_leave_the_machine_out(tmp_path: Pat
     sc = load_scenario(COMPARE_YAML, compare.sim_overrides(0.05, "ledger", blocks["ledger"],
                                                            "2s"))
     assert sc.cpu is not None and sc.cpu.cores == 2 and sc.cpu.client_ns == 200_000
-    bare = compare.without_machine(blocks)
+    bare = compare.without(blocks, compare.MACHINE)
     assert bare == {"kv": {"message": "150us"},
                     "ledger": {"message": "150us", "execute": "40us"}}
+
+
+def test_a_fitted_block_keeps_its_pauses_through_compare(tmp_path: Path) -> None:
+    costs = {k: 1_000.0 for k in DEFAULT_COSTS_NS} | {"pause": 400_000.0,
+                                                       "pause_chance": 0.03}
+    block = calibrate.cpu_block(costs)
+    assert block["pause"] == "400us" and block["pause_chance"] == 0.03
+    path = tmp_path / "real.json"
+    path.write_text(json.dumps({"mode": "real", "cpu_yaml_by_app": {"kv": block}}))
+    blocks = compare.load_calibration(str(path))
+    assert blocks["kv"]["pause_chance"] == 0.03  # a number, not the text "0.03"
+    sc = load_scenario(COMPARE_YAML, compare.sim_overrides(0.05, "kv", blocks["kv"], "2s"))
+    parsed = CpuCosts.from_spec(sc.cpu)
+    assert parsed is not None and parsed.pause == 400_000.0 and parsed.pause_chance == 0.03
+    assert "pause" not in compare.without(blocks, compare.PAUSES)["ledger"]
+
+
+def test_the_pause_fit_finds_the_terms_that_made_a_distribution() -> None:
+    # A simulated run made with known pauses stands for the real one: the fit, searching the
+    # grid from scratch, lands on them (or on a point that reproduces them as closely).
+    block = {"message": "150us", "cores": 2, "client": "120us"}
+    simulate = calibrate.simulate_pauses(str(COMPARE_YAML), "kv", block, 0.01, "3s")
+    target = simulate(0.1, 0.4)
+    fit = calibrate.fit_pauses(simulate, target, chances=(0.01, 0.1), means_ms=(0.1, 0.4))
+    assert (fit.chance, fit.mean_ns) == (0.1, 400_000.0)
+    assert fit.error == 0.0 and fit.simulated_ms == {q: target[q] for q in calibrate.FITTED}
+    # The four grid points, then the neighbours of the best at 1.5x spacing.
+    assert len(fit.tried) == 4 + 8 and fit.tried[0][:2] == (0.01, 0.1)
+    assert calibrate.pause_error({"p50": None, "p95": 1.0, "p99": 1.0}, target) == float("inf")
 
 
 def test_compare_reads_the_blocks_a_real_calibration_writes(tmp_path: Path) -> None:

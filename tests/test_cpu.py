@@ -4,13 +4,15 @@ short simulated runs; the queue itself is tested in tests/test_runtime.py)."""
 
 from __future__ import annotations
 
+import random
+import statistics
 from typing import Any
 
 import pytest
 
 from medbft.scenario import parse_scenario
 from node.crypto import Costs
-from sim.cpu import DEFAULT_COSTS_NS, CpuCosts, cost_model
+from sim.cpu import DEFAULT_COSTS_NS, CpuCosts, client_cost_model, cost_model
 from sim.run import RunResult, run_scenario
 
 ZERO = (0, 0, 0, 0, 0, 0, 0)
@@ -182,3 +184,72 @@ def test_cores_must_be_a_positive_count() -> None:
     with pytest.raises(ScenarioError, match=r"cpu\.cores") as info:
         parse_scenario(_data(ONLY_MESSAGES | {"cores": 0}), "machine.yaml")
     assert "whole number >= 1" in str(info.value)
+
+
+# -- pauses: a process that is runnable but not running ------------------------------------------
+
+
+def test_a_pause_follows_a_step_with_its_chance_and_lasts_its_mean_on_average() -> None:
+    costs = CpuCosts(**DEFAULT_COSTS_NS, pause=1_000_000.0, pause_chance=0.1)
+    charge = cost_model(costs, random.Random(7))
+    one_message = (1, 0, 0, 0, 0, 0, 0)
+    extra = [charge(ZERO, one_message) - 20_000 for _ in range(20_000)]
+    assert min(extra) == 0
+    paused = [x for x in extra if x > 0]
+    assert 0.09 < len(paused) / len(extra) < 0.11
+    assert 900_000 < statistics.fmean(paused) < 1_100_000
+    # The same stream draws the same pauses; the model without pauses draws nothing.
+    again = cost_model(costs, random.Random(7))
+    assert [again(ZERO, one_message) - 20_000 for _ in range(20_000)] == extra
+    rng = random.Random(7)
+    state = rng.getstate()
+    plain = cost_model(CpuCosts(**DEFAULT_COSTS_NS), rng)
+    assert plain(ZERO, one_message) == 20_000 and rng.getstate() == state
+
+
+def test_the_load_generator_pauses_too() -> None:
+    costs = CpuCosts(**{k: 0.0 for k in DEFAULT_COSTS_NS}, client=1_000.0, pause=50_000.0,
+                     pause_chance=0.5)
+    charge = client_cost_model(costs, random.Random(1))
+    charged = [charge(ZERO, ZERO) for _ in range(1_000)]
+    assert min(charged) == 1_000 and max(charged) > 50_000
+
+
+def test_a_model_with_pauses_needs_its_random_stream() -> None:
+    costs = CpuCosts(**DEFAULT_COSTS_NS, pause=1_000.0, pause_chance=0.5)
+    with pytest.raises(ValueError, match="random stream"):
+        cost_model(costs)
+    assert not CpuCosts(**DEFAULT_COSTS_NS, pause=1_000.0, pause_chance=0.0).pauses
+
+
+PAUSING = ONLY_MESSAGES | {"message": "100us", "pause": "2ms", "pause_chance": 0.05}
+
+
+def test_pauses_spread_the_latency_and_one_seed_fixes_them() -> None:
+    steady = _run(ONLY_MESSAGES | {"message": "100us"}).summary
+    assert steady["latency_ms"]["p99"] == steady["latency_ms"]["p50"]
+    assert "pause" not in steady["cpu"]["costs_ns"]
+    paused = _run(PAUSING).summary
+    assert paused["cpu"]["costs_ns"]["pause"] == 2_000_000.0
+    assert paused["cpu"]["costs_ns"]["pause_chance"] == 0.05
+    # A request takes about a dozen steps on its critical path: most meet no pause, the
+    # slowest several.
+    assert paused["latency_ms"]["p50"] < steady["latency_ms"]["p50"] + 2.0
+    assert paused["latency_ms"]["p99"] > steady["latency_ms"]["p99"] + 2.0
+    again = _run(PAUSING).summary
+    assert {k: v for k, v in again.items() if k != "wall_time_s"} == \
+        {k: v for k, v in paused.items() if k != "wall_time_s"}
+    other = run_scenario(parse_scenario(_data(PAUSING), "<test>"), seed=2).summary
+    assert other["latency_ms"] != paused["latency_ms"]
+
+
+def test_pause_and_its_chance_go_together() -> None:
+    from medbft.scenario import ScenarioError
+
+    for given, missing in (({"pause": "1ms"}, "pause_chance"),
+                           ({"pause_chance": 0.01}, "pause")):
+        with pytest.raises(ScenarioError, match=rf"cpu\.{missing}: missing") as info:
+            parse_scenario(_data(ONLY_MESSAGES | given), "pauses.yaml")
+        assert "pauses.yaml" in str(info.value)
+    with pytest.raises(ScenarioError, match=r"cpu\.pause_chance"):
+        parse_scenario(_data(ONLY_MESSAGES | {"pause": "1ms", "pause_chance": 2}), "p.yaml")

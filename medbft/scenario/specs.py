@@ -255,7 +255,8 @@ else:
 
 class CpuSpec(_Spec):
     """Per-operation CPU costs in float nanoseconds (None means "use the measured default"),
-    and optionally the machine they run on (`cores`) and the load generator's cost (`client`)."""
+    and optionally the machine they run on (`cores`), the load generator's cost (`client`) and
+    the pauses of a process on a shared machine (`pause`, `pause_chance`; sim/cpu.py)."""
 
     _EXAMPLE = "{sign: 16us, verify: 43us}"
 
@@ -274,6 +275,21 @@ class CpuSpec(_Spec):
     """CPU the load generator spends per reply it handles (its share of building, signing and
     sending a request and checking the replies), on one CPU shared by all clients. Unset:
     clients cost nothing."""
+    pause_ns: CostNs | None = Field(None, alias="pause")
+    """Mean length of a pause after a step (exponential): a process descheduled, collecting
+    garbage or faulting a page, as on a real, shared machine. Needs `pause_chance`."""
+    pause_chance: Probability | None = None
+    """The chance that a process pauses after a step. Needs `pause`."""
+
+    @model_validator(mode="after")
+    def _check_pauses(self) -> CpuSpec:
+        if (self.pause_ns is None) != (self.pause_chance is None):
+            given, missing = (("pause", "pause_chance") if self.pause_chance is None
+                              else ("pause_chance", "pause"))
+            _fail(((missing,), f"missing; {given} needs it (a pause's mean length and the "
+                               f"chance that a step pauses go together), e.g. "
+                               f"{{pause: 1ms, pause_chance: 0.01}}"))
+        return self
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
