@@ -44,6 +44,7 @@ from node.transport.mqtt import (
     fanout_topic,
     inbox_topic,
     pack_fanout_record,
+    read_at_once,
     unpack_fanout_record,
     write_at_once,
 )
@@ -360,3 +361,45 @@ def test_a_qos0_publish_reaches_the_socket_inside_publish(tmp_path: Path) -> Non
     net = _private_network(tmp_path)
     with own_broker(net, tmp_path / "logs"):
         asyncio.run(_write_at_once_checks(net))
+
+
+async def _read_at_once_checks(net: NetworkDir) -> None:
+    prefix = str(net.settings["mqtt"]["topic_prefix"])
+    ids = net.membership.node_ids
+    got: list[tuple[str, object]] = []
+    b = BrokerSettings.for_party(net, ids[1])
+
+    def reader_client() -> aiomqtt.Client:  # one identifier: a second connection kicks the first
+        return aiomqtt.Client(b.host, b.port, username=b.username, password=b.password,
+                              tls_context=b.tls_context(), timeout=5, identifier="reader-1")
+
+    async with reader_client() as reader, _spy(net, ids[0]) as writer:
+        await reader.subscribe(inbox_topic(prefix, ids[1]))
+        assert read_at_once(reader, lambda topic, payload: got.append((topic, payload)))
+        frames = [bytes([i]) * 300 for i in range(30)] + [b"x" * 1_000_000, b"last"]
+        for frame in frames:
+            await writer.publish(inbox_topic(prefix, ids[1], ids[0]), frame)
+        await _until(lambda: len(got) == len(frames), 10, "the frames")
+        assert [payload for _, payload in got] == frames  # all, in order, whole
+        assert {topic for topic, _ in got} == {inbox_topic(prefix, ids[1], ids[0])}
+        assert len(reader.messages) == 0  # aiomqtt's queue saw none of them
+        # The iterator still reports the connection going: here the broker drops it when
+        # another connection takes its client identifier.
+        ended = asyncio.create_task(anext(aiter(reader.messages)))
+        await asyncio.sleep(0.1)
+        async with reader_client():
+            with pytest.raises(aiomqtt.MqttError):
+                await asyncio.wait_for(ended, 10)
+    assert read_at_once(object(), lambda topic, payload: None) is False  # type: ignore[arg-type]
+
+
+@pytest.mark.real
+def test_a_message_goes_from_paho_to_the_transport_without_aiomqtt_s_queue(
+        tmp_path: Path) -> None:
+    """node.transport.mqtt.read_at_once: over TLS, through the broker `keys init`
+    configures, every frame reaches the handler inside paho's read, in order and whole (a
+    1 MB one too), aiomqtt's message queue stays empty, and a dropped connection still ends
+    the message iterator with an error (what makes the transport reconnect)."""
+    net = _private_network(tmp_path)
+    with own_broker(net, tmp_path / "logs"):
+        asyncio.run(_read_at_once_checks(net))
