@@ -356,6 +356,9 @@ class MqttTransport:
         """Publishes to our fan-out topic (each also in `stats.frames_sent`, once)."""
         self.echoes = 0
         """Our own fan-out publishes the broker sent back to us (dropped unread)."""
+        self._paho: Any = None
+        """While connected with `write_at_once` (QoS 0): the paho client, which `_deliver`
+        publishes to directly when nothing is queued (one frame need not wake `_write`)."""
         self._reading: aiomqtt.Client | None = None
         """The connection `_read` takes messages from."""
         self._leaving: asyncio.Task[None] | None = None
@@ -395,11 +398,16 @@ class MqttTransport:
         self.stats.frames_sent += 1
         if to == FANOUT:
             self.fanout_frames_sent += 1
-        item = topic.encode() + b"\x00" + frame
         if self.link_delay_s > 0:
-            self.loop.call_later(self.link_delay_s, self._queue.put, item)
-        else:
-            self._queue.put(item)
+            self.loop.call_later(self.link_delay_s, self._queue.put,
+                                 topic.encode() + b"\x00" + frame)
+            return
+        paho = self._paho
+        # Nothing waits in the queue, so a publish now keeps the order; it goes to the socket
+        # inside `publish` (`write_at_once`), or, what the socket does not take, after.
+        if paho is not None and not self._queue.frames and paho.publish(topic, frame).rc == 0:
+            return
+        self._queue.put(topic.encode() + b"\x00" + frame)
 
     def _on_frame(self, frame: bytes) -> None:
         receive_frame(frame, self.stats, self.on_receive)
@@ -480,8 +488,7 @@ class MqttTransport:
         while not self._closing:
             try:
                 async with self._client() as client:
-                    if qos == 0:
-                        write_at_once(client)
+                    direct = qos == 0 and write_at_once(client)
                     if self.is_replica:
                         # Each other replica's fan-out topic, and our own until the probe
                         # comes back (`_read` then leaves it): the broker does not send a
@@ -499,12 +506,14 @@ class MqttTransport:
                     log.info("subscribed to %s on %s", inbox, self.broker.describe())
                     if self.is_replica:  # the probe: we fan out once it comes back (`_read`)
                         await client.publish(self._topics[FANOUT], b"", qos=qos)
+                    self._paho = client._client if direct else None
                     await self._pump(client)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker down or gone: retry
                 log.warning("broker connection failed: %r", exc)
             finally:
+                self._paho = None
                 self._subscribed.clear()
                 self.fanout_ready = False
             if not self._closing:
