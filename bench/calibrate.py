@@ -93,9 +93,12 @@ process pauses after a step with that chance, for an exponential time of that me
 to the `--fit-app` real run's p50, p95 and p99: the scenario is simulated with the measured
 block at each point of a grid (PAUSE_CHANCES x PAUSE_MEANS_MS, then the eight neighbours of the
 best point at finer spacing), with the hop bench/compare.py --calibrated simulates, and the
-point whose log errors squared sum least is written into every app's block. The fit is on one
-real run of one app; `bench/compare.py --calibrated` then checks both apps against fresh real
-runs, so neither check is the data the fit saw.
+point whose log errors squared sum least is written into every app's block (`--fit-app kv`,
+the default), or each app's own fit into its block (`--fit-app each`: a process's pauses
+include its garbage collection, which grows with its heap, and the ledger's is larger). The
+fits are on the real runs above; `bench/compare.py --calibrated` then checks both apps against
+fresh real runs, so no check is the data a fit saw, and with one app's fit for both the other
+app's rows show whether the pauses carry over.
 """
 
 from __future__ import annotations
@@ -580,11 +583,13 @@ def cpu_block_text(costs: dict[str, float]) -> str:
 
 def pause_fit(args: argparse.Namespace, scenario: str, apps: list[str],
               costs: dict[str, dict[str, float]],
-              summaries: dict[str, dict[str, Any]]) -> PauseFit | None:
-    """Fit the pauses to the `--fit-app` run's percentiles and add them to every app's costs
-    (one machine: the same pauses whatever the app). None, with the reason printed, when the
-    simulated hop is unknown (MQTT without --link-ms)."""
-    app = args.fit_app if args.fit_app in apps else apps[0]
+              summaries: dict[str, dict[str, Any]]) -> dict[str, PauseFit]:
+    """Fit the pauses and add them to the apps' costs: with `--fit-app each`, every app's to
+    its own real run (a process's pauses include its garbage collection, which grows with its
+    heap); with one app named, that app's, given to every app (one machine: the same pauses
+    whatever the app, and the other app's comparison shows whether they carry over).
+    Returns the fits by the app whose run each was fitted to; none, with the reason printed,
+    when the simulated hop is unknown (MQTT without --link-ms)."""
     if args.link_ms is not None:
         transit = args.link_ms
     elif args.transport == "http":
@@ -595,25 +600,31 @@ def pause_fit(args: argparse.Namespace, scenario: str, apps: list[str],
     else:
         print("pauses not fitted: over MQTT the simulated hop (through the broker) is not "
               "measured here; give it with --link-ms")
-        return None
+        return {}
     hop = args.emulate_ms + transit
-    real_ms = {q: summaries[app]["latency_ms"][q] for q in FITTED}
-    if not all(real_ms.values()):
-        print(f"pauses not fitted: the real {app} run has no latency percentiles")
-        return None
-    print(f"fitting pauses to the real {app} run (p50 {real_ms['p50']:.2f}, p95 "
-          f"{real_ms['p95']:.2f}, p99 {real_ms['p99']:.2f} ms): simulated hop {hop:.3f} ms, "
-          f"{args.fit_duration} simulated per point", flush=True)
-    simulate = simulate_pauses(scenario, app, cpu_block(costs[app]), hop, args.fit_duration)
-    fit = fit_pauses(simulate, real_ms, log=lambda line: print(line, flush=True))
-    print(f"  best: pause_chance {fit.chance:g}, pause {fmt_cost(fit.mean_ns)}: simulated "
-          + ", ".join(f"{q} {fit.simulated_ms[q]:.2f}" for q in FITTED)
-          + " ms against real " + ", ".join(f"{q} {fit.real_ms[q]:.2f}" for q in FITTED)
-          + " ms (fitted on this run: bench/compare.py checks on fresh real runs)")
-    for app_costs in costs.values():
+    fitted = apps if args.fit_app == "each" else [
+        args.fit_app if args.fit_app in apps else apps[0]]
+    fits: dict[str, PauseFit] = {}
+    for app in fitted:
+        real_ms = {q: summaries[app]["latency_ms"][q] for q in FITTED}
+        if not all(real_ms.values()):
+            print(f"pauses not fitted: the real {app} run has no latency percentiles")
+            return {}
+        print(f"fitting pauses to the real {app} run (p50 {real_ms['p50']:.2f}, p95 "
+              f"{real_ms['p95']:.2f}, p99 {real_ms['p99']:.2f} ms): simulated hop "
+              f"{hop:.3f} ms, {args.fit_duration} simulated per point", flush=True)
+        simulate = simulate_pauses(scenario, app, cpu_block(costs[app]), hop,
+                                   args.fit_duration)
+        fit = fits[app] = fit_pauses(simulate, real_ms, log=lambda line: print(line, flush=True))
+        print(f"  best: pause_chance {fit.chance:g}, pause {fmt_cost(fit.mean_ns)}: simulated "
+              + ", ".join(f"{q} {fit.simulated_ms[q]:.2f}" for q in FITTED)
+              + " ms against real " + ", ".join(f"{q} {fit.real_ms[q]:.2f}" for q in FITTED)
+              + " ms (fitted on this run: bench/compare.py checks on fresh real runs)")
+    for app, app_costs in costs.items():
+        fit = fits.get(app) or fits[fitted[0]]
         app_costs["pause"] = fit.mean_ns
         app_costs["pause_chance"] = fit.chance
-    return fit
+    return fits
 
 
 def main_real(args: argparse.Namespace) -> int:
@@ -679,7 +690,7 @@ def main_real(args: argparse.Namespace) -> int:
         for app, win in windows.items():
             costs[app].update(machine_terms(win, cores))
 
-    fit = None if args.no_pauses else pause_fit(args, scenario, apps, costs, summaries)
+    fits = {} if args.no_pauses else pause_fit(args, scenario, apps, costs, summaries)
 
     print()
     print(f"{'app':<8}{'msgs/exec real':>16}{'msgs/exec sim':>15}{'node CPU/req':>14}"
@@ -722,7 +733,7 @@ def main_real(args: argparse.Namespace) -> int:
             "sim_per_executed": sims, "costs_ns": costs,
             "cpu_yaml_by_app": {a: cpu_block(c) for a, c in costs.items()},
             "cpu_yaml": cpu_block(costs[apps[-1]]),
-            "pause_fit": asdict(fit) if fit is not None else None,
+            "pause_fits": {a: asdict(f) for a, f in fits.items()},
             "real_summary": {a: {"committed": s["requests"]["committed"],
                                  "latency_ms": s["latency_ms"],
                                  "messages": s["messages"]["total"]}
@@ -784,9 +795,11 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--no-pauses", action="store_true",
                       help="do not fit the pauses (`pause`, `pause_chance`: the spread of a "
                            "shared machine) to the real run's latency percentiles")
-    real.add_argument("--fit-app", choices=("kv", "ledger"), default="kv",
-                      help="the app whose real run the pauses are fitted to (default kv; "
-                           "bench/compare.py then checks both apps on fresh runs)")
+    real.add_argument("--fit-app", choices=("kv", "ledger", "each"), default="kv",
+                      help="the app whose real run the pauses are fitted to, for every app "
+                           "(default kv: the ledger's comparison then shows whether they "
+                           "carry over), or each: every app's to its own run; "
+                           "bench/compare.py checks on fresh runs either way")
     real.add_argument("--fit-duration", default="10s",
                       help="simulated time of each run of the pause fit (default 10s)")
     real.add_argument("--link-ms", type=float,
