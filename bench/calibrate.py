@@ -93,12 +93,12 @@ process pauses after a step with that chance, for an exponential time of that me
 to the `--fit-app` real run's p50, p95 and p99: the scenario is simulated with the measured
 block at each point of a grid (PAUSE_CHANCES x PAUSE_MEANS_MS, then the eight neighbours of the
 best point at finer spacing), with the hop bench/compare.py --calibrated simulates, and the
-point whose log errors squared sum least is written into every app's block (`--fit-app kv`,
-the default), or each app's own fit into its block (`--fit-app each`: a process's pauses
-include its garbage collection, which grows with its heap, and the ledger's is larger). The
-fits are on the real runs above; `bench/compare.py --calibrated` then checks both apps against
-fresh real runs, so no check is the data a fit saw, and with one app's fit for both the other
-app's rows show whether the pauses carry over.
+point whose log errors squared sum least is written into the block: each app's own fit into
+its block (`--fit-app each`, the default: a process's pauses include its garbage collection,
+which grows with its heap, and the ledger's is larger), or one app's into every block
+(`--fit-app kv`). The fits are on the real runs above; `bench/compare.py --calibrated` then
+checks both apps against fresh real runs, so no check is the data a fit saw, and with one
+app's fit for both the other app's rows show whether the pauses carry over.
 """
 
 from __future__ import annotations
@@ -795,11 +795,11 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--no-pauses", action="store_true",
                       help="do not fit the pauses (`pause`, `pause_chance`: the spread of a "
                            "shared machine) to the real run's latency percentiles")
-    real.add_argument("--fit-app", choices=("kv", "ledger", "each"), default="kv",
-                      help="the app whose real run the pauses are fitted to, for every app "
-                           "(default kv: the ledger's comparison then shows whether they "
-                           "carry over), or each: every app's to its own run; "
-                           "bench/compare.py checks on fresh runs either way")
+    real.add_argument("--fit-app", choices=("kv", "ledger", "each"), default="each",
+                      help="each (the default): every app's pauses fitted to its own run; or "
+                           "the app whose run's pauses every app gets (the other app's "
+                           "comparison then shows whether they carry over); bench/compare.py "
+                           "checks on fresh runs either way")
     real.add_argument("--fit-duration", default="10s",
                       help="simulated time of each run of the pause fit (default 10s)")
     real.add_argument("--link-ms", type=float,
