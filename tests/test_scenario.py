@@ -566,6 +566,21 @@ def test_to_dict_is_json_and_round_trips(tmp_path: Path) -> None:
     assert scenario_hash(parse_scenario(d, "again")) == scenario_hash(s)
 
 
+def test_a_key_value_scenario_round_trips_without_the_ledger_s_fields(tmp_path: Path) -> None:
+    # The parser refuses the ledger's workload fields for app: kv, so the canonical form
+    # (a run's scenario.yaml, a sweep point) must leave them out, defaults included.
+    s = parse_scenario(minimal(workload={"app": "kv", "clients": 2, "outstanding": 3}), "kv")
+    d = to_dict(s)
+    assert d["workload"] == {"clients": 2, "outstanding": 3, "op_size": 64, "app": "kv"}
+    assert parse_scenario(d, "again") == s
+    saved = tmp_path / "scenario.yaml"
+    saved.write_text(yaml.safe_dump(d))
+    assert load_scenario(saved) == s
+    # The ledger keeps them.
+    ledger = to_dict(parse_scenario(minimal(), "ledger"))
+    assert ledger["workload"]["flow"] == "mixed" and ledger["workload"]["invalid"] == 0.02
+
+
 def test_to_dict_cpu_none_and_count_nodes() -> None:
     d = to_dict(parse_scenario(minimal(), "m"))
     assert d["cpu"] == "none"

@@ -16,6 +16,7 @@ from typing import Any
 
 from medbft.scenario.loading import parse_scenario
 from medbft.scenario.model import Scenario
+from medbft.scenario.specs import LEDGER_ONLY
 
 __all__ = ["scenario_hash", "to_dict"]
 
@@ -28,9 +29,13 @@ def to_dict(scenario: Scenario) -> dict[str, Any]:
     may be fractional, '0.5ns'), bandwidth likewise ('1Gbps'), sizes are integer bytes, rates
     float per second, nodes an explicit list of {id, role}, latency always the mapping form
     {dist, ...}, links use between/from-to, cpu is 'none' or a mapping of the costs given,
-    and unset optional values are omitted.
+    unset optional values are omitted, and so are the ledger's workload fields for the
+    key-value app (they do not apply, and the parser refuses them there).
     """
     out: dict[str, Any] = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if out["workload"].get("app") == "kv":
+        for key in LEDGER_ONLY:
+            out["workload"].pop(key, None)
     links = out["network"]["links"]
     for i, link in enumerate(links):
         links[i] = _link_form(link)

@@ -47,6 +47,7 @@ from node.config import SCENARIO_PARAMETERS, Parameter
 
 __all__ = [
     "APPS",
+    "LEDGER_ONLY",
     "CpuSpec",
     "ExpectSpec",
     "LatencySpec",
@@ -361,8 +362,9 @@ def _population(value: Any) -> dict[str, int]:
 #: Applications a run can execute: the healthcare ledger, or the key-value placeholder
 #: (node/apps.py holds the one list).
 APPS: tuple[str, ...] = tuple(STATE_MACHINES)
-_LEDGER_ONLY = ("flow", "mix", "invalid", "population", "event_at", "home_gateway",
-                "recall_news")
+#: The workload fields of the ledger app, by their names in the file (refused for app: kv).
+LEDGER_ONLY = ("flow", "mix", "invalid", "population", "event_at", "home_gateway",
+               "recall_news")
 #: When custodians learn of a recall: when the manufacturer submits it (out of band, a phone
 #: call; the default) or only when it commits on the ledger.
 RECALL_NEWS = ("submitted", "committed")
@@ -400,7 +402,7 @@ class WorkloadSpec(_Spec):
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         if data.get("app") == "kv":
-            given = [k for k in _LEDGER_ONLY if data.get(k) is not None]
+            given = [k for k in LEDGER_ONLY if data.get(k) is not None]
             if given:
                 _fail(((given[0],), "only for app: ledger (the key-value app submits "
                                     "put k v ops)"))
