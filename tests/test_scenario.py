@@ -581,6 +581,18 @@ def test_a_key_value_scenario_round_trips_without_the_ledger_s_fields(tmp_path: 
     assert ledger["workload"]["flow"] == "mixed" and ledger["workload"]["invalid"] == 0.02
 
 
+def test_every_drawn_swarm_scenario_round_trips() -> None:
+    # The swarm's scenarios cover both apps, every fault kind and Byzantine behaviour: each
+    # comes back from its canonical form unchanged (what a run's scenario.yaml and a sweep
+    # point rely on).
+    from medbft.fuzz import draw_scenario
+
+    for seed in range(60):
+        for app in ("kv", "ledger"):
+            s = parse_scenario(draw_scenario(seed, 4 + 3 * (seed % 2), app=app), "drawn")
+            assert parse_scenario(to_dict(s), "again") == s, (seed, app)
+
+
 def test_to_dict_cpu_none_and_count_nodes() -> None:
     d = to_dict(parse_scenario(minimal(), "m"))
     assert d["cpu"] == "none"
