@@ -179,7 +179,7 @@ async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> 
 class _Parties:
     """A bare MqttTransport per replica and one client of `net`, collecting what arrives."""
 
-    def __init__(self, net: NetworkDir) -> None:
+    def __init__(self, net: NetworkDir, qos: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         prefix = str(net.settings["mqtt"]["topic_prefix"])
         self.ids = net.membership.node_ids
@@ -187,8 +187,8 @@ class _Parties:
         self.got: dict[str, list[bytes]] = {}
         self.t: dict[str, MqttTransport] = {}
         for party in (*self.ids, self.client):
-            t = MqttTransport(party, BrokerSettings.for_party(net, party), prefix, loop,
-                              replicas=self.ids)
+            t = MqttTransport(party, BrokerSettings.for_party(net, party, qos=qos), prefix,
+                              loop, replicas=self.ids)
             self.got[party] = []
             t.on_receive = self.got[party].append
             self.t[party] = t
@@ -411,8 +411,8 @@ def test_a_message_goes_from_paho_to_the_transport_without_aiomqtt_s_queue(
         asyncio.run(_read_at_once_checks(net))
 
 
-async def _publish_order_checks(net: NetworkDir) -> None:
-    parties = _Parties(net)
+async def _publish_order_checks(net: NetworkDir, qos: int) -> None:
+    parties = _Parties(net, qos)
     await parties.start()
     ids, t, got = parties.ids, parties.t, parties.got
     sender = t[ids[0]]
@@ -421,15 +421,22 @@ async def _publish_order_checks(net: NetworkDir) -> None:
         # one leaves part of itself in paho's buffer, and what follows must queue behind it.
         sizes = [300, 400_000, 10, 200_000, 64, 64, 64] * 3
         sent = [i.to_bytes(4, "big") * (size // 4 + 1) for i, size in enumerate(sizes)]
-        assert sender._paho is not None  # connected: `_deliver` publishes directly
-        queued: list[bytes] = []
-        sender._queue.put = queued.append  # type: ignore[method-assign]
+        # QoS 0: connected, `_deliver` publishes directly and nothing waits for the writer
+        # task; QoS 1: every frame goes through the queue and aiomqtt's `publish`.
+        assert (sender._paho is not None) == (qos == 0)
+        put, queued = sender._queue.put, []
+
+        def counting_put(item: bytes) -> None:
+            queued.append(item)
+            put(item)
+
+        sender._queue.put = counting_put  # type: ignore[method-assign]
         for data in sent:
             sender.send(sender.id, ids[1], data, "REQUEST")
             sender.outbox.flush()
         await _until(lambda: len(got[ids[1]]) == len(sent), 20, "every frame")
         assert got[ids[1]] == sent
-        assert queued == []  # none waited for the writer task
+        assert len(queued) == (0 if qos == 0 else len(sent))
         assert sender.stats.frames_sent == len(sent) and sender.stats.bad_frames == 0
         assert t[ids[1]].stats.frames_received == len(sent)
     finally:
@@ -437,10 +444,12 @@ async def _publish_order_checks(net: NetworkDir) -> None:
 
 
 @pytest.mark.real
-def test_frames_published_at_once_keep_their_order(tmp_path: Path) -> None:
-    """MqttTransport publishes a frame straight to paho when nothing waits in its queue: over
-    TLS, through the broker `keys init` configures, frames small and large sent back to back
-    arrive whole and in order."""
+@pytest.mark.parametrize("qos", [0, 1])
+def test_frames_sent_back_to_back_keep_their_order(tmp_path: Path, qos: int) -> None:
+    """MqttTransport publishes a frame straight to paho when nothing waits in its queue (QoS
+    0), through its queue and writer task otherwise (QoS 1): over TLS, through the broker
+    `keys init` configures, frames small and large sent back to back arrive whole and in
+    order either way, read through `read_at_once`."""
     net = _private_network(tmp_path)
     with own_broker(net, tmp_path / "logs"):
-        asyncio.run(_publish_order_checks(net))
+        asyncio.run(_publish_order_checks(net, qos))
