@@ -360,7 +360,9 @@ class MqttTransport:
         """While connected with `write_at_once` (QoS 0): the paho client, which `_deliver`
         publishes to directly when nothing is queued (one frame need not wake `_write`)."""
         self._reading: aiomqtt.Client | None = None
-        """The connection `_read` takes messages from."""
+        """The connection messages come from (set before it subscribes to anything)."""
+        self._read_direct = False
+        """Whether paho hands them to `_on_message` itself (`read_at_once`)."""
         self._leaving: asyncio.Task[None] | None = None
         """Our unsubscription from our own fan-out topic, once the probe came back."""
 
@@ -488,6 +490,9 @@ class MqttTransport:
         while not self._closing:
             try:
                 async with self._client() as client:
+                    # Before anything is subscribed, so that every message takes the one path.
+                    self._reading = client
+                    self._read_direct = read_at_once(client, self._on_message)
                     direct = qos == 0 and write_at_once(client)
                     if self.is_replica:
                         # Each other replica's fan-out topic, and our own until the probe
@@ -533,14 +538,12 @@ class MqttTransport:
                 raise result
 
     async def _read(self, client: aiomqtt.Client) -> None:
-        """Take what `client` receives (`read_at_once`, or aiomqtt's iterator where that is not
-        possible) until it disconnects (the iterator raises)."""
-        self._reading = client
-        self._leaving = None
-        direct = read_at_once(client, self._on_message)
-        async for message in client.messages:  # with `direct`, only the disconnection
+        """Take what `client` receives until it disconnects (the iterator raises): through
+        `_on_message`, called by paho itself (`read_at_once`, set up in `_run`) or, where that
+        was not possible, from aiomqtt's iterator."""
+        async for message in client.messages:  # read directly: only the disconnection
             self._on_message(message.topic.value, message.payload)
-        if direct:  # the iterator ends only with an error; should it not, say so
+        if self._read_direct:  # the iterator ends only with an error; should it not, say so
             raise aiomqtt.MqttError("the broker's messages ended")
 
     def _on_message(self, topic: str, payload: object) -> None:
