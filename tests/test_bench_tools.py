@@ -158,7 +158,7 @@ def test_the_pause_fit_finds_the_terms_that_made_a_distribution() -> None:
     # A simulated run made with known pauses stands for the real one: the fit, searching the
     # grid from scratch, lands on them (or on a point that reproduces them as closely).
     block = {"message": "150us", "cores": 2, "client": "120us"}
-    simulate = calibrate.simulate_pauses(str(COMPARE_YAML), "kv", block, 0.01, "3s")
+    simulate = calibrate.simulate_pauses(str(COMPARE_YAML), "kv", block, 0.01, "1s")
     target = simulate(0.1, 0.4)
     fit = calibrate.fit_pauses(simulate, target, chances=(0.01, 0.1), means_ms=(0.1, 0.4))
     assert (fit.chance, fit.mean_ns) == (0.1, 400_000.0)
