@@ -545,18 +545,26 @@ def fit_pauses(simulate: Any, real_ms: dict[str, float],
                     [(c, m, e) for (c, m), (e, _) in tried.items()])
 
 
+def _compare() -> Any:
+    """bench/compare.py, the other half of the calibration (its link measurement and its
+    simulated rows)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import compare
+
+    return compare
+
+
 def simulate_pauses(scenario: str, app: str, block: dict[str, Any], hop_ms: float,
                     duration: str) -> Any:
     """A `simulate` for `fit_pauses`: `scenario` with `app`, the cpu `block` plus the pauses
-    tried, and `hop_ms` per network hop, for `duration` of simulated time."""
-    from medbft.scenario import load_scenario
-    from sim.run import run_scenario
+    tried, and `hop_ms` per network hop, for `duration` of simulated time (the row
+    bench/compare.py simulates)."""
+    compare = _compare()
 
     def simulate(chance: float, mean_ms: float) -> dict[str, Any]:
         cpu = {**block, "pause": f"{mean_ms:g}ms", "pause_chance": chance}
-        sc = load_scenario(scenario, [f"network.latency={hop_ms:.4f}ms", f"workload.app={app}",
-                                      "cpu=" + json.dumps(cpu), f"duration={duration}"])
-        latency: dict[str, Any] = run_scenario(sc).summary["latency_ms"]
+        latency: dict[str, Any] = compare.simulated(
+            scenario, compare.sim_overrides(hop_ms, app, cpu, duration))["latency_ms"]
         return latency
 
     return simulate
@@ -592,11 +600,8 @@ def pause_fit(args: argparse.Namespace, scenario: str, apps: list[str],
     when the simulated hop is unknown (MQTT without --link-ms)."""
     if args.link_ms is not None:
         transit = args.link_ms
-    elif args.transport == "http":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from compare import link_latency  # the hop compare.py --calibrated simulates
-
-        transit = link_latency()["transit_ms"]
+    elif args.transport == "http":  # the hop compare.py --calibrated simulates
+        transit = _compare().link_latency()["transit_ms"]
     else:
         print("pauses not fitted: over MQTT the simulated hop (through the broker) is not "
               "measured here; give it with --link-ms")

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                           else blocks)
         except CalibrationError as exc:
             p.error(str(exc))
-        dropped = MACHINE * args.no_machine + PAUSES * args.no_pauses
+        dropped = (MACHINE if args.no_machine else ()) + (PAUSES if args.no_pauses else ())
         if dropped:
             blocks, wan_blocks = without(blocks, dropped), without(wan_blocks, dropped)
     apps = list(APPS) if args.app == "both" else [args.app]

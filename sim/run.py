@@ -257,8 +257,8 @@ class _Run:
         self.transport.request_watch = self.app.request_watch()
         self.cpu = CpuCosts.from_spec(scenario.cpu)
         # One model for all replicas; with pauses, one each (each draws from its own stream).
-        pausing = self.cpu is not None and self.cpu.pauses
-        model = cost_model(self.cpu) if self.cpu is not None and not pausing else None
+        cpu = self.cpu
+        shared = cost_model(cpu) if cpu is not None and not cpu.pauses else None
         # `cpu.cores`: the whole network on one machine; `cpu.client`: the load generator's
         # CPU, one processor for all clients (sim/cpu.py).
         cores = (Cores(self.cpu.cores, self.loop)
@@ -277,9 +277,8 @@ class _Run:
             replica = Replica(self.membership, nid, Keyring(idents[nid], pubs, Costs(), cache),
                               self.app.state_machine(nid), config)
             self.replicas[nid] = replica
-            if pausing:
-                assert self.cpu is not None
-                model = cost_model(self.cpu, random.Random(f"medbft:{seed}:cpu:{nid}"))
+            model = (cost_model(cpu, random.Random(f"medbft:{seed}:cpu:{nid}"))
+                     if cpu is not None and cpu.pauses else shared)
             rt = NodeRuntime(replica, self.transport, self.loop, cost_model=model,
                              cores=cores, trace=self._on_trace)
             self.runtimes[nid] = rt
